@@ -1,0 +1,1 @@
+"""Apache ZooKeeper's client wire protocol (jute), sans-IO: bytes in, records out."""
