@@ -1,0 +1,132 @@
+"""Start real server processes (zkpy or Apache ZooKeeper) on loopback for tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+APACHE_ZK_TOOL = Path(os.environ.get("ZKPY_APACHE_ZK", REPO_ROOT.parent / "shared" / "tools" / "apache-zk"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def four_letter(host: str, port: int, word: str, timeout: float = 5.0) -> str:
+    """Send a four-letter word and return the whole answer."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(word.encode())
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@dataclass
+class ServerProcess:
+    kind: str
+    host: str
+    port: int
+    data_dir: Path
+    config_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        if self.kind == "apache":
+            return ["bash", str(APACHE_ZK_TOOL), str(self.config_path)]
+        return [sys.executable, "-m", "zkpy", "server", str(self.config_path)]
+
+    def start(self, wait: float = 90.0) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.data_dir
+        )
+        log.close()
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited: {self.log_tail()}")
+            with contextlib.suppress(OSError):
+                if four_letter(self.host, self.port, "ruok", timeout=1.0) == "imok":
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.kind} server did not answer ruok in {wait}s: {self.log_tail()}")
+
+    def kill(self) -> None:
+        """kill -9 the whole process group (a crash, for durability tests)."""
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def write_config(path: Path, port: int, data_dir: Path, extra: dict[str, str] | None = None) -> None:
+    settings = {
+        "tickTime": "2000",
+        "dataDir": str(data_dir),
+        "clientPort": str(port),
+        "clientPortAddress": "127.0.0.1",
+        "maxClientCnxns": "0",
+        "4lw.commands.whitelist": "*",
+        "admin.enableServer": "false",
+        **(extra or {}),
+    }
+    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+
+
+@contextlib.contextmanager
+def running_server(kind: str = "zkpy", extra: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """A fresh server of `kind` ('zkpy' or 'apache') on 127.0.0.1, stopped and cleaned up afterwards."""
+    if kind not in ("zkpy", "apache"):
+        raise ValueError(f"unknown server kind {kind!r}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"zkpy-{kind}-"))
+    port = free_port()
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    config_path = tmp / "zoo.cfg"
+    write_config(config_path, port, data_dir, extra)
+    server = ServerProcess(kind, "127.0.0.1", port, data_dir, config_path, tmp / "server.log", extra=extra or {})
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
