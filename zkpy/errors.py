@@ -61,7 +61,9 @@ _BY_CODE: dict[int, type[ZooKeeperError]] = {}
 
 
 def _define(name: str, code: Code) -> type[ZooKeeperError]:
-    cls = type(name, (ZooKeeperError,), {"code": code, "__doc__": f"ZooKeeper error {code.name} ({int(code)})."})
+    cls = type(
+        name, (ZooKeeperError,), {"code": code, "__doc__": f"ZooKeeper error {code.name} ({int(code)})."}
+    )
     _BY_CODE[int(code)] = cls
     return cls
 

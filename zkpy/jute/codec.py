@@ -164,9 +164,11 @@ def record(cls: type[R]) -> type[R]:
         if isinstance(kind, str) and kind in _FIXED:
             j = i
             fmt = ">"
-            while j < len(names) and isinstance(_kind_of(hints[names[j]]), str) and _kind_of(
-                hints[names[j]]
-            ) in _FIXED:
+            while (
+                j < len(names)
+                and isinstance(_kind_of(hints[names[j]]), str)
+                and _kind_of(hints[names[j]]) in _FIXED
+            ):
                 fmt += _FIXED[_kind_of(hints[names[j]])]
                 j += 1
             s = struct.Struct(fmt)
@@ -212,6 +214,6 @@ def encode(rec: Any) -> bytes:
 
 
 def decode(cls: type[R], data: bytes | memoryview, off: int = 0) -> R:
-    """Decode one record of `cls` that fills `data` from `off` (trailing bytes are allowed, as jute allows)."""
+    """Decode one record of `cls` from `data` at `off` (trailing bytes are allowed, as jute allows)."""
     value, _ = cls.read(data, off)  # type: ignore[attr-defined]
     return value  # type: ignore[no-any-return]

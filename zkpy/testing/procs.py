@@ -123,7 +123,9 @@ def running_server(kind: str = "zkpy", extra: dict[str, str] | None = None) -> I
     data_dir.mkdir()
     config_path = tmp / "zoo.cfg"
     write_config(config_path, port, data_dir, extra)
-    server = ServerProcess(kind, "127.0.0.1", port, data_dir, config_path, tmp / "server.log", extra=extra or {})
+    server = ServerProcess(
+        kind, "127.0.0.1", port, data_dir, config_path, tmp / "server.log", extra=extra or {}
+    )
     try:
         server.start()
         yield server
