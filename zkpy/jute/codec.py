@@ -97,6 +97,8 @@ def _read_vector(item_reader: Any) -> Any:
             raise JuteError("truncated vector count") from None
         off += 4
         if n < 0:
+            if n != -1:
+                raise JuteError(f"negative vector count {n}")
             return None, off
         if n > len(data) - off:  # every item takes at least one byte
             raise JuteError(f"vector count {n} larger than the frame")
