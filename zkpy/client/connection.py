@@ -1,0 +1,300 @@
+"""The IO task: owns the socket, the handshake, pings, dead-server detection and reconnects.
+
+Thin trio glue around ClientProtocol. One task per client runs `run()`: it connects to the next
+host, resumes the session, and while connected runs a reader (which also enforces the read
+timeout) and a writer (which batches queued requests into one send and pings when idle). A lost
+connection fails the requests in flight with ConnectionLossError and moves on to the next host,
+keeping the session; only the server can say the session expired.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from zkpy.client.events import EventDispatcher, EventType, State, WatchedEvent
+from zkpy.client.protocol import (
+    ClientProtocol,
+    Connected,
+    Expired,
+    Notification,
+    Pending,
+    ProtocolError,
+    Replied,
+)
+from zkpy.errors import ConnectionLossError, SessionExpiredError, ZooKeeperError
+
+log = logging.getLogger(__name__)
+
+EXPIRED_STATE = -112  # the `state` of the WatchedEvent every watcher gets when the session expires
+
+
+class ConnectionClosedError(ZooKeeperError):
+    """The client was closed: no more requests."""
+
+    code = ConnectionLossError.code
+
+
+class _ConnectionDropped(Exception):
+    pass
+
+
+def parse_hosts(hosts: str) -> tuple[list[tuple[str, int]], str]:
+    """'h1:2181,h2:2181/chroot' -> ([(h1, 2181), (h2, 2181)], '/chroot')."""
+    chroot = ""
+    if "/" in hosts:
+        hosts, chroot = hosts.split("/", 1)
+        chroot = "/" + chroot.rstrip("/")
+        if chroot == "/":
+            chroot = ""
+    out = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [ipv6]:port
+            host, _, port = item[1:].partition("]")
+            out.append((host, int(port.lstrip(":") or 2181)))
+        else:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "2181")
+            out.append((host, int(port)))
+    if not out:
+        raise ValueError(f"no hosts in {hosts!r}")
+    return out, chroot
+
+
+class Connection:
+    def __init__(
+        self,
+        hosts: str,
+        timeout: float,
+        dispatcher: EventDispatcher,
+        read_only: bool = False,
+        auto_restart: bool = False,
+        randomize: bool = True,
+    ) -> None:
+        self.hosts, chroot = parse_hosts(hosts)
+        if randomize:
+            random.shuffle(self.hosts)
+        self.protocol = ClientProtocol(chroot=chroot)
+        self.requested_timeout_ms = int(timeout * 1000)
+        self.read_only = read_only
+        self.auto_restart = auto_restart
+        self.dispatcher = dispatcher
+        self.state = State.CONNECTING
+        self.server: tuple[str, int] | None = None
+        self.connected_read_only = False
+        self._host_index = -1
+        self._state_changed = trio.Event()
+        self._restart = trio.Event()
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._stream: trio.SocketStream | None = None
+        self._closing = False
+        self._cancel = trio.CancelScope()
+        self.drop_hooks: list[Callable[[], None]] = []
+
+    # -- used by the API --------------------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float:
+        """The negotiated session timeout in seconds (the requested one before the first handshake)."""
+        return (self.protocol.timeout_ms or self.requested_timeout_ms) / 1000
+
+    async def wait_connected(self, limit: float | None = None) -> None:
+        """Wait for a live connection; raise if the session expired, the client closed, or `limit` passes."""
+        deadline = trio.current_time() + (self.timeout if limit is None else limit)
+        while self.state not in (State.CONNECTED, State.RECONNECTED):
+            if self.state is State.EXPIRED:
+                raise SessionExpiredError()
+            if self.state is State.CLOSED:
+                raise ConnectionClosedError("client is closed")
+            with trio.move_on_at(deadline):
+                await self._state_changed.wait()
+                continue
+            raise ConnectionLossError("not connected")
+
+    async def call(
+        self, op: int, record: Any, path: str | None = None, watch: tuple[str, Any] | None = None
+    ) -> Any:
+        if self.state not in (State.CONNECTED, State.RECONNECTED):
+            await self.wait_connected()
+        pending = self.protocol.request(op, record, path, watch)
+        self._writer_lot.unpark_all()
+        return await self.wait(pending)
+
+    async def wait(self, pending: Pending) -> Any:
+        if not pending.done:
+            pending.waiter = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                pending.waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        else:
+            await trio.lowlevel.checkpoint()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result
+
+    async def add_auth(self, scheme: str, credential: bytes) -> None:
+        await self.wait_connected()
+        pending = self.protocol.add_auth(scheme, credential)
+        self._writer_lot.unpark_all()
+        await self.wait(pending)
+
+    def restart(self) -> None:
+        """After an expiry: start a fresh session."""
+        self._restart.set()
+
+    async def close(self, close_session: bool = True) -> None:
+        if self.state is State.CLOSED:
+            return
+        if close_session and self.state in (State.CONNECTED, State.RECONNECTED):
+            from zkpy.jute.ops import EmptyRecord, OpCode
+
+            with trio.move_on_after(min(self.timeout, 5)):
+                self._closing = True  # the server hangs up after answering: not a suspension
+                with contextlib.suppress(ZooKeeperError):
+                    await self.call(OpCode.CLOSE_SESSION, EmptyRecord())
+        self._closing = True
+        self._cancel.cancel()
+        self._set_state(State.CLOSED)
+        for pending in self.protocol.connection_lost():
+            self._wake(pending)
+
+    # -- the IO task ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        with self._cancel:
+            failures = 0
+            while not self._closing:
+                if self.state is State.EXPIRED:
+                    if not self.auto_restart:
+                        await self._restart.wait()
+                    self._restart = trio.Event()
+                host = self._next_host()
+                try:
+                    stream = await self._open(host)
+                except (OSError, trio.TooSlowError) as exc:
+                    log.debug("connect to %s failed: %s", host, exc)
+                    failures += 1
+                    if failures % len(self.hosts) == 0:
+                        await trio.sleep(min(1.0, 0.05 * failures) * random.uniform(0.5, 1.0))
+                    continue
+                try:
+                    async with stream:
+                        await self._session(stream, host)
+                        failures = 0
+                except (
+                    OSError,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    _ConnectionDropped,
+                ) as exc:
+                    log.debug("connection to %s lost: %r", host, exc)
+                except ProtocolError as exc:
+                    log.warning("protocol error from %s: %s", host, exc)
+                finally:
+                    self._stream = None
+                    self.server = None
+                    for pending in self.protocol.connection_lost():
+                        self._wake(pending)
+                    for hook in self.drop_hooks:
+                        hook()
+                    if self.state in (State.CONNECTED, State.RECONNECTED) and not self._closing:
+                        self._set_state(State.SUSPENDED)
+
+    def _next_host(self) -> tuple[str, int]:
+        self._host_index = (self._host_index + 1) % len(self.hosts)
+        return self.hosts[self._host_index]
+
+    async def _open(self, host: tuple[str, int]) -> trio.SocketStream:
+        connect_timeout = max(self.timeout / len(self.hosts), 0.5)
+        with trio.fail_after(connect_timeout):
+            stream = await trio.open_tcp_stream(*host)
+        stream.setsockopt(6, 1, 1)  # TCP_NODELAY
+        return stream
+
+    async def _session(self, stream: trio.SocketStream, host: tuple[str, int]) -> None:
+        protocol = self.protocol
+        protocol.connect(self.requested_timeout_ms, self.read_only)
+        await stream.send_all(protocol.data_to_send())
+        outcome: Connected | Expired | None = None
+        leftover: list[Any] = []
+        with trio.fail_after(max(self.timeout / len(self.hosts), 1.0)):
+            while outcome is None:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise _ConnectionDropped("closed during handshake")
+                events = protocol.receive_data(data)
+                if events:
+                    outcome, leftover = events[0], events[1:]  # type: ignore[assignment]
+        if isinstance(outcome, Expired):
+            self._expire()
+            return
+        assert isinstance(outcome, Connected)
+        self._stream = stream
+        self.server = host
+        self.connected_read_only = outcome.read_only
+        self._set_state(State.CONNECTED if outcome.new_session else State.RECONNECTED)
+        self._handle(leftover)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._writer, stream)
+            await self._reader(stream)
+            nursery.cancel_scope.cancel()
+
+    def _expire(self) -> None:
+        failed, callbacks = self.protocol.expire()
+        for pending in failed:
+            self._wake(pending)
+        self._set_state(State.EXPIRED)
+        self.dispatcher.watch(WatchedEvent(EventType.NONE, "", EXPIRED_STATE), tuple(callbacks))
+
+    async def _reader(self, stream: trio.SocketStream) -> None:
+        read_timeout = self.protocol.timeout_ms / 1000 * 2 / 3
+        with trio.CancelScope(deadline=trio.current_time() + read_timeout) as scope:
+            while True:
+                data = await stream.receive_some(262144)
+                if not data:
+                    raise _ConnectionDropped("server closed the connection")
+                scope.deadline = trio.current_time() + read_timeout
+                self._handle(self.protocol.receive_data(data))
+        raise _ConnectionDropped(f"no answer in {read_timeout:.2f}s")
+
+    def _handle(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, Replied):
+                self._wake(event.pending)
+            elif isinstance(event, Notification):
+                self.dispatcher.watch(event.event, event.callbacks)
+
+    async def _writer(self, stream: trio.SocketStream) -> None:
+        protocol = self.protocol
+        ping_interval = protocol.timeout_ms / 1000 / 3
+        while True:
+            if not protocol.has_data_to_send():
+                with trio.move_on_after(ping_interval) as scope:
+                    await self._writer_lot.park()
+                if scope.cancelled_caught and not protocol.has_data_to_send():
+                    protocol.ping()
+            await stream.send_all(protocol.data_to_send())
+
+    @staticmethod
+    def _wake(pending: Pending) -> None:
+        if pending.waiter is not None:
+            trio.lowlevel.reschedule(pending.waiter)
+            pending.waiter = None
+
+    def _set_state(self, state: State) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+        self.dispatcher.state(state)
