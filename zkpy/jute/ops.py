@@ -345,6 +345,7 @@ REQUEST_RECORDS: dict[int, Any] = {
     OpCode.CREATE_CONTAINER: CreateRequest,
     OpCode.CREATE_TTL: CreateTTLRequest,
     OpCode.DELETE: DeleteRequest,
+    OpCode.DELETE_CONTAINER: DeleteRequest,  # server-issued only
     OpCode.EXISTS: PathWatchRequest,
     OpCode.GET_DATA: PathWatchRequest,
     OpCode.SET_DATA: SetDataRequest,

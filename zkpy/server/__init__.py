@@ -1,0 +1,1 @@
+"""The zkpy server: config, sessions, the request pipeline, client connections."""

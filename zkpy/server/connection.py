@@ -1,0 +1,295 @@
+"""One client connection: trio glue around ServerProtocol.
+
+Two tasks share a nursery: the receiver turns frames into requests, the sender
+writes whatever the connection has queued (replies and watch events, in the order
+they were queued). Replies leave in request order: a read waits behind its
+connection's earlier writes, so clients read their own writes, and the watch
+events of a commit are queued before any later reply that could show it.
+A connection that does not read its replies stops being read from (bounded
+buffers), so one slow or hostile client never stalls another.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from zkpy.errors import Code, ZooKeeperError
+from zkpy.jute.codec import JuteError
+from zkpy.jute.ops import WRITE_OPS, XID_AUTH, OpCode
+from zkpy.server.protocol import (
+    ConnectRequested,
+    FourLetterWord,
+    ProtocolError,
+    RequestReceived,
+    ServerProtocol,
+    reply,
+    watch_event,
+)
+from zkpy.tree.apply import Result
+from zkpy.tree.watches import STATE_SYNC_CONNECTED
+
+if TYPE_CHECKING:
+    from zkpy.server.node import ZooKeeperServer
+
+log = logging.getLogger(__name__)
+
+OUTPUT_HIGH_WATER = 4 * 1024 * 1024  # stop reading a client whose unsent replies exceed this
+_CLIENT_WRITE_OPS = WRITE_OPS - {OpCode.CREATE_SESSION, OpCode.DELETE_CONTAINER}
+
+
+class _Pending:
+    """A request waiting for its turn to be answered."""
+
+    __slots__ = ("body", "op", "reply", "started", "xid")
+
+    def __init__(self, xid: int, op: int, body: bytes | None, started: float) -> None:
+        self.xid = xid
+        self.op = op
+        self.body = body  # None for writes: their reply arrives via `reply`
+        self.reply: bytes | None = None
+        self.started = started
+
+
+class ClientConnection:
+    def __init__(self, server: ZooKeeperServer, stream: trio.SocketStream, remote: tuple[str, int]) -> None:
+        self.server = server
+        self.stream = stream
+        self.remote = remote
+        self.protocol = ServerProtocol(server.config.jute_max_buffer)
+        self.session_id = 0
+        self.timeout = 0
+        self.auth: list[tuple[str, str]] = [("ip", remote[0])]
+        self._out = bytearray()
+        self._out_ready = trio.Event()
+        self._drained = trio.Event()
+        self._pending: deque[_Pending] = deque()
+        self._closing = False
+        self._recv_scope = trio.CancelScope()
+        self._handshake_done = trio.Event()
+        self.established = time.time()
+        # Counters for `cons` and `stat`.
+        self.packets_received = 0
+        self.packets_sent = 0
+        self.last_op = "NA"
+        self.last_cxid = -1
+        self.last_zxid = -1
+        self.last_latency = 0.0
+        self.min_latency = float("inf")
+        self.max_latency = 0.0
+        self.total_latency = 0.0
+        self.latency_count = 0
+
+    # -- public -------------------------------------------------------------------
+    async def serve(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop)
+                with self._recv_scope:
+                    await self._recv_loop()
+                self.close()
+                # Give the sender a bounded time to flush the last replies to a peer that may not read.
+                nursery.cancel_scope.deadline = trio.current_time() + 5
+        finally:
+            self.server.connection_closed(self)
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    def close(self) -> None:
+        """Stop reading; the sender flushes what is queued, then the connection ends."""
+        self._closing = True
+        self._recv_scope.cancel()
+        self._out_ready.set()
+
+    def send(self, data: bytes) -> None:
+        self._out += data
+        self.packets_sent += 1
+        self._out_ready.set()
+
+    def notify(self, event_type: int, path: str) -> None:
+        """A watch fired (Watcher protocol): queue the event now, ahead of later replies."""
+        self.send(watch_event(event_type, STATE_SYNC_CONNECTED, path))
+
+    def attach(self, session_id: int, timeout: int) -> None:
+        self.session_id = session_id
+        self.timeout = timeout
+        self._handshake_done.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    # -- loops ----------------------------------------------------------------------
+    async def _send_loop(self) -> None:
+        stream = self.stream
+        try:
+            while True:
+                await self._out_ready.wait()
+                self._out_ready = trio.Event()
+                while self._out:
+                    data, self._out = self._out, bytearray()
+                    await stream.send_all(data)
+                self._drained.set()
+                if self._closing:
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.close()
+
+    async def _recv_loop(self) -> None:
+        stream = self.stream
+        server = self.server
+        while True:
+            if len(self._out) > OUTPUT_HIGH_WATER:
+                self._drained = trio.Event()
+                await self._drained.wait()
+            while server.pipeline.outstanding > server.config.global_outstanding_limit:
+                await trio.sleep(0.001)
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            if not data:
+                return
+            try:
+                events = self.protocol.receive(data)
+            except ProtocolError as e:
+                log.info("closing connection from %s:%d: %s", *self.remote, e)
+                return
+            for event in events:
+                if isinstance(event, RequestReceived):
+                    self._on_request(event.xid, event.op, event.body)
+                elif isinstance(event, ConnectRequested):
+                    if not server.handle_connect(self, event.request):
+                        return
+                    await self._handshake_done.wait()
+                    if self._closing:
+                        return
+                elif isinstance(event, FourLetterWord):
+                    self.send(server.four_letter(event.word).encode())
+                    return
+
+    # -- requests -------------------------------------------------------------------
+    def _on_request(self, xid: int, op: int, body: bytes) -> None:
+        server = self.server
+        self.packets_received += 1
+        server.stats.packets_received += 1
+        server.sessions.touch(self.session_id)
+        if op == OpCode.AUTH:
+            self._auth(xid, body)
+            return
+        now = time.monotonic()
+        if op in _CLIENT_WRITE_OPS:
+            pending = _Pending(xid, op, None, now)
+            self._pending.append(pending)
+            if op == OpCode.CLOSE_SESSION:
+                server.sessions.mark_closing(self.session_id)
+            if server.pipeline.write_error is not None:
+                pending.reply = reply(xid, server.tree.last_zxid, int(Code.SYSTEM_ERROR))
+                self._drain()
+                return
+            server.pipeline.submit(
+                self.session_id,
+                xid,
+                op,
+                body,
+                tuple(self.auth),
+                lambda result: self._write_done(pending, result),
+            )
+        elif self._pending:
+            self._pending.append(_Pending(xid, op, body, now))
+        else:
+            self.send(self._read(xid, op, body))
+            self._record(op, xid, now)
+
+    def _write_done(self, pending: _Pending, result: Result) -> None:
+        body = b""
+        if result.response is not None and not result.err:
+            out = bytearray()
+            result.response.write(out)
+            body = bytes(out)
+        pending.reply = reply(pending.xid, result.zxid, result.err, body)
+        self.last_zxid = result.zxid
+        self._drain()
+
+    def _drain(self) -> None:
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if head.body is None:
+                if head.reply is None:
+                    return
+                self.send(head.reply)
+                if head.op == OpCode.CLOSE_SESSION:
+                    self.close()
+            else:
+                self.send(self._read(head.xid, head.op, head.body))
+            pending.popleft()
+            self._record(head.op, head.xid, head.started)
+
+    def _read(self, xid: int, op: int, body: bytes) -> bytes:
+        tree = self.server.tree
+        if op == OpCode.PING:
+            return reply(xid, tree.last_zxid, 0)
+        try:
+            return reply(xid, tree.last_zxid, 0, self.server.reads.handle(op, body, self))
+        except ZooKeeperError as e:
+            return reply(xid, tree.last_zxid, int(e.code))
+        except JuteError:
+            return reply(xid, tree.last_zxid, int(Code.MARSHALLING_ERROR))
+
+    def _auth(self, xid: int, body: bytes) -> None:
+        from zkpy.jute.records import AuthPacket
+        from zkpy.tree import acl
+
+        tree = self.server.tree
+        try:
+            packet, _ = AuthPacket.read(body, 0)
+            ids = acl.authenticate(packet.scheme or "", packet.auth or b"", self.server.config.super_digest)
+        except (ZooKeeperError, JuteError):
+            self.send(reply(XID_AUTH, tree.last_zxid, int(Code.AUTH_FAILED)))
+            self.close()
+            return
+        for ident in ids:
+            pair = (ident.scheme or "", ident.id or "")
+            if pair not in self.auth:
+                self.auth.append(pair)
+        self.send(reply(XID_AUTH, tree.last_zxid, 0))
+
+    def _record(self, op: int, xid: int, started: float) -> None:
+        latency = (time.monotonic() - started) * 1000
+        self.last_latency = latency
+        self.min_latency = min(self.min_latency, latency)
+        self.max_latency = max(self.max_latency, latency)
+        self.total_latency += latency
+        self.latency_count += 1
+        self.last_cxid = xid
+        self.last_op = _OP_ABBREV.get(op, "NA")
+        self.server.stats.record_latency(latency)
+
+
+_OP_ABBREV = {
+    OpCode.CREATE: "CREA",
+    OpCode.CREATE2: "CREA",
+    OpCode.CREATE_CONTAINER: "CREA",
+    OpCode.CREATE_TTL: "CREA",
+    OpCode.DELETE: "DELE",
+    OpCode.EXISTS: "EXIS",
+    OpCode.GET_DATA: "GETD",
+    OpCode.SET_DATA: "SETD",
+    OpCode.GET_ACL: "GETA",
+    OpCode.SET_ACL: "SETA",
+    OpCode.GET_CHILDREN: "GETC",
+    OpCode.GET_CHILDREN2: "GETC",
+    OpCode.SYNC: "SYNC",
+    OpCode.PING: "PING",
+    OpCode.CHECK: "CHEC",
+    OpCode.MULTI: "MULT",
+    OpCode.CLOSE_SESSION: "CLOS",
+    OpCode.SET_WATCHES: "SETW",
+    OpCode.SET_WATCHES2: "SETW",
+    OpCode.ADD_WATCH: "ADDW",
+}

@@ -1,0 +1,225 @@
+"""One zkpy server: the listener, the commit pipeline, the session expirer and the
+container/TTL sweeper, all under one nursery.
+
+Standalone for now: the pipeline persists locally (or not at all) and this server
+is its own leader. The ensemble issue swaps the pipeline's persist step for a
+quorum round and adds the peer tasks beside these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from zkpy import __version__
+from zkpy.jute.codec import encode
+from zkpy.jute.ops import DeleteRequest, OpCode
+from zkpy.jute.records import ConnectRequest, ConnectResponse
+from zkpy.server.connection import ClientConnection
+from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
+from zkpy.server.protocol import connect_response
+from zkpy.server.reads import Reads
+from zkpy.server.sessions import SessionTracker
+from zkpy.tree.apply import Applier, Result
+from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ttl_of
+from zkpy.tree.txn import SERVER_AUTH, Txn, session_body
+from zkpy.tree.watches import WatchManager
+
+if TYPE_CHECKING:
+    from zkpy.server.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+VERSION = f"3.8.4-zkpy-{__version__}"  # kazoo and other clients parse the leading x.y.z
+
+
+@dataclass
+class ServerStats:
+    packets_received: int = 0
+    packets_sent: int = 0
+    min_latency: float = 0.0
+    max_latency: float = 0.0
+    total_latency: float = 0.0
+    latency_count: int = 0
+    started: float = 0.0
+
+    def record_latency(self, ms: float) -> None:
+        if self.latency_count == 0 or ms < self.min_latency:
+            self.min_latency = ms
+        if ms > self.max_latency:
+            self.max_latency = ms
+        self.total_latency += ms
+        self.latency_count += 1
+
+    def reset(self) -> None:
+        self.packets_received = self.packets_sent = self.latency_count = 0
+        self.min_latency = self.max_latency = self.total_latency = 0.0
+
+    @property
+    def avg_latency(self) -> float:
+        return self.total_latency / self.latency_count if self.latency_count else 0.0
+
+
+class ZooKeeperServer:
+    def __init__(
+        self, config: ServerConfig, persist: Persist = persist_nothing, tree: DataTree | None = None
+    ) -> None:
+        self.config = config
+        self.tree = tree or DataTree()
+        self.watches = WatchManager()
+        extended = config.extra.get(
+            "zookeeper.extendedTypesEnabled", config.extra.get("extendedTypesEnabled", "true")
+        )
+        self.applier = Applier(self.tree, extended_types=extended.strip().lower() != "false")
+        self.pipeline = CommitPipeline(self.applier, self.watches, persist)
+        self.pipeline.on_applied = self._on_applied
+        self.reads = Reads(self.tree, self.watches)
+        self.sessions = SessionTracker(config.tick_time, config.server_id or 0, clock=trio.current_time)
+        self.connections: set[ClientConnection] = set()
+        self.by_session: dict[int, ClientConnection] = {}
+        self.stats = ServerStats(started=time.time())
+        self.state = "standalone"
+        self.container_check_ms = int(config.extra.get("znode.container.checkIntervalMs", "60000"))
+        self.port = 0
+        self._expirer_wakeup = trio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and serve until cancelled; reports the bound port via task_status."""
+        config = self.config
+        listeners = await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+        self.port = listeners[0].socket.getsockname()[1]
+        for sid, (timeout, _) in self.tree.sessions.items():  # restored from disk: a fresh timeout each
+            self.sessions.add(sid, timeout)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.pipeline.run)
+            nursery.start_soon(self._expire_sessions)
+            nursery.start_soon(self._sweep_containers)
+            nursery.start_soon(trio.serve_listeners, self._handle_client, listeners)
+            log.info("zkpy %s serving clients on %s:%d", VERSION, config.client_port_address, self.port)
+            task_status.started(self.port)
+
+    async def _handle_client(self, stream: trio.SocketStream) -> None:
+        try:
+            remote = stream.socket.getpeername()[:2]
+        except OSError:
+            await stream.aclose()
+            return
+        limit = self.config.max_client_cnxns
+        if limit and sum(1 for c in self.connections if c.remote[0] == remote[0]) >= limit:
+            log.warning("too many connections from %s (max %d)", remote[0], limit)
+            await stream.aclose()
+            return
+        conn = ClientConnection(self, stream, remote)
+        self.connections.add(conn)
+        await conn.serve()
+
+    def connection_closed(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if self.by_session.get(conn.session_id) is conn:
+            del self.by_session[conn.session_id]
+        self.watches.remove_watcher(conn)
+        self.stats.packets_sent += conn.packets_sent
+
+    # -- handshake ------------------------------------------------------------------
+    def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
+        """Start or resume a session; False means close the connection at once."""
+        tree = self.tree
+        if request.last_zxid_seen > tree.last_zxid:
+            log.info(
+                "refusing session from %s: it has seen zxid 0x%x, our last zxid is 0x%x",
+                conn.remote[0], request.last_zxid_seen, tree.last_zxid,
+            )  # fmt: skip
+            return False
+        config = self.config
+        timeout = max(config.min_session_timeout, min(config.max_session_timeout, request.timeout))
+        read_only = None if request.read_only is None else False
+        if request.session_id == 0:
+            session_id = self.sessions.new_session_id()
+            password = os.urandom(16)
+
+            def created(result: Result) -> None:
+                self._attach(conn, session_id, timeout, password, read_only)
+
+            self.pipeline.submit(
+                session_id, 0, OpCode.CREATE_SESSION, session_body(timeout, password), SERVER_AUTH, created
+            )
+            return True
+        known = tree.sessions.get(request.session_id)
+        if known is None or known[1] != request.passwd or not self.sessions.is_alive(request.session_id):
+            conn.send(connect_response(ConnectResponse(0, 0, 0, b"\x00" * 16, read_only)))
+            conn.close()
+            conn.attach(0, 0)
+            return True
+        self.sessions.timeouts[request.session_id] = timeout
+        self._attach(conn, request.session_id, timeout, known[1], read_only)
+        return True
+
+    def _attach(
+        self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
+    ) -> None:
+        previous = self.by_session.get(session_id)
+        if previous is not None and previous is not conn:
+            previous.close()  # the session moved to this connection
+        self.by_session[session_id] = conn
+        self.sessions.touch(session_id)
+        conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
+        conn.attach(session_id, timeout)
+
+    # -- commit side effects ----------------------------------------------------------
+    def _on_applied(self, txn: Txn, result: Result) -> None:
+        if txn.op == OpCode.CREATE_SESSION:
+            timeout = self.tree.sessions[txn.session_id][0]
+            self.sessions.add(txn.session_id, timeout)
+            self._expirer_wakeup.set()
+        elif txn.op == OpCode.CLOSE_SESSION:
+            self.sessions.remove(txn.session_id)
+        for path in result.emptied_containers:
+            self.pipeline.submit(0, 0, OpCode.DELETE_CONTAINER, encode(DeleteRequest(path, -1)))
+
+    # -- background tasks -------------------------------------------------------------
+    async def _expire_sessions(self) -> None:
+        while True:
+            deadline = self.sessions.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 3600):
+                await self._expirer_wakeup.wait()
+            self._expirer_wakeup = trio.Event()
+            for session_id in self.sessions.expired():
+                log.info("session 0x%x expired", session_id)
+                conn = self.by_session.get(session_id)
+                if conn is not None:
+                    conn.close()  # the client learns of the expiry when it reconnects
+                self.pipeline.submit(session_id, 0, OpCode.CLOSE_SESSION, b"", SERVER_AUTH)
+
+    async def _sweep_containers(self) -> None:
+        """Delete empty used containers and TTL nodes whose time ran out (ZooKeeper's ContainerManager)."""
+        while True:
+            await trio.sleep(self.container_check_ms / 1000)
+            now = int(time.time() * 1000)
+            nodes = self.tree.nodes
+            for path in list(self.tree.containers) + list(self.tree.ttls):
+                node = nodes.get(path)
+                if node is None or node.children:
+                    continue
+                owner = node.ephemeral_owner
+                expired = node.cversion > 0 if owner == CONTAINER_OWNER else now - node.mtime > ttl_of(owner)
+                if expired:
+                    self.pipeline.submit(0, 0, OpCode.DELETE_CONTAINER, encode(DeleteRequest(path, -1)))
+
+    # -- four-letter words ------------------------------------------------------------
+    def four_letter(self, word: str) -> str:
+        try:
+            from zkpy.server import fourletter
+        except ImportError:
+            return "imok" if word == "ruok" else ""
+        return fourletter.respond(word, self.status(), set(self.config.four_letter_whitelist))
+
+    def status(self):  # type: ignore[no-untyped-def]
+        from zkpy.server.status import build_status
+
+        return build_status(self)

@@ -1,0 +1,214 @@
+"""Read operations, served from the local tree: (tree, watches, caller, request) -> reply body.
+
+Reads never go through the log. They run in the caller's request order (the
+connection holds a read back until its earlier writes are applied), so a client
+always reads its own writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from zkpy import paths
+from zkpy.errors import BadArgumentsError, NoAuthError, NoNodeError, NoWatcherError, UnimplementedError
+from zkpy.jute.codec import encode, write_buffer
+from zkpy.jute.ops import (
+    ADD_WATCH_PERSISTENT_RECURSIVE,
+    REQUEST_RECORDS,
+    CountResponse,
+    ErrorResponse,
+    GetACLResponse,
+    GetChildrenResponse,
+    GetDataResponse,
+    MultiResponse,
+    OpCode,
+    PathListResponse,
+)
+from zkpy.jute.records import ACL, PERM_ADMIN, PERM_READ, Id
+from zkpy.tree.apply import allowed, tuple_to_acl
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.watches import (
+    NODE_CHILDREN_CHANGED,
+    NODE_CREATED,
+    NODE_DATA_CHANGED,
+    NODE_DELETED,
+    WatchManager,
+)
+
+
+class Caller(Protocol):
+    """What a read needs to know about who asks: its session, auth ids, and where to send events."""
+
+    session_id: int
+    auth: list[tuple[str, str]]
+
+    def notify(self, event_type: int, path: str) -> None: ...
+
+
+def _vector_of_strings(out: bytearray, items: list[str]) -> None:
+    out += len(items).to_bytes(4, "big", signed=True)
+    for item in items:
+        write_buffer(out, item.encode("utf-8"))
+
+
+class Reads:
+    def __init__(self, tree: DataTree, watches: WatchManager) -> None:
+        self.tree = tree
+        self.watches = watches
+        self.handlers = {
+            OpCode.EXISTS: self.exists,
+            OpCode.GET_DATA: self.get_data,
+            OpCode.GET_CHILDREN: self.get_children,
+            OpCode.GET_CHILDREN2: self.get_children2,
+            OpCode.GET_ACL: self.get_acl,
+            OpCode.GET_ALL_CHILDREN_NUMBER: self.get_all_children_number,
+            OpCode.GET_EPHEMERALS: self.get_ephemerals,
+            OpCode.MULTI_READ: self.multi_read,
+            OpCode.SYNC: self.sync,
+            OpCode.CHECK_WATCHES: self.check_watches,
+            OpCode.REMOVE_WATCHES: self.remove_watches,
+            OpCode.ADD_WATCH: self.add_watch,
+            OpCode.SET_WATCHES: self.set_watches,
+            OpCode.SET_WATCHES2: self.set_watches,
+        }
+
+    def handle(self, op: int, body: bytes, caller: Caller) -> bytes:
+        """The reply body for a read op; raises ZooKeeperError for an error reply."""
+        handler = self.handlers.get(op)
+        if handler is None:
+            raise UnimplementedError()
+        request, _ = REQUEST_RECORDS[op].read(body, 0)
+        return handler(request, caller)
+
+    def _readable(self, path: str | None, caller: Caller) -> Any:
+        path = paths.validate(path)
+        node = self.tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        if not allowed(node.acl, PERM_READ, caller.auth):
+            raise NoAuthError(path=path)
+        return node
+
+    def exists(self, req: Any, caller: Caller) -> bytes:
+        path = paths.validate(req.path)
+        if req.watch:
+            self.watches.add_data_watch(path, caller)
+        node = self.tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        return node.stat_bytes()
+
+    def get_data(self, req: Any, caller: Caller) -> bytes:
+        node = self._readable(req.path, caller)
+        if req.watch:
+            self.watches.add_data_watch(req.path, caller)
+        out = bytearray()
+        write_buffer(out, node.data)
+        out += node.stat_bytes()
+        return bytes(out)
+
+    def get_children(self, req: Any, caller: Caller) -> bytes:
+        node = self._readable(req.path, caller)
+        if req.watch:
+            self.watches.add_child_watch(req.path, caller)
+        out = bytearray()
+        _vector_of_strings(out, list(node.children))
+        return bytes(out)
+
+    def get_children2(self, req: Any, caller: Caller) -> bytes:
+        node = self._readable(req.path, caller)
+        if req.watch:
+            self.watches.add_child_watch(req.path, caller)
+        out = bytearray()
+        _vector_of_strings(out, list(node.children))
+        out += node.stat_bytes()
+        return bytes(out)
+
+    def get_acl(self, req: Any, caller: Caller) -> bytes:
+        path = paths.validate(req.path)
+        node = self.tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        can_admin = allowed(node.acl, PERM_ADMIN, caller.auth)
+        if not can_admin and not allowed(node.acl, PERM_READ, caller.auth):
+            raise NoAuthError(path=path)
+        acl = tuple_to_acl(node.acl)
+        if not can_admin:  # ZooKeeper hides digest hashes from readers without ADMIN
+            acl = [ACL(a.perms, Id(a.id.scheme, "x:x")) if a.id.scheme == "digest" else a for a in acl]
+        return encode(GetACLResponse(acl, node.stat()))
+
+    def get_all_children_number(self, req: Any, caller: Caller) -> bytes:
+        self._readable(req.path, caller)
+        return encode(CountResponse(self.tree.count_descendants(req.path)))
+
+    def get_ephemerals(self, req: Any, caller: Caller) -> bytes:
+        prefix = req.path or "/"
+        owned = self.tree.ephemerals.get(caller.session_id, ())
+        return encode(PathListResponse(sorted(p for p in owned if p.startswith(prefix))))
+
+    def multi_read(self, req: Any, caller: Caller) -> bytes:
+        results: list[tuple[int, int, Any]] = []
+        for op, sub in req.ops:
+            try:
+                node = self._readable(sub.path, caller)
+            except (NoNodeError, NoAuthError, BadArgumentsError) as e:
+                results.append((OpCode.ERROR, int(e.code), ErrorResponse(int(e.code))))
+                continue
+            if op == OpCode.GET_DATA:
+                results.append((op, 0, GetDataResponse(node.data, node.stat())))
+            else:
+                results.append((op, 0, GetChildrenResponse(list(node.children))))
+        return encode(MultiResponse(results))
+
+    def sync(self, req: Any, caller: Caller) -> bytes:
+        out = bytearray()
+        write_buffer(out, (req.path or "").encode("utf-8"))
+        return bytes(out)
+
+    def check_watches(self, req: Any, caller: Caller) -> bytes:
+        path = paths.validate(req.path)
+        if not self.watches.remove_watches(path, req.type, caller, dry_run=True):
+            raise NoWatcherError(path=path)
+        return b""
+
+    def remove_watches(self, req: Any, caller: Caller) -> bytes:
+        path = paths.validate(req.path)
+        if not self.watches.remove_watches(path, req.type, caller):
+            raise NoWatcherError(path=path)
+        return b""
+
+    def add_watch(self, req: Any, caller: Caller) -> bytes:
+        path = paths.validate(req.path)
+        self.watches.add_persistent_watch(path, caller, recursive=req.mode == ADD_WATCH_PERSISTENT_RECURSIVE)
+        return b""
+
+    def set_watches(self, req: Any, caller: Caller) -> bytes:
+        """Re-arm a reconnecting client's watches, firing at once for what changed since it last saw."""
+        nodes = self.tree.nodes
+        since = req.relativeZxid
+        for path in req.dataWatches or ():
+            node = nodes.get(path)
+            if node is None:
+                caller.notify(NODE_DELETED, path)
+            elif node.mzxid > since:
+                caller.notify(NODE_DATA_CHANGED, path)
+            else:
+                self.watches.add_data_watch(path, caller)
+        for path in req.existWatches or ():
+            if path in nodes:
+                caller.notify(NODE_CREATED, path)
+            else:
+                self.watches.add_data_watch(path, caller)
+        for path in req.childWatches or ():
+            node = nodes.get(path)
+            if node is None:
+                caller.notify(NODE_DELETED, path)
+            elif node.pzxid > since:
+                caller.notify(NODE_CHILDREN_CHANGED, path)
+            else:
+                self.watches.add_child_watch(path, caller)
+        for path in getattr(req, "persistentWatches", None) or ():
+            self.watches.add_persistent_watch(path, caller, recursive=False)
+        for path in getattr(req, "persistentRecursiveWatches", None) or ():
+            self.watches.add_persistent_watch(path, caller, recursive=True)
+        return b""

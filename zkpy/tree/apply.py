@@ -1,0 +1,335 @@
+"""Applying transactions to the tree: ZooKeeper's checks, then the change, then the events.
+
+`Applier.apply(txn)` is deterministic in the tree's state and the txn, so every replica
+that applies the same log reaches the same tree and the same per-request outcome. A
+failed check answers with its error code and changes nothing; a multi's ops apply in
+turn and are undone if one fails, so it is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zkpy import paths
+from zkpy.errors import (
+    BadArgumentsError,
+    BadVersionError,
+    Code,
+    NoAuthError,
+    NoChildrenForEphemeralsError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    UnimplementedError,
+    ZooKeeperError,
+)
+from zkpy.jute.codec import JuteError
+from zkpy.jute.ops import (
+    MULTI_WRITE_OPS,
+    REQUEST_RECORDS,
+    Create2Response,
+    CreateResponse,
+    EmptyRecord,
+    ErrorResponse,
+    MultiRequest,
+    MultiResponse,
+    OpCode,
+    StatResponse,
+)
+from zkpy.jute.records import ACL, PERM_ADMIN, PERM_CREATE, PERM_DELETE, PERM_READ, PERM_WRITE, Id
+from zkpy.tree import acl as acls
+from zkpy.tree.datatree import (
+    CONTAINER_OWNER,
+    MAX_TTL,
+    AclTuple,
+    DataTree,
+    is_normal_ephemeral,
+    is_ttl_owner,
+    ttl_of,
+    ttl_owner,
+)
+from zkpy.tree.txn import Txn, parse_session_body
+from zkpy.tree.watches import NODE_CHILDREN_CHANGED, NODE_CREATED, NODE_DATA_CHANGED, NODE_DELETED
+
+Event = tuple[int, str]  # (event type, path)
+Undo = Callable[[], None]
+
+_CREATE_OPS = (OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL)
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome of one transaction: what to answer and which watches it fires."""
+
+    zxid: int
+    err: int = 0
+    response: Any = None
+    events: list[Event] = field(default_factory=list)
+    # Containers whose last child this txn removed: the server deletes them next.
+    emptied_containers: list[str] = field(default_factory=list)
+
+
+def acl_to_tuple(acl: list[ACL]) -> AclTuple:
+    return tuple((a.perms, a.id.scheme or "", a.id.id or "") for a in acl)
+
+
+def tuple_to_acl(acl: AclTuple) -> list[ACL]:
+    return [ACL(perms, Id(scheme, ident)) for perms, scheme, ident in acl]
+
+
+def allowed(acl: AclTuple, perm: int, auth: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> bool:
+    """ZooKeeper's checkACL, with a fast path for the common world:anyone ACL."""
+    for perms, scheme, ident in acl:
+        if scheme == "world" and ident == "anyone" and perms & perm:
+            return True
+    return acls.check(tuple_to_acl(acl), perm, auth)
+
+
+def check_version(expected: int, actual: int, path: str) -> None:
+    if expected != -1 and expected != actual:
+        raise BadVersionError(path=path)
+
+
+class Applier:
+    def __init__(self, tree: DataTree, extended_types: bool = True) -> None:
+        self.tree = tree
+        self.extended_types = extended_types
+
+    def apply(self, txn: Txn) -> Result:
+        tree = self.tree
+        tree.last_zxid = txn.zxid
+        result = Result(txn.zxid)
+        op = txn.op
+        try:
+            if op == OpCode.MULTI:
+                self._multi(txn, result)
+            elif op == OpCode.CREATE_SESSION:
+                tree.sessions[txn.session_id] = parse_session_body(txn.body)
+            elif op == OpCode.CLOSE_SESSION:
+                self._close_session(txn, result)
+            else:
+                record_cls = REQUEST_RECORDS.get(op)
+                if record_cls is None or op not in _WRITE_HANDLERS:
+                    raise UnimplementedError()
+                request, _ = record_cls.read(txn.body, 0)
+                result.response, _undo = _WRITE_HANDLERS[op](self, op, request, txn, result)
+        except ZooKeeperError as e:
+            result.err = int(e.code)
+            result.response = None
+            result.events.clear()
+            result.emptied_containers.clear()
+        except JuteError:
+            result.err = int(Code.MARSHALLING_ERROR)
+            result.response = None
+        return result
+
+    # -- sessions ---------------------------------------------------------------
+    def _close_session(self, txn: Txn, result: Result) -> None:
+        tree = self.tree
+        for path in sorted(tree.ephemerals.get(txn.session_id, ()), reverse=True):
+            if path in tree.nodes:
+                tree.delete_node(path, txn.zxid)
+                self._deleted(path, result)
+        tree.sessions.pop(txn.session_id, None)
+
+    def _deleted(self, path: str, result: Result) -> None:
+        parent_path = paths.parent(path)
+        result.events.append((NODE_DELETED, path))
+        result.events.append((NODE_CHILDREN_CHANGED, parent_path))
+        parent = self.tree.nodes[parent_path]
+        if parent.ephemeral_owner == CONTAINER_OWNER and not parent.children:
+            result.emptied_containers.append(parent_path)
+
+    # -- writes -----------------------------------------------------------------
+    def _create(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        tree = self.tree
+        flags = req.flags
+        ttl = getattr(req, "ttl", -1)
+        if flags not in (0, 1, 2, 3, 4, 5, 6):
+            raise BadArgumentsError(path=req.path)
+        is_ttl = flags in (5, 6)
+        if is_ttl and not self.extended_types:
+            raise UnimplementedError(path=req.path)
+        if is_ttl != (op == OpCode.CREATE_TTL) or (is_ttl and not 0 < ttl <= MAX_TTL):
+            raise BadArgumentsError(path=req.path)
+        if op == OpCode.CREATE_CONTAINER and flags != 4:
+            raise BadArgumentsError(path=req.path)
+        sequential = flags in (2, 3, 6)
+        path = paths.validate(req.path, sequential)
+        if path == "/":
+            raise NodeExistsError(path=path)
+        acl = acls.fix_acl(req.acl, txn.auth)
+        parent_path = paths.parent(path)
+        parent = tree.nodes.get(parent_path)
+        if parent is None:
+            raise NoNodeError(path=parent_path)
+        if not allowed(parent.acl, PERM_CREATE, txn.auth):
+            raise NoAuthError(path=path)
+        parent_cversion = parent.cversion
+        if sequential:
+            path = f"{path}{parent_cversion:010d}"
+            paths.validate(path)
+        if path in tree.nodes:
+            raise NodeExistsError(path=path)
+        if is_normal_ephemeral(parent.ephemeral_owner):
+            raise NoChildrenForEphemeralsError(path=path)
+        if flags in (1, 3):
+            if txn.session_id == 0:
+                raise BadArgumentsError(path=path)
+            owner = txn.session_id
+        elif flags == 4:
+            owner = CONTAINER_OWNER
+        elif is_ttl:
+            owner = ttl_owner(ttl)
+        else:
+            owner = 0
+        old_pzxid = parent.pzxid
+        node = tree.create_node(
+            path, req.data or b"", acl_to_tuple(acl), owner, parent_cversion + 1, txn.zxid, txn.time
+        )
+        result.events.append((NODE_CREATED, path))
+        result.events.append((NODE_CHILDREN_CHANGED, parent_path))
+
+        def undo() -> None:
+            tree.delete_node(path, txn.zxid)
+            parent.cversion = parent_cversion
+            parent.pzxid = old_pzxid
+
+        if op == OpCode.CREATE:
+            return CreateResponse(path), undo
+        return Create2Response(path, node.stat()), undo
+
+    def _delete(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        tree = self.tree
+        path = paths.validate(req.path)
+        if path == "/":
+            raise BadArgumentsError(path=path)
+        parent_path = paths.parent(path)
+        parent = tree.nodes.get(parent_path)
+        if parent is None:
+            raise NoNodeError(path=path)
+        if op != OpCode.DELETE_CONTAINER and not allowed(parent.acl, PERM_DELETE, txn.auth):
+            raise NoAuthError(path=path)
+        node = tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        if op == OpCode.DELETE_CONTAINER and not self._collectable(
+            node.ephemeral_owner, node.mtime, txn.time
+        ):
+            raise BadArgumentsError(path=path)
+        check_version(req.version, node.version, path)
+        if node.children:
+            raise NotEmptyError(path=path)
+        old_cversion, old_pzxid = parent.cversion, parent.pzxid
+        tree.delete_node(path, txn.zxid)
+        self._deleted(path, result)
+
+        def undo() -> None:
+            tree.relink(path, node, old_cversion, old_pzxid)
+
+        return EmptyRecord(), undo
+
+    @staticmethod
+    def _collectable(owner: int, mtime: int, now: int) -> bool:
+        """deleteContainer's rule: any container, or a TTL node whose TTL has run out since its last change."""
+        if owner == CONTAINER_OWNER:
+            return True
+        return is_ttl_owner(owner) and now - mtime > ttl_of(owner)
+
+    def _set_data(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        tree = self.tree
+        path = paths.validate(req.path)
+        node = tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        if not allowed(node.acl, PERM_WRITE, txn.auth):
+            raise NoAuthError(path=path)
+        check_version(req.version, node.version, path)
+        old = (node.data, node.mzxid, node.mtime, node.version)
+        tree.set_data(node, path, req.data or b"", txn.zxid, txn.time)
+        result.events.append((NODE_DATA_CHANGED, path))
+
+        def undo() -> None:
+            tree.data_size += len(old[0]) - len(node.data)
+            node.data, node.mzxid, node.mtime, node.version = old
+
+        return StatResponse(node.stat()), undo
+
+    def _set_acl(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        tree = self.tree
+        path = paths.validate(req.path)
+        acl = acls.fix_acl(req.acl, txn.auth)
+        node = tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        if not allowed(node.acl, PERM_ADMIN, txn.auth):
+            raise NoAuthError(path=path)
+        check_version(req.version, node.aversion, path)
+        old = (node.acl, node.aversion)
+        node.acl = tree.intern_acl(acl_to_tuple(acl))
+        node.aversion += 1
+
+        def undo() -> None:
+            node.acl, node.aversion = old
+
+        return StatResponse(node.stat()), undo
+
+    def _check(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        path = paths.validate(req.path)
+        node = self.tree.nodes.get(path)
+        if node is None:
+            raise NoNodeError(path=path)
+        if not allowed(node.acl, PERM_READ, txn.auth):
+            raise NoAuthError(path=path)
+        check_version(req.version, node.version, path)
+        return EmptyRecord(), _no_undo
+
+    def _multi(self, txn: Txn, result: Result) -> None:
+        request, _ = MultiRequest.read(txn.body, 0)
+        undos: list[Undo] = []
+        responses: list[tuple[int, int, Any]] = []
+        failed_at = -1
+        failed_code = 0
+        for i, (op, req) in enumerate(request.ops):
+            try:
+                if op not in MULTI_WRITE_OPS:
+                    raise UnimplementedError()
+                response, undo = _WRITE_HANDLERS[op](self, op, req, txn, result)
+            except ZooKeeperError as e:
+                failed_at, failed_code = i, int(e.code)
+                break
+            undos.append(undo)
+            result_type = OpCode.CREATE2 if op in (OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL) else op
+            responses.append((result_type, 0, response))
+        if failed_at < 0:
+            result.response = MultiResponse(responses)
+            return
+        for undo in reversed(undos):
+            undo()
+        result.events.clear()
+        result.emptied_containers.clear()
+        codes = (
+            [0] * failed_at
+            + [failed_code]
+            + [int(Code.RUNTIME_INCONSISTENCY)] * (len(request.ops) - failed_at - 1)
+        )
+        result.response = MultiResponse([(OpCode.ERROR, c, ErrorResponse(c)) for c in codes])
+
+
+def _no_undo() -> None:
+    return None
+
+
+_WRITE_HANDLERS: dict[int, Callable[[Applier, int, Any, Txn, Result], tuple[Any, Undo]]] = {
+    OpCode.CREATE: Applier._create,
+    OpCode.CREATE2: Applier._create,
+    OpCode.CREATE_CONTAINER: Applier._create,
+    OpCode.CREATE_TTL: Applier._create,
+    OpCode.DELETE: Applier._delete,
+    OpCode.DELETE_CONTAINER: Applier._delete,
+    OpCode.SET_DATA: Applier._set_data,
+    OpCode.SET_ACL: Applier._set_acl,
+    OpCode.CHECK: Applier._check,
+}

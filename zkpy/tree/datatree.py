@@ -1,0 +1,208 @@
+"""The znode tree: nodes with ZooKeeper's Stat bookkeeping, and nothing else.
+
+Pure and synchronous. Checks (existence, versions, ACLs) live in `apply`; this module
+keeps the structure consistent: parent/child links, cversion/pzxid, the ephemeral,
+container and TTL indexes, and the node count and data size that `mntr` reports.
+"""
+
+from __future__ import annotations
+
+from zkpy import paths
+from zkpy.jute.records import STAT_STRUCT, Stat
+
+# ZooKeeper's EphemeralType encoding of ephemeralOwner for the extended node types.
+CONTAINER_OWNER = -(1 << 63)  # Long.MIN_VALUE
+TTL_MASK = -(1 << 56)  # 0xff00000000000000 as a signed long
+MAX_TTL = (1 << 40) - 1
+
+AclTuple = tuple[tuple[int, str, str], ...]  # (perms, scheme, id) per entry
+
+
+def ttl_owner(ttl: int) -> int:
+    return TTL_MASK | ttl
+
+
+def is_ttl_owner(owner: int) -> bool:
+    return owner != CONTAINER_OWNER and owner < 0 and (owner & TTL_MASK) == TTL_MASK
+
+
+def ttl_of(owner: int) -> int:
+    return owner & MAX_TTL
+
+
+def is_normal_ephemeral(owner: int) -> bool:
+    return owner > 0
+
+
+class ZNode:
+    __slots__ = (
+        "acl",
+        "aversion",
+        "children",
+        "ctime",
+        "cversion",
+        "czxid",
+        "data",
+        "ephemeral_owner",
+        "mtime",
+        "mzxid",
+        "pzxid",
+        "version",
+    )
+
+    def __init__(self, data: bytes, acl: AclTuple, zxid: int, time: int, ephemeral_owner: int) -> None:
+        self.data = data
+        self.acl = acl
+        self.czxid = self.mzxid = self.pzxid = zxid
+        self.ctime = self.mtime = time
+        self.version = self.cversion = self.aversion = 0
+        self.ephemeral_owner = ephemeral_owner
+        self.children: set[str] = set()
+
+    def stat(self) -> Stat:
+        return Stat(
+            self.czxid,
+            self.mzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.cversion,
+            self.aversion,
+            self.ephemeral_owner,
+            len(self.data),
+            len(self.children),
+            self.pzxid,
+        )
+
+    def stat_bytes(self) -> bytes:
+        """The 68-byte wire Stat, packed directly (the read hot path)."""
+        return STAT_STRUCT.pack(
+            self.czxid,
+            self.mzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.cversion,
+            self.aversion,
+            self.ephemeral_owner,
+            len(self.data),
+            len(self.children),
+            self.pzxid,
+        )
+
+
+OPEN_ACL: AclTuple = ((31, "world", "anyone"),)
+
+
+class DataTree:
+    """Path -> ZNode map plus the indexes ZooKeeper keeps beside it."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, ZNode] = {}
+        self.ephemerals: dict[int, set[str]] = {}
+        self.containers: set[str] = set()
+        self.ttls: set[str] = set()
+        self.sessions: dict[int, tuple[int, bytes]] = {}  # session id -> (timeout ms, password)
+        self.last_zxid = 0
+        self._acl_cache: dict[AclTuple, AclTuple] = {}
+        self.data_size = 0
+        root = ZNode(b"", OPEN_ACL, 0, 0, 0)
+        self.nodes["/"] = root
+        for path in ("/zookeeper", "/zookeeper/quota", "/zookeeper/config"):
+            self._link(path, ZNode(b"", OPEN_ACL, 0, 0, 0))
+
+    def _link(self, path: str, node: ZNode) -> None:
+        self.nodes[path] = node
+        self.nodes[paths.parent(path)].children.add(paths.basename(path))
+
+    def intern_acl(self, acl: AclTuple) -> AclTuple:
+        """Share one tuple between the many nodes that carry the same ACL."""
+        return self._acl_cache.setdefault(acl, acl)
+
+    def get(self, path: str) -> ZNode | None:
+        return self.nodes.get(path)
+
+    def node_count(self) -> int:
+        return len(self.nodes)
+
+    def create_node(
+        self,
+        path: str,
+        data: bytes,
+        acl: AclTuple,
+        ephemeral_owner: int,
+        parent_cversion: int,
+        zxid: int,
+        time: int,
+    ) -> ZNode:
+        parent_path = paths.parent(path)
+        parent = self.nodes[parent_path]
+        node = ZNode(data, self.intern_acl(acl), zxid, time, ephemeral_owner)
+        self.nodes[path] = node
+        parent.children.add(paths.basename(path))
+        parent.cversion = parent_cversion
+        parent.pzxid = zxid
+        self.data_size += len(data) + len(path)
+        if ephemeral_owner:
+            if ephemeral_owner == CONTAINER_OWNER:
+                self.containers.add(path)
+            elif is_ttl_owner(ephemeral_owner):
+                self.ttls.add(path)
+            else:
+                self.ephemerals.setdefault(ephemeral_owner, set()).add(path)
+        return node
+
+    def delete_node(self, path: str, zxid: int) -> ZNode:
+        node = self.nodes.pop(path)
+        parent = self.nodes[paths.parent(path)]
+        parent.children.discard(paths.basename(path))
+        parent.cversion += 1
+        parent.pzxid = zxid
+        self.data_size -= len(node.data) + len(path)
+        owner = node.ephemeral_owner
+        if owner:
+            if owner == CONTAINER_OWNER:
+                self.containers.discard(path)
+            elif is_ttl_owner(owner):
+                self.ttls.discard(path)
+            else:
+                owned = self.ephemerals.get(owner)
+                if owned is not None:
+                    owned.discard(path)
+                    if not owned:
+                        del self.ephemerals[owner]
+        return node
+
+    def relink(self, path: str, node: ZNode, parent_cversion: int, parent_pzxid: int) -> None:
+        """Put back a node that `delete_node` removed (multi rollback)."""
+        self.nodes[path] = node
+        parent = self.nodes[paths.parent(path)]
+        parent.children.add(paths.basename(path))
+        parent.cversion = parent_cversion
+        parent.pzxid = parent_pzxid
+        self.data_size += len(node.data) + len(path)
+        owner = node.ephemeral_owner
+        if owner == CONTAINER_OWNER:
+            self.containers.add(path)
+        elif is_ttl_owner(owner):
+            self.ttls.add(path)
+        elif owner:
+            self.ephemerals.setdefault(owner, set()).add(path)
+
+    def set_data(self, node: ZNode, path: str, data: bytes, zxid: int, time: int) -> None:
+        self.data_size += len(data) - len(node.data)
+        node.data = data
+        node.mzxid = zxid
+        node.mtime = time
+        node.version += 1
+
+    def count_descendants(self, path: str) -> int:
+        total = 0
+        stack = [path]
+        nodes = self.nodes
+        while stack:
+            p = stack.pop()
+            for name in nodes[p].children:
+                total += 1
+                stack.append(paths.join(p, name))
+        return total
