@@ -132,3 +132,72 @@ def running_server(kind: str = "zkpy", extra: dict[str, str] | None = None) -> I
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class Ensemble:
+    """Several server processes forming one quorum; `hosts` is the client connect string for all."""
+
+    servers: list[ServerProcess]
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(s.hosts for s in self.servers)
+
+    def serving(self, server: ServerProcess) -> bool:
+        try:
+            answer = four_letter(server.host, server.port, "srvr", timeout=1.0)
+        except OSError:
+            return False
+        return "Mode:" in answer
+
+    def wait_serving(self, wait: float = 60.0, servers: list[ServerProcess] | None = None) -> None:
+        deadline = time.monotonic() + wait
+        pending = list(servers or self.servers)
+        while pending and time.monotonic() < deadline:
+            pending = [s for s in pending if not self.serving(s)]
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise RuntimeError(f"servers not serving after {wait}s: {[s.hosts for s in pending]}")
+
+
+@contextlib.contextmanager
+def running_ensemble(
+    kind: str = "apache", n: int = 3, extra: dict[str, str] | None = None
+) -> Iterator[Ensemble]:
+    """`n` servers of `kind` on 127.0.0.1 in one quorum (server.N lines, myid files), stopped afterwards."""
+    if kind not in ("zkpy", "apache"):
+        raise ValueError(f"unknown server kind {kind!r}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"zkpy-{kind}-ensemble-"))
+    ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
+    quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
+    servers = []
+    for i, (client_port, _, _) in enumerate(ports):
+        home = tmp / f"s{i + 1}"
+        data_dir = home / "data"
+        data_dir.mkdir(parents=True)
+        (data_dir / "myid").write_text(f"{i + 1}\n")
+        settings = {"initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
+        write_config(home / "zoo.cfg", client_port, data_dir, settings)
+        servers.append(
+            ServerProcess(
+                kind,
+                "127.0.0.1",
+                client_port,
+                data_dir,
+                home / "zoo.cfg",
+                home / "server.log",
+                extra=settings,
+            )
+        )
+    ensemble = Ensemble(servers)
+    try:
+        for server in servers:
+            server.start()
+        ensemble.wait_serving()
+        yield ensemble
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
