@@ -1,0 +1,58 @@
+"""A TCP proxy for tests: cut every connection through it, or freeze them (a server that hangs)."""
+
+from __future__ import annotations
+
+import trio
+
+
+class Proxy:
+    """Forwards 127.0.0.1:port to a target; `cut()` drops connections, `frozen` stops the bytes."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.frozen = False
+        self.refuse = False
+        self.connections = 0
+        self._scopes: list[trio.CancelScope] = []
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    def cut(self) -> None:
+        for scope in self._scopes:
+            scope.cancel()
+        self._scopes.clear()
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        if self.refuse:
+            await client.aclose()
+            return
+        self.connections += 1
+        with trio.CancelScope() as scope:
+            self._scopes.append(scope)
+            try:
+                async with client, await trio.open_tcp_stream(*self.target) as server:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._pump, client, server)
+                        nursery.start_soon(self._pump, server, client)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        if scope in self._scopes:
+            self._scopes.remove(scope)
+
+    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        while True:
+            data = await src.receive_some(65536)
+            if not data:
+                raise trio.BrokenResourceError
+            while self.frozen:
+                await trio.sleep(0.01)
+            await dst.send_all(data)
