@@ -1,0 +1,104 @@
+"""Watch triggering rules and session expiry buckets, without sockets or sleeping."""
+
+from __future__ import annotations
+
+from zkpy.jute.codec import encode
+from zkpy.jute.records import ConnectRequest
+from zkpy.server.protocol import (
+    ConnectRequested,
+    FourLetterWord,
+    ProtocolError,
+    RequestReceived,
+    ServerProtocol,
+)
+from zkpy.server.sessions import SessionTracker
+from zkpy.tree.watches import (
+    NODE_CHILDREN_CHANGED,
+    NODE_CREATED,
+    NODE_DATA_CHANGED,
+    NODE_DELETED,
+    WatchManager,
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str]] = []
+
+    def notify(self, event_type: int, path: str) -> None:
+        self.events.append((event_type, path))
+
+
+def test_one_shot_watches_fire_once():
+    w, r = WatchManager(), Recorder()
+    w.add_data_watch("/a", r)
+    w.trigger(NODE_DATA_CHANGED, "/a")
+    w.trigger(NODE_DATA_CHANGED, "/a")
+    assert r.events == [(NODE_DATA_CHANGED, "/a")]
+
+
+def test_delete_fires_data_and_child_watches_once_per_watcher():
+    w, r = WatchManager(), Recorder()
+    w.add_data_watch("/a", r)
+    w.add_child_watch("/a", r)
+    w.trigger(NODE_DELETED, "/a")
+    assert r.events == [(NODE_DELETED, "/a")]
+    assert w.count() == 0
+
+
+def test_persistent_watch_stays_and_sees_children_changes_but_recursive_does_not():
+    w, p, rec = WatchManager(), Recorder(), Recorder()
+    w.add_persistent_watch("/a", p, recursive=False)
+    w.add_persistent_watch("/a", rec, recursive=True)
+    w.trigger(NODE_CREATED, "/a/b")
+    w.trigger(NODE_CHILDREN_CHANGED, "/a")
+    w.trigger(NODE_DATA_CHANGED, "/a")
+    w.trigger(NODE_DATA_CHANGED, "/a")
+    assert p.events == [(NODE_CHILDREN_CHANGED, "/a"), (NODE_DATA_CHANGED, "/a"), (NODE_DATA_CHANGED, "/a")]
+    assert rec.events == [(NODE_CREATED, "/a/b"), (NODE_DATA_CHANGED, "/a"), (NODE_DATA_CHANGED, "/a")]
+    assert w.remove_watches("/a", 5, rec) and not w.remove_watches("/a", 5, rec)
+
+
+def test_sessions_expire_in_tick_buckets_and_touch_extends():
+    now = [0.0]
+    s = SessionTracker(tick_ms=1000, clock=lambda: now[0])
+    s.add(1, 4000)
+    s.add(2, 4000)
+    now[0] = 3.0
+    s.touch(1)
+    now[0] = 5.5
+    assert s.expired() == [2]
+    assert s.is_alive(1) and not s.is_alive(2)
+    now[0] = 8.0
+    assert s.expired() == [1]
+    assert s.next_deadline() is None
+
+
+def test_protocol_sniffs_four_letter_words_and_frames_requests():
+    p = ServerProtocol()
+    assert p.receive(b"ru") == []
+    assert p.receive(b"ok") == [FourLetterWord("ruok")]
+    p = ServerProtocol()
+    body = encode(ConnectRequest(0, 0, 10000, 0, b"\0" * 16, False))
+    data = (
+        len(body).to_bytes(4, "big")
+        + body
+        + (8).to_bytes(4, "big")
+        + (7).to_bytes(4, "big")
+        + (11).to_bytes(4, "big")
+    )
+    events = []
+    for i in range(len(data)):  # byte by byte: framing must reassemble
+        events += p.receive(data[i : i + 1])
+    assert isinstance(events[0], ConnectRequested) and events[0].request.timeout == 10000
+    assert events[1] == RequestReceived(7, 11, b"")
+
+
+def test_protocol_rejects_oversize_frames():
+    p = ServerProtocol(max_buffer=100)
+    try:
+        p.receive((10_000).to_bytes(4, "big") + b"x" * 10)
+    except ProtocolError as e:
+        assert "10000" in str(e)
+    else:
+        raise AssertionError("oversize frame accepted")
