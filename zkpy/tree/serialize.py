@@ -1,0 +1,109 @@
+"""The tree as a stream of snapshot items, and back.
+
+Items are plain msgpack-able values, streamed so neither side holds a second copy of
+the tree: first a header, then the ACL table, then nodes in chunks. Children sets are
+rebuilt from the paths on load, so node order in the stream does not matter.
+
+    ["zkpy-tree", 1, last_zxid, [[session_id, timeout_ms, password], ...]]
+    ["acls", [[[perms, scheme, id], ...], ...]]
+    ["nodes", [[path, data, acl_index, czxid, mzxid, ctime, mtime, version, cversion, aversion,
+                ephemeral_owner, pzxid], ...]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from zkpy import paths
+from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ZNode, is_ttl_owner
+
+FORMAT = "zkpy-tree"
+VERSION = 1
+CHUNK = 4096
+
+
+class SnapshotFormatError(ValueError):
+    """The items do not describe a tree this version can load."""
+
+
+def tree_items(tree: DataTree) -> Iterator[Any]:
+    yield [FORMAT, VERSION, tree.last_zxid, [[sid, t, pw] for sid, (t, pw) in tree.sessions.items()]]
+    acl_index: dict[tuple[tuple[int, str, str], ...], int] = {}
+    for node in tree.nodes.values():
+        if node.acl not in acl_index:
+            acl_index[node.acl] = len(acl_index)
+    yield ["acls", [[list(entry) for entry in acl] for acl in acl_index]]
+    chunk: list[list[Any]] = []
+    for path, n in tree.nodes.items():
+        chunk.append(
+            [path, n.data, acl_index[n.acl], n.czxid, n.mzxid, n.ctime, n.mtime,
+             n.version, n.cversion, n.aversion, n.ephemeral_owner, n.pzxid]
+        )  # fmt: skip
+        if len(chunk) >= CHUNK:
+            yield ["nodes", chunk]
+            chunk = []
+    if chunk:
+        yield ["nodes", chunk]
+
+
+def load_tree(items: Iterable[Any]) -> DataTree:
+    it = iter(items)
+    header = next(it, None)
+    if not isinstance(header, list) or len(header) != 4 or header[0] != FORMAT or header[1] != VERSION:
+        raise SnapshotFormatError(f"not a zkpy tree snapshot (header {header!r:.80})")
+    tree = DataTree()
+    tree.nodes.clear()
+    tree.last_zxid = header[2]
+    tree.sessions = {sid: (t, bytes(pw)) for sid, t, pw in header[3]}
+    acls: list[tuple[tuple[int, str, str], ...]] = []
+    nodes = tree.nodes
+    for item in it:
+        kind = item[0]
+        if kind == "acls":
+            acls = [tree.intern_acl(tuple((p, s, i) for p, s, i in acl)) for acl in item[1]]
+        elif kind == "nodes":
+            for (
+                path,
+                data,
+                acl,
+                czxid,
+                mzxid,
+                ctime,
+                mtime,
+                version,
+                cversion,
+                aversion,
+                owner,
+                pzxid,
+            ) in item[1]:
+                node = ZNode.__new__(ZNode)
+                node.data = data
+                node.acl = acls[acl]
+                node.czxid, node.mzxid, node.ctime, node.mtime = czxid, mzxid, ctime, mtime
+                node.version, node.cversion, node.aversion = version, cversion, aversion
+                node.ephemeral_owner, node.pzxid = owner, pzxid
+                node.children = set()
+                nodes[path] = node
+        else:
+            raise SnapshotFormatError(f"unknown snapshot item {kind!r}")
+    if "/" not in nodes:
+        raise SnapshotFormatError("snapshot has no root node")
+    size = 0
+    for path, node in nodes.items():
+        size += len(node.data) + len(path)
+        if path == "/":
+            continue
+        parent = nodes.get(paths.parent(path))
+        if parent is None:
+            raise SnapshotFormatError(f"snapshot node {path} has no parent")
+        parent.children.add(paths.basename(path))
+        owner = node.ephemeral_owner
+        if owner == CONTAINER_OWNER:
+            tree.containers.add(path)
+        elif is_ttl_owner(owner):
+            tree.ttls.add(path)
+        elif owner:
+            tree.ephemerals.setdefault(owner, set()).add(path)
+    tree.data_size = size
+    return tree
