@@ -39,7 +39,7 @@ def _dump_log(path: Path, out: TextIO) -> None:
     out.write(f"transaction log {path.name}: first zxid {first:#x}\n")
     off, prev, count, batch_open = frames.HEADER.size, first - 1, 0, False
     while (found := frames.frame_at(data, off, len(data), prev)) is not None:
-        zxid, end, is_end = found
+        zxid, _, end, is_end = found
         out.write(describe_record(zxid, data[off + frames.FRAME.size : end]) + "\n")
         off, prev, batch_open = end, zxid, not is_end
         count += 1
@@ -77,7 +77,11 @@ def _body_detail(op: int, body: bytes) -> str:
             return f"timeout {timeout}ms"
         if op == OpCode.MULTI:
             multi, _ = MultiRequest.read(body, 0)
-            return "[" + ", ".join(f"{_op_name(t)} {getattr(r, 'path', '')}".rstrip() for t, r in multi.ops) + "]"
+            return (
+                "["
+                + ", ".join(f"{_op_name(t)} {getattr(r, 'path', '')}".rstrip() for t, r in multi.ops)
+                + "]"
+            )
         cls = REQUEST_RECORDS.get(op)
         if cls is not None and getattr(cls, "FIELDS", ())[:1] == ("path",):
             return str(decode(cls, body).path)

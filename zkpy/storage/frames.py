@@ -2,34 +2,35 @@
 
 A log file is a 16-byte header, then frames, then (usually) a zero-filled preallocated tail:
 
-    header: magic b"ZKPL", version u32 (1), first zxid u64          (big-endian)
-    frame:  length|flags u32, crc32 u32, zxid u64, payload[length]
+    header: magic b"ZKPL", version u32 (1), first zxid u64                  (big-endian)
+    frame:  length|flags u32, crc32 u32, zxid u64, batch u32, payload[length]
 
-The top bit of the length word marks the last record of a batch (one `write_batch` call, one
-fsync). The CRC covers the length word, the zxid and the payload, so no field can rot unseen.
-An all-zero frame header is never valid (the CRC of a zero length and zxid is not zero), which
-is how the reader tells the preallocated tail from data.
+`batch` numbers the `write_batch` calls (one write, one fsync each) within the file, from 0;
+the top bit of the length word marks the last record of a batch. The CRC covers every field
+but itself, so nothing can rot unseen. An all-zero frame header is never valid (the CRC of
+zero fields is not zero): that is how the reader tells the preallocated tail from data.
 
 Recovery is batch-atomic: records count only once their batch's end record is read. A crash
-during a write may persist the batch's pages in any order, so damage inside the last batch is a
-torn write, not corruption. Damage counts as corruption only when a complete batch and then
-another valid frame lie beyond it: `write_batch` does not start a batch before the previous
-one's fsync returned, so a later batch on disk proves the damaged one had been acknowledged.
+during a write may persist the batch's pages (or sectors) in any order, so damage inside the
+last batch is a torn write. Damage counts as corruption when a valid frame of a LATER batch
+lies beyond it: `write_batch` never starts a batch before the previous one's fsync returned, so
+a later batch on disk proves the damaged one had been acknowledged. (Damage to the last batch
+alone cannot be told apart from a torn write; like ZooKeeper, recovery then drops that batch.)
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 LOG_MAGIC = b"ZKPL"
 LOG_VERSION = 1
 HEADER = struct.Struct(">4sIQ")
-FRAME = struct.Struct(">IIQ")
+FRAME = struct.Struct(">IIQI")
 _U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
+_ZXID_BATCH = struct.Struct(">QI")
 
 BATCH_END = 0x8000_0000
 MAX_PAYLOAD = 0x7FFF_FFFF
@@ -53,46 +54,41 @@ def decode_header(data: Buffer) -> int | None:
     return int(first_zxid)
 
 
-def encode_batch(records: Iterable[tuple[int, bytes]]) -> bytearray:
+def encode_batch(records: Sequence[tuple[int, bytes]], batch: int) -> bytearray:
     """Frame a batch into one buffer (one write() call), marking its last record."""
     out = bytearray()
-    u32, u64, crc32 = _U32.pack, _U64.pack, zlib.crc32
-    last_len_at = -1
-    for zxid, payload in records:
+    u32, crc32 = _U32.pack, zlib.crc32
+    pack_tail = _ZXID_BATCH.pack
+    batch &= 0xFFFF_FFFF
+    last = len(records) - 1
+    for i, (zxid, payload) in enumerate(records):
         n = len(payload)
         if n > MAX_PAYLOAD:
             raise ValueError(f"record of {n} bytes is too large for the log")
-        last_len_at = len(out)
-        zb = u64(zxid)
-        out += u32(n)
-        out += u32(crc32(payload, crc32(zb, crc32(u32(n)))))
-        out += zb
+        word = u32(n | BATCH_END if i == last else n)
+        tail = pack_tail(zxid, batch)
+        out += word
+        out += u32(crc32(payload, crc32(tail, crc32(word))))
+        out += tail
         out += payload
-    if last_len_at >= 0:
-        # Set the batch-end flag on the last frame and recompute its CRC over the new length word.
-        n, _, zxid = FRAME.unpack_from(out, last_len_at)
-        start = last_len_at + FRAME.size
-        word = u32(n | BATCH_END)
-        crc = crc32(memoryview(out)[start : start + n], crc32(u64(zxid), crc32(word)))
-        FRAME.pack_into(out, last_len_at, n | BATCH_END, crc, zxid)
     return out
 
 
-def frame_at(data: Buffer, off: int, limit: int, after_zxid: int) -> tuple[int, int, bool] | None:
-    """(zxid, end offset, is batch end) of a valid frame at `off`, or None.
+def frame_at(data: Buffer, off: int, limit: int, after_zxid: int) -> tuple[int, int, int, bool] | None:
+    """(zxid, batch, end offset, is batch end) of a valid frame at `off`, or None.
 
     Valid means: fits before `limit`, CRC matches, and zxid > `after_zxid` (zxids only grow).
     """
     if off + FRAME.size > limit:
         return None
-    word, crc, zxid = FRAME.unpack_from(data, off)
+    word, crc, zxid, batch = FRAME.unpack_from(data, off)
     end = off + FRAME.size + (word & MAX_PAYLOAD)
     if end > limit or zxid <= after_zxid:
         return None
     view = memoryview(data)
     if zlib.crc32(view[off + 8 : end], zlib.crc32(view[off : off + 4])) != crc:
         return None
-    return zxid, end, bool(word & BATCH_END)
+    return zxid, batch, end, bool(word & BATCH_END)
 
 
 def is_zero(data: Buffer, start: int, end: int | None = None) -> bool:
@@ -127,7 +123,7 @@ class Scan:
     last_zxid:   zxid of the last record of that batch (the `after_zxid` given if there is none)
     stop:        None if the file ends cleanly; else the offset where valid frames stop while the
                  file does not (damage, or a batch without its end record)
-    later_batch: a complete batch followed by another valid frame lies beyond `stop` (corruption)
+    later_batch: a valid frame of a later batch lies beyond `stop` (so the damage is corruption)
     """
 
     end: int
@@ -146,21 +142,23 @@ def scan_frames(data: Buffer, start: int, after_zxid: int) -> Generator[tuple[in
     limit = len(data)
     off = batch_start = start
     last = batch_last = after_zxid
+    open_batch = 0
     pending: list[tuple[int, int, int]] = []
     while True:
         found = frame_at(data, off, limit, last)
-        if found is None:
+        if found is None or found[1] != open_batch:
             break
-        zxid, end, is_end = found
+        zxid, _, end, is_end = found
         pending.append((zxid, off + FRAME.size, end))
         last, off = zxid, end
         if is_end:
             yield from pending
             pending.clear()
             batch_start, batch_last = off, zxid
+            open_batch = (open_batch + 1) & 0xFFFF_FFFF
     if off == batch_start and is_zero(data, off):
         return Scan(batch_start, batch_last, None, False)
-    return Scan(batch_start, batch_last, off, _later_batch(data, off, last))
+    return Scan(batch_start, batch_last, off, _later_batch(data, off, last, open_batch))
 
 
 def scan(data: Buffer, start: int, after_zxid: int) -> Scan:
@@ -173,23 +171,22 @@ def scan(data: Buffer, start: int, after_zxid: int) -> Scan:
             return done.value  # type: ignore[no-any-return]
 
 
-def _later_batch(data: Buffer, off: int, after_zxid: int) -> bool:
-    """Whether, somewhere past `off`, a batch-end frame is followed by another valid frame.
+def _later_batch(data: Buffer, off: int, after_zxid: int, open_batch: int) -> bool:
+    """Whether a valid frame of a batch other than `open_batch` lies past `off`.
 
     The damaged region has no trustworthy lengths, so this tries every byte offset up to the
-    end of the non-zero data. Torn tails are at most one batch long, so this stays short.
+    end of the non-zero data, hopping over the valid frames it finds. Torn tails are at most
+    one batch long, so this stays short.
     """
     limit, size = data_end(data), len(data)
     pos = off + 1
-    seen_end = False
     last = after_zxid
     while pos + FRAME.size <= limit:
         found = frame_at(data, pos, size, last)
         if found is None:
             pos += 1
             continue
-        if seen_end:
+        last, batch, pos, _ = found
+        if batch != open_batch:
             return True
-        last, pos, is_end = found
-        seen_end = seen_end or is_end
     return False

@@ -49,6 +49,7 @@ class TxnLog:
         self._path: Path | None = None
         self._pos = 0
         self._allocated = 0
+        self._batch = 0
         self._failure: str | None = None
         self._closed = False
 
@@ -72,23 +73,21 @@ class TxnLog:
                 if zxid <= prev:
                     raise ValueError(f"zxid {zxid:#x} does not follow {prev:#x}")
                 prev = zxid
-            buf = frames.encode_batch(records)
-            start = self._pos
+            buf = frames.encode_batch(records, 0 if self._fd is None else self._batch)
             try:
                 if self._fd is None:
                     self._create(records[0][0])
-                    start = self._pos
                 assert self._fd is not None
                 self._reserve(self._pos + len(buf))
                 _pwrite_all(self._fd, buf, self._pos)
                 if self._force_sync:
                     sync_data(self._fd)
             except OSError as e:
-                self._fail(
-                    f"writing {len(records)} records to {self._path} at offset {start}: {e}", start, len(buf)
-                )
+                where = f"{self._path} at offset {self._pos}"
+                self._fail(f"writing {len(records)} records to {where}: {e}", self._pos, len(buf))
                 raise StorageError(self._failure) from e
             self._pos += len(buf)
+            self._batch += 1
             self._last_zxid = records[-1][0]
 
     def roll(self) -> None:
@@ -147,7 +146,7 @@ class TxnLog:
         path = self._dir / zxid_name(LOG_PREFIX, first_zxid)
         self._path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._pos = self._allocated = 0
+        self._pos = self._allocated = self._batch = 0
         header = frames.encode_header(first_zxid)
         self._reserve(len(header))
         _pwrite_all(self._fd, header, 0)
@@ -304,7 +303,7 @@ def _truncate_files(log_dir: Path, zxid: int) -> int:
                 _remove(path)
                 continue
             tmp = path.with_name(path.name + TMP_SUFFIX)
-            body = frames.encode_header(first) + frames.encode_batch(kept)
+            body = frames.encode_header(first) + frames.encode_batch(kept, 0)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 _pwrite_all(fd, body, 0)
