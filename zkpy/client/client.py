@@ -212,7 +212,8 @@ class Client:
 
     async def _delete_tree(self, path: str) -> None:
         try:
-            children = await self.get_children(path)
+            stat = await self.exists(path)
+            children = await self.get_children(path) if stat and stat.numChildren else []
         except NoNodeError:
             return
         for child in children:
