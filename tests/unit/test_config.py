@@ -296,3 +296,51 @@ def test_load_config_errors_name_the_file(tmp_path: Path) -> None:
 def test_unreadable_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path)  # a directory
+
+
+KAZOO_HARNESS_CFG = """
+tickTime=2000
+dataDir={data}
+clientPort=20002
+secureClientPort=20052
+maxClientCnxns=0
+admin.serverPort=20102
+serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
+authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider
+ssl.keyStore.location=/tmp/kz/keystore.jks
+ssl.keyStore.password=apassword
+ssl.trustStore.location=/tmp/kz/truststore.jks
+ssl.trustStore.password=apassword
+4lw.commands.whitelist=*
+reconfigEnabled=true
+localSessionsEnabled=false
+localSessionsUpgradingEnabled=false
+
+initLimit=4
+syncLimit=2
+server.2=localhost:20202:20302:observer
+server.0=localhost:20200:20300:participant
+server.1=localhost:20201:20301:participant
+peerType=participant
+zookeeper.DigestAuthenticationProvider.superDigest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=
+readonlymode.enabled=true
+"""
+
+
+def test_kazoo_harness_config(tmp_path: Path) -> None:
+    """What kazoo's test harness (plus the suite shim's system properties) writes for its third server."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "myid").write_text("2")
+    cfg = tmp_path / "zoo.cfg"
+    cfg.write_text(KAZOO_HARNESS_CFG.format(data=tmp_path / "data"))
+    c = load_config(cfg)
+    assert c.server_id == 2
+    assert sorted(c.servers) == [0, 1, 2]
+    assert c.servers[2] == ServerSpec(2, "localhost", 20202, 20302, "observer")
+    assert (c.client_port, c.secure_client_port, c.admin_server_port) == (20002, 20052, 20102)
+    assert c.super_digest == "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+    assert c.read_only_mode and c.reconfig_enabled
+    assert c.four_letter_whitelist == ALL_FOUR_LETTER_WORDS
+    # peerType=participant contradicts server.2's observer role: ZooKeeper warns and trusts server.N.
+    assert c.peer_type == "observer"
+    assert len(c.warnings) == 1 and "does not match server.2" in c.warnings[0]

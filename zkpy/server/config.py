@@ -514,6 +514,13 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         config.server_id = int(raw)
         if config.server_id not in config.servers:
             raise ConfigError(f"{myid_path}: myid {config.server_id} has no server.{config.server_id} line")
+        role = config.servers[config.server_id].role
+        if role != config.peer_type:
+            config.warnings.append(
+                f"{cfg_path}: peerType {config.peer_type} does not match server.{config.server_id}'s "
+                f"{role}; using {role}"
+            )
+            config.peer_type = role
     return config
 
 
