@@ -55,6 +55,13 @@ class ServerSpec:
 
 @dataclass(slots=True)
 class ServerConfig:
+    """A validated zoo.cfg. Times are in ms unless the name says otherwise.
+
+    Keys are matched without a leading `zookeeper.` (ZooKeeper turns unknown zoo.cfg keys into
+    `zookeeper.<key>` system properties, so both spellings reach the same setting); `extra`
+    holds every key not modelled here under that stripped name.
+    """
+
     data_dir: Path
     data_log_dir: Path
     tick_time: int = DEFAULT_TICK_TIME
@@ -329,6 +336,7 @@ _IGNORED_PREFIXES = (
     "largeRequest", "throttledOpWaitTime", "connectionMaxTokens", "flushDelay", "maxBatchSize",
     "maxWriteQueuePollTime", "enforceQuota", "X509Util", "initialConfig", "extendedTypesEnabled",
     "emulate353TTLNodes", "watchManagerName", "serializeLastProcessedZxid", "closeSessionTxn",
+    "znode.",
 )  # fmt: skip
 
 
