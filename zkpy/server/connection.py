@@ -72,7 +72,10 @@ class ClientConnection:
         self._recv_scope = trio.CancelScope()
         self._handshake_done = trio.Event()
         self.established = time.time()
-        # Counters for `cons` and `stat`.
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        """Counters for `cons` and `stat` (crst resets them)."""
         self.packets_received = 0
         self.packets_sent = 0
         self.last_op = "NA"

@@ -20,11 +20,14 @@ from zkpy import __version__
 from zkpy.jute.codec import encode
 from zkpy.jute.ops import DeleteRequest, OpCode
 from zkpy.jute.records import ConnectRequest, ConnectResponse
+from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
+from zkpy.server.fourletter import ServerStatus
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
 from zkpy.server.sessions import SessionTracker
+from zkpy.server.status import build_status
 from zkpy.tree.apply import Applier, Result
 from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ttl_of
 from zkpy.tree.txn import SERVER_AUTH, Txn, session_body
@@ -89,10 +92,21 @@ class ZooKeeperServer:
         self._expirer_wakeup = trio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
-    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until cancelled; reports the bound port via task_status."""
+    async def open_listeners(self) -> list[trio.SocketListener]:
+        """Bind the client port (OSError, e.g. EADDRINUSE, surfaces here, before anything starts)."""
         config = self.config
-        listeners = await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+        return await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener] | None = None,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled; reports the bound port via task_status."""
+        config = self.config
+        if listeners is None:
+            listeners = await self.open_listeners()
         self.port = listeners[0].socket.getsockname()[1]
         for sid, (timeout, _) in self.tree.sessions.items():  # restored from disk: a fresh timeout each
             self.sessions.add(sid, timeout)
@@ -117,7 +131,10 @@ class ZooKeeperServer:
             return
         conn = ClientConnection(self, stream, remote)
         self.connections.add(conn)
-        await conn.serve()
+        try:
+            await conn.serve()
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("connection from %s:%d failed", *remote)
 
     def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
@@ -213,13 +230,11 @@ class ZooKeeperServer:
 
     # -- four-letter words ------------------------------------------------------------
     def four_letter(self, word: str) -> str:
-        try:
-            from zkpy.server import fourletter
-        except ImportError:
-            return "imok" if word == "ruok" else ""
-        return fourletter.respond(word, self.status(), set(self.config.four_letter_whitelist))
+        if word in fourletter.RESET_WORDS and word in self.config.four_letter_whitelist:
+            self.stats.reset()
+            for conn in self.connections:
+                conn.reset_stats()
+        return fourletter.respond(word, self.status(), self.config.four_letter_whitelist)
 
-    def status(self):  # type: ignore[no-untyped-def]
-        from zkpy.server.status import build_status
-
+    def status(self) -> ServerStatus:
         return build_status(self)

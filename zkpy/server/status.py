@@ -1,0 +1,81 @@
+"""Snapshot a running server into the ServerStatus the four-letter words render."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from typing import TYPE_CHECKING
+
+from zkpy.server.fourletter import ConnectionInfo, ServerStatus, SessionInfo
+
+if TYPE_CHECKING:
+    from zkpy.server.node import ZooKeeperServer
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def build_status(server: ZooKeeperServer) -> ServerStatus:
+    tree = server.tree
+    now_ms = int(time.time() * 1000)
+    stats = server.stats
+    connections = []
+    watches_by_session: dict[int, list[str]] = {}
+    for conn in server.connections:
+        avg = conn.total_latency / conn.latency_count if conn.latency_count else 0
+        connections.append(
+            ConnectionInfo(
+                remote_host=conn.remote[0],
+                remote_port=conn.remote[1],
+                session_id=conn.session_id,
+                queued=conn.queued,
+                received=conn.packets_received,
+                sent=conn.packets_sent,
+                last_op=conn.last_op,
+                established_ms=int(conn.established * 1000),
+                timeout_ms=conn.timeout,
+                last_cxid=conn.last_cxid,
+                last_zxid=conn.last_zxid,
+                last_response_ms=now_ms,
+                last_latency_ms=int(conn.last_latency),
+                min_latency_ms=0 if conn.latency_count == 0 else int(conn.min_latency),
+                avg_latency_ms=int(avg),
+                max_latency_ms=int(conn.max_latency),
+            )
+        )
+        if conn.session_id:
+            watched = server.watches.paths_of(conn)
+            if watched:
+                watches_by_session[conn.session_id] = watched
+    sessions = [SessionInfo(sid, now_ms + timeout) for sid, timeout in server.sessions.timeouts.items()]
+    soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return ServerStatus(
+        state=server.state,
+        min_latency_ms=int(stats.min_latency),
+        avg_latency_ms=stats.avg_latency,
+        max_latency_ms=int(stats.max_latency),
+        packets_received=stats.packets_received,
+        packets_sent=stats.packets_sent + sum(c.packets_sent for c in server.connections),
+        num_alive_connections=len(server.connections),
+        outstanding_requests=server.pipeline.outstanding,
+        last_zxid=tree.last_zxid,
+        znode_count=tree.node_count(),
+        watch_count=server.watches.count(),
+        ephemerals_count=sum(len(p) for p in tree.ephemerals.values()),
+        approximate_data_size=tree.data_size,
+        open_file_descriptor_count=_open_fds(),
+        max_file_descriptor_count=soft_limit,
+        sessions_count=len(server.sessions.timeouts),
+        uptime_ms=int((time.time() - stats.started) * 1000),
+        now_ms=now_ms,
+        connections=connections,
+        sessions=sessions,
+        watches_by_session=watches_by_session,
+        ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()},
+        config_lines=server.config.render(),
+    )
