@@ -17,6 +17,8 @@ def _fail(message: str) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     from zkpy.server.config import ConfigError, load_config
     from zkpy.server.run import run_server
+    from zkpy.storage.errors import StorageError
+    from zkpy.tree.serialize import SnapshotFormatError
 
     try:
         config = load_config(args.config)
@@ -30,6 +32,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         logging.getLogger("zkpy.config").warning("%s", warning)
     try:
         run_server(config)
+    except StorageError as e:
+        return _fail(f"cannot recover the data in {config.data_dir}: {e}")
+    except SnapshotFormatError as e:
+        return _fail(f"cannot load the snapshot in {config.data_dir}: {e}")
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             return _fail(

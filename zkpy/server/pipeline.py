@@ -53,6 +53,7 @@ class CommitPipeline:
         self._idle = trio.Event()
         self._idle.set()
         self.on_applied: Callable[[Txn, Result], None] = lambda txn, result: None
+        self.after_batch: Callable[[], None] = lambda: None  # the tree is consistent here (snapshots)
         self.write_error: str | None = None  # set when storage failed: writes are refused
         self.committed = 0
 
@@ -123,3 +124,4 @@ class CommitPipeline:
             if callback is not None:
                 callback(result)
         self.committed += len(txns)
+        self.after_batch()

@@ -7,14 +7,27 @@ import signal
 import trio
 
 from zkpy.server.config import ServerConfig
+from zkpy.server.durable import DurableStore
 from zkpy.server.node import ZooKeeperServer
 
 
 async def serve_until_signalled(config: ServerConfig) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    server = ZooKeeperServer(config)
+    store = DurableStore(config)
+    tree = store.recover()
+    server = ZooKeeperServer(config, persist=store.persist, tree=tree)
+    server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
     listeners = await server.open_listeners()
+    try:
+        await _serve(server, store, listeners)
+    finally:
+        store.close()
+
+
+async def _serve(server: ZooKeeperServer, store: DurableStore, listeners: list[trio.SocketListener]) -> None:
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.reap_snapshots)
+        nursery.start_soon(store.autopurge)
         await nursery.start(server.serve, listeners)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:
