@@ -1,0 +1,209 @@
+"""Sessions: ephemerals die with their session (close, expiry, timeout) and survive a dropped socket."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+from kazoo.client import KazooClient
+from kazoo.protocol.states import KazooState
+from zkraw import RawClient, connection_closed_by_server
+from zkwait import Events, wait_until
+
+from zkpy.jute.codec import encode
+from zkpy.jute.ops import (
+    EPHEMERAL,
+    XID_SET_WATCHES,
+    CreateRequest,
+    OpCode,
+    PathRequest,
+    PathWatchRequest,
+    SetWatches2Request,
+)
+from zkpy.jute.records import OPEN_ACL_UNSAFE, ConnectRequest
+from zkpy.testing.procs import ServerProcess
+
+
+def test_ephemeral_gone_when_session_closes(
+    zk: KazooClient, make_client: Callable[..., KazooClient], base: str
+) -> None:
+    owner = make_client()
+    owner.create(f"{base}/e", ephemeral=True)
+    owner.create(f"{base}/keep")
+    assert zk.exists(base).numChildren == 2
+    owner.stop()
+    # closeSession is a write: once it is answered, the ephemeral is gone for everybody.
+    assert zk.exists(f"{base}/e") is None
+    assert zk.exists(f"{base}/keep") is not None
+    assert zk.get_children(base) == ["keep"]
+
+
+def test_ephemeral_gone_when_session_expires(
+    zk: KazooClient, make_client: Callable[..., KazooClient], server: ServerProcess, base: str
+) -> None:
+    owner = make_client()
+    states: list[str] = []
+    owner.add_listener(states.append)
+    owner.create(f"{base}/e", ephemeral=True)
+    deleted = Events()
+    zk.exists(f"{base}/e", watch=deleted)
+    old_session = owner.client_id[0]
+
+    # Expire it as kazoo's own tests do: a second connection on the same session closes it.
+    twin = KazooClient(hosts=server.hosts, client_id=owner.client_id, timeout=10)
+    twin.start(timeout=10)
+    assert twin.client_id[0] == old_session
+    twin.stop()
+    twin.close()
+
+    event = deleted.next()
+    assert (event.type, event.path) == ("DELETED", f"{base}/e")
+    assert zk.exists(f"{base}/e") is None
+    wait_until(lambda: KazooState.LOST in states, what="the owner to see its session lost")
+    # kazoo then opens a new session: the old ephemeral does not come back.
+    wait_until(lambda: owner.connected, what="the owner to reconnect")
+    assert owner.client_id[0] != old_session
+    assert owner.exists(f"{base}/e") is None
+
+
+def test_session_times_out_without_pings(zk: KazooClient, server: ServerProcess, base: str) -> None:
+    raw = RawClient(server.host, server.port, timeout_ms=4000)
+    try:
+        assert raw.handshake.timeout == 4000
+        raw.call(OpCode.CREATE, CreateRequest(f"{base}/e", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+        gone = threading.Event()
+        assert zk.exists(f"{base}/e", watch=lambda _e: gone.set()) is not None
+        # The raw client now stays silent: no pings, so the server must expire the session.
+        assert gone.wait(15), "ephemeral of a silent session still present after 15s"
+        assert zk.exists(f"{base}/e") is None
+        assert connection_closed_by_server(raw.sock, 5)
+    finally:
+        raw.sock.close()
+
+    again = RawClient(server.host, server.port, session_id=raw.session_id, passwd=raw.handshake.passwd)
+    try:
+        # An expired session is refused: timeout 0 and session id 0, then the server closes.
+        assert (again.handshake.timeout, again.handshake.session_id) == (0, 0)
+        assert connection_closed_by_server(again.sock, 5)
+    finally:
+        again.sock.close()
+
+
+def test_session_timeout_is_clamped_to_2_and_20_ticks(server: ServerProcess) -> None:
+    short = RawClient(server.host, server.port, timeout_ms=100)
+    long = RawClient(server.host, server.port, timeout_ms=10_000_000)
+    try:
+        assert short.handshake.timeout == 4000  # tickTime 2000
+        assert long.handshake.timeout == 40000
+        assert short.session_id != 0
+        assert long.session_id not in (0, short.session_id)
+        assert len(short.handshake.passwd) == 16
+    finally:
+        short.close()
+        long.close()
+
+
+def test_wrong_password_is_refused(server: ServerProcess, zk: KazooClient, base: str) -> None:
+    first = RawClient(server.host, server.port)
+    try:
+        first.call(OpCode.CREATE, CreateRequest(f"{base}/e", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+        bad = bytes(b ^ 0xFF for b in first.handshake.passwd)
+        other = RawClient(server.host, server.port, session_id=first.session_id, passwd=bad)
+        try:
+            assert (other.handshake.timeout, other.handshake.session_id) == (0, 0)
+            assert connection_closed_by_server(other.sock, 5)
+        finally:
+            other.sock.close()
+        # The session itself lives on: the right password still resumes it, ephemeral and all.
+        first.sock.close()
+        again = RawClient(
+            server.host, server.port, session_id=first.session_id, passwd=first.handshake.passwd
+        )
+        try:
+            assert again.session_id == first.session_id
+            assert zk.exists(f"{base}/e").ephemeralOwner == first.session_id
+        finally:
+            again.close()
+    finally:
+        first.sock.close()
+
+
+def test_client_that_has_seen_a_newer_zxid_is_refused(server: ServerProcess, zk: KazooClient) -> None:
+    """A server never hands a session to a client that has seen more history than it has."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        body = encode(ConnectRequest(0, zk.last_zxid + 1_000_000, 10000, 0, b"\x00" * 16, False))
+        sock.sendall(len(body).to_bytes(4, "big") + body)
+        assert connection_closed_by_server(sock)
+
+
+def test_dropped_socket_resumes_the_same_session(
+    make_client: Callable[..., KazooClient], zk: KazooClient, base: str
+) -> None:
+    client = make_client()
+    states: list[str] = []
+    client.add_listener(states.append)
+    client.create(f"{base}/e", b"v0", ephemeral=True)
+    session = client.client_id
+
+    client._connection._socket.shutdown(socket.SHUT_RDWR)
+    wait_until(lambda: KazooState.SUSPENDED in states, what="the client to notice the dropped socket")
+    wait_until(lambda: client.connected, what="the client to reconnect")
+
+    assert client.client_id == session
+    assert KazooState.LOST not in states
+    assert zk.exists(f"{base}/e").ephemeralOwner == session[0]
+    client.set(f"{base}/e", b"v1")
+    assert zk.get(f"{base}/e")[0] == b"v1"
+
+
+def test_set_watches_on_reconnect_fires_what_was_missed(
+    server: ServerProcess, zk: KazooClient, base: str
+) -> None:
+    """setWatches2 after a reconnect fires at once for changes after relativeZxid and re-arms the rest."""
+    for name in ("changed", "untouched"):
+        zk.create(f"{base}/{name}")
+    first = RawClient(server.host, server.port)
+    first.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/changed", True))
+    first.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/untouched", True))
+    assert first.error_of(OpCode.EXISTS, PathWatchRequest(f"{base}/new", True)) == -101
+    first.call(OpCode.GET_CHILDREN, PathWatchRequest(base, True))
+    seen_zxid = first.last_zxid
+    first.sock.close()  # no closeSession: the session stays
+
+    zk.set(f"{base}/changed", b"1")
+    zk.create(f"{base}/new")
+    resumed = RawClient(server.host, server.port, session_id=first.session_id, passwd=first.handshake.passwd)
+    try:
+        assert resumed.session_id == first.session_id
+        watches = SetWatches2Request(
+            seen_zxid, [f"{base}/changed", f"{base}/untouched"], [f"{base}/new"], [base], [], []
+        )
+        resumed.send(OpCode.SET_WATCHES2, watches, xid=XID_SET_WATCHES)
+        assert resumed.read_reply(XID_SET_WATCHES).err == 0
+        fired = sorted((e.type, e.path) for e in resumed.take_events())
+        assert fired == [(1, f"{base}/new"), (3, f"{base}/changed"), (4, base)]
+        zk.set(f"{base}/untouched", b"1")
+        assert [(e.type, e.path) for e in resumed.take_events()] == [(3, f"{base}/untouched")]
+    finally:
+        resumed.close()
+
+
+def test_get_ephemerals_lists_this_sessions_ephemerals_by_prefix(server: ServerProcess, base: str) -> None:
+    raw = RawClient(server.host, server.port)
+    other = RawClient(server.host, server.port)
+    try:
+        for path in (f"{base}/a", f"{base}/b"):
+            raw.call(OpCode.CREATE, CreateRequest(path, b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+        other.call(OpCode.CREATE, CreateRequest(f"{base}/theirs", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+
+        mine = raw.call(OpCode.GET_EPHEMERALS, PathRequest(base)).paths
+        assert sorted(mine) == [f"{base}/a", f"{base}/b"]
+        assert f"{base}/a" in raw.call(OpCode.GET_EPHEMERALS, PathRequest("/")).paths
+        # The argument is a string prefix, not a node.
+        assert sorted(raw.call(OpCode.GET_EPHEMERALS, PathRequest(base[:-2])).paths) == sorted(mine)
+        assert raw.call(OpCode.GET_EPHEMERALS, PathRequest(f"{base}/zzz")).paths == []
+        assert other.call(OpCode.GET_EPHEMERALS, PathRequest(base)).paths == [f"{base}/theirs"]
+    finally:
+        raw.close()
+        other.close()

@@ -1,0 +1,112 @@
+"""The /zookeeper namespace, container nodes and TTL nodes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from kazoo.client import KazooClient
+from suite_settings import CONTAINER_WAIT_S
+from zkraw import RawClient
+
+from zkpy.errors import BadArgumentsError
+from zkpy.jute.ops import (
+    CONTAINER,
+    PERSISTENT,
+    PERSISTENT_SEQUENTIAL_WITH_TTL,
+    PERSISTENT_WITH_TTL,
+    CreateRequest,
+    CreateTTLRequest,
+    OpCode,
+)
+from zkpy.jute.records import OPEN_ACL_UNSAFE
+from zkpy.testing.procs import ServerProcess
+
+
+@pytest.fixture
+def raw(server: ServerProcess) -> Iterator[RawClient]:
+    client = RawClient(server.host, server.port)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def wait_deleted(zk: KazooClient, path: str, timeout: float = CONTAINER_WAIT_S) -> float:
+    """Seconds until `path` is deleted; fails after `timeout` (set ZKPY_TEST_CONTAINER_WAIT to change it)."""
+    gone = threading.Event()
+    start = time.monotonic()
+    if zk.exists(path, watch=lambda e: gone.set() if e.type == "DELETED" else None) is None:
+        return 0.0
+    assert gone.wait(timeout), f"{path} still exists after {timeout}s"
+    return time.monotonic() - start
+
+
+def test_zookeeper_namespace_is_listed(zk: KazooClient) -> None:
+    assert "zookeeper" in zk.get_children("/")
+    assert "quota" in zk.get_children("/zookeeper")
+    assert zk.exists("/zookeeper/quota") is not None
+
+
+def test_container_removed_after_its_last_child_goes(raw: RawClient, zk: KazooClient, base: str) -> None:
+    resp = raw.call(OpCode.CREATE_CONTAINER, CreateRequest(f"{base}/c", b"", OPEN_ACL_UNSAFE, CONTAINER))
+    assert resp.path == f"{base}/c"
+    assert resp.stat.ephemeralOwner == 0  # the container marker is not shown to clients
+    raw.call(OpCode.CREATE_CONTAINER, CreateRequest(f"{base}/never-used", b"", OPEN_ACL_UNSAFE, CONTAINER))
+    zk.create(f"{base}/c/a")
+    zk.create(f"{base}/c/b")
+    zk.delete(f"{base}/c/a")
+    time.sleep(0.5)
+    assert zk.exists(f"{base}/c") is not None  # still has a child
+
+    zk.delete(f"{base}/c/b")
+    wait_deleted(zk, f"{base}/c")
+    assert zk.exists(f"{base}/c") is None
+    # A container that never had a child is left alone.
+    assert zk.exists(f"{base}/never-used") is not None
+
+
+def test_ttl_node_removed_after_ttl_without_change(raw: RawClient, zk: KazooClient, base: str) -> None:
+    resp = raw.call(
+        OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"x", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, 300)
+    )
+    assert resp.path == f"{base}/t"
+    assert resp.stat.ephemeralOwner == 0
+    assert zk.get(f"{base}/t")[0] == b"x"
+    seq = raw.call(
+        OpCode.CREATE_TTL,
+        CreateTTLRequest(f"{base}/s-", b"", OPEN_ACL_UNSAFE, PERSISTENT_SEQUENTIAL_WITH_TTL, 300),
+    )
+    assert seq.path == f"{base}/s-0000000001"
+    long_lived = CreateTTLRequest(f"{base}/long", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, 3_600_000)
+    raw.call(OpCode.CREATE_TTL, long_lived)
+
+    wait_deleted(zk, f"{base}/t")
+    wait_deleted(zk, seq.path)
+    assert zk.exists(f"{base}/long") is not None
+
+
+def test_ttl_node_with_children_is_kept(raw: RawClient, zk: KazooClient, base: str) -> None:
+    raw.call(OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, 200))
+    zk.create(f"{base}/t/child")
+    time.sleep(1.5)
+    assert zk.exists(f"{base}/t") is not None
+    zk.delete(f"{base}/t/child")
+    wait_deleted(zk, f"{base}/t")
+
+
+@pytest.mark.parametrize("ttl", [0, -5])
+def test_ttl_must_be_positive(raw: RawClient, base: str, ttl: int) -> None:
+    with pytest.raises(BadArgumentsError):
+        raw.call(
+            OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, ttl)
+        )
+
+
+def test_ttl_needs_a_ttl_mode(raw: RawClient, base: str) -> None:
+    with pytest.raises(BadArgumentsError):
+        raw.call(OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT, 500))
+    with pytest.raises(BadArgumentsError):  # a TTL mode through plain create carries no TTL
+        raw.call(OpCode.CREATE, CreateRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL))
