@@ -65,8 +65,6 @@ async def proxy(server: ServerProcess) -> AsyncIterator[Proxy]:
 
 async def expire_session(hosts: str, client: zkpy.client.Client) -> None:
     """Expire `client`'s session the way kazoo's tests do: open the same session elsewhere, close it."""
-    from zkpy.client.client import Client  # noqa: F401 - for type checkers
-
     from zkpy.client.connection import Connection
     from zkpy.client.events import EventDispatcher
 

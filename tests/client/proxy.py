@@ -39,20 +39,23 @@ class Proxy:
         with trio.CancelScope() as scope:
             self._scopes.append(scope)
             try:
-                async with client, await trio.open_tcp_stream(*self.target) as server:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pump, client, server)
-                        nursery.start_soon(self._pump, server, client)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+                server = await trio.open_tcp_stream(*self.target)
+            except OSError:
+                await client.aclose()
+                return
+            async with client, server, trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
+                nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
         if scope in self._scopes:
             self._scopes.remove(scope)
 
-    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
-        while True:
-            data = await src.receive_some(65536)
-            if not data:
-                raise trio.BrokenResourceError
-            while self.frozen:
-                await trio.sleep(0.01)
-            await dst.send_all(data)
+    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+        try:
+            while data := await src.receive_some(65536):
+                while self.frozen:
+                    await trio.sleep(0.01)
+                await dst.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            scope.cancel()

@@ -30,7 +30,7 @@ async def test_create_get_set_delete_with_versions(zk: zkpy.client.Client) -> No
 async def test_create_modes(zk: zkpy.client.Client) -> None:
     with pytest.raises(errors.NodeExistsError):
         await zk.create("/")
-    path, stat = await zk.create("/e", ephemeral=True, include_stat=True)
+    _, stat = await zk.create("/e", ephemeral=True, include_stat=True)
     assert stat.ephemeralOwner == zk.session_id
     seq = [await zk.create("/q/item-", sequence=True, makepath=True) for _ in range(3)]
     assert seq == ["/q/item-0000000000", "/q/item-0000000001", "/q/item-0000000002"]

@@ -45,6 +45,16 @@ class _ConnectionDropped(Exception):
     pass
 
 
+_DROPPED = (
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    _ConnectionDropped,
+    ProtocolError,
+)
+
+
 def parse_hosts(hosts: str) -> tuple[list[tuple[str, int]], str]:
     """'h1:2181,h2:2181/chroot' -> ([(h1, 2181), (h2, 2181)], '/chroot')."""
     chroot = ""
@@ -272,9 +282,18 @@ class Connection:
         self._set_state(State.CONNECTED if outcome.new_session else State.RECONNECTED)
         self._handle(leftover)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._writer, stream)
-            await self._reader(stream)
-            nursery.cancel_scope.cancel()
+            nursery.start_soon(self._until_dropped, self._writer, stream, nursery.cancel_scope)
+            await self._until_dropped(self._reader, stream, nursery.cancel_scope)
+
+    @staticmethod
+    async def _until_dropped(loop: Any, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        """Run the reader or writer; when either finds the connection broken, stop both."""
+        try:
+            await loop(stream)
+        except _DROPPED as exc:
+            log.debug("connection dropped: %r", exc)
+        finally:
+            scope.cancel()
 
     def _expire(self) -> None:
         failed, callbacks = self.protocol.expire()

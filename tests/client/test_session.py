@@ -1,0 +1,181 @@
+"""Sessions under trouble: idle pings, dead servers, reconnects that keep watches, expiry, event order."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+import zkpy.client
+from tests.client.conftest import expire_session
+from tests.client.proxy import Proxy
+from zkpy import errors
+from zkpy.client import EventType, State, WatchedEvent
+
+
+async def drain(stream: zkpy.client.EventStream, n: int, limit: float = 10.0) -> list[object]:
+    with trio.fail_after(limit):
+        return [await stream.get() for _ in range(n)]
+
+
+async def test_pings_keep_an_idle_session_alive_past_several_timeouts(hosts: str) -> None:
+    async with zkpy.client.connect(hosts, timeout=1.0) as zk:
+        states = zk.states()
+        session = zk.session_id
+        await zk.create("/idle", ephemeral=True)
+        await trio.sleep(4 * zk.session_timeout)
+        assert zk.state is State.CONNECTED and zk.session_id == session
+        assert (await zk.exists("/idle")).ephemeralOwner == session  # type: ignore[union-attr]
+    assert [s async for s in states] == [State.CLOSED]  # never suspended in between
+
+
+async def test_a_hung_server_is_detected_by_read_timeout_and_the_session_resumes(
+    proxy: Proxy, chroot: str
+) -> None:
+    async with zkpy.client.connect(proxy.hosts + chroot, timeout=1.5) as zk:
+        states = zk.states()
+        session = zk.session_id
+        await zk.create("/eph", ephemeral=True)
+        proxy.frozen = True  # the connection stays open but nothing comes back
+        start = trio.current_time()
+        assert await drain(states, 1) == [State.SUSPENDED]
+        assert trio.current_time() - start < zk.session_timeout
+        proxy.cut()
+        proxy.frozen = False
+        assert await drain(states, 1) == [State.RECONNECTED]
+        assert zk.session_id == session
+        assert await zk.exists("/eph") is not None
+
+
+async def test_watches_set_before_a_disconnect_fire_for_changes_made_meanwhile(
+    proxy: Proxy, chroot: str, zk: zkpy.client.Client
+) -> None:
+    await zk.create("/data", b"0")
+    await zk.create("/parent")
+    await zk.create("/doomed")
+    async with zkpy.client.connect(proxy.hosts + chroot, timeout=3.0) as watcher:
+        states = watcher.states()
+        events = watcher.event_stream()
+        await watcher.get("/data", watch=events)
+        await watcher.exists("/later", watch=events)
+        await watcher.get_children("/parent", watch=events)
+        await watcher.exists("/doomed", watch=events)
+        untouched = watcher.event_stream()
+        await watcher.get("/parent", watch=untouched)
+        proxy.refuse = True
+        proxy.cut()
+        assert await drain(states, 1) == [State.SUSPENDED]
+        await zk.set("/data", b"1")
+        await zk.create("/later")
+        await zk.create("/parent/kid")
+        await zk.delete("/doomed")
+        proxy.refuse = False
+        assert await drain(states, 1) == [State.RECONNECTED]
+        got = await drain(events, 4)
+        assert sorted(got, key=repr) == sorted(  # type: ignore[type-var]
+            [
+                WatchedEvent(EventType.CHANGED, "/data"),
+                WatchedEvent(EventType.CREATED, "/later"),
+                WatchedEvent(EventType.CHILD, "/parent"),
+                WatchedEvent(EventType.DELETED, "/doomed"),
+            ],
+            key=repr,
+        )
+        # the re-armed watch on an unchanged node is still live, and fires for the next change
+        await zk.set("/parent", b"x")
+        assert await drain(untouched, 1) == [WatchedEvent(EventType.CHANGED, "/parent")]
+
+
+async def test_events_arrive_in_server_order_while_a_callback_sleeps(zk: zkpy.client.Client) -> None:
+    seen: list[WatchedEvent] = []
+
+    async def slow(event: WatchedEvent) -> None:
+        await trio.sleep(0.05)
+        seen.append(event)
+
+    def failing(event: WatchedEvent) -> None:
+        raise RuntimeError("a broken callback must not stop delivery")
+
+    await zk.create("/w")
+    await zk.add_watch("/w", failing, recursive=True)
+    await zk.add_watch("/w", slow, recursive=True)
+    expected = []
+    for i in range(10):
+        await zk.create(f"/w/n{i}")
+        await zk.set(f"/w/n{i}", b"x")
+        expected += [WatchedEvent(EventType.CREATED, f"/w/n{i}"), WatchedEvent(EventType.CHANGED, f"/w/n{i}")]
+    # replies are not held up behind the sleeping callback: 20 events x 50 ms are still queued
+    start = trio.current_time()
+    for _ in range(20):
+        await zk.get("/w")
+    assert trio.current_time() - start < 0.5 and len(seen) < len(expected)
+    with trio.fail_after(10):
+        while len(seen) < len(expected):
+            await trio.sleep(0.05)
+    assert seen == expected
+
+
+async def test_expiry_is_reported_once_ephemerals_go_and_a_new_session_can_start(
+    hosts: str, zk: zkpy.client.Client
+) -> None:
+    async with zkpy.client.connect(hosts, timeout=2.0) as victim:
+        states = victim.states()
+        watch = victim.event_stream()
+        old_session = victim.session_id
+        await victim.create("/eph", ephemeral=True)
+        await victim.exists("/eph", watch=watch)
+        await expire_session(hosts, victim)
+        got = [await states.get()]
+        with trio.fail_after(10):
+            while got[-1] is not State.EXPIRED:
+                got.append(await states.get())
+        # the hijacking connection may bump the victim off (SUSPENDED, RECONNECTED) before the close
+        assert got[0] is State.SUSPENDED and set(got[:-1]) <= {State.SUSPENDED, State.RECONNECTED}
+        (event,) = await drain(watch, 1)  # every watcher hears that its session is gone
+        assert event.type == EventType.NONE and event.state == zkpy.client.connection.EXPIRED_STATE
+        assert await zk.exists("/eph") is None
+        with pytest.raises(errors.SessionExpiredError):
+            await victim.get("/")
+        with trio.move_on_after(0.5):
+            await states.get()
+            pytest.fail("expiry reported more than once")
+        victim.restart()
+        assert await drain(states, 1) == [State.CONNECTED]
+        assert victim.session_id not in (0, old_session)
+        await victim.create("/eph", ephemeral=True)
+
+
+async def test_auto_restart_opens_a_fresh_session_after_expiry(hosts: str) -> None:
+    async with zkpy.client.connect(hosts, timeout=2.0, auto_restart=True) as zk:
+        states = zk.states()
+        await expire_session(hosts, zk)
+        got = [await states.get()]
+        with trio.fail_after(10):
+            while got[-1] is not State.CONNECTED:
+                got.append(await states.get())
+        assert got[-2:] == [State.EXPIRED, State.CONNECTED] and got.count(State.EXPIRED) == 1
+        assert await zk.exists("/") is not None
+
+
+async def test_killing_the_server_moves_the_client_to_another_with_its_session(ensemble: object) -> None:
+    from zkpy.testing.procs import Ensemble
+
+    assert isinstance(ensemble, Ensemble)
+    async with zkpy.client.connect(ensemble.hosts, timeout=4.0) as zk:
+        states = zk.states()
+        await zk.create("/eph-failover", b"mine", ephemeral=True)
+        session = zk.session_id
+        victim = next(s for s in ensemble.servers if (s.host, s.port) == zk.server)
+        try:
+            victim.kill()
+            assert await drain(states, 2, limit=zk.session_timeout * 2) == [
+                State.SUSPENDED,
+                State.RECONNECTED,
+            ]
+            assert zk.session_id == session and zk.server != (victim.host, victim.port)
+            data, stat = await zk.get("/eph-failover")
+            assert data == b"mine" and stat.ephemeralOwner == session
+        finally:
+            if victim.proc and victim.proc.poll() is not None:
+                victim.start()
+                ensemble.wait_serving(servers=[victim])
+            await zk.delete("/eph-failover")
