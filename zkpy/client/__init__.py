@@ -10,6 +10,7 @@ and state changes in server order. `zkpy.client.sync.SyncClient` is the blocking
 from zkpy.client.client import Client, ClientInfo, RolledBackError, Transaction, connect
 from zkpy.client.connection import ConnectionClosedError, parse_hosts
 from zkpy.client.events import EventStream, EventType, State, WatchedEvent
+from zkpy.client.retry import retry
 from zkpy.jute.records import ACL, OPEN_ACL_UNSAFE, Id, Stat
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "WatchedEvent",
     "connect",
     "parse_hosts",
+    "retry",
 ]
