@@ -152,6 +152,9 @@ class TxnLog:
         _pwrite_all(self._fd, header, 0)
         self._pos = len(header)
         if self._force_sync:
+            # The header is durable before any record is written after it, so a file whose
+            # header is damaged but holds data cannot be a crash artefact; recovery refuses it.
+            sync_data(self._fd)
             fsync_dir(self._dir)
 
     def _reserve(self, size: int) -> None:
