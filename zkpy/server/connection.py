@@ -251,7 +251,12 @@ class ClientConnection:
         tree = self.server.tree
         try:
             packet, _ = AuthPacket.read(body, 0)
-            ids = acl.authenticate(packet.scheme or "", packet.auth or b"", self.server.config.super_digest)
+            ids = acl.authenticate(
+                packet.scheme or "",
+                packet.auth or b"",
+                self.server.config.super_digest,
+                client_ip=self.remote[0],
+            )
         except (ZooKeeperError, JuteError):
             self.send(reply(XID_AUTH, tree.last_zxid, int(Code.AUTH_FAILED)))
             self.close()

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from zkpy import __version__
 from zkpy.jute.codec import encode
 from zkpy.jute.ops import DeleteRequest, OpCode
 from zkpy.jute.records import ConnectRequest, ConnectResponse
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-VERSION = f"3.8.4-zkpy-{__version__}"  # kazoo and other clients parse the leading x.y.z
+VERSION = fourletter.VERSION  # clients parse the leading x.y.z as the ZooKeeper release spoken
 
 
 @dataclass

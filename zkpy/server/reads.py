@@ -51,6 +51,10 @@ def _vector_of_strings(out: bytearray, items: list[str]) -> None:
         write_buffer(out, item.encode("utf-8"))
 
 
+def _mask_digest(ident: str | None) -> str:
+    return (ident or "").split(":", 1)[0] + ":x"
+
+
 class Reads:
     def __init__(self, tree: DataTree, watches: WatchManager) -> None:
         self.tree = tree
@@ -133,8 +137,11 @@ class Reads:
         if not can_admin and not allowed(node.acl, PERM_READ, caller.auth):
             raise NoAuthError(path=path)
         acl = tuple_to_acl(node.acl)
-        if not can_admin:  # ZooKeeper hides digest hashes from readers without ADMIN
-            acl = [ACL(a.perms, Id(a.id.scheme, "x:x")) if a.id.scheme == "digest" else a for a in acl]
+        if not can_admin:  # ZooKeeper hides digest hashes ("user:x") from readers without ADMIN
+            acl = [
+                ACL(a.perms, Id(a.id.scheme, _mask_digest(a.id.id))) if a.id.scheme == "digest" else a
+                for a in acl
+            ]
         return encode(GetACLResponse(acl, node.stat()))
 
     def get_all_children_number(self, req: Any, caller: Caller) -> bytes:

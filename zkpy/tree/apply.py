@@ -187,7 +187,7 @@ class Applier:
             owner = 0
         old_pzxid = parent.pzxid
         node = tree.create_node(
-            path, req.data or b"", acl_to_tuple(acl), owner, parent_cversion + 1, txn.zxid, txn.time
+            path, req.data, acl_to_tuple(acl), owner, parent_cversion + 1, txn.zxid, txn.time
         )
         result.events.append((NODE_CREATED, path))
         result.events.append((NODE_CHILDREN_CHANGED, parent_path))
@@ -248,11 +248,11 @@ class Applier:
             raise NoAuthError(path=path)
         check_version(req.version, node.version, path)
         old = (node.data, node.mzxid, node.mtime, node.version)
-        tree.set_data(node, path, req.data or b"", txn.zxid, txn.time)
+        tree.set_data(node, path, req.data, txn.zxid, txn.time)
         result.events.append((NODE_DATA_CHANGED, path))
 
         def undo() -> None:
-            tree.data_size += len(old[0]) - len(node.data)
+            tree.data_size += len(old[0] or b"") - len(node.data or b"")
             node.data, node.mzxid, node.mtime, node.version = old
 
         return StatResponse(node.stat()), undo

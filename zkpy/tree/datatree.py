@@ -50,7 +50,7 @@ class ZNode:
         "version",
     )
 
-    def __init__(self, data: bytes, acl: AclTuple, zxid: int, time: int, ephemeral_owner: int) -> None:
+    def __init__(self, data: bytes | None, acl: AclTuple, zxid: int, time: int, ephemeral_owner: int) -> None:
         self.data = data
         self.acl = acl
         self.czxid = self.mzxid = self.pzxid = zxid
@@ -69,7 +69,7 @@ class ZNode:
             self.cversion,
             self.aversion,
             self.ephemeral_owner,
-            len(self.data),
+            len(self.data or b""),
             len(self.children),
             self.pzxid,
         )
@@ -85,7 +85,7 @@ class ZNode:
             self.cversion,
             self.aversion,
             self.ephemeral_owner,
-            len(self.data),
+            len(self.data or b""),
             len(self.children),
             self.pzxid,
         )
@@ -128,7 +128,7 @@ class DataTree:
     def create_node(
         self,
         path: str,
-        data: bytes,
+        data: bytes | None,
         acl: AclTuple,
         ephemeral_owner: int,
         parent_cversion: int,
@@ -142,7 +142,7 @@ class DataTree:
         parent.children.add(paths.basename(path))
         parent.cversion = parent_cversion
         parent.pzxid = zxid
-        self.data_size += len(data) + len(path)
+        self.data_size += len(data or b"") + len(path)
         if ephemeral_owner:
             if ephemeral_owner == CONTAINER_OWNER:
                 self.containers.add(path)
@@ -158,7 +158,7 @@ class DataTree:
         parent.children.discard(paths.basename(path))
         parent.cversion += 1
         parent.pzxid = zxid
-        self.data_size -= len(node.data) + len(path)
+        self.data_size -= len(node.data or b"") + len(path)
         owner = node.ephemeral_owner
         if owner:
             if owner == CONTAINER_OWNER:
@@ -180,7 +180,7 @@ class DataTree:
         parent.children.add(paths.basename(path))
         parent.cversion = parent_cversion
         parent.pzxid = parent_pzxid
-        self.data_size += len(node.data) + len(path)
+        self.data_size += len(node.data or b"") + len(path)
         owner = node.ephemeral_owner
         if owner == CONTAINER_OWNER:
             self.containers.add(path)
@@ -189,8 +189,8 @@ class DataTree:
         elif owner:
             self.ephemerals.setdefault(owner, set()).add(path)
 
-    def set_data(self, node: ZNode, path: str, data: bytes, zxid: int, time: int) -> None:
-        self.data_size += len(data) - len(node.data)
+    def set_data(self, node: ZNode, path: str, data: bytes | None, zxid: int, time: int) -> None:
+        self.data_size += len(data or b"") - len(node.data or b"")
         node.data = data
         node.mzxid = zxid
         node.mtime = time

@@ -91,7 +91,7 @@ def load_tree(items: Iterable[Any]) -> DataTree:
         raise SnapshotFormatError("snapshot has no root node")
     size = 0
     for path, node in nodes.items():
-        size += len(node.data) + len(path)
+        size += len(node.data or b"") + len(path)
         if path == "/":
             continue
         parent = nodes.get(paths.parent(path))
