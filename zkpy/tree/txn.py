@@ -40,7 +40,8 @@ class Txn:
 
     def pack(self) -> bytes:
         return msgpack.packb(
-            [self.zxid, self.time, self.session_id, self.cxid, self.op, self.body, self.auth], use_bin_type=True
+            [self.zxid, self.time, self.session_id, self.cxid, self.op, self.body, self.auth],
+            use_bin_type=True,
         )
 
     @classmethod
