@@ -4,7 +4,7 @@ File `snapshot.<zxid hex>`:
 
     header: magic b"ZKPS", version u32 (1), zxid u64                    (big-endian)
     chunk*: length u32 (> 0), crc32 u32, data[length]   (packed items, split anywhere)
-    footer: length u32 (0), crc32 u32 of all chunk data, item count u64, magic b"ZKPE"
+    footer: length u32 (0), crc32 u32 of all chunk data then the count, item count u64, magic b"ZKPE"
 
 A snapshot is written to `.tmp`, fsynced, renamed into place and the directory fsynced, so a
 crash leaves either the whole file or none. Rot is caught by the CRCs; the loader then falls
@@ -34,6 +34,7 @@ SNAP_VERSION = 1
 HEADER = struct.Struct(">4sIQ")
 CHUNK = struct.Struct(">II")
 FOOTER = struct.Struct(">IIQ4s")
+_COUNT = struct.Struct(">Q")
 CHUNK_SIZE = 1 << 20
 
 
@@ -47,7 +48,7 @@ def write_snapshot(snap_dir: Path, zxid: int, items: Iterable[Any]) -> Path:
         with open(tmp, "wb") as f:
             f.write(HEADER.pack(SNAP_MAGIC, SNAP_VERSION, zxid))
             total_crc, count = _write_chunks(f, items)
-            f.write(FOOTER.pack(0, total_crc, count, SNAP_END_MAGIC))
+            f.write(FOOTER.pack(0, _footer_crc(total_crc, count), count, SNAP_END_MAGIC))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -175,12 +176,16 @@ def _chunks(f: BinaryIO, path: Path) -> Iterator[bytes]:
         yield data
 
 
+def _footer_crc(total_crc: int, count: int) -> int:
+    return zlib.crc32(_COUNT.pack(count), total_crc)
+
+
 def _check_footer(f: BinaryIO, path: Path, total_crc: int) -> int:
     offset = f.tell()
     raw = f.read(FOOTER.size)
     if len(raw) < FOOTER.size:
         raise CorruptSnapshotError(f"{path}: truncated footer at offset {offset}")
     _, crc, count, magic = FOOTER.unpack(raw)
-    if magic != SNAP_END_MAGIC or crc != total_crc or f.read(1):
+    if magic != SNAP_END_MAGIC or crc != _footer_crc(total_crc, count) or f.read(1):
         raise CorruptSnapshotError(f"{path}: bad footer at offset {offset}")
     return int(count)
