@@ -73,12 +73,6 @@ def test_auth_scheme_acl_becomes_the_callers_digest(zk: KazooClient, make_client
         zk.get(f"{base}/mine")
 
 
-def test_unknown_acl_scheme_is_invalid(zk: KazooClient, base: str) -> None:
-    with pytest.raises(InvalidACLError):
-        zk.create(f"{base}/bad", acl=[make_acl("nosuchscheme", "x", all=True)])
-    assert zk.exists(f"{base}/bad") is None
-
-
 def test_unknown_auth_scheme_fails_and_drops_the_session(
     zk: KazooClient, make_client: Clients, base: str
 ) -> None:
@@ -145,3 +139,27 @@ def test_super_digest_user_reads_everything(zk: KazooClient, make_client: Client
     root.set(path, b"changed")
     root.delete(path)
     assert zk.exists(path) is None
+
+
+def test_ip_scheme(zk: KazooClient, base: str) -> None:
+    zk.create(f"{base}/mine", b"v", acl=[make_acl("ip", "127.0.0.1", read=True)])
+    zk.create(f"{base}/net", b"v", acl=[make_acl("ip", "127.0.0.0/8", read=True)])
+    zk.create(f"{base}/elsewhere", b"v", acl=[make_acl("ip", "10.0.0.1", all=True)])
+    assert zk.get(f"{base}/mine")[0] == b"v"
+    assert zk.get(f"{base}/net")[0] == b"v"
+    with pytest.raises(NoAuthError):
+        zk.set(f"{base}/mine", b"w")  # READ only
+    with pytest.raises(NoAuthError):
+        zk.get(f"{base}/elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("scheme", "ident"),
+    [("ip", "bogus"), ("digest", "nocolon"), ("world", "someone"), ("nosuchscheme", "x")],
+)
+def test_malformed_acl_ids_are_invalid(zk: KazooClient, base: str, scheme: str, ident: str) -> None:
+    with pytest.raises(InvalidACLError):
+        zk.create(f"{base}/n", acl=[make_acl(scheme, ident, all=True)])
+    with pytest.raises(InvalidACLError):
+        zk.set_acls(base, [make_acl(scheme, ident, all=True)])
+    assert zk.exists(f"{base}/n") is None

@@ -13,6 +13,19 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
 )
+from zkraw import RawClient, connection_closed_by_server
+
+from zkpy.jute.codec import decode
+from zkpy.jute.ops import (
+    CreateRequest,
+    DeleteRequest,
+    GetDataResponse,
+    OpCode,
+    PathWatchRequest,
+    SetDataRequest,
+)
+from zkpy.jute.records import OPEN_ACL_UNSAFE
+from zkpy.testing.procs import ServerProcess
 
 
 def now_ms() -> int:
@@ -164,3 +177,48 @@ def test_zxids_grow_with_every_write(zk: KazooClient, base: str) -> None:
         zxids.append(zk.set(f"{base}/z", str(i).encode()).mzxid)
     assert zxids == sorted(zxids)
     assert len(set(zxids)) == len(zxids)
+
+
+@pytest.mark.parametrize("version", [-2, -100])
+def test_negative_versions_other_than_minus_one_never_match(zk: KazooClient, base: str, version: int) -> None:
+    zk.create(f"{base}/n", b"v")
+    with pytest.raises(BadVersionError):
+        zk.set(f"{base}/n", b"w", version=version)
+    with pytest.raises(BadVersionError):
+        zk.delete(f"{base}/n", version=version)
+
+
+def test_pipelined_requests_are_answered_in_order_and_see_earlier_writes(
+    server: ServerProcess, base: str
+) -> None:
+    """Requests sent back to back on one connection are answered in order, each seeing the ones before."""
+    raw = RawClient(server.host, server.port)
+    path = f"{base}/p"
+    try:
+        xids = [
+            raw.send(OpCode.CREATE, CreateRequest(path, b"1", OPEN_ACL_UNSAFE, 0)),
+            raw.send(OpCode.GET_DATA, PathWatchRequest(path, False)),
+            raw.send(OpCode.SET_DATA, SetDataRequest(path, b"2", 0)),
+            raw.send(OpCode.GET_DATA, PathWatchRequest(path, False)),
+            raw.send(OpCode.SET_DATA, SetDataRequest(path, b"3", 0)),  # BadVersion: now at 1
+            raw.send(OpCode.DELETE, DeleteRequest(path, 1)),
+            raw.send(OpCode.EXISTS, PathWatchRequest(path, False)),
+        ]
+        replies = [raw.read_reply(xid) for xid in xids]  # read_reply fails on any out-of-order reply
+        assert [r.err for r in replies] == [0, 0, 0, 0, -103, 0, -101]
+        assert decode(GetDataResponse, replies[1].body).data == b"1"
+        second = decode(GetDataResponse, replies[3].body)
+        assert (second.data, second.stat.version) == (b"2", 1)
+        zxids = [r.zxid for r in replies]
+        assert zxids == sorted(zxids)
+    finally:
+        raw.close()
+
+
+def test_close_session_is_answered_then_the_connection_closes(server: ServerProcess) -> None:
+    raw = RawClient(server.host, server.port)
+    try:
+        assert raw.read_reply(raw.send(OpCode.CLOSE_SESSION)).err == 0
+        assert connection_closed_by_server(raw.sock, 5)
+    finally:
+        raw.sock.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     BadVersionError,
@@ -11,6 +13,10 @@ from kazoo.exceptions import (
     RuntimeInconsistency,
 )
 from kazoo.protocol.states import ZnodeStat
+from zkraw import RawClient
+
+from zkpy.jute.ops import MultiRequest, OpCode, PathWatchRequest
+from zkpy.testing.procs import ServerProcess
 
 
 def test_committed_multi_returns_each_result(zk: KazooClient, base: str) -> None:
@@ -94,3 +100,29 @@ def test_failure_after_a_delete_rolls_the_delete_back(zk: KazooClient, base: str
     assert [type(r) for r in results] == [RolledBackError, RolledBackError, NoNodeError]
     data, stat = zk.get(f"{base}/a")
     assert (data, stat.version) == (b"keep", 0)
+
+
+def test_multi_read_answers_each_op_on_its_own(server: ServerProcess, zk: KazooClient, base: str) -> None:
+    """multiRead (22): each getData/getChildren op (path + watch flag, as Apache's client sends them)
+    gets its own result; a failing op is an error result and does not fail the others."""
+    zk.create(f"{base}/a", b"A")
+    raw = RawClient(server.host, server.port)
+    try:
+        request = MultiRequest(
+            [
+                (OpCode.GET_DATA, PathWatchRequest(f"{base}/a", False)),
+                (OpCode.GET_CHILDREN, PathWatchRequest(base, False)),
+                (OpCode.GET_DATA, PathWatchRequest(f"{base}/missing", False)),
+                (OpCode.GET_CHILDREN, PathWatchRequest(f"{base}/a", False)),
+            ]
+        )
+        results = raw.call(OpCode.MULTI_READ, request).results
+        assert [(kind, err) for kind, err, _ in results] == [(4, 0), (8, 0), (-1, -101), (8, 0)]
+        assert results[0][2].data == b"A"
+        assert dataclasses.astuple(results[0][2].stat) == tuple(zk.exists(f"{base}/a"))
+        assert results[1][2].children == ["a"]
+        assert results[2][2].err == -101
+        assert results[3][2].children == []
+        raw.ping()
+    finally:
+        raw.close()

@@ -99,6 +99,7 @@ def test_session_timeout_is_clamped_to_2_and_20_ticks(server: ServerProcess) -> 
         assert short.session_id != 0
         assert long.session_id not in (0, short.session_id)
         assert len(short.handshake.passwd) == 16
+        assert short.handshake.read_only is False  # echoed because the client sent the byte
     finally:
         short.close()
         long.close()
