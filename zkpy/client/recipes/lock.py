@@ -39,6 +39,7 @@ class Lock:
         self.identifier = identifier
         self._contender: Contender | None = None
         self._loss: LossWatch | None = None
+        self._lost: trio.Event | None = None
 
     def _blocks(self, mine: str, other: str) -> bool:
         return _exclusive(mine, other)
@@ -50,8 +51,8 @@ class Lock:
     @property
     def lost(self) -> trio.Event:
         """Set once the lock can no longer be trusted (connection suspended, session expired)."""
-        assert self._loss is not None, "lock not held"
-        return self._loss.lost
+        assert self._lost is not None, "lock never acquired"
+        return self._lost
 
     async def acquire(self, timeout: float | None = None) -> bool:
         """Wait for the lock; False if `timeout` passes first (our place in line is then given up)."""
@@ -71,6 +72,7 @@ class Lock:
         if acquired:
             self._contender = contender
             self._loss = LossWatch(self.client, contender.node or "")
+            self._lost = self._loss.lost
             await self._loss.__aenter__()
         return acquired
 
