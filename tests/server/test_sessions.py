@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from kazoo.client import KazooClient
@@ -162,11 +163,12 @@ def test_set_watches_on_reconnect_fires_what_was_missed(
     server: ServerProcess, zk: KazooClient, base: str
 ) -> None:
     """setWatches2 after a reconnect fires at once for changes after relativeZxid and re-arms the rest."""
-    for name in ("changed", "untouched"):
+    for name in ("changed", "untouched", "deleted"):
         zk.create(f"{base}/{name}")
     first = RawClient(server.host, server.port)
     first.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/changed", True))
     first.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/untouched", True))
+    first.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/deleted", True))
     assert first.error_of(OpCode.EXISTS, PathWatchRequest(f"{base}/new", True)) == -101
     first.call(OpCode.GET_CHILDREN, PathWatchRequest(base, True))
     seen_zxid = first.last_zxid
@@ -174,16 +176,22 @@ def test_set_watches_on_reconnect_fires_what_was_missed(
 
     zk.set(f"{base}/changed", b"1")
     zk.create(f"{base}/new")
+    zk.delete(f"{base}/deleted")
     resumed = RawClient(server.host, server.port, session_id=first.session_id, passwd=first.handshake.passwd)
     try:
         assert resumed.session_id == first.session_id
         watches = SetWatches2Request(
-            seen_zxid, [f"{base}/changed", f"{base}/untouched"], [f"{base}/new"], [base], [], []
+            seen_zxid,
+            [f"{base}/changed", f"{base}/untouched", f"{base}/deleted"],
+            [f"{base}/new"],
+            [base],
+            [],
+            [],
         )
         resumed.send(OpCode.SET_WATCHES2, watches, xid=XID_SET_WATCHES)
         assert resumed.read_reply(XID_SET_WATCHES).err == 0
         fired = sorted((e.type, e.path) for e in resumed.take_events())
-        assert fired == [(1, f"{base}/new"), (3, f"{base}/changed"), (4, base)]
+        assert fired == [(1, f"{base}/new"), (2, f"{base}/deleted"), (3, f"{base}/changed"), (4, base)]
         zk.set(f"{base}/untouched", b"1")
         assert [(e.type, e.path) for e in resumed.take_events()] == [(3, f"{base}/untouched")]
     finally:
@@ -208,3 +216,33 @@ def test_get_ephemerals_lists_this_sessions_ephemerals_by_prefix(server: ServerP
     finally:
         raw.close()
         other.close()
+
+
+def test_pings_keep_a_short_session_alive(server: ServerProcess, zk: KazooClient, base: str) -> None:
+    raw = RawClient(server.host, server.port, timeout_ms=4000)
+    try:
+        raw.call(OpCode.CREATE, CreateRequest(f"{base}/e", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+        for _ in range(6):  # 6 s, well past the 4 s timeout
+            time.sleep(1.0)
+            raw.ping()
+        assert zk.exists(f"{base}/e") is not None
+    finally:
+        raw.close()
+
+
+def test_session_close_fires_watches_on_its_ephemerals_and_their_parent(
+    make_client: Callable[..., KazooClient], zk: KazooClient, base: str
+) -> None:
+    owner = make_client()
+    owner.create(f"{base}/e1", ephemeral=True)
+    owner.create(f"{base}/e2", ephemeral=True)
+    on_node, on_parent = Events(), Events()
+    zk.get(f"{base}/e1", watch=on_node)
+    zk.get_children(base, watch=on_parent)
+    before = zk.exists(base)
+    owner.stop()
+    assert (on_node.next().type, on_parent.next().type) == ("DELETED", "CHILD")
+    after = zk.exists(base)
+    assert after.numChildren == 0
+    assert after.cversion == before.cversion + 2
+    assert after.pzxid > before.pzxid
