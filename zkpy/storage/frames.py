@@ -179,7 +179,7 @@ def _later_batch(data: Buffer, off: int, after_zxid: int, open_batch: int) -> bo
     one batch long, so this stays short.
     """
     limit, size = data_end(data), len(data)
-    pos = off + 1
+    pos = off
     last = after_zxid
     while pos + FRAME.size <= limit:
         found = frame_at(data, pos, size, last)

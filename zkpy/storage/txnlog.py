@@ -94,10 +94,11 @@ class TxnLog:
         """End the current file; the next write starts `log.<its first zxid>` (call after a snapshot)."""
         with self._lock:
             self._check_usable()
+            path = self._path
             try:
                 self._finish_file()
             except OSError as e:
-                self._fail(f"closing {self._path}: {e}", 0, 0)
+                self._fail(f"closing {path}: {e}", 0, 0)
                 raise StorageError(self._failure) from e
 
     def truncate_after(self, zxid: int) -> None:
@@ -123,10 +124,11 @@ class TxnLog:
                 os.close(self._fd)
                 self._fd = None
                 return
+            path = self._path
             try:
                 self._finish_file()
             except OSError as e:
-                raise StorageError(f"closing {self._path}: {e}") from e
+                raise StorageError(f"closing {path}: {e}") from e
 
     def __enter__(self) -> TxnLog:
         return self
