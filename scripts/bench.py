@@ -201,18 +201,21 @@ async def create_all(session: Session, paths: list[str], data: bytes) -> None:
         await session.call_many([(OpCode.SET_DATA, encode(SetDataRequest(p, data, -1))) for p in existing])
 
 
-async def delete_tree(sessions: list[Session], root: str) -> int:
-    """Delete `root` and everything below it, level by level, spread over `sessions`; returns the count."""
+async def delete_tree(sessions: list[Session], root: str, depth: int = 3) -> int:
+    """Delete `root` and the `depth` levels below it (/bench/c/<shard>/<node> is 3), level by level.
+
+    The deepest level is not listed: asking each of a few hundred thousand created nodes for its
+    children would take longer than the work itself. Returns how many znodes were deleted.
+    """
     levels = [[root]]
-    while levels[-1]:
+    while len(levels) <= depth and levels[-1]:
+        replies = await sessions[0].call_many(
+            [(OpCode.GET_CHILDREN, encode(PathWatchRequest(p, False))) for p in levels[-1]]
+        )
         below: list[str] = []
-        for path in levels[-1]:
-            [(err, body)] = await sessions[0].call_many(
-                [(OpCode.GET_CHILDREN, encode(PathWatchRequest(path, False)))]
-            )
+        for path, (err, body) in zip(levels[-1], replies, strict=True):
             if err == OK:
-                children = decode(GetChildrenResponse, body).children or []
-                below += [f"{path.rstrip('/')}/{c}" for c in children]
+                below += [f"{path.rstrip('/')}/{c}" for c in decode(GetChildrenResponse, body).children or []]
         levels.append(below)
     return sum([await delete_paths(sessions, level) for level in reversed(levels)])
 
@@ -225,6 +228,9 @@ async def delete_paths(sessions: list[Session], paths: list[str]) -> int:
         part = paths[i :: len(sessions)]
         results = await sessions[i].call_many([(OpCode.DELETE, encode(DeleteRequest(p, -1))) for p in part])
         counts[i] = sum(1 for err, _ in results if err == OK)
+        failed = [(p, err) for p, (err, _) in zip(part, results, strict=True) if err not in (OK, NO_NODE)]
+        if failed:
+            print(f"cleanup: {len(failed)} deletes failed, e.g. {failed[0]}", file=sys.stderr)
 
     async with trio.open_nursery() as nursery:
         for i in range(len(sessions)):
@@ -268,10 +274,15 @@ class Workload:
         self, labels: list[str], shard: str, seed: int, stop_at: float
     ) -> Callable[[], Request | None]:
         rng = random.Random(seed)
-        order = list(range(len(self.get_bodies)))
-        rng.shuffle(order)
-        keys: Iterator[int] = itertools.cycle(order)
-        ops: Iterator[str] = itertools.cycle(labels[rng.randrange(len(labels)) :] + labels)
+
+        def shuffled_keys() -> Iterator[int]:
+            order = list(range(len(self.get_bodies)))
+            rng.shuffle(order)
+            return itertools.cycle(order)
+
+        # get and set each walk every key (one shared walk would tie each op to a fixed subset of keys).
+        get_keys, set_keys = shuffled_keys(), shuffled_keys()
+        ops: Iterator[str] = itertools.islice(itertools.cycle(labels), rng.randrange(len(labels)), None)
         seq = itertools.count()
         prefix = f"{CREATE_DIR}/{shard}/n"
         get_bodies, set_bodies, tail, now = (
@@ -286,9 +297,9 @@ class Workload:
                 return None
             label = next(ops)
             if label == "get":
-                return label, OpCode.GET_DATA, get_bodies[next(keys)]
+                return label, OpCode.GET_DATA, get_bodies[next(get_keys)]
             if label == "set":
-                return label, OpCode.SET_DATA, set_bodies[next(keys)]
+                return label, OpCode.SET_DATA, set_bodies[next(set_keys)]
             out = bytearray()
             write_ustring(out, f"{prefix}{next(seq)}")
             out += tail
@@ -568,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_workers(args, hosts, labels)
     except KeyboardInterrupt:
+        interrupted = True
+    except BaseExceptionGroup as group:  # trio delivers Ctrl-C inside the nursery's exception group
+        if group.subgroup(KeyboardInterrupt) is None:
+            raise
         interrupted = True
     finally:
         deleted = trio.run(cleanup, hosts)
