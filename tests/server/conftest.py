@@ -51,7 +51,9 @@ def java_properties(props: dict[str, str]) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def server() -> Iterator[ServerProcess]:
     props = java_properties(SYSTEM_PROPERTIES) if SERVER_KIND == "apache" else contextlib.nullcontext()
-    with props, running_server(SERVER_KIND, server_config()) as srv:
+    with contextlib.ExitStack() as stack:
+        with props:  # only the server process started here inherits the JVM flags
+            srv = stack.enter_context(running_server(SERVER_KIND, server_config()))
         yield srv
 
 
