@@ -169,3 +169,21 @@ async def test_closed_client_refuses_requests(hosts: str) -> None:
         await zk.get("/")
     async with zkpy.client.connect(hosts) as other:
         assert await other.exists("/gone") is None
+
+
+async def test_connect_to_nothing_fails_with_connection_loss() -> None:
+    with pytest.raises(errors.ConnectionLossError), trio.fail_after(5):
+        async with zkpy.client.connect("127.0.0.1:1,127.0.0.1:2", timeout=1.0, start_timeout=0.5):
+            pass
+
+
+async def test_an_error_in_the_block_comes_out_unwrapped(hosts: str) -> None:
+    with pytest.raises(errors.NoNodeError):
+        async with zkpy.client.connect(hosts) as zk:
+            await zk.get("/missing")
+
+
+def test_host_lists_and_chroot_parse() -> None:
+    assert zkpy.client.parse_hosts("a:1,b:2/app/x") == ([("a", 1), ("b", 2)], "/app/x")
+    assert zkpy.client.parse_hosts("a") == ([("a", 2181)], "")
+    assert zkpy.client.parse_hosts("[::1]:3,b:4/") == ([("::1", 3), ("b", 4)], "")

@@ -383,17 +383,24 @@ async def connect(
     dispatcher = EventDispatcher()
     connection = Connection(hosts, timeout, dispatcher, read_only=read_only, auto_restart=auto_restart)
     client = Client(connection, dispatcher)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(dispatcher.run, name="zkpy-events")
-        nursery.start_soon(connection.run, name="zkpy-io")
-        try:
-            await connection.wait_connected(
-                start_timeout if start_timeout is not None else max(timeout, 10.0)
-            )
-            for scheme, credential in auth:
-                await client.add_auth(scheme, credential)
-            yield client
-        finally:
-            with trio.CancelScope(shield=True):
-                await connection.close()
-            dispatcher.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dispatcher.run, name="zkpy-events")
+            nursery.start_soon(connection.run, name="zkpy-io")
+            try:
+                await connection.wait_connected(
+                    start_timeout if start_timeout is not None else max(timeout, 10.0)
+                )
+                for scheme, credential in auth:
+                    await client.add_auth(scheme, credential)
+                yield client
+            finally:
+                with trio.CancelScope(shield=True):
+                    await connection.close()
+                dispatcher.close()
+    except BaseExceptionGroup as group:
+        # The IO and event tasks do not fail; an error here came from the caller's block (or the
+        # connect itself): hand it back as itself, not wrapped in a group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
