@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,19 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "zoo.cfg").write_text("tickTime=2000\n")
     with pytest.raises(ValueError, match="neither"):
         dump(tmp_path / "zoo.cfg", io.StringIO())
+    (tmp_path / "snapshot.1").write_bytes(b"ZKPS")
+    with pytest.raises(ValueError, match="truncated header"):
+        dump(tmp_path / "snapshot.1", io.StringIO())
+
+
+def test_zkpy_dump_command(tmp_path: Path) -> None:
+    path = write_txns(tmp_path, [Txn(1, T0, 5, 1, OpCode.DELETE, encode(DeleteRequest("/x", -1)))])
+    done = subprocess.run(
+        [sys.executable, "-m", "zkpy", "dump", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "0x1 2023-11-14 22:13:20.123 session 0x5 cxid 0x1 delete /x" in done.stdout

@@ -148,3 +148,45 @@ def test_recover_after_any_zxid(history: list[tuple[list[bytes], bool]], after: 
     with tempfile.TemporaryDirectory() as tmp:
         written, crashed = write_history(Path(tmp), history)
         assert recovered(crashed, after) == [r for r in flatten(written) if r[0] > after]
+
+
+@crash_settings
+@given(
+    history=histories,
+    mutations=st.lists(
+        st.tuples(st.integers(0, 7), st.floats(0, 1), st.binary(min_size=1, max_size=40)),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_any_damage_gives_a_whole_batch_prefix_or_a_corruption_error(
+    history: list[tuple[list[bytes], bool]], mutations: list[tuple[int, float, bytes]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        written, crashed = write_history(Path(tmp), history)
+        files = sorted({b.path.name for b in written}, key=lambda n: int(n.split(".")[1], 16))
+        originals = {name: (crashed / name).read_bytes() for name in files}
+        for which, where, junk in mutations:
+            name = files[which % len(files)]
+            raw = bytearray((crashed / name).read_bytes())
+            at = int(where * len(raw))
+            raw[at : at + len(junk)] = junk
+            (crashed / name).write_bytes(bytes(raw))
+        after = {name: (crashed / name).read_bytes() for name in files}
+
+        def changed(name: str, start: int, end: int) -> bool:
+            return originals[name][start:end] != after[name][start:end]
+
+        damaged = [i for i, b in enumerate(written) if changed(b.path.name, b.start, b.end)]
+        headers_damaged = any(changed(name, 0, 16) for name in files)
+        first_damaged = damaged[0] if damaged else len(written)
+        survivor_after_damage = any(i not in damaged for i in range(first_damaged, len(written)))
+        try:
+            result = recovered(crashed)
+        except CorruptLogError:
+            assert headers_damaged or first_damaged < len(written) - 1, (
+                "refused although only the tail was damaged"
+            )
+        else:
+            assert not survivor_after_damage, "loaded past a hole"
+            assert result == flatten(written[:first_damaged])

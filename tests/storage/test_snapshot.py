@@ -125,3 +125,30 @@ def test_items_generator_failing_midway_leaves_no_snapshot(tmp_path: Path) -> No
     with pytest.raises(RuntimeError):
         write_snapshot(tmp_path, 3, items())
     assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    content=st.lists(items, min_size=1, max_size=20),
+    mutations=st.lists(
+        st.tuples(st.floats(0, 1), st.binary(min_size=1, max_size=20)), min_size=1, max_size=3
+    ),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+)
+def test_damaged_snapshot_is_never_loaded(
+    content: list[Any], mutations: list[tuple[float, bytes]], cut: float | None
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        snap_dir = Path(tmp)
+        write_snapshot(snap_dir, 1, ["older"])
+        newest = write_snapshot(snap_dir, 2, content)
+        original = newest.read_bytes()
+        raw = bytearray(original)
+        for where, junk in mutations:
+            at = int(where * len(raw))
+            raw[at : at + len(junk)] = junk
+        if cut is not None:
+            del raw[int(cut * len(raw)) :]
+        newest.write_bytes(bytes(raw))
+        expected = (2, content) if bytes(raw) == original else (1, ["older"])
+        assert load(snap_dir) == expected

@@ -19,7 +19,9 @@ from zkpy.tree.txn import Txn, parse_session_body
 _MAX_REPR = 200
 
 
-def dump(path: Path, out: TextIO) -> None:
+def dump(path: Path | str, out: TextIO) -> None:
+    """Print the file at `path` to `out`. Raises ValueError for a file that is neither a zkpy log
+    nor a zkpy snapshot (OSError if it cannot be read)."""
     path = Path(path)
     with open(path, "rb") as f:
         magic = f.read(4)
@@ -91,7 +93,10 @@ def _body_detail(op: int, body: bytes) -> str:
 
 
 def _dump_snapshot(path: Path, out: TextIO) -> None:
-    zxid = snapshot.snapshot_zxid(path)
+    try:
+        zxid = snapshot.snapshot_zxid(path)
+    except CorruptSnapshotError as e:
+        raise ValueError(str(e)) from e
     out.write(f"snapshot {path.name}: zxid {zxid:#x}\n")
     count = 0
     try:
