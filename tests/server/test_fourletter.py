@@ -121,3 +121,11 @@ def test_envi(server: ServerProcess) -> None:
     assert re.search(r"^zookeeper\.version=.+$", out, re.M)
     assert re.search(r"^host\.name=.+$", out, re.M)
     assert re.search(r"^os\.name=.+$", out, re.M)
+
+
+def test_kazoo_reads_the_server_version(zk: KazooClient) -> None:
+    """kazoo parses `envi`'s zookeeper.version line to decide which features the server has."""
+    version = zk.server_version()
+    assert len(version) == 3
+    assert all(isinstance(part, int) for part in version)
+    assert version >= (3, 5, 0)

@@ -160,3 +160,54 @@ def test_watch_event_arrives_before_any_reply_showing_the_change(
             assert writer_done.is_set()
     finally:
         reader.close()
+
+
+def test_events_arrive_in_the_order_of_the_changes(server: ServerProcess, zk: KazooClient, base: str) -> None:
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        zk.create(f"{base}/{name}")
+    raw = RawClient(server.host, server.port)
+    try:
+        for name in names:
+            raw.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/{name}", True))
+        order = ["c", "a", "d", "b"]
+        for name in order:
+            zk.set(f"{base}/{name}", b"x")
+        assert [e.path for e in raw.wait_events(4)] == [f"{base}/{name}" for name in order]
+    finally:
+        raw.close()
+
+
+def test_multi_fires_the_watches_of_each_op_in_op_order(
+    server: ServerProcess, zk: KazooClient, base: str
+) -> None:
+    zk.create(f"{base}/old", b"0")
+    zk.create(f"{base}/gone")
+    raw = RawClient(server.host, server.port)
+    try:
+        raw.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/old", True))
+        raw.call(OpCode.GET_DATA, PathWatchRequest(f"{base}/gone", True))
+        assert raw.error_of(OpCode.EXISTS, PathWatchRequest(f"{base}/new", True)) == -101
+
+        failed = zk.transaction()
+        failed.set_data(f"{base}/old", b"1")
+        failed.create(f"{base}/new")
+        failed.check(f"{base}/gone", 99)
+        failed.commit()
+        assert raw.take_events() == []  # nothing applied, nothing fired
+
+        raw.call(OpCode.GET_CHILDREN, PathWatchRequest(base, True))
+        t = zk.transaction()
+        t.set_data(f"{base}/old", b"1")
+        t.create(f"{base}/new")
+        t.delete(f"{base}/gone")
+        t.commit()
+        got = [(e.type, e.path) for e in raw.take_events()]
+        assert got == [
+            (NODE_DATA_CHANGED, f"{base}/old"),
+            (NODE_CREATED, f"{base}/new"),
+            (NODE_CHILDREN_CHANGED, base),
+            (NODE_DELETED, f"{base}/gone"),
+        ]
+    finally:
+        raw.close()
