@@ -19,7 +19,7 @@ from zkpy import paths
 from zkpy.client.client import Client
 from zkpy.client.events import EventType, State, WatchedEvent
 from zkpy.client.retry import retry
-from zkpy.errors import ConnectionLossError, SessionExpiredError, ZooKeeperError
+from zkpy.errors import ConnectionLossError, NoNodeError, SessionExpiredError, ZooKeeperError
 
 
 def _set(event: trio.Event, _: object) -> None:
@@ -70,7 +70,10 @@ class Contender:
 
     async def line(self) -> list[str]:
         """Everyone's node names in the line, first first."""
-        children = await retry(self.client.get_children, self.path)
+        try:
+            children = await retry(self.client.get_children, self.path)
+        except NoNodeError:
+            return []
         return sorted((c for c in children if c.count("-") >= 2), key=sequence_of)
 
     async def wait_turn(self, blocks: Callable[[str, str], bool]) -> None:
