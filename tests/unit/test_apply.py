@@ -81,8 +81,9 @@ def test_sequential_suffix_is_parent_cversion():
     names = [h.create("/q/n-", flags=2).response.path for _ in range(3)]
     assert names == ["/q/n-0000000000", "/q/n-0000000001", "/q/n-0000000002"]
     h.run(OpCode.DELETE, DeleteRequest(names[2], -1))
-    # a delete bumps cversion too, so the counter never reuses a name
-    assert h.create("/q/n-", flags=2).response.path == "/q/n-0000000004"
+    # the suffix counts creations (never reused); the cversion clients see counts deletions too
+    assert h.tree.nodes["/q"].stat().cversion == 4
+    assert h.create("/q/n-", flags=2).response.path == "/q/n-0000000003"
 
 
 def test_close_session_deletes_its_ephemerals_and_reports_events():
@@ -146,12 +147,14 @@ def test_acls_are_enforced_with_digest_auth():
 def test_container_and_ttl_owners_and_collection():
     h = Harness()
     r = h.run(OpCode.CREATE_CONTAINER, CreateRequest("/c", b"", OPEN_ACL_UNSAFE, 4))
-    assert r.err == 0 and r.response.stat.ephemeralOwner == CONTAINER_OWNER
+    assert r.err == 0 and h.tree.nodes["/c"].ephemeral_owner == CONTAINER_OWNER
+    assert r.response.stat.ephemeralOwner == 0  # the marker is internal, as in ZooKeeper
     h.create("/c/kid")
     r = h.run(OpCode.DELETE, DeleteRequest("/c/kid", -1))
     assert r.emptied_containers == ["/c"]
     r = h.run(OpCode.CREATE_TTL, CreateTTLRequest("/t", b"", OPEN_ACL_UNSAFE, 5, 500))
-    assert r.err == 0 and r.response.stat.ephemeralOwner == ttl_owner(500)
+    assert r.err == 0 and h.tree.nodes["/t"].ephemeral_owner == ttl_owner(500)
+    assert r.response.stat.ephemeralOwner == 0
     assert (
         h.run(OpCode.CREATE_TTL, CreateTTLRequest("/t2", b"", OPEN_ACL_UNSAFE, 5, 0)).err
         == Code.BAD_ARGUMENTS

@@ -254,7 +254,8 @@ MULTI_WRITE_OPS = {
     OpCode.SET_DATA: SetDataRequest,
     OpCode.CHECK: CheckVersionRequest,
 }
-MULTI_READ_OPS = {OpCode.GET_CHILDREN: PathRequest, OpCode.GET_DATA: PathRequest}
+# multiRead ops carry (path, watch) as the single getData/getChildren requests do.
+MULTI_READ_OPS = {OpCode.GET_CHILDREN: PathWatchRequest, OpCode.GET_DATA: PathWatchRequest}
 
 
 @dataclass(slots=True)

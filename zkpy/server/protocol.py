@@ -50,8 +50,8 @@ class ProtocolError(Exception):
 
 class ServerProtocol:
     def __init__(self, max_buffer: int = DEFAULT_MAX_BUFFER) -> None:
-        # A frame may hold max_buffer bytes of payload plus its header, as ZooKeeper allows.
-        self._frames = FrameBuffer(max_buffer + 1024)
+        # ZooKeeper closes a connection whose frame length exceeds jute.maxbuffer.
+        self._frames = FrameBuffer(max_buffer)
         self.connected = False
         self._sniffed = False
 

@@ -15,6 +15,7 @@ from zkpy.jute.codec import encode, write_buffer
 from zkpy.jute.ops import (
     ADD_WATCH_PERSISTENT_RECURSIVE,
     REQUEST_RECORDS,
+    ClientInfo,
     CountResponse,
     ErrorResponse,
     GetACLResponse,
@@ -23,6 +24,7 @@ from zkpy.jute.ops import (
     MultiResponse,
     OpCode,
     PathListResponse,
+    WhoAmIResponse,
 )
 from zkpy.jute.records import ACL, PERM_ADMIN, PERM_READ, Id
 from zkpy.tree.apply import allowed, tuple_to_acl
@@ -74,6 +76,7 @@ class Reads:
             OpCode.ADD_WATCH: self.add_watch,
             OpCode.SET_WATCHES: self.set_watches,
             OpCode.SET_WATCHES2: self.set_watches,
+            OpCode.WHO_AM_I: self.who_am_i,
         }
 
     def handle(self, op: int, body: bytes, caller: Caller) -> bytes:
@@ -166,6 +169,14 @@ class Reads:
             else:
                 results.append((op, 0, GetChildrenResponse(list(node.children))))
         return encode(MultiResponse(results))
+
+    def who_am_i(self, req: Any, caller: Caller) -> bytes:
+        # As ZooKeeper's providers name users: a digest id shows only its user part.
+        return encode(
+            WhoAmIResponse(
+                [ClientInfo(s, i.split(":", 1)[0] if s == "digest" else i) for s, i in caller.auth]
+            )
+        )
 
     def sync(self, req: Any, caller: Caller) -> bytes:
         out = bytearray()

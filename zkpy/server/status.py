@@ -26,6 +26,11 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
     stats = server.stats
     connections = []
     watches_by_session: dict[int, list[str]] = {}
+    # wchs/wchc/wchp show data and exists watches only, as ZooKeeper's do; zk_watch_count counts all.
+    data_watchers: dict[object, list[str]] = {}
+    for path, watchers in server.watches.data.items():
+        for watcher in watchers:
+            data_watchers.setdefault(watcher, []).append(path)
     for conn in server.connections:
         avg = conn.total_latency / conn.latency_count if conn.latency_count else 0
         connections.append(
@@ -48,10 +53,8 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
                 max_latency_ms=int(conn.max_latency),
             )
         )
-        if conn.session_id:
-            watched = server.watches.paths_of(conn)
-            if watched:
-                watches_by_session[conn.session_id] = watched
+        if conn.session_id and conn in data_watchers:
+            watches_by_session[conn.session_id] = sorted(data_watchers[conn])
     sessions = [SessionInfo(sid, now_ms + timeout) for sid, timeout in server.sessions.timeouts.items()]
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return ServerStatus(

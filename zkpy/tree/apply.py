@@ -222,12 +222,12 @@ class Applier:
         check_version(req.version, node.version, path)
         if node.children:
             raise NotEmptyError(path=path)
-        old_cversion, old_pzxid = parent.cversion, parent.pzxid
+        old_pzxid = parent.pzxid
         tree.delete_node(path, txn.zxid)
         self._deleted(path, result)
 
         def undo() -> None:
-            tree.relink(path, node, old_cversion, old_pzxid)
+            tree.relink(path, node, old_pzxid)
 
         return EmptyRecord(), undo
 

@@ -60,33 +60,31 @@ class ZNode:
         self.children: set[str] = set()
 
     def stat(self) -> Stat:
-        return Stat(
-            self.czxid,
-            self.mzxid,
-            self.ctime,
-            self.mtime,
-            self.version,
-            self.cversion,
-            self.aversion,
-            self.ephemeral_owner,
-            len(self.data or b""),
-            len(self.children),
-            self.pzxid,
-        )
+        return Stat(*self._stat_fields())
 
     def stat_bytes(self) -> bytes:
         """The 68-byte wire Stat, packed directly (the read hot path)."""
-        return STAT_STRUCT.pack(
+        return STAT_STRUCT.pack(*self._stat_fields())
+
+    def _stat_fields(self) -> tuple[int, ...]:
+        # ZooKeeper 3.8 stores the number of child creations in cversion (it names sequential
+        # children) and shows clients creations + deletions = 2 * creations - live children.
+        # Container and TTL markers stay internal: clients see ephemeralOwner 0 for them.
+        owner = self.ephemeral_owner
+        if owner < 0 and (owner == CONTAINER_OWNER or owner & TTL_MASK == TTL_MASK):
+            owner = 0
+        n = len(self.children)
+        return (
             self.czxid,
             self.mzxid,
             self.ctime,
             self.mtime,
             self.version,
-            self.cversion,
+            2 * self.cversion - n,
             self.aversion,
-            self.ephemeral_owner,
+            owner,
             len(self.data or b""),
-            len(self.children),
+            n,
             self.pzxid,
         )
 
@@ -156,7 +154,6 @@ class DataTree:
         node = self.nodes.pop(path)
         parent = self.nodes[paths.parent(path)]
         parent.children.discard(paths.basename(path))
-        parent.cversion += 1
         parent.pzxid = zxid
         self.data_size -= len(node.data or b"") + len(path)
         owner = node.ephemeral_owner
@@ -173,12 +170,11 @@ class DataTree:
                         del self.ephemerals[owner]
         return node
 
-    def relink(self, path: str, node: ZNode, parent_cversion: int, parent_pzxid: int) -> None:
+    def relink(self, path: str, node: ZNode, parent_pzxid: int) -> None:
         """Put back a node that `delete_node` removed (multi rollback)."""
         self.nodes[path] = node
         parent = self.nodes[paths.parent(path)]
         parent.children.add(paths.basename(path))
-        parent.cversion = parent_cversion
         parent.pzxid = parent_pzxid
         self.data_size += len(node.data or b"") + len(path)
         owner = node.ephemeral_owner
