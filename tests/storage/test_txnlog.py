@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.storage.logtools import flatten, recovered, write_batches
-from zkpy.storage import CorruptLogError, StorageError, TxnLog
+from zkpy.storage import CorruptLogError, StorageError, TxnLog, recover
 from zkpy.storage.frames import HEADER
 
 PREALLOC = 4096
@@ -252,3 +252,18 @@ def test_header_only_file_after_crash_is_dropped(tmp_path: Path) -> None:
         assert log.last_zxid == -1
         log.write_batch([(7, b"a")])
     assert recovered(tmp_path) == [(7, b"a")]
+
+
+def test_reading_a_live_log_changes_nothing(tmp_path: Path) -> None:
+    with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
+        batches = write_batches(log, [[b"a"], [b"b", b"c"]])
+        path = batches[-1].path
+        # A batch being written right now: only part of it has reached the file.
+        with open(path, "r+b") as f:
+            f.seek(batches[-1].end)
+            f.write(b"\x80\x00\x00\x05 half a frame")
+        before = path.read_bytes()
+        assert list(recover(tmp_path, 1, repair=False)) == [(2, b"b"), (3, b"c")]
+        assert path.read_bytes() == before  # nothing truncated under the writer
+        log.write_batch([(4, b"d")])  # its 21-byte frame covers the half-written one
+        assert list(recover(tmp_path, repair=False)) == [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d")]

@@ -196,15 +196,20 @@ class TxnLog:
                 os.pwrite(self._fd, bytes(length), start)
 
 
-def recover(log_dir: Path, after_zxid: int = -1) -> Iterator[tuple[int, bytes]]:
+def recover(log_dir: Path, after_zxid: int = -1, *, repair: bool = True) -> Iterator[tuple[int, bytes]]:
     """Every valid (zxid, payload) with zxid > after_zxid, in zxid order across files.
 
     Checks everything before returning, so a CorruptLogError comes before any record is yielded.
     A torn tail in the newest file is cut off on disk (with a warning); damage anywhere else is a
     CorruptLogError naming the file and offset. The log is then ready for a TxnLog to append.
+
+    repair=False reads without changing anything, for a log a TxnLog is writing right now (a
+    leader reading its history for a follower): the newest file is read up to its last complete
+    batch, and an unfinished batch there is left alone.
     """
     log_dir = Path(log_dir)
-    repair_tail(log_dir)
+    if repair:
+        repair_tail(log_dir)
     needed = _files_after(list_zxid_files(log_dir, LOG_PREFIX), after_zxid)
     if needed and after_zxid >= 0:
         first = needed[0][0]
@@ -214,9 +219,9 @@ def recover(log_dir: Path, after_zxid: int = -1) -> Iterator[tuple[int, bytes]]:
                 f"{after_zxid:#x}; a log file is missing"
             )
     prev = -1
-    for first, path in needed:
-        prev = _check_file(path, first, prev)
-    return _replay(needed, after_zxid)
+    for i, (first, path) in enumerate(needed):
+        prev = _check_file(path, first, prev, live=not repair and i == len(needed) - 1)
+    return _replay(needed, after_zxid, live=not repair)
 
 
 def repair_tail(log_dir: Path) -> int:
@@ -264,27 +269,34 @@ def _files_after(files: list[tuple[int, Path]], after_zxid: int) -> list[tuple[i
     return files[start:]
 
 
-def _check_file(path: Path, first: int, prev: int) -> int:
-    """Validate one whole file strictly; return its last zxid (or prev if it has no records)."""
+def _check_file(path: Path, first: int, prev: int, live: bool = False) -> int:
+    """Validate one whole file strictly; return its last zxid (or prev if it has no records).
+
+    live: the file may be being written: an unfinished batch (or header) at its end is no error.
+    """
     data = path.read_bytes()
     if frames.decode_header(data) != first:
+        if live and frames.data_end(data) <= frames.HEADER.size:
+            return prev
         raise CorruptLogError(f"{path}: bad header (offset 0)")
     verdict = frames.scan(data, frames.HEADER.size, max(prev, first - 1))
-    if not verdict.clean:
+    if not verdict.clean and (verdict.later_batch or not live):
         raise CorruptLogError(f"{path}: corrupt or out-of-order record at offset {verdict.stop}")
     return verdict.last_zxid
 
 
-def _replay(files: list[tuple[int, Path]], after_zxid: int) -> Iterator[tuple[int, bytes]]:
-    for first, path in files:
+def _replay(files: list[tuple[int, Path]], after_zxid: int, live: bool) -> Iterator[tuple[int, bytes]]:
+    for i, (first, path) in enumerate(files):
         data = path.read_bytes()
+        if live and i == len(files) - 1 and frames.decode_header(data) is None:
+            return  # being created
         view = memoryview(data)
         gen = frames.scan_frames(data, frames.HEADER.size, first - 1)
         while True:
             try:
                 zxid, start, end = next(gen)
             except StopIteration as done:
-                if not done.value.clean:
+                if not done.value.clean and not (live and i == len(files) - 1):
                     raise CorruptLogError(
                         f"{path}: changed during recovery (offset {done.value.stop})"
                     ) from None
