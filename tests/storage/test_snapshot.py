@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -32,6 +33,11 @@ items = st.recursive(
 )
 
 
+def no_fsync() -> Any:
+    """Property tests check content, not durability: skip the (slow, on a busy disk) syncs."""
+    return mock.patch("os.fsync")
+
+
 def load(snap_dir: Path) -> tuple[int, list[Any]] | None:
     found = load_latest_snapshot(snap_dir)
     if found is None:
@@ -43,7 +49,7 @@ def load(snap_dir: Path) -> tuple[int, list[Any]] | None:
 @settings(max_examples=100, deadline=None)
 @given(zxid=st.integers(0, 2**64 - 1), content=st.lists(items, max_size=30))
 def test_round_trip(zxid: int, content: list[Any]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, no_fsync():
         path = write_snapshot(Path(tmp), zxid, iter(content))
         assert path.name == f"snapshot.{zxid:x}"
         assert load(Path(tmp)) == (zxid, content)
@@ -138,7 +144,7 @@ def test_items_generator_failing_midway_leaves_no_snapshot(tmp_path: Path) -> No
 def test_damaged_snapshot_is_never_loaded(
     content: list[Any], mutations: list[tuple[float, bytes]], cut: float | None
 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, no_fsync():
         snap_dir = Path(tmp)
         write_snapshot(snap_dir, 1, ["older"])
         newest = write_snapshot(snap_dir, 2, content)
