@@ -92,24 +92,34 @@ def server(kind: str, hosts: str | None) -> Iterator[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--server", choices=["apache", "zkpy"], default="apache")
     parser.add_argument("--hosts", help="use a running server instead of starting one")
     parser.add_argument("-n", type=int, default=5000, help="synchronous round-trips per measurement")
     parser.add_argument("-m", type=int, default=20000, help="pipelined gets")
     parser.add_argument("--only", choices=["zkpy", "kazoo"])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per client; the median is reported")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    samples: dict[str, list[dict[str, float]]] = {"zkpy.client": [], "kazoo": []}
     with server(args.server, args.hosts) as hosts:
-        results = {}
-        if args.only != "kazoo":
-            results["zkpy.client"] = trio.run(bench_zkpy_async, hosts, args.n, args.m)
-        if args.only != "zkpy":
-            results["kazoo"] = bench_kazoo(hosts, args.n, args.m)
-    print(f"server: {args.hosts or args.server}")
-    print(f"{'client':14}{'sync get/s':>14}{'sync set/s':>14}{'pipelined get/s':>18}")
-    for name, r in results.items():
-        print(f"{name:14}{r['sync get/s']:14.0f}{r['sync set/s']:14.0f}{r['pipelined get/s']:18.0f}")
+        for _ in range(args.repeat):  # alternate, so background load hits both clients alike
+            if args.only != "kazoo":
+                samples["zkpy.client"].append(trio.run(bench_zkpy_async, hosts, args.n, args.m))
+            if args.only != "zkpy":
+                samples["kazoo"].append(bench_kazoo(hosts, args.n, args.m))
+    print(f"server: {args.hosts or args.server}; median of {args.repeat} runs (min..max)")
+    print(f"{'client':14}{'sync get/s':>22}{'sync set/s':>22}{'pipelined get/s':>24}")
+    for name, runs in samples.items():
+        if not runs:
+            continue
+        cells = []
+        for key, width in (("sync get/s", 22), ("sync set/s", 22), ("pipelined get/s", 24)):
+            values = sorted(r[key] for r in runs)
+            cells.append(f"{values[len(values) // 2]:.0f} ({values[0]:.0f}..{values[-1]:.0f})".rjust(width))
+        print(f"{name:14}{''.join(cells)}")
 
 
 if __name__ == "__main__":
