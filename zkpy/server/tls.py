@@ -123,10 +123,10 @@ def server_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
         except ssl.SSLError as e:
             raise truststore.fail(f"unusable certificate ({e.reason or e})") from None
 
-    raw_auth = (extra.get("ssl.clientAuth") or "need").strip().lower()
-    if raw_auth not in _CLIENT_AUTH:
+    raw_auth = (extra.get("ssl.clientAuth") or "need").strip()
+    if raw_auth.lower() not in _CLIENT_AUTH:
         raise TlsConfigError(f"ssl.clientAuth: {raw_auth!r} is not one of none, want, need")
-    context.verify_mode = _CLIENT_AUTH[raw_auth]
+    context.verify_mode = _CLIENT_AUTH[raw_auth.lower()]
 
     for flag in ("ssl.crl", "ssl.ocsp"):
         if (extra.get(flag) or "").strip().lower() == "true":
