@@ -162,6 +162,8 @@ class ClientConnection:
             except ProtocolError as e:
                 log.info("closing connection from %s:%d: %s", *self.remote, e)
                 return
+            if self.session_id:
+                server.sessions.touch(self.session_id)  # once per read, not per request
             for event in events:
                 if isinstance(event, RequestReceived):
                     self._on_request(event.xid, event.op, event.body)
@@ -180,7 +182,6 @@ class ClientConnection:
         server = self.server
         self.packets_received += 1
         server.stats.packets_received += 1
-        server.sessions.touch(self.session_id)
         if op == OpCode.AUTH:
             self._auth(xid, body)
             return

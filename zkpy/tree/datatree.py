@@ -102,7 +102,7 @@ class DataTree:
         self.ttls: set[str] = set()
         self.sessions: dict[int, tuple[int, bytes]] = {}  # session id -> (timeout ms, password)
         self.last_zxid = 0
-        self._acl_cache: dict[AclTuple, AclTuple] = {}
+        self._acl_cache: dict[AclTuple, AclTuple] = {OPEN_ACL: OPEN_ACL}
         self.data_size = 0
         root = ZNode(b"", OPEN_ACL, 0, 0, 0)
         self.nodes["/"] = root
