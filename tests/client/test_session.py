@@ -62,6 +62,8 @@ async def test_watches_set_before_a_disconnect_fire_for_changes_made_meanwhile(
         await watcher.exists("/doomed", watch=events)
         untouched = watcher.event_stream()
         await watcher.get("/parent", watch=untouched)
+        persistent = watcher.event_stream()
+        await watcher.add_watch("/parent", persistent, recursive=True)
         proxy.refuse = True
         proxy.cut()
         assert await drain(states, 1) == [State.SUSPENDED]
@@ -84,6 +86,11 @@ async def test_watches_set_before_a_disconnect_fire_for_changes_made_meanwhile(
         # the re-armed watch on an unchanged node is still live, and fires for the next change
         await zk.set("/parent", b"x")
         assert await drain(untouched, 1) == [WatchedEvent(EventType.CHANGED, "/parent")]
+        # a persistent watch is re-armed too (the server sends no catch-up events for those)
+        await zk.create("/parent/kid2")
+        got = await drain(persistent, 2)
+        assert got[-1] == WatchedEvent(EventType.CREATED, "/parent/kid2")
+        assert set(got[:-1]) <= {WatchedEvent(EventType.CHANGED, "/parent")}
 
 
 async def test_events_arrive_in_server_order_while_a_callback_sleeps(zk: zkpy.client.Client) -> None:
@@ -179,3 +186,20 @@ async def test_killing_the_server_moves_the_client_to_another_with_its_session(e
                 victim.start()
                 ensemble.wait_serving(servers=[victim])
             await retry(zk.delete, "/eph-failover")
+
+
+async def test_auth_is_sent_again_after_a_reconnect(
+    proxy: Proxy, chroot: str, zk: zkpy.client.Client
+) -> None:
+    from zkpy.client import ACL, Id
+    from zkpy.jute.records import PERM_ALL
+
+    async with zkpy.client.connect(proxy.hosts + chroot, timeout=3.0, auth=[("digest", "bob:pw")]) as bob:
+        states = bob.states()
+        await bob.create("/bobs", b"secret", acl=[ACL(PERM_ALL, Id("auth", ""))])
+        proxy.cut()
+        assert await drain(states, 2) == [State.SUSPENDED, State.RECONNECTED]
+        assert (await bob.get("/bobs"))[0] == b"secret"
+        assert ("digest", "bob") in {(i.scheme, i.user) for i in await bob.whoami()}
+    with pytest.raises(errors.NoAuthError):
+        await zk.get("/bobs")
