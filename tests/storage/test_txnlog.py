@@ -75,6 +75,15 @@ def test_preallocated_tail_is_not_data(tmp_path: Path) -> None:
     assert path.stat().st_size == batches[-1].end  # closing gives the unused tail back
 
 
+def test_recovery_gives_back_the_preallocated_space_of_a_crashed_writer(tmp_path: Path) -> None:
+    log = TxnLog(tmp_path, prealloc_size=PREALLOC)
+    batches = write_batches(log, [[b"a"], [b"b"]])
+    assert batches[-1].path.stat().st_size == PREALLOC
+    assert recovered(tmp_path) == flatten(batches)  # as after kill -9: the writer never closed
+    assert batches[-1].path.stat().st_size == batches[-1].end
+    log.close()
+
+
 def test_zxids_must_increase(tmp_path: Path) -> None:
     with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
         log.write_batch([(5, b"a")])

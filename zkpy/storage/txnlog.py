@@ -225,8 +225,8 @@ def recover(log_dir: Path, after_zxid: int = -1, *, repair: bool = True) -> Iter
 
 
 def repair_tail(log_dir: Path) -> int:
-    """Cut a torn tail off the newest log file, and delete newest files left with no records.
-    Returns the last zxid left in the log, or -1."""
+    """Cut a torn tail (and the unused preallocated space) off the newest log file, and delete
+    newest files left with no records. Returns the last zxid left in the log, or -1."""
     files = list_zxid_files(log_dir, LOG_PREFIX)
     while files:
         first, path = files.pop()
@@ -252,6 +252,9 @@ def repair_tail(log_dir: Path) -> int:
                 verdict.stop,
                 verdict.end,
             )
+            _truncate(path, verdict.end)
+        elif len(data) > verdict.end:
+            # The preallocated tail of a file left by a crash: no writer appends to it again.
             _truncate(path, verdict.end)
         if verdict.end > frames.HEADER.size:
             return verdict.last_zxid
