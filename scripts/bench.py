@@ -480,6 +480,10 @@ def summarize(args: argparse.Namespace, labels: list[str], results: list[dict[st
         "ops": ops,
         "client_cpu_per_process": [round(c, 3) for c in client_cpu],
         "failures": [f for r in results for f in r["failures"]],
+        # error replies over the whole run, warm-up and drain included (the per-op counts are the measured part)
+        "errors_whole_run": dict(
+            sum((collections.Counter(r["total_errors"]) for r in results), collections.Counter())
+        ),
     }
     if "busy_end" in s0:
         cores = (s0["total_end"] - s0["total_begin"]) and (s0["busy_end"] - s0["busy_begin"]) / (
