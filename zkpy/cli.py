@@ -17,6 +17,7 @@ def _fail(message: str) -> int:
 def cmd_server(args: argparse.Namespace) -> int:
     from zkpy.server.config import ConfigError, load_config
     from zkpy.server.run import run_server
+    from zkpy.server.tls import TlsConfigError
     from zkpy.storage.errors import StorageError
     from zkpy.tree.serialize import SnapshotFormatError
 
@@ -32,6 +33,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         logging.getLogger("zkpy.config").warning("%s", warning)
     try:
         run_server(config)
+    except TlsConfigError as e:
+        return _fail(str(e))
     except StorageError as e:
         return _fail(f"cannot recover the data in {config.data_dir}: {e}")
     except SnapshotFormatError as e:

@@ -56,7 +56,7 @@ class _Pending:
 
 
 class ClientConnection:
-    def __init__(self, server: ZooKeeperServer, stream: trio.SocketStream, remote: tuple[str, int]) -> None:
+    def __init__(self, server: ZooKeeperServer, stream: trio.abc.Stream, remote: tuple[str, int]) -> None:
         self.server = server
         self.stream = stream
         self.remote = remote

@@ -27,6 +27,7 @@ from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
 from zkpy.server.sessions import SessionTracker
 from zkpy.server.status import build_status
+from zkpy.server.tls import server_ssl_context
 from zkpy.tree.apply import Applier, Result
 from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ttl_of
 from zkpy.tree.txn import SERVER_AUTH, Txn, session_body
@@ -91,14 +92,27 @@ class ZooKeeperServer:
         self._expirer_wakeup = trio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
-    async def open_listeners(self) -> list[trio.SocketListener]:
-        """Bind the client port (OSError, e.g. EADDRINUSE, surfaces here, before anything starts)."""
+    async def open_listeners(self) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        """Bind the client ports: plain first, then TLS when secureClientPort is set.
+
+        Errors surface here, before anything starts: OSError (e.g. EADDRINUSE) and TlsConfigError.
+        """
         config = self.config
-        return await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+        ssl_context = server_ssl_context(config)
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+            await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+        )
+        if ssl_context is not None:
+            host = config.extra.get("secureClientPortAddress") or config.client_port_address
+            # https_compatible: closing never waits on a TLS goodbye from a peer that is not reading.
+            listeners += await trio.open_ssl_over_tcp_listeners(
+                config.secure_client_port, ssl_context, host=host, https_compatible=True
+            )
+        return listeners
 
     async def serve(
         self,
-        listeners: list[trio.SocketListener] | None = None,
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
         *,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -106,7 +120,7 @@ class ZooKeeperServer:
         config = self.config
         if listeners is None:
             listeners = await self.open_listeners()
-        self.port = listeners[0].socket.getsockname()[1]
+        self.port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
         for sid, (timeout, _) in self.tree.sessions.items():  # restored from disk: a fresh timeout each
             self.sessions.add(sid, timeout)
         async with trio.open_nursery() as nursery:
@@ -117,9 +131,10 @@ class ZooKeeperServer:
             log.info("zkpy %s serving clients on %s:%d", VERSION, config.client_port_address, self.port)
             task_status.started(self.port)
 
-    async def _handle_client(self, stream: trio.SocketStream) -> None:
+    async def _handle_client(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:
+        sock = stream.transport_stream.socket if isinstance(stream, trio.SSLStream) else stream.socket
         try:
-            remote = stream.socket.getpeername()[:2]
+            remote = sock.getpeername()[:2]
         except OSError:
             await stream.aclose()
             return

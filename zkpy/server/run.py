@@ -24,7 +24,9 @@ async def serve_until_signalled(config: ServerConfig) -> None:
         store.close()
 
 
-async def _serve(server: ZooKeeperServer, store: DurableStore, listeners: list[trio.SocketListener]) -> None:
+async def _serve(
+    server: ZooKeeperServer, store: DurableStore, listeners: list[trio.abc.Listener[trio.abc.Stream]]
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
