@@ -203,3 +203,27 @@ async def test_auth_is_sent_again_after_a_reconnect(
         assert ("digest", "bob") in {(i.scheme, i.user) for i in await bob.whoami()}
     with pytest.raises(errors.NoAuthError):
         await zk.get("/bobs")
+
+
+async def test_a_partitioned_client_learns_of_its_expiry_when_it_gets_back(
+    proxy: Proxy, chroot: str, zk: zkpy.client.Client
+) -> None:
+    async with zkpy.client.connect(proxy.hosts + chroot, timeout=1.0) as cut_off:
+        states = cut_off.states()
+        await cut_off.create("/eph", ephemeral=True)
+        proxy.refuse = True
+        proxy.cut()
+        assert await drain(states, 1) == [State.SUSPENDED]
+        with trio.fail_after(10):  # the server expires the silent session on its own
+            while await zk.exists("/eph") is not None:
+                await trio.sleep(0.1)
+        proxy.refuse = False
+        assert await drain(states, 1) == [State.EXPIRED]
+        with trio.move_on_after(0.5):
+            pytest.fail(f"more state changes after expiry: {await states.get()}")
+
+
+async def test_read_only_clients_connect_and_write_to_a_quorum_server(hosts: str) -> None:
+    async with zkpy.client.connect(hosts, read_only=True) as zk:
+        assert zk.state is State.CONNECTED and not zk.read_only_connection
+        await zk.create("/rw", b"")  # a server in a quorum is not read-only

@@ -95,6 +95,11 @@ class Client:
         return self._conn.server
 
     @property
+    def read_only_connection(self) -> bool:
+        """True while connected to a server that is serving read-only (only with `read_only=True`)."""
+        return self._conn.connected_read_only
+
+    @property
     def last_zxid(self) -> int:
         return self._proto.last_zxid
 
