@@ -33,19 +33,6 @@ PASSWORD = "apassword"
 PLAIN_CONNECT = b"\x00\x00\x00\x2c" + bytes(44)  # a ConnectRequest frame: what a non-TLS client sends first
 
 
-def _wired() -> bool:
-    """Whether zkpy's server opens the secure client port yet (the TLS context is wired in separately)."""
-    import zkpy.server
-
-    sources = Path(zkpy.server.__file__).parent.glob("*.py")
-    return any("server_ssl_context" in p.read_text() for p in sources if p.name != "tls.py")
-
-
-pytestmark = pytest.mark.skipif(
-    SERVER_KIND == "zkpy" and not _wired(), reason="secureClientPort not wired into zkpy's server yet"
-)
-
-
 def _issue(cn: str, issuer: tuple[rsa.RSAPrivateKey, x509.Certificate] | None, ca: bool = False):  # type: ignore[no-untyped-def]
     key = rsa.generate_private_key(65537, 2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
