@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from zkpy.jute.codec import encode
 from zkpy.jute.ops import CreateRequest, DeleteRequest, MultiRequest, OpCode, SetDataRequest
@@ -106,3 +108,24 @@ def test_zkpy_dump_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "0x1 2023-11-14 22:13:20.123 session 0x5 cxid 0x1 delete /x" in done.stdout
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(min_size=1, max_size=100), at=st.floats(0, 1))
+def test_dump_of_a_damaged_log_reports_instead_of_crashing(tmp_path: Path, junk: bytes, at: float) -> None:
+    txns = [Txn(z, T0, 1, z, OpCode.DELETE, encode(DeleteRequest(f"/n{z}", -1))) for z in range(1, 6)]
+    path = tmp_path / "log.1"
+    if not path.exists():
+        write_txns(tmp_path, txns)
+    raw = bytearray(path.read_bytes())
+    pos = int(at * len(raw[:300]))
+    raw[pos : pos + len(junk)] = junk
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(bytes(raw))
+    try:
+        lines = dumped(damaged)
+    except ValueError:
+        assert pos < 16  # only a damaged file header is refused outright
+    else:
+        assert lines[0].startswith("transaction log damaged: first zxid")
+        assert any(line.endswith(" transactions") for line in lines)  # it got to the end
