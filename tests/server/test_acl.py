@@ -163,3 +163,22 @@ def test_malformed_acl_ids_are_invalid(zk: KazooClient, base: str, scheme: str, 
     with pytest.raises(InvalidACLError):
         zk.set_acls(base, [make_acl(scheme, ident, all=True)])
     assert zk.exists(f"{base}/n") is None
+
+
+def test_auth_scheme_takes_every_digest_identity_of_the_session(make_client: Clients, base: str) -> None:
+    both = make_client(auth_data=[("digest", "user1:pw1"), ("digest", "user2:pw2")])
+    both.create(f"{base}/n", acl=[make_acl("auth", "", read=True, write=True, admin=True)])
+    acls, _ = both.get_acls(f"{base}/n")
+    assert sorted(acls) == sorted(
+        [ACL(19, Id("digest", digest_id("user1", "pw1"))), ACL(19, Id("digest", digest_id("user2", "pw2")))]
+    )
+    only_two = make_client(auth_data=[("digest", "user2:pw2")])
+    only_two.set(f"{base}/n", b"by user2")
+    assert only_two.get(f"{base}/n")[0] == b"by user2"
+
+
+def test_super_user_sees_full_digest_ids(make_client: Clients, base: str) -> None:
+    owner = make_client(auth_data=[("digest", "user1:pw1")])
+    owner.create(f"{base}/n", acl=[make_digest_acl("user1", "pw1", read=True)])
+    root = make_client(auth_data=[("digest", SUPER_AUTH)])
+    assert root.get_acls(f"{base}/n")[0] == [ACL(1, Id("digest", digest_id("user1", "pw1")))]

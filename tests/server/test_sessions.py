@@ -246,3 +246,21 @@ def test_session_close_fires_watches_on_its_ephemerals_and_their_parent(
     assert after.numChildren == 0
     assert after.cversion == before.cversion + 2
     assert after.pzxid > before.pzxid
+
+
+def test_closing_a_session_only_removes_ephemerals_it_still_owns(
+    make_client: Callable[..., KazooClient], zk: KazooClient, server: ServerProcess, base: str
+) -> None:
+    """Another session may delete an ephemeral and put a persistent node at its path: it must survive."""
+    owner = RawClient(server.host, server.port)
+    try:
+        owner.call(OpCode.CREATE, CreateRequest(f"{base}/e", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+        owner.call(OpCode.CREATE, CreateRequest(f"{base}/f", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+        zk.delete(f"{base}/e")
+        zk.create(f"{base}/e", b"persistent now")
+        assert owner.call(OpCode.GET_EPHEMERALS, PathRequest(base)).paths == [f"{base}/f"]
+    finally:
+        owner.close()
+    assert zk.get(f"{base}/e")[0] == b"persistent now"
+    assert zk.exists(f"{base}/e").ephemeralOwner == 0
+    assert zk.exists(f"{base}/f") is None

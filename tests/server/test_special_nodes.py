@@ -119,3 +119,27 @@ def test_ttl_needs_a_ttl_mode(raw: RawClient, base: str) -> None:
         raw.call(OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT, 500))
     with pytest.raises(BadArgumentsError):  # a TTL mode through plain create carries no TTL
         raw.call(OpCode.CREATE, CreateRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL))
+
+
+def test_writes_keep_a_ttl_node_alive(raw: RawClient, zk: KazooClient, base: str) -> None:
+    """A TTL counts from the last modification (mtime), so a node that keeps being written stays."""
+    raw.call(
+        OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, 1000)
+    )
+    for i in range(8):  # 2 s of writes, every 250 ms
+        time.sleep(0.25)
+        zk.set(f"{base}/t", str(i).encode())
+    assert zk.exists(f"{base}/t") is not None
+    wait_deleted(zk, f"{base}/t")
+
+
+def test_container_deletion_fires_watches(raw: RawClient, zk: KazooClient, base: str) -> None:
+    raw.call(OpCode.CREATE_CONTAINER, CreateRequest(f"{base}/c", b"", OPEN_ACL_UNSAFE, CONTAINER))
+    zk.create(f"{base}/c/kid")
+    on_parent, on_node = threading.Event(), threading.Event()
+    zk.get_children(base, watch=lambda e: on_parent.set() if e.type == "CHILD" else None)
+    zk.exists(f"{base}/c", watch=lambda e: on_node.set() if e.type == "DELETED" else None)
+    zk.delete(f"{base}/c/kid")
+    assert on_node.wait(CONTAINER_WAIT_S), "no NodeDeleted for the swept container"
+    assert on_parent.wait(5), "no NodeChildrenChanged on the swept container's parent"
+    assert zk.get_children(base) == []

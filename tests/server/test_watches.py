@@ -211,3 +211,15 @@ def test_multi_fires_the_watches_of_each_op_in_op_order(
         ]
     finally:
         raw.close()
+
+
+def test_child_watch_on_the_root(zk: KazooClient, base: str) -> None:
+    events = Events()
+    assert base[1:] in zk.get_children("/", watch=events)
+    top = f"{base}-sibling"
+    zk.create(top)
+    try:
+        event = events.next()
+        assert (event.type, event.path) == ("CHILD", "/")
+    finally:
+        zk.delete(top)
