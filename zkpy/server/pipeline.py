@@ -56,6 +56,7 @@ class CommitPipeline:
         self.after_batch: Callable[[], None] = lambda: None  # the tree is consistent here (snapshots)
         self.write_error: str | None = None  # set when storage failed: writes are refused
         self.committed = 0
+        self.batches = 0  # committed batches: committed / batches is the group-commit factor
 
     @property
     def outstanding(self) -> int:
@@ -124,4 +125,5 @@ class CommitPipeline:
             if callback is not None:
                 callback(result)
         self.committed += len(txns)
+        self.batches += 1
         self.after_batch()

@@ -81,4 +81,8 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         watches_by_session=watches_by_session,
         ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()},
         config_lines=server.config.render(),
+        extra_metrics={
+            "committed_txns": server.pipeline.committed,
+            "commit_batches": server.pipeline.batches,
+        },
     )
