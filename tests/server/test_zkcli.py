@@ -12,7 +12,7 @@ import pytest
 from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess
 
 pytestmark = pytest.mark.skipif(
-    not APACHE_ZK_TOOL.exists() or shutil.which("apt-get") is None and shutil.which("java") is None,
+    not APACHE_ZK_TOOL.exists() or (shutil.which("apt-get") is None and shutil.which("java") is None),
     reason="needs ../shared/tools/apache-zk (Apache's zkCli shell)",
 )
 
