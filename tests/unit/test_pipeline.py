@@ -1,0 +1,69 @@
+"""The commit pipeline without sockets: group commit, zxid order, and refusing writes after a storage failure."""
+
+from __future__ import annotations
+
+import errno
+
+import trio
+import trio.testing
+
+from zkpy.errors import Code
+from zkpy.jute.codec import encode
+from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
+from zkpy.jute.records import OPEN_ACL_UNSAFE
+from zkpy.server.pipeline import CommitPipeline
+from zkpy.tree.apply import Applier, Result
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.txn import Txn
+from zkpy.tree.watches import WatchManager
+
+
+def _create(path: str) -> bytes:
+    return encode(CreateRequest(path, b"v", OPEN_ACL_UNSAFE, 0))
+
+
+async def test_writes_queued_during_a_persist_become_one_batch_applied_in_order() -> None:
+    batches: list[list[int]] = []
+    release = trio.Event()
+
+    async def slow_persist(txns: list[Txn]) -> None:
+        batches.append([t.zxid for t in txns])
+        if len(batches) == 1:
+            await release.wait()
+
+    tree = DataTree()
+    pipeline = CommitPipeline(Applier(tree), WatchManager(), slow_persist)
+    results: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        pipeline.submit(1, 1, OpCode.CREATE, _create("/first"), callback=results.append)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(50):  # arrive while the first batch is being persisted
+            pipeline.submit(1, i + 2, OpCode.CREATE, _create(f"/n{i}"), callback=results.append)
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == [] and "/first" not in tree.nodes  # nothing applied before it is durable
+        release.set()
+        await pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert batches == [[1], list(range(2, 52))]
+    assert [r.zxid for r in results] == list(range(1, 52))
+    assert all(r.err == 0 for r in results) and tree.last_zxid == 51
+
+
+async def test_a_failed_persist_applies_nothing_and_refuses_later_writes() -> None:
+    async def full_disk(txns: list[Txn]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    tree = DataTree()
+    pipeline = CommitPipeline(Applier(tree), WatchManager(), full_disk)
+    results: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        pipeline.submit(1, 1, OpCode.CREATE, _create("/a"), callback=results.append)
+        await pipeline.wait_idle()
+        pipeline.submit(1, 2, OpCode.SET_DATA, encode(SetDataRequest("/", b"x", -1)), callback=results.append)
+        await pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert [r.err for r in results] == [Code.SYSTEM_ERROR, Code.SYSTEM_ERROR]
+    assert "/a" not in tree.nodes and tree.last_zxid == 0
+    assert pipeline.write_error is not None and "No space left" in pipeline.write_error
