@@ -68,6 +68,8 @@ def cmd_dump(args: argparse.Namespace) -> int:
         return _fail("this build has no storage dump tool")
     try:
         dump(args.path, sys.stdout)
+    except BrokenPipeError:  # e.g. piped into head
+        return 0
     except (OSError, ValueError) as e:
         return _fail(f"cannot dump {args.path}: {e}")
     return 0
