@@ -34,6 +34,10 @@ def is_normal_ephemeral(owner: int) -> bool:
     return owner > 0
 
 
+# Most znodes are leaves: sharing one empty frozenset saves an empty set (216 bytes) per node.
+NO_CHILDREN: frozenset[str] = frozenset()
+
+
 class ZNode:
     __slots__ = (
         "acl",
@@ -57,7 +61,13 @@ class ZNode:
         self.ctime = self.mtime = time
         self.version = self.cversion = self.aversion = 0
         self.ephemeral_owner = ephemeral_owner
-        self.children: set[str] = set()
+        self.children: set[str] | frozenset[str] = NO_CHILDREN  # a real set once it has a child
+
+    def add_child(self, name: str) -> None:
+        if self.children is NO_CHILDREN:
+            self.children = {name}
+        else:
+            self.children.add(name)  # type: ignore[union-attr]
 
     def stat(self) -> Stat:
         return Stat(*self._stat_fields())
@@ -111,7 +121,7 @@ class DataTree:
 
     def _link(self, path: str, node: ZNode) -> None:
         self.nodes[path] = node
-        self.nodes[paths.parent(path)].children.add(paths.basename(path))
+        self.nodes[paths.parent(path)].add_child(paths.basename(path))
 
     def intern_acl(self, acl: AclTuple) -> AclTuple:
         """Share one tuple between the many nodes that carry the same ACL."""
@@ -137,7 +147,7 @@ class DataTree:
         parent = self.nodes[parent_path]
         node = ZNode(data, self.intern_acl(acl), zxid, time, ephemeral_owner)
         self.nodes[path] = node
-        parent.children.add(paths.basename(path))
+        parent.add_child(paths.basename(path))
         parent.cversion = parent_cversion
         parent.pzxid = zxid
         self.data_size += len(data or b"") + len(path)
@@ -153,7 +163,7 @@ class DataTree:
     def delete_node(self, path: str, zxid: int) -> ZNode:
         node = self.nodes.pop(path)
         parent = self.nodes[paths.parent(path)]
-        parent.children.discard(paths.basename(path))
+        parent.children.discard(paths.basename(path))  # type: ignore[union-attr]
         parent.pzxid = zxid
         self.data_size -= len(node.data or b"") + len(path)
         owner = node.ephemeral_owner
@@ -174,7 +184,7 @@ class DataTree:
         """Put back a node that `delete_node` removed (multi rollback)."""
         self.nodes[path] = node
         parent = self.nodes[paths.parent(path)]
-        parent.children.add(paths.basename(path))
+        parent.add_child(paths.basename(path))
         parent.pzxid = parent_pzxid
         self.data_size += len(node.data or b"") + len(path)
         owner = node.ephemeral_owner

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zkpy import paths
-from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ZNode, is_ttl_owner
+from zkpy.tree.datatree import CONTAINER_OWNER, NO_CHILDREN, DataTree, ZNode, is_ttl_owner
 
 FORMAT = "zkpy-tree"
 VERSION = 1
@@ -83,7 +83,7 @@ def load_tree(items: Iterable[Any]) -> DataTree:
                 node.czxid, node.mzxid, node.ctime, node.mtime = czxid, mzxid, ctime, mtime
                 node.version, node.cversion, node.aversion = version, cversion, aversion
                 node.ephemeral_owner, node.pzxid = owner, pzxid
-                node.children = set()
+                node.children = NO_CHILDREN
                 nodes[path] = node
         else:
             raise SnapshotFormatError(f"unknown snapshot item {kind!r}")
@@ -97,7 +97,7 @@ def load_tree(items: Iterable[Any]) -> DataTree:
         parent = nodes.get(paths.parent(path))
         if parent is None:
             raise SnapshotFormatError(f"snapshot node {path} has no parent")
-        parent.children.add(paths.basename(path))
+        parent.add_child(paths.basename(path))
         owner = node.ephemeral_owner
         if owner == CONTAINER_OWNER:
             tree.containers.add(path)
