@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from kazoo.client import KazooClient
 from zkraw import RawClient
 
@@ -52,3 +53,16 @@ def test_a_flood_of_pipelined_requests_from_one_client_does_not_stall_others(
         assert time.monotonic() - started < 10
     finally:
         flood.sock.close()
+
+
+def test_a_connection_that_never_says_hello_is_dropped(server: ServerProcess) -> None:
+    import socket
+
+    from zkraw import connection_closed_by_server
+
+    if server.kind != "zkpy":
+        pytest.skip("checks zkpy's own 10 s sessionless-connection timeout")
+    with socket.create_connection((server.host, server.port)) as idle:
+        started = time.monotonic()
+        assert connection_closed_by_server(idle, within=20)
+        assert 5 < time.monotonic() - started < 20

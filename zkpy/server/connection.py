@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SESSIONLESS_TIMEOUT = 10  # seconds, ZooKeeper's zookeeper.nio.sessionlessCnxnTimeout default
 OUTPUT_HIGH_WATER = 4 * 1024 * 1024  # stop reading a client whose unsent replies exceed this
 _CLIENT_WRITE_OPS = WRITE_OPS - {OpCode.CREATE_SESSION, OpCode.DELETE_CONTAINER}
 
@@ -92,6 +93,7 @@ class ClientConnection:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_loop)
+                nursery.start_soon(self._handshake_deadline)
                 with self._recv_scope:
                     await self._recv_loop()
                 self.close()
@@ -105,6 +107,7 @@ class ClientConnection:
     def close(self) -> None:
         """Stop reading; the sender flushes what is queued, then the connection ends."""
         self._closing = True
+        self._handshake_done.set()
         self._recv_scope.cancel()
         self._out_ready.set()
 
@@ -125,6 +128,14 @@ class ClientConnection:
     @property
     def queued(self) -> int:
         return len(self._pending)
+
+    async def _handshake_deadline(self) -> None:
+        """A connection that never completes its handshake is dropped, as ZooKeeper's sessionless timeout."""
+        with trio.move_on_after(SESSIONLESS_TIMEOUT):
+            await self._handshake_done.wait()
+            return
+        log.info("closing connection from %s:%d: no handshake in %ss", *self.remote, SESSIONLESS_TIMEOUT)
+        self.close()
 
     # -- loops ----------------------------------------------------------------------
     async def _send_loop(self) -> None:
