@@ -60,11 +60,19 @@ def test_connect_response_mirrors_read_only_byte() -> None:
 
 
 def test_multi_read_request_keeps_its_class_and_rejects_write_ops() -> None:
+    """multiRead carries getData/getChildren requests (path and watch flag, as in zookeeper.jute)."""
     from zkpy.jute.codec import JuteError
-    from zkpy.jute.ops import OpCode, PathRequest, SetDataRequest
+    from zkpy.jute.ops import OpCode, PathWatchRequest, SetDataRequest
 
-    read = MultiReadRequest([(OpCode.GET_DATA, PathRequest("/a")), (OpCode.GET_CHILDREN, PathRequest("/"))])
-    assert decode(MultiReadRequest, encode(read)) == read
+    ops = [
+        (OpCode.GET_DATA, PathWatchRequest("/a", False)),
+        (OpCode.GET_CHILDREN, PathWatchRequest("/", True)),
+    ]
+    read = MultiReadRequest(ops)  # type: ignore[arg-type]
+    data = encode(read)
+    assert data[:9] == bytes.fromhex("00000004 00 ffffffff")  # MultiHeader(getData, done=false, err=-1)
+    assert data[9:16] == bytes.fromhex("00000002 2f61 00")  # "/a", watch=false
+    assert decode(MultiReadRequest, data) == read
     write = MultiRequest([(OpCode.SET_DATA, SetDataRequest("/a", b"x", -1))])
     with pytest.raises(JuteError):
         decode(MultiReadRequest, encode(write))
