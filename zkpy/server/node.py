@@ -68,6 +68,24 @@ class ServerStats:
         return self.total_latency / self.latency_count if self.latency_count else 0.0
 
 
+async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[trio.abc.Stream]]:
+    """Bind the client ports: plain first, then TLS when secureClientPort is set.
+
+    Errors surface here, before anything starts: OSError (e.g. EADDRINUSE) and TlsConfigError.
+    """
+    ssl_context = server_ssl_context(config)
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+        await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+    )
+    if ssl_context is not None:
+        host = config.extra.get("secureClientPortAddress") or config.client_port_address
+        # https_compatible: closing never waits on a TLS goodbye from a peer that is not reading.
+        listeners += await trio.open_ssl_over_tcp_listeners(
+            config.secure_client_port, ssl_context, host=host, https_compatible=True
+        )
+    return listeners
+
+
 class ZooKeeperServer:
     def __init__(
         self, config: ServerConfig, persist: Persist = persist_nothing, tree: DataTree | None = None
@@ -92,24 +110,6 @@ class ZooKeeperServer:
         self._expirer_wakeup = trio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
-    async def open_listeners(self) -> list[trio.abc.Listener[trio.abc.Stream]]:
-        """Bind the client ports: plain first, then TLS when secureClientPort is set.
-
-        Errors surface here, before anything starts: OSError (e.g. EADDRINUSE) and TlsConfigError.
-        """
-        config = self.config
-        ssl_context = server_ssl_context(config)
-        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-            await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
-        )
-        if ssl_context is not None:
-            host = config.extra.get("secureClientPortAddress") or config.client_port_address
-            # https_compatible: closing never waits on a TLS goodbye from a peer that is not reading.
-            listeners += await trio.open_ssl_over_tcp_listeners(
-                config.secure_client_port, ssl_context, host=host, https_compatible=True
-            )
-        return listeners
-
     async def serve(
         self,
         listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
@@ -119,7 +119,7 @@ class ZooKeeperServer:
         """Serve until cancelled; reports the bound port via task_status."""
         config = self.config
         if listeners is None:
-            listeners = await self.open_listeners()
+            listeners = await open_client_listeners(config)
         self.port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
         for sid, (timeout, _) in self.tree.sessions.items():  # restored from disk: a fresh timeout each
             self.sessions.add(sid, timeout)

@@ -8,16 +8,17 @@ import trio
 
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
-from zkpy.server.node import ZooKeeperServer
+from zkpy.server.node import ZooKeeperServer, open_client_listeners
 
 
 async def serve_until_signalled(config: ServerConfig) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Bind first: a port in use or a bad TLS setup fails at once, before a long recovery.
+    listeners = await open_client_listeners(config)
     store = DurableStore(config)
     tree = store.recover()
     server = ZooKeeperServer(config, persist=store.persist, tree=tree)
     server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
-    listeners = await server.open_listeners()
     try:
         await _serve(server, store, listeners)
     finally:
