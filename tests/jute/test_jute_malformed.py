@@ -73,14 +73,14 @@ def test_every_truncation_raises_jute_error(cls: type, data: st.DataObject) -> N
 
 
 @pytest.mark.parametrize("cls", READERS, ids=lambda c: c.__name__)
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=st.binary(max_size=200) | st.lists(TOKENS, max_size=30).map(b"".join))
 def test_random_bytes_raise_only_jute_error(cls: type, raw: bytes) -> None:
     decode_or_jute_error(cls, raw)
 
 
 @pytest.mark.parametrize("cls", READERS, ids=lambda c: c.__name__)
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_corrupted_valid_records_raise_only_jute_error(cls: type, data: st.DataObject) -> None:
     """Random bytes rarely get past the first length; flipping bytes in a valid record reaches deeper."""
