@@ -54,7 +54,8 @@ class Participants:
 
     def kill(self, ident: str) -> None:
         proc = self.procs[ident]
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
 
     def stop_all(self) -> None:

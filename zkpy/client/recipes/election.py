@@ -37,6 +37,7 @@ class Election:
         try:
             await contender.join()
             await contender.wait_turn(lambda mine, other: True)
+            finished = False
             async with LossWatch(self.client, contender.node or "") as loss, trio.open_nursery() as nursery:
 
                 async def step_down_on_loss() -> None:
@@ -46,13 +47,14 @@ class Election:
                 nursery.start_soon(step_down_on_loss)
                 self.is_leader = True
                 result = await func(*args)
+                finished = True
                 nursery.cancel_scope.cancel()
-            if loss.lost.is_set() and nursery.cancel_scope.cancelled_caught:
+            if not finished:
                 raise LeadershipLost(loss.reason)
             return result
         finally:
             self.is_leader = False
-            with trio.CancelScope(shield=True):
+            with trio.CancelScope(shield=True), trio.move_on_after(self.client.session_timeout):
                 await contender.leave()
 
     async def contenders(self) -> list[bytes]:

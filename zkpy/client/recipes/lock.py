@@ -67,7 +67,7 @@ class Lock:
                 acquired = True
         finally:
             if not acquired:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True), trio.move_on_after(self.client.session_timeout):
                     await contender.leave()
         if acquired:
             self._contender = contender
@@ -98,7 +98,7 @@ class Lock:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True), trio.move_on_after(self.client.session_timeout):
             await self.release()
 
     @contextlib.asynccontextmanager

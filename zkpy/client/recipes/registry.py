@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import trio
+
 from zkpy import paths
 from zkpy.client.client import Client
 from zkpy.client.events import State
@@ -74,11 +76,22 @@ class ServiceRegistry:
         try:
             await retry(self.client.create, path, instance.encode(), ephemeral=True, makepath=True)
         except NodeExistsError:
-            # ours from before a lost reply, or a stale one from an older session of the same id
-            _, stat = await retry(self.client.get, path)
-            if stat.ephemeralOwner != self.client.session_id:
-                raise
-            await retry(self.client.set, path, instance.encode())
+            # Ours from before a lost reply, or one of an expired session whose deletion the server
+            # has not applied yet: wait for that one to go (up to a session timeout), then publish.
+            with trio.move_on_after(2 * self.client.session_timeout):
+                while True:
+                    gone = trio.Event()
+                    stat = await retry(self.client.exists, path, watch=lambda _e, g=gone: g.set())
+                    if stat is None:
+                        with contextlib.suppress(NodeExistsError):
+                            await retry(self.client.create, path, instance.encode(), ephemeral=True)
+                            return
+                        continue
+                    if stat.ephemeralOwner == self.client.session_id:
+                        await retry(self.client.set, path, instance.encode())
+                        return
+                    await gone.wait()
+            raise
 
     async def unregister(self, instance: Instance) -> None:
         path = self._path(instance.service, instance.id)
