@@ -38,15 +38,18 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from zkpy.jute.codec import decode, encode, write_ustring
+from zkpy.jute.codec import JuteError, decode, encode, write_ustring
 from zkpy.jute.framing import FrameBuffer, frame
 from zkpy.jute.ops import (
     CreateRequest,
+    CreateResponse,
     DeleteRequest,
     GetChildrenResponse,
+    GetDataResponse,
     OpCode,
     PathWatchRequest,
     SetDataRequest,
+    StatResponse,
 )
 from zkpy.jute.records import (
     OPEN_ACL_UNSAFE,
@@ -260,11 +263,16 @@ def parse_mix(op: str, mix: str) -> list[str]:
     return labels
 
 
+def value_of(size: int) -> bytes:
+    """The same pseudo-random value in setup and in every worker."""
+    return random.Random(1).randbytes(size)
+
+
 class Workload:
     """Pre-encoded request bodies: the per-request cost is a lookup plus the 12-byte prefix."""
 
     def __init__(self, size: int, keys: int) -> None:
-        value = bytes(random.Random(1).getrandbits(8) for _ in range(size))
+        value = value_of(size)
         paths = [f"{KEYS_DIR}/{k}" for k in range(keys)]
         self.get_bodies = [encode(PathWatchRequest(p, False)) for p in paths]
         self.set_bodies = [encode(SetDataRequest(p, value, -1)) for p in paths]
@@ -324,6 +332,21 @@ class WorkerConfig:
     warmup: float
     duration: float
     server_pid: int | None
+    verify: bool = False
+
+
+def check_reply(label: str, body: bytes, size: int) -> str | None:
+    """Decode a successful reply in full (for --verify): is it the record the op promises?"""
+    try:
+        if label == "create":
+            path = decode(CreateResponse, body, REPLY_HEADER_SIZE).path
+            return None if path and path.startswith(CREATE_DIR) else f"path {path!r}"
+        stat = decode(GetDataResponse if label == "get" else StatResponse, body, REPLY_HEADER_SIZE).stat
+        if label == "get" and decode(GetDataResponse, body, REPLY_HEADER_SIZE).data != value_of(size):
+            return "data differs from what setup wrote"
+        return None if stat.dataLength == size else f"stat.dataLength {stat.dataLength}"
+    except JuteError as exc:
+        return f"undecodable: {exc}"
 
 
 def cpu_of_pid(pid: int) -> float:
@@ -353,9 +376,11 @@ async def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
     t_begin = t_start + cfg.warmup
     t_end = t_begin + cfg.duration
 
-    def on_reply(label: str, err: int, t0: float, t: float, _body: bytes) -> None:
+    def on_reply(label: str, err: int, t0: float, t: float, body: bytes) -> None:
         if err:
             total_errors[err] += 1
+        elif cfg.verify and (problem := check_reply(label, body, cfg.size)):
+            failures.append(f"process {cfg.process}: bad {label} reply: {problem}")
         if t_begin <= t <= t_end:
             if err:
                 errors[label][err] += 1
@@ -421,7 +446,7 @@ async def setup(args: argparse.Namespace, hosts: list[tuple[str, int]]) -> None:
         await delete_tree(sessions, ROOT)  # leftovers of an interrupted run
         s = sessions[0]
         await create_all(s, [ROOT, KEYS_DIR, CREATE_DIR], b"")
-        value = bytes(random.Random(1).getrandbits(8) for _ in range(args.size))
+        value = value_of(args.size)
         await create_all(s, [f"{KEYS_DIR}/{k}" for k in range(args.keys)], value)
         per_process = split(args.connections, args.processes)
         shards = [f"{CREATE_DIR}/{shard_name(p, i)}" for p, n in enumerate(per_process) for i in range(n)]
@@ -542,6 +567,7 @@ def run_workers(
             args.warmup,
             args.duration,
             args.server_pid,
+            args.verify,
         )
         for p, n in enumerate(split(args.connections, args.processes))
     ]
@@ -570,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=1000, help="znodes that get/set spread over")
     parser.add_argument("--processes", type=int, default=1, help="worker processes sharing the connections")
     parser.add_argument("--server-pid", type=int, default=None, help="report this process's CPU use too")
+    parser.add_argument("--verify", action="store_true", help="decode every reply in full (costs client CPU)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     if not 1 <= args.processes <= args.connections:
