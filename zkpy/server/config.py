@@ -101,6 +101,20 @@ class ServerConfig:
         """maxClientCnxns as a limit: None when 0 (unlimited)."""
         return self.max_client_cnxns or None
 
+    @property
+    def extended_types_enabled(self) -> bool:
+        """TTL nodes (zookeeper.extendedTypesEnabled). On unless set to false: every replica, and
+        every replay of the log, must apply creates under the same setting."""
+        return self.extra.get("extendedTypesEnabled", "true").strip().lower() != "false"
+
+    @property
+    def container_check_interval_ms(self) -> int:
+        """How often empty containers and expired TTL nodes are swept (znode.container.checkIntervalMs)."""
+        try:
+            return max(10, int(self.extra.get("znode.container.checkIntervalMs", "60000")))
+        except ValueError:
+            return 60000
+
     def four_letter_allowed(self, word: str) -> bool:
         return word in self.four_letter_whitelist
 

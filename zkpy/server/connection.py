@@ -202,8 +202,9 @@ class ClientConnection:
             self._pending.append(pending)
             if op == OpCode.CLOSE_SESSION:
                 server.sessions.mark_closing(self.session_id)
-            if server.pipeline.write_error is not None:
-                pending.reply = reply(xid, server.tree.last_zxid, int(Code.SYSTEM_ERROR))
+            refusal = server.refuse_write(op, body)
+            if refusal:
+                pending.reply = reply(xid, server.tree.last_zxid, refusal)
                 self._drain()
                 return
             server.pipeline.submit(

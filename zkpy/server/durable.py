@@ -61,7 +61,7 @@ class DurableStore:
             snap_zxid, items = loaded
             tree = load_tree(items)
             self.last_snapshot_zxid = snap_zxid
-        applier = Applier(tree, extended_types=True)
+        applier = Applier(tree)
         replayed = 0
         for zxid, payload in recover(self.log_dir, max(snap_zxid, tree.last_zxid)):
             txn = Txn.unpack(payload)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from zkpy.jute.codec import encode
-from zkpy.jute.ops import DeleteRequest, OpCode
+from zkpy.errors import Code
+from zkpy.jute.codec import JuteError, encode
+from zkpy.jute.ops import DeleteRequest, MultiRequest, OpCode
 from zkpy.jute.records import ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
@@ -68,6 +69,18 @@ class ServerStats:
         return self.total_latency / self.latency_count if self.latency_count else 0.0
 
 
+def _creates_ttl(op: int, body: bytes) -> bool:
+    if op == OpCode.CREATE_TTL:
+        return True
+    if op != OpCode.MULTI:
+        return False
+    try:
+        request, _ = MultiRequest.read(body, 0)
+    except JuteError:
+        return False  # the apply step answers the malformed multi
+    return any(sub_op == OpCode.CREATE_TTL for sub_op, _ in request.ops)
+
+
 async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[trio.abc.Stream]]:
     """Bind the client ports: plain first, then TLS when secureClientPort is set.
 
@@ -93,10 +106,7 @@ class ZooKeeperServer:
         self.config = config
         self.tree = tree or DataTree()
         self.watches = WatchManager()
-        extended = config.extra.get(
-            "zookeeper.extendedTypesEnabled", config.extra.get("extendedTypesEnabled", "true")
-        )
-        self.applier = Applier(self.tree, extended_types=extended.strip().lower() != "false")
+        self.applier = Applier(self.tree)
         self.pipeline = CommitPipeline(self.applier, self.watches, persist)
         self.pipeline.on_applied = self._on_applied
         self.reads = Reads(self.tree, self.watches)
@@ -105,7 +115,7 @@ class ZooKeeperServer:
         self.by_session: dict[int, ClientConnection] = {}
         self.stats = ServerStats(started=time.time())
         self.state = "standalone"
-        self.container_check_ms = int(config.extra.get("znode.container.checkIntervalMs", "60000"))
+        self.container_check_ms = config.container_check_interval_ms
         self.port = 0
         self._expirer_wakeup = trio.Event()
 
@@ -201,6 +211,18 @@ class ZooKeeperServer:
         self.sessions.touch(session_id)
         conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
         conn.attach(session_id, timeout)
+
+    def refuse_write(self, op: int, body: bytes) -> int:
+        """An error code for a write this server will not order at all (0: go ahead).
+
+        Decisions that depend on this server's state or config are made here, before the
+        transaction exists, so replaying the log never depends on them.
+        """
+        if self.pipeline.write_error is not None:
+            return int(Code.SYSTEM_ERROR)
+        if not self.config.extended_types_enabled and _creates_ttl(op, body):
+            return int(Code.UNIMPLEMENTED)
+        return 0
 
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:

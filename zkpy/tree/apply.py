@@ -93,9 +93,8 @@ def check_version(expected: int, actual: int, path: str) -> None:
 
 
 class Applier:
-    def __init__(self, tree: DataTree, extended_types: bool = True) -> None:
+    def __init__(self, tree: DataTree) -> None:
         self.tree = tree
-        self.extended_types = extended_types
 
     def apply(self, txn: Txn) -> Result:
         tree = self.tree
@@ -150,8 +149,6 @@ class Applier:
         if flags not in (0, 1, 2, 3, 4, 5, 6):
             raise BadArgumentsError(path=req.path)
         is_ttl = flags in (5, 6)
-        if is_ttl and not self.extended_types:
-            raise UnimplementedError(path=req.path)
         if is_ttl != (op == OpCode.CREATE_TTL) or (is_ttl and not 0 < ttl <= MAX_TTL):
             raise BadArgumentsError(path=req.path)
         if op == OpCode.CREATE_CONTAINER and flags != 4:
