@@ -11,6 +11,7 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from hypothesis import strategies as st
 
+from zkpy.jute import ops
 from zkpy.jute.codec import Vector
 from zkpy.jute.ops import (
     MULTI_READ_OPS,
@@ -126,9 +127,17 @@ SHARED_RECORDS = [
     ConnectRequest,
     ConnectResponse,
 ]
+# Every record class ops.py defines (not only those in the opcode tables: ErrorResponse, ClientInfo...).
 OP_RECORDS = sorted(
-    set(REQUEST_RECORDS.values()) | set(RESPONSE_RECORDS.values()) | {MultiRequest, MultiReadRequest},
+    set(REQUEST_RECORDS.values())
+    | set(RESPONSE_RECORDS.values())
+    | {MultiRequest, MultiReadRequest, MultiResponse}
+    | {
+        c
+        for c in vars(ops).values()
+        if isinstance(c, type) and hasattr(c, "FIELDS") and c.__module__ == ops.__name__
+    },
     key=lambda c: c.__name__,
 )
-ALL_RECORDS = SHARED_RECORDS + OP_RECORDS
+ALL_RECORDS = SHARED_RECORDS + [c for c in OP_RECORDS if c not in SHARED_RECORDS]
 WHOLE_FRAME_RECORDS = (ConnectRequest, ConnectResponse)
