@@ -38,6 +38,7 @@ _BLOCKING = frozenset(
         "remove_watches",
         "add_auth",
         "wait_connected",
+        "multi",
     }
 )
 
@@ -132,6 +133,11 @@ class SyncClient:
     def remove_listener(self, callback: Callable[[Any], Any]) -> None:
         assert self._client is not None
         self._client.remove_listener(self._in_thread(callback))
+
+    def restart(self) -> None:
+        """After EXPIRED: open a fresh session."""
+        assert self._client is not None
+        trio.from_thread.run_sync(self._client.restart, trio_token=self._token)
 
     def transaction(self) -> SyncTransaction:
         assert self._client is not None
