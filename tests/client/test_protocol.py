@@ -177,3 +177,20 @@ def test_stat_reply_decodes_to_the_shared_stat_record() -> None:
     a = proto.request(OpCode.SET_DATA, PathWatchRequest("/a", False), "/a")
     proto.receive_data(reply(a.xid, 3, 0, StatResponse(STAT)))
     assert a.result.stat == STAT
+
+
+def test_many_watches_are_re_armed_in_several_set_watches_frames() -> None:
+    proto = ClientProtocol()
+    handshake(proto)
+    paths = [f"/node-{i:05d}-" + "x" * 100 for i in range(3000)]
+    for p in paths:
+        proto.watches.add("data", p, object())
+    proto.connection_lost()
+    handshake(proto, session_id=0x1234)
+    frames = sent_frames(proto)
+    assert len(frames) > 1 and all(len(f) < 200_000 for f in frames)
+    rearmed = []
+    for f in frames:
+        assert struct.unpack_from(">ii", f) == (-8, 105)
+        rearmed += SetWatches2Request.read(f, 8)[0].dataWatches
+    assert sorted(rearmed) == paths
