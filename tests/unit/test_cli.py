@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from zkpy.testing.procs import four_letter, running_server
+from zkpy.testing.procs import four_letter, free_port, running_server
 
 
 def _server(config: Path) -> subprocess.CompletedProcess[str]:
@@ -60,3 +60,15 @@ def test_unknown_keys_are_warned_about_not_fatal() -> None:
     with running_server("zkpy", {"someFutureSetting": "42"}) as server:
         assert four_letter(server.host, server.port, "ruok") == "imok"
         assert "someFutureSetting" in server.log_tail(50)
+
+
+def test_two_servers_on_one_data_dir_are_refused() -> None:
+    with running_server("zkpy") as server:
+        second = server.config_path.with_name("second.cfg")
+        second.write_text(
+            server.config_path.read_text().replace(f"clientPort={server.port}", f"clientPort={free_port()}")
+        )
+        result = _server(second)
+        assert result.returncode == 2
+        line = [ln for ln in result.stderr.splitlines() if "error" in ln][-1]
+        assert "in use by another zkpy server" in line and str(server.proc.pid) in line

@@ -8,6 +8,7 @@ non-idempotent transactions) and the server keeps serving while the child serial
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
@@ -17,6 +18,7 @@ from pathlib import Path
 import trio
 
 from zkpy.server.config import ServerConfig
+from zkpy.storage.errors import StorageError
 from zkpy.storage.purge import purge
 from zkpy.storage.snapshot import load_latest_snapshot, write_snapshot
 from zkpy.storage.txnlog import TxnLog, recover
@@ -37,6 +39,7 @@ class DurableStore:
         self.log_dir = Path(config.data_log_dir) / SUBDIR
         self.snap_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_directory(self.log_dir)
         self.log: TxnLog | None = None
         # ZooKeeper randomises the snapshot point per server so an ensemble never snapshots at once.
         self.snap_count = max(2, config.snap_count)
@@ -100,6 +103,7 @@ class DurableStore:
         zxid = tree.last_zxid
         pid = os.fork()
         if pid == 0:  # child: write and leave, touching nothing else of the parent's
+            os.close(self._lock_fd)  # the directory lock must die with the server, not with us
             code = 0
             try:
                 write_snapshot(self.snap_dir, zxid, tree_items(tree))
@@ -141,3 +145,19 @@ class DurableStore:
     def close(self) -> None:
         if self.log is not None:
             self.log.close()
+        os.close(self._lock_fd)
+
+
+def _lock_directory(directory: Path) -> int:
+    """Hold an exclusive lock on the log directory for the life of the server: two servers
+    appending to one log would destroy it."""
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StorageError(f"{directory} is in use by another zkpy server (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
