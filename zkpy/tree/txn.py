@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import msgpack
 
 _SESSION = struct.Struct(">i")
+# One Packer, reused: msgpack.packb builds a new one per call, which costs more than the packing.
+# Only the event loop thread packs transactions.
+_pack = msgpack.Packer(use_bin_type=True).pack
 
 SERVER_AUTH: tuple[tuple[str, str], ...] = (("super", ""),)
 
@@ -39,10 +42,7 @@ class Txn:
     auth: tuple[tuple[str, str], ...] = field(default=())
 
     def pack(self) -> bytes:
-        return msgpack.packb(
-            [self.zxid, self.time, self.session_id, self.cxid, self.op, self.body, self.auth],
-            use_bin_type=True,
-        )
+        return _pack((self.zxid, self.time, self.session_id, self.cxid, self.op, self.body, self.auth))
 
     @classmethod
     def unpack(cls, raw: bytes) -> Txn:
