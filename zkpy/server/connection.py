@@ -21,6 +21,7 @@ import trio
 from zkpy.errors import Code, ZooKeeperError
 from zkpy.jute.codec import JuteError
 from zkpy.jute.ops import WRITE_OPS, XID_AUTH, OpCode
+from zkpy.jute.records import AuthPacket
 from zkpy.server.protocol import (
     ConnectRequested,
     FourLetterWord,
@@ -30,6 +31,7 @@ from zkpy.server.protocol import (
     reply,
     watch_event,
 )
+from zkpy.tree import acl
 from zkpy.tree.apply import Result
 from zkpy.tree.watches import STATE_SYNC_CONNECTED
 
@@ -258,9 +260,6 @@ class ClientConnection:
             return reply(xid, tree.last_zxid, int(Code.MARSHALLING_ERROR))
 
     def _auth(self, xid: int, body: bytes) -> None:
-        from zkpy.jute.records import AuthPacket
-        from zkpy.tree import acl
-
         tree = self.server.tree
         try:
             packet, _ = AuthPacket.read(body, 0)
