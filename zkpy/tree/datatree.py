@@ -152,13 +152,17 @@ class DataTree:
         parent.pzxid = zxid
         self.data_size += len(data or b"") + len(path)
         if ephemeral_owner:
-            if ephemeral_owner == CONTAINER_OWNER:
-                self.containers.add(path)
-            elif is_ttl_owner(ephemeral_owner):
-                self.ttls.add(path)
-            else:
-                self.ephemerals.setdefault(ephemeral_owner, set()).add(path)
+            self.index_owner(path, ephemeral_owner)
         return node
+
+    def index_owner(self, path: str, owner: int) -> None:
+        """File a node with a non-zero ephemeralOwner under the container, TTL or session index."""
+        if owner == CONTAINER_OWNER:
+            self.containers.add(path)
+        elif is_ttl_owner(owner):
+            self.ttls.add(path)
+        elif owner:
+            self.ephemerals.setdefault(owner, set()).add(path)
 
     def delete_node(self, path: str, zxid: int) -> ZNode:
         node = self.nodes.pop(path)
@@ -187,13 +191,7 @@ class DataTree:
         parent.add_child(paths.basename(path))
         parent.pzxid = parent_pzxid
         self.data_size += len(node.data or b"") + len(path)
-        owner = node.ephemeral_owner
-        if owner == CONTAINER_OWNER:
-            self.containers.add(path)
-        elif is_ttl_owner(owner):
-            self.ttls.add(path)
-        elif owner:
-            self.ephemerals.setdefault(owner, set()).add(path)
+        self.index_owner(path, node.ephemeral_owner)
 
     def set_data(self, node: ZNode, path: str, data: bytes | None, zxid: int, time: int) -> None:
         self.data_size += len(data or b"") - len(node.data or b"")

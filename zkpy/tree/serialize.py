@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zkpy import paths
-from zkpy.tree.datatree import CONTAINER_OWNER, NO_CHILDREN, DataTree, ZNode, is_ttl_owner
+from zkpy.tree.datatree import NO_CHILDREN, DataTree, ZNode
 
 FORMAT = "zkpy-tree"
 VERSION = 1
@@ -98,12 +98,7 @@ def load_tree(items: Iterable[Any]) -> DataTree:
         if parent is None:
             raise SnapshotFormatError(f"snapshot node {path} has no parent")
         parent.add_child(paths.basename(path))
-        owner = node.ephemeral_owner
-        if owner == CONTAINER_OWNER:
-            tree.containers.add(path)
-        elif is_ttl_owner(owner):
-            tree.ttls.add(path)
-        elif owner:
-            tree.ephemerals.setdefault(owner, set()).add(path)
+        if node.ephemeral_owner:
+            tree.index_owner(path, node.ephemeral_owner)
     tree.data_size = size
     return tree
