@@ -102,3 +102,17 @@ def test_protocol_rejects_oversize_frames():
         assert "10000" in str(e)
     else:
         raise AssertionError("oversize frame accepted")
+
+
+def test_closing_a_watcher_forgets_exactly_its_watches():
+    w, a, b = WatchManager(), Recorder(), Recorder()
+    for i in range(100):
+        w.add_data_watch(f"/n{i}", a)
+        w.add_child_watch(f"/n{i}", b)
+    w.add_persistent_watch("/n1", a, recursive=True)
+    w.trigger(NODE_DATA_CHANGED, "/n0")  # a's one-shot on /n0 is spent
+    assert w.paths_of(a)[:3] == ["/n1", "/n10", "/n11"] and "/n0" not in w.paths_of(a)
+    w.remove_watcher(a)
+    assert w.paths_of(a) == [] and w.count() == 100
+    w.trigger(NODE_DATA_CHANGED, "/n1")
+    assert a.events == [(NODE_DATA_CHANGED, "/n0")]

@@ -59,16 +59,37 @@ class WatchManager:
         self.child: _Table = {}
         self.persistent: _Table = {}
         self.recursive: _Table = {}
+        # watcher -> every path it has some watch on, so closing a connection costs its own
+        # watches, not a scan of everyone's (ZooKeeper's watch2Paths).
+        self._paths_by_watcher: dict[Watcher, set[str]] = {}
 
     # -- registration --------------------------------------------------------
+    def _register(self, table: _Table, path: str, watcher: Watcher) -> None:
+        _add(table, path, watcher)
+        paths_of = self._paths_by_watcher.get(watcher)
+        if paths_of is None:
+            self._paths_by_watcher[watcher] = {path}
+        else:
+            paths_of.add(path)
+
+    def _forget_if_unwatched(self, path: str, watcher: Watcher) -> None:
+        for table in (self.data, self.child, self.persistent, self.recursive):
+            if watcher in table.get(path, ()):
+                return
+        paths_of = self._paths_by_watcher.get(watcher)
+        if paths_of is not None:
+            paths_of.discard(path)
+            if not paths_of:
+                del self._paths_by_watcher[watcher]
+
     def add_data_watch(self, path: str, watcher: Watcher) -> None:
-        _add(self.data, path, watcher)
+        self._register(self.data, path, watcher)
 
     def add_child_watch(self, path: str, watcher: Watcher) -> None:
-        _add(self.child, path, watcher)
+        self._register(self.child, path, watcher)
 
     def add_persistent_watch(self, path: str, watcher: Watcher, recursive: bool) -> None:
-        _add(self.recursive if recursive else self.persistent, path, watcher)
+        self._register(self.recursive if recursive else self.persistent, path, watcher)
 
     def remove_watches(self, path: str, watcher_type: int, watcher: Watcher, dry_run: bool = False) -> bool:
         """removeWatches/checkWatches: True if `watcher` had a watch of that WatcherType on `path`."""
@@ -85,12 +106,14 @@ class WatchManager:
                 found = found or watcher in table.get(path, ())
             else:
                 found = _discard(table, path, watcher) or found
+        if found and not dry_run:
+            self._forget_if_unwatched(path, watcher)
         return found
 
     def remove_watcher(self, watcher: Watcher) -> None:
         """Forget every watch of a closed connection."""
-        for table in (self.data, self.child, self.persistent, self.recursive):
-            for path in [p for p, ws in table.items() if watcher in ws]:
+        for path in self._paths_by_watcher.pop(watcher, ()):
+            for table in (self.data, self.child, self.persistent, self.recursive):
                 _discard(table, path, watcher)
 
     # -- triggering ----------------------------------------------------------
@@ -109,6 +132,9 @@ class WatchManager:
                 children = self.child.pop(path, None)
                 if children:
                     hit = children if hit is None else hit | children
+        if hit:  # one-shot watches are gone now
+            for watcher in hit:
+                self._forget_if_unwatched(path, watcher)
         persistent = self.persistent.get(path)
         if persistent:
             hit = set(persistent) if hit is None else hit | persistent
@@ -128,10 +154,7 @@ class WatchManager:
         )
 
     def paths_of(self, watcher: Watcher) -> list[str]:
-        seen: list[str] = []
-        for table in (self.data, self.child, self.persistent, self.recursive):
-            seen.extend(p for p, ws in table.items() if watcher in ws)
-        return sorted(set(seen))
+        return sorted(self._paths_by_watcher.get(watcher, ()))
 
     def by_path(self) -> dict[str, list[Watcher]]:
         out: dict[str, list[Watcher]] = {}
