@@ -64,17 +64,40 @@ async def proxy(server: ServerProcess) -> AsyncIterator[Proxy]:
 
 
 async def expire_session(hosts: str, client: zkpy.client.Client) -> None:
-    """Expire `client`'s session the way kazoo's tests do: open the same session elsewhere, close it."""
-    from zkpy.client.connection import Connection
-    from zkpy.client.events import EventDispatcher
+    """Expire `client`'s session the way kazoo's tests do: open the same session elsewhere, close it.
 
-    dispatcher = EventDispatcher()
-    conn = Connection(hosts, client.session_timeout, dispatcher)
-    conn.protocol.session_id = client.session_id
-    conn.protocol.passwd = client.session_password
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(conn.run)
-        await conn.wait_connected(10)
-        await conn.close()
-        dispatcher.close()
-        nursery.cancel_scope.cancel()
+    Uses the bare protocol on one socket, retried until the close is acknowledged: the victim,
+    bumped off by our handshake, may reconnect and bump us off in turn.
+    """
+    from zkpy.client.connection import parse_hosts
+    from zkpy.client.protocol import ClientProtocol, Connected, Expired, Replied
+    from zkpy.jute.ops import EmptyRecord, OpCode
+
+    (host, port), _ = parse_hosts(hosts)[0][0], ""
+    session_id, passwd = client.session_id, client.session_password
+    with trio.fail_after(20):
+        while True:
+            proto = ClientProtocol(chroot=chroot, session_id=session_id, passwd=passwd)
+            proto.connect(int(client.session_timeout * 1000))
+            try:
+                async with await trio.open_tcp_stream(host, port) as stream:
+                    await stream.send_all(proto.data_to_send())
+                    while True:
+                        data = await stream.receive_some(65536)
+                        if not data:
+                            break
+                        for event in proto.receive_data(data):
+                            if isinstance(event, Expired):
+                                return
+                            if isinstance(event, Connected):
+                                proto.request(OpCode.CLOSE_SESSION, EmptyRecord())
+                                await stream.send_all(proto.data_to_send())
+                            elif (
+                                isinstance(event, Replied)
+                                and event.pending.op == OpCode.CLOSE_SESSION
+                                and event.pending.error is None
+                            ):
+                                return
+            except OSError:
+                pass
+            await trio.sleep(0.05)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -104,13 +103,11 @@ class Connection:
         self._state_changed = trio.Event()
         self._restart = trio.Event()
         self._writer_lot = trio.lowlevel.ParkingLot()
-        self._stream: trio.SocketStream | None = None
         self._closing = False
         self._fd = -1
         self._writer_busy = False
         self._leftover = b""
         self._cancel = trio.CancelScope()
-        self.drop_hooks: list[Callable[[], None]] = []
 
     # -- used by the API --------------------------------------------------------------------------
 
@@ -222,30 +219,28 @@ class Connection:
                     if failures % len(self.hosts) == 0:
                         await trio.sleep(min(1.0, 0.05 * failures) * random.uniform(0.5, 1.0))
                     continue
+                reached = False
                 try:
                     async with stream:
-                        await self._session(stream, host)
-                        failures = 0
-                except (
-                    OSError,
-                    trio.BrokenResourceError,
-                    trio.ClosedResourceError,
-                    _ConnectionDropped,
-                ) as exc:
-                    log.debug("connection to %s lost: %r", host, exc)
+                        reached = await self._session(stream, host)
                 except ProtocolError as exc:
                     log.warning("protocol error from %s: %s", host, exc)
+                except _DROPPED as exc:
+                    log.debug("connection to %s lost: %r", host, exc)
                 finally:
-                    self._stream = None
                     self._fd = -1
                     self._leftover = b""
                     self.server = None
                     for pending in self.protocol.connection_lost():
                         self._wake(pending)
-                    for hook in self.drop_hooks:
-                        hook()
                     if self.state in (State.CONNECTED, State.RECONNECTED) and not self._closing:
                         self._set_state(State.SUSPENDED)
+                if reached or self.state is State.EXPIRED:
+                    failures = 0
+                else:  # refused before the handshake finished (e.g. a server still starting): back off
+                    failures += 1
+                    if failures % len(self.hosts) == 0:
+                        await trio.sleep(min(1.0, 0.05 * failures) * random.uniform(0.5, 1.0))
 
     def _next_host(self) -> tuple[str, int]:
         self._host_index = (self._host_index + 1) % len(self.hosts)
@@ -258,7 +253,8 @@ class Connection:
         stream.setsockopt(6, 1, 1)  # TCP_NODELAY
         return stream
 
-    async def _session(self, stream: trio.SocketStream, host: tuple[str, int]) -> None:
+    async def _session(self, stream: trio.SocketStream, host: tuple[str, int]) -> bool:
+        """Handshake, then serve the connection until it drops; False if the handshake did not finish."""
         protocol = self.protocol
         protocol.connect(self.requested_timeout_ms, self.read_only)
         await stream.send_all(protocol.data_to_send())
@@ -274,9 +270,8 @@ class Connection:
                     outcome, leftover = events[0], events[1:]  # type: ignore[assignment]
         if isinstance(outcome, Expired):
             self._expire()
-            return
+            return False
         assert isinstance(outcome, Connected)
-        self._stream = stream
         self.server = host
         self.connected_read_only = outcome.read_only
         self._set_state(State.CONNECTED if outcome.new_session else State.RECONNECTED)
@@ -284,6 +279,7 @@ class Connection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._until_dropped, self._writer, stream, nursery.cancel_scope)
             await self._until_dropped(self._reader, stream, nursery.cancel_scope)
+        return True
 
     @staticmethod
     async def _until_dropped(loop: Any, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
