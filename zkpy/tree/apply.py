@@ -8,6 +8,7 @@ turn and are undone if one fails, so it is all-or-nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ from zkpy.tree.datatree import (
 )
 from zkpy.tree.txn import Txn, parse_session_body
 from zkpy.tree.watches import NODE_CHILDREN_CHANGED, NODE_CREATED, NODE_DATA_CHANGED, NODE_DELETED
+
+log = logging.getLogger(__name__)
 
 Event = tuple[int, str]  # (event type, path)
 Undo = Callable[[], None]
@@ -122,6 +125,14 @@ class Applier:
         except JuteError:
             result.err = int(Code.MARSHALLING_ERROR)
             result.response = None
+        except Exception:
+            # A bug, not a client error. Answer SystemError and keep serving: the same txn
+            # replays to the same outcome, so replicas and restarts stay in step.
+            log.exception("applying transaction 0x%x (op %d) failed", txn.zxid, op)
+            result.err = int(Code.SYSTEM_ERROR)
+            result.response = None
+            result.events.clear()
+            result.emptied_containers.clear()
         return result
 
     # -- sessions ---------------------------------------------------------------
