@@ -160,8 +160,17 @@ def mntr(server: ServerProcess) -> dict[str, str]:
     return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
 
 
-def znode_count(server: ServerProcess) -> int:
-    return int(mntr(server)["zk_znode_count"])
+def znode_count(server: ServerProcess, wait: float = 60.0) -> int:
+    """mntr's zk_znode_count; Apache answers ruok (and nothing else) a moment before it serves."""
+    deadline = time.monotonic() + wait
+    while True:
+        with contextlib.suppress(OSError):
+            stats = mntr(server)
+            if "zk_znode_count" in stats:
+                return int(stats["zk_znode_count"])
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.kind}: mntr has no zk_znode_count after {wait}s")
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- measuring the process and its files
@@ -215,6 +224,41 @@ LOG_PATTERNS = [
 ]
 
 
+def recovery_facts(log_text: str) -> dict[str, Any]:
+    """What the server's log says about one start: load time, snapshot used, transactions replayed."""
+    facts: dict[str, Any] = {}
+    if m := re.search(
+        r"recovered \d+ znodes at zxid (\S+) \(snapshot (\S+) \+ (\d+) logged.*in ([\d.]+)s", log_text
+    ):
+        facts = {"load_s": float(m[4]), "snap_zxid": int(m[2], 16), "replayed": int(m[3])}
+    snap = re.search(r"Reading snapshot \S+/snapshot\.([0-9a-f]+)", log_text)
+    loaded = re.search(r"Snapshot loaded in (\d+) ms, highest zxid is (\S+),", log_text)
+    if snap and loaded:  # Apache: replayed = highest zxid - snapshot zxid (one zxid per txn)
+        snap_zxid = int(snap[1], 16)
+        facts = {
+            "load_s": int(loaded[1]) / 1000,
+            "snap_zxid": snap_zxid,
+            "replayed": int(loaded[2], 16) - snap_zxid,
+        }
+        if taken := re.search(r"\[main\].*Snapshot taken in (\d+) ms", log_text[loaded.end() :]):
+            facts["startup_snap_s"] = int(taken[1]) / 1000  # Apache snapshots before it serves
+    return facts
+
+
+def snapshot_write_seconds(data_dir: Path) -> list[tuple[str, float]]:
+    """(name, seconds) per snapshot from its birth time (the .tmp's creation; a rename keeps the
+    inode) to its last write; zkpy logs only the end. Empty where the filesystem has no birth time."""
+    out = []
+    for p in sorted(data_dir.rglob("snapshot.*"), key=lambda p: p.stat().st_mtime):
+        if p.name.endswith(".tmp"):
+            continue
+        stat = subprocess.run(["stat", "-c", "%W %.9Y", str(p)], capture_output=True, text=True, check=False)
+        born, modified = (float(x) for x in stat.stdout.split() or ("0", "0"))
+        if born > 0:
+            out.append((p.name, modified - born))
+    return out
+
+
 def log_lines(log_text: str) -> list[str]:
     found = []
     for line in log_text.splitlines():
@@ -242,6 +286,7 @@ class Result:
     files: int = 0
     snapshot: str = ""
     snapshot_mb: float = 0.0
+    snapshot_writes: list[tuple[str, float]] = field(default_factory=list)
     data_dir: str = ""
     log: list[str] = field(default_factory=list)
 
@@ -273,6 +318,7 @@ def run_one(kind: str, args: argparse.Namespace) -> Result:
         stops = [("kill -9", server.kill)] + ([("SIGTERM", server.stop)] if args.clean_stop else [])
         for how, stop in stops:
             stop()
+            log_offset = server.log_path.stat().st_size
             imok_s, serving_s = wait_serving(server, last, args.poll, args.timeout)
             pid = server_pid(server)
             count = znode_count(server)
@@ -283,6 +329,7 @@ def run_one(kind: str, args: argparse.Namespace) -> Result:
                 "rss_mb": rss_mb(pid),
                 "znode_count": count,
                 "count_ok": count == result.count_before,
+                **recovery_facts(server.log_path.read_text(errors="replace")[log_offset:]),
             }
             result.restarts.append(restart)
             print(
@@ -296,6 +343,8 @@ def run_one(kind: str, args: argparse.Namespace) -> Result:
         snap = newest_snapshot(data_dir)
         if snap is not None:
             result.snapshot, result.snapshot_mb = snap.name, snap.stat().st_size / 2**20
+        if kind == "zkpy":
+            result.snapshot_writes = snapshot_write_seconds(data_dir)
         result.log = log_lines(server.log_path.read_text(errors="replace"))
     finally:
         server.stop()
@@ -323,10 +372,29 @@ def print_table(results: list[Result]) -> None:
                 f"{x['imok_s']:>7.2f} {x['serving_s']:>9.2f} {x['rss_mb']:>7.0f} {x['count_ok']!s:>8} "
                 f"{r.disk_mb:>8.0f} {r.snapshot_mb:>11.1f}"
             )
+    print(
+        "\nWhat each server logged at the restart (the log tail after the snapshot decides much of the time):"
+    )
+    for r in results:
+        for x in r.restarts:
+            if "load_s" in x:
+                extra = (
+                    f", then a snapshot before serving {x['startup_snap_s']:.2f}s"
+                    if "startup_snap_s" in x
+                    else ""
+                )
+                print(
+                    f"  {r.server:<7} after {x['after']:<8}: loaded snapshot 0x{x['snap_zxid']:x} + "
+                    f"{x['replayed']} logged txns in {x['load_s']:.2f}s{extra}"
+                )
     for r in results:
         print(
             f"\n{r.server}: {r.files} files, {r.apparent_mb:.0f} MB apparent; newest {r.snapshot or 'none'}"
         )
+        if r.snapshot_writes:
+            print("  snapshot write s (file birth to last write): " + ", ".join(
+                f"{name.split('.')[1]} {sec:.1f}" for name, sec in r.snapshot_writes
+            ))  # fmt: skip
         for line in r.log:
             print(f"  {line}")
 
@@ -348,11 +416,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.znodes < 1:
         ap.error("--znodes must be at least 1")
     kinds = ["zkpy", "apache"] if args.server == "both" else [args.server]
-    results = [run_one(kind, args) for kind in kinds]
+    results, failed = [], False
+    for kind in kinds:
+        try:
+            results.append(run_one(kind, args))
+        except RuntimeError as e:  # report it, and still measure the other server
+            print(f"[{kind}] FAILED: {e}", file=sys.stderr)
+            failed = True
     print_table(results)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=1))
-    return 0 if all(x["count_ok"] for r in results for x in r.restarts) else 1
+    return 1 if failed or not all(x["count_ok"] for r in results for x in r.restarts) else 0
 
 
 if __name__ == "__main__":
