@@ -10,8 +10,9 @@ import pytest
 import trio
 
 import zkpy.client
-from tests.client.proxy import Proxy
 from zkpy.testing.procs import Ensemble, ServerProcess, running_ensemble, running_server
+
+from .proxy import Proxy
 
 SERVER_KIND = os.environ.get("ZKPY_TEST_SERVER", "zkpy")
 # Short ticks so session timeouts (2..20 ticks) can be small and expiry tests stay quick.

@@ -11,10 +11,11 @@ import pytest
 import trio
 
 import zkpy.client
-from tests.client.conftest import expire_session
-from tests.client.crash import Participants
 from zkpy import errors
 from zkpy.client import recipes
+
+from .conftest import expire_session
+from .crash import Participants
 
 
 @pytest.fixture

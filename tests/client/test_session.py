@@ -6,11 +6,12 @@ import pytest
 import trio
 
 import zkpy.client
-from tests.client.conftest import expire_session
-from tests.client.proxy import Proxy
 from zkpy import errors
 from zkpy.client import EventType, State, WatchedEvent
 from zkpy.client.retry import retry
+
+from .conftest import expire_session
+from .proxy import Proxy
 
 
 async def drain(stream: zkpy.client.EventStream, n: int, limit: float = 10.0) -> list[object]:

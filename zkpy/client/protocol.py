@@ -311,5 +311,3 @@ class ClientProtocol:
 
 
 __all__ = ["ClientProtocol", "Connected", "Expired", "Notification", "Pending", "ProtocolError", "Replied"]
-
-_ = (PERSISTENT, RECURSIVE)
