@@ -155,6 +155,27 @@ def wait_serving(server: ServerProcess, path: str, poll: float, timeout: float) 
     raise RuntimeError(f"{server.kind} not serving {path} {timeout}s after restart: {server.log_tail()}")
 
 
+def live_group_members(pgid: int) -> list[int]:
+    """Processes (not zombies) still in process group `pgid`."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+def wait_group_gone(pgid: int, timeout: float = 60.0) -> float:
+    """Seconds until every process of the stopped server's group has exited. zkpy's forked
+    snapshot writer outlives a SIGTERM'd parent and keeps the inherited listening socket, so a
+    restart before it finishes fails with 'port already in use'."""
+    t0 = time.monotonic()
+    while live_group_members(pgid) and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
 def mntr(server: ServerProcess) -> dict[str, str]:
     text = four_letter(server.host, server.port, "mntr")
     return dict(line.split("\t", 1) for line in text.splitlines() if "\t" in line)
@@ -317,7 +338,12 @@ def run_one(kind: str, args: argparse.Namespace) -> Result:
 
         stops = [("kill -9", server.kill)] + ([("SIGTERM", server.stop)] if args.clean_stop else [])
         for how, stop in stops:
+            assert server.proc is not None
+            pgid = server.proc.pid
             stop()
+            lingered = wait_group_gone(pgid)
+            if lingered > 0.05:
+                print(f"[{kind}] after {how}, server processes lingered {lingered:.1f}s", file=sys.stderr)
             log_offset = server.log_path.stat().st_size
             imok_s, serving_s = wait_serving(server, last, args.poll, args.timeout)
             pid = server_pid(server)
@@ -329,6 +355,7 @@ def run_one(kind: str, args: argparse.Namespace) -> Result:
                 "rss_mb": rss_mb(pid),
                 "znode_count": count,
                 "count_ok": count == result.count_before,
+                "lingered_s": lingered,
                 **recovery_facts(server.log_path.read_text(errors="replace")[log_offset:]),
             }
             result.restarts.append(restart)
@@ -383,6 +410,8 @@ def print_table(results: list[Result]) -> None:
                     if "startup_snap_s" in x
                     else ""
                 )
+                if x.get("lingered_s", 0) > 0.05:
+                    extra += f" (old processes lingered {x['lingered_s']:.1f}s after the stop)"
                 print(
                     f"  {r.server:<7} after {x['after']:<8}: loaded snapshot 0x{x['snap_zxid']:x} + "
                     f"{x['replayed']} logged txns in {x['load_s']:.2f}s{extra}"
