@@ -228,3 +228,25 @@ async def test_read_only_clients_connect_and_write_to_a_quorum_server(hosts: str
     async with zkpy.client.connect(hosts, read_only=True) as zk:
         assert zk.state is State.CONNECTED and not zk.read_only_connection
         await zk.create("/rw", b"")  # a server in a quorum is not read-only
+
+
+async def test_a_server_killed_and_restarted_under_the_client_keeps_session_ephemerals_and_watches() -> None:
+    from zkpy.testing.procs import running_server
+
+    from .conftest import SERVER_CFG, SERVER_KIND
+
+    with running_server(SERVER_KIND, SERVER_CFG) as server:
+        async with zkpy.client.connect(server.hosts, timeout=5.0) as zk:
+            states = zk.states()
+            session = zk.session_id
+            await zk.create("/eph", ephemeral=True)
+            await zk.create("/per", b"v")
+            watch = zk.event_stream()
+            await zk.get("/per", watch=watch)
+            await trio.to_thread.run_sync(server.kill)
+            await trio.to_thread.run_sync(server.start)
+            assert await drain(states, 2, limit=15) == [State.SUSPENDED, State.RECONNECTED]
+            assert zk.session_id == session and await zk.exists("/eph") is not None
+            async with zkpy.client.connect(server.hosts) as other:
+                await other.set("/per", b"w")
+            assert await drain(watch, 1) == [WatchedEvent(EventType.CHANGED, "/per")]
