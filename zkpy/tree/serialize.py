@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from zkpy import paths
 from zkpy.tree.datatree import NO_CHILDREN, DataTree, ZNode
 
 FORMAT = "zkpy-tree"
@@ -90,14 +89,18 @@ def load_tree(items: Iterable[Any]) -> DataTree:
     if "/" not in nodes:
         raise SnapshotFormatError("snapshot has no root node")
     size = 0
-    for path, node in nodes.items():
+    for path, node in nodes.items():  # the hot loop of a restart: keep it to plain operations
         size += len(node.data or b"") + len(path)
         if path == "/":
             continue
-        parent = nodes.get(paths.parent(path))
+        parent_path, _, name = path.rpartition("/")
+        parent = nodes.get(parent_path or "/")
         if parent is None:
             raise SnapshotFormatError(f"snapshot node {path} has no parent")
-        parent.add_child(paths.basename(path))
+        if parent.children is NO_CHILDREN:
+            parent.children = {name}
+        else:
+            parent.children.add(name)  # type: ignore[union-attr]
         if node.ephemeral_owner:
             tree.index_owner(path, node.ephemeral_owner)
     tree.data_size = size
