@@ -14,6 +14,7 @@ class Proxy:
         self.frozen = False
         self.refuse = False
         self.connections = 0
+        self.upstream = bytearray()  # every byte clients sent through us, for counting pings
         self._scopes: list[trio.CancelScope] = []
 
     @property
@@ -44,14 +45,22 @@ class Proxy:
                 await client.aclose()
                 return
             async with client, server, trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, client, server, nursery.cancel_scope)
-                nursery.start_soon(self._pump, server, client, nursery.cancel_scope)
+                nursery.start_soon(self._pump, client, server, nursery.cancel_scope, self.upstream)
+                nursery.start_soon(self._pump, server, client, nursery.cancel_scope, None)
         if scope in self._scopes:
             self._scopes.remove(scope)
 
-    async def _pump(self, src: trio.SocketStream, dst: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _pump(
+        self,
+        src: trio.SocketStream,
+        dst: trio.SocketStream,
+        scope: trio.CancelScope,
+        record: bytearray | None,
+    ) -> None:
         try:
             while data := await src.receive_some(65536):
+                if record is not None:
+                    record += data
                 while self.frozen:
                     await trio.sleep(0.01)
                 await dst.send_all(data)

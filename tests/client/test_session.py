@@ -19,15 +19,21 @@ async def drain(stream: zkpy.client.EventStream, n: int, limit: float = 10.0) ->
         return [await stream.get() for _ in range(n)]
 
 
-async def test_pings_keep_an_idle_session_alive_past_several_timeouts(hosts: str) -> None:
-    async with zkpy.client.connect(hosts, timeout=1.0) as zk:
+async def test_pings_keep_an_idle_session_alive_past_several_timeouts(proxy: Proxy, chroot: str) -> None:
+    async with zkpy.client.connect(proxy.hosts + chroot, timeout=1.5) as zk:
         states = zk.states()
         session = zk.session_id
         await zk.create("/idle", ephemeral=True)
-        await trio.sleep(4 * zk.session_timeout)
+        before = len(proxy.upstream)
+        await trio.sleep(3 * zk.session_timeout)
+        idle_traffic = bytes(proxy.upstream[before:])
         assert zk.state is State.CONNECTED and zk.session_id == session
         assert (await zk.exists("/idle")).ephemeralOwner == session  # type: ignore[union-attr]
     assert [s async for s in states] == [State.CLOSED]  # never suspended in between
+    # nothing but pings while idle, one every third of the session timeout (9 in 4.5 s)
+    ping = b"\x00\x00\x00\x08\xff\xff\xff\xfe\x00\x00\x00\x0b"
+    assert idle_traffic == ping * (len(idle_traffic) // len(ping))
+    assert 7 <= len(idle_traffic) // len(ping) <= 10
 
 
 async def test_a_hung_server_is_detected_by_read_timeout_and_the_session_resumes(
