@@ -84,6 +84,10 @@ class Contender:
             line = await self.line()
             if mine not in line:
                 raise SessionExpiredError("our contender node is gone (session expired?)", self.node)
+            for name in line:  # a twin from a create whose reply we lost and then repeated
+                if name.startswith(self.guid + "-") and name != mine:
+                    with contextlib.suppress(ZooKeeperError):
+                        await retry(self.client.delete, paths.join(self.path, name))
             ahead = [name for name in line[: line.index(mine)] if blocks(mine, name)]
             if not ahead:
                 return
