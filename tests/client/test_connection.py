@@ -1,0 +1,93 @@
+"""The IO task against scripted misbehaving servers, and host lists with dead hosts."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+import zkpy.client
+from zkpy import errors
+from zkpy.client import State
+from zkpy.jute.codec import encode
+from zkpy.jute.framing import FrameBuffer, frame
+from zkpy.jute.ops import GetDataResponse
+from zkpy.jute.records import ConnectRequest, ConnectResponse, ReplyHeader, Stat
+
+STAT = Stat(1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1)
+Script = Callable[[trio.SocketStream, FrameBuffer, int], Awaitable[None]]
+
+
+async def fake_server(script: Script, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    """Accept connections; answer each handshake, then run `script(stream, frames, connection_number)`."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    task_status.started(listeners[0].socket.getsockname()[1])
+    count = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal count
+        count += 1
+        frames = FrameBuffer()
+        while (body := frames.next_frame()) is None:
+            frames.feed(await stream.receive_some(65536))
+        request, _ = ConnectRequest.read(body)
+        sid = request.session_id or 0x77
+        await stream.send_all(frame(encode(ConnectResponse(0, request.timeout, sid, b"p" * 16, False))))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await script(stream, frames, count)
+
+    await trio.serve_listeners(handle, listeners)
+
+
+async def next_request(stream: trio.SocketStream, frames: FrameBuffer) -> tuple[int, int]:
+    while (body := frames.next_frame()) is None:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise trio.BrokenResourceError
+        frames.feed(data)
+    xid, op = struct.unpack_from(">ii", body)
+    return xid, op
+
+
+async def test_a_reply_with_the_wrong_xid_drops_the_connection_and_the_session_carries_on() -> None:
+    async def script(stream: trio.SocketStream, frames: FrameBuffer, n: int) -> None:
+        while True:
+            xid, op = await next_request(stream, frames)
+            if op == -11:  # closeSession
+                await stream.send_all(frame(encode(ReplyHeader(xid, 5, 0))))
+                return
+            wrong = xid + 1000 if n == 1 else xid  # the first connection answers nonsense
+            await stream.send_all(
+                frame(encode(ReplyHeader(wrong, 5, 0)) + encode(GetDataResponse(b"ok", STAT)))
+            )
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake_server, script)
+        async with zkpy.client.connect(f"127.0.0.1:{port}", timeout=3.0) as zk:
+            states = zk.states()
+            with pytest.raises(errors.ConnectionLossError):
+                await zk.get("/x")
+            assert await zk.get("/x") == (b"ok", STAT)
+            with trio.fail_after(5):
+                assert [await states.get(), await states.get()] == [State.SUSPENDED, State.RECONNECTED]
+            assert zk.session_id == 0x77
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_server_that_never_answers_the_handshake_is_skipped_for_the_next_host(hosts: str) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(trio.serve_listeners, silent, listeners)
+        host_list = f"127.0.0.1:{port},127.0.0.1:1,{hosts}"  # silent, refused, then a real one
+        for _ in range(3):  # whatever the shuffled order
+            with trio.fail_after(10):
+                async with zkpy.client.connect(host_list, timeout=2.0) as zk:
+                    assert await zk.exists("/") is not None
+        nursery.cancel_scope.cancel()
