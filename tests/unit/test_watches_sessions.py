@@ -116,3 +116,12 @@ def test_closing_a_watcher_forgets_exactly_its_watches():
     assert w.paths_of(a) == [] and w.count() == 100
     w.trigger(NODE_DATA_CHANGED, "/n1")
     assert a.events == [(NODE_DATA_CHANGED, "/n0")]
+
+
+def test_the_last_add_watch_mode_wins_for_one_watcher_and_path():
+    w, r = WatchManager(), Recorder()
+    w.add_persistent_watch("/r", r, recursive=False)
+    w.add_persistent_watch("/r", r, recursive=True)
+    w.trigger(NODE_CHILDREN_CHANGED, "/r")  # recursive watches never see child-list events
+    w.trigger(NODE_CREATED, "/r/a")
+    assert r.events == [(NODE_CREATED, "/r/a")]

@@ -89,6 +89,8 @@ class WatchManager:
         self._register(self.child, path, watcher)
 
     def add_persistent_watch(self, path: str, watcher: Watcher, recursive: bool) -> None:
+        """One persistent mode per watcher and path, as ZooKeeper keeps it: the last addWatch wins."""
+        _discard(self.persistent if recursive else self.recursive, path, watcher)
         self._register(self.recursive if recursive else self.persistent, path, watcher)
 
     def remove_watches(self, path: str, watcher_type: int, watcher: Watcher, dry_run: bool = False) -> bool:
