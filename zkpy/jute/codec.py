@@ -13,7 +13,18 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Annotated, Any, ClassVar, Protocol, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Protocol,
+    Self,
+    TypeVar,
+    dataclass_transform,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 
 class JuteError(ValueError):
@@ -49,6 +60,20 @@ class JuteRecord(Protocol):
 
 
 R = TypeVar("R")
+
+
+class Record:
+    """Base of every @record class: what `record` compiles, declared for type checkers."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def write(self, out: bytearray) -> None:
+        raise NotImplementedError  # replaced by @record
+
+    @classmethod
+    def read(cls, data: bytes | memoryview, off: int) -> tuple[Self, int]:
+        raise NotImplementedError  # replaced by @record
 
 
 def read_buffer(data: bytes | memoryview, off: int) -> tuple[bytes | None, int]:
@@ -152,6 +177,7 @@ def _kind_of(hint: Any) -> Any:
     return hint  # a nested record class
 
 
+@dataclass_transform()
 def record(cls: type[R]) -> type[R]:
     """Make `cls` a slotted dataclass with compiled jute `read` and `write`."""
     cls = dataclasses.dataclass(slots=True)(cls)
@@ -203,9 +229,9 @@ def record(cls: type[R]) -> type[R]:
         read_lines.insert(1, "    pass")
     exec("\n".join(read_lines), env)
     exec("\n".join(write_lines), env)
-    cls.read = staticmethod(env["read"])  # type: ignore[attr-defined]
-    cls.write = env["write"]  # type: ignore[attr-defined]
-    cls.FIELDS = tuple(names)  # type: ignore[attr-defined]
+    setattr(cls, "read", staticmethod(env["read"]))  # noqa: B010 - R is any class here
+    setattr(cls, "write", env["write"])  # noqa: B010
+    setattr(cls, "FIELDS", tuple(names))  # noqa: B010
     return cls
 
 

@@ -26,7 +26,7 @@ class FrameBuffer:
         self._pos = 0
         self.max_size = max_size
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         if self._pos and self._pos == len(self._buf):
             self._buf.clear()
             self._pos = 0

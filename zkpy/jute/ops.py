@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from zkpy.jute.codec import Bool, Buffer, Int, JuteError, Long, UString, Vector, record
+from zkpy.jute.codec import Bool, Buffer, Int, JuteError, Long, Record, UString, Vector, record
 from zkpy.jute.records import ACL, AuthPacket, MultiHeader, Stat
 
 
@@ -78,7 +78,7 @@ WATCHER_PERSISTENT_RECURSIVE = 5
 
 
 @record
-class CreateRequest:
+class CreateRequest(Record):
     path: UString
     data: Buffer
     acl: Vector(ACL)  # type: ignore[valid-type]
@@ -86,7 +86,7 @@ class CreateRequest:
 
 
 @record
-class CreateTTLRequest:
+class CreateTTLRequest(Record):
     path: UString
     data: Buffer
     acl: Vector(ACL)  # type: ignore[valid-type]
@@ -95,13 +95,13 @@ class CreateTTLRequest:
 
 
 @record
-class DeleteRequest:
+class DeleteRequest(Record):
     path: UString
     version: Int
 
 
 @record
-class PathWatchRequest:
+class PathWatchRequest(Record):
     """exists, getData, getChildren and getChildren2 share this shape."""
 
     path: UString
@@ -109,34 +109,34 @@ class PathWatchRequest:
 
 
 @record
-class SetDataRequest:
+class SetDataRequest(Record):
     path: UString
     data: Buffer
     version: Int
 
 
 @record
-class PathRequest:
+class PathRequest(Record):
     """getACL, sync, getAllChildrenNumber and getEphemerals send a single path."""
 
     path: UString
 
 
 @record
-class SetACLRequest:
+class SetACLRequest(Record):
     path: UString
     acl: Vector(ACL)  # type: ignore[valid-type]
     version: Int
 
 
 @record
-class CheckVersionRequest:
+class CheckVersionRequest(Record):
     path: UString
     version: Int
 
 
 @record
-class WatchesRequest:
+class WatchesRequest(Record):
     """checkWatches and removeWatches: a path and a WatcherType."""
 
     path: UString
@@ -144,13 +144,13 @@ class WatchesRequest:
 
 
 @record
-class AddWatchRequest:
+class AddWatchRequest(Record):
     path: UString
     mode: Int
 
 
 @record
-class SetWatchesRequest:
+class SetWatchesRequest(Record):
     relativeZxid: Long
     dataWatches: Vector("ustring")  # type: ignore[valid-type]
     existWatches: Vector("ustring")  # type: ignore[valid-type]
@@ -158,7 +158,7 @@ class SetWatchesRequest:
 
 
 @record
-class SetWatches2Request:
+class SetWatches2Request(Record):
     relativeZxid: Long
     dataWatches: Vector("ustring")  # type: ignore[valid-type]
     existWatches: Vector("ustring")  # type: ignore[valid-type]
@@ -168,84 +168,84 @@ class SetWatches2Request:
 
 
 @record
-class EmptyRecord:
+class EmptyRecord(Record):
     """Requests and responses without a body: ping, closeSession, whoAmI request, delete response."""
 
 
 @record
-class CreateResponse:
+class CreateResponse(Record):
     path: UString
 
 
 @record
-class Create2Response:
+class Create2Response(Record):
     path: UString
     stat: Stat
 
 
 @record
-class StatResponse:
+class StatResponse(Record):
     """exists, setData and the stat-only answers."""
 
     stat: Stat
 
 
 @record
-class GetDataResponse:
+class GetDataResponse(Record):
     data: Buffer
     stat: Stat
 
 
 @record
-class GetACLResponse:
+class GetACLResponse(Record):
     acl: Vector(ACL)  # type: ignore[valid-type]
     stat: Stat
 
 
 @record
-class GetChildrenResponse:
+class GetChildrenResponse(Record):
     children: Vector("ustring")  # type: ignore[valid-type]
 
 
 @record
-class GetChildren2Response:
+class GetChildren2Response(Record):
     children: Vector("ustring")  # type: ignore[valid-type]
     stat: Stat
 
 
 @record
-class CountResponse:
+class CountResponse(Record):
     """getAllChildrenNumber."""
 
     totalNumber: Int
 
 
 @record
-class PathListResponse:
+class PathListResponse(Record):
     """getEphemerals."""
 
     paths: Vector("ustring")  # type: ignore[valid-type]
 
 
 @record
-class ClientInfo:
+class ClientInfo(Record):
     authScheme: UString
     user: UString
 
 
 @record
-class WhoAmIResponse:
+class WhoAmIResponse(Record):
     clientInfo: Vector(ClientInfo)  # type: ignore[valid-type]
 
 
 @record
-class ErrorResponse:
+class ErrorResponse(Record):
     err: Int
 
 
 # Multi: a sequence of (MultiHeader, op record) ended by {-1, done=True, -1}.
 
-MULTI_WRITE_OPS = {
+MULTI_WRITE_OPS: dict[int, Any] = {
     OpCode.CREATE: CreateRequest,
     OpCode.CREATE2: CreateRequest,
     OpCode.CREATE_CONTAINER: CreateRequest,
@@ -255,7 +255,7 @@ MULTI_WRITE_OPS = {
     OpCode.CHECK: CheckVersionRequest,
 }
 # multiRead ops carry (path, watch) as the single getData/getChildren requests do.
-MULTI_READ_OPS = {OpCode.GET_CHILDREN: PathWatchRequest, OpCode.GET_DATA: PathWatchRequest}
+MULTI_READ_OPS: dict[int, Any] = {OpCode.GET_CHILDREN: PathWatchRequest, OpCode.GET_DATA: PathWatchRequest}
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from zkpy.jute.codec import Bool, Buffer, Int, JuteError, Long, UString, Vector, record, write_buffer
+from zkpy.jute.codec import Bool, Buffer, Int, JuteError, Long, Record, UString, Vector, record, write_buffer
 
 # Permission bits of an ACL entry.
 PERM_READ = 1
@@ -16,13 +16,13 @@ PERM_ALL = 31
 
 
 @record
-class Id:
+class Id(Record):
     scheme: UString
     id: UString
 
 
 @record
-class ACL:
+class ACL(Record):
     perms: Int
     id: Id
 
@@ -33,7 +33,7 @@ CREATOR_ALL_ACL = [ACL(PERM_ALL, Id("auth", ""))]
 
 
 @record
-class Stat:
+class Stat(Record):
     czxid: Long
     mzxid: Long
     ctime: Long
@@ -51,13 +51,13 @@ STAT_STRUCT = struct.Struct(">qqqqiiiqiiq")
 
 
 @record
-class RequestHeader:
+class RequestHeader(Record):
     xid: Int
     type: Int
 
 
 @record
-class ReplyHeader:
+class ReplyHeader(Record):
     xid: Int
     zxid: Long
     err: Int
@@ -68,21 +68,21 @@ REQUEST_HEADER_STRUCT = struct.Struct(">ii")
 
 
 @record
-class MultiHeader:
+class MultiHeader(Record):
     type: Int
     done: Bool
     err: Int
 
 
 @record
-class WatcherEvent:
+class WatcherEvent(Record):
     type: Int
     state: Int
     path: UString
 
 
 @record
-class AuthPacket:
+class AuthPacket(Record):
     type: Int
     scheme: UString
     auth: Buffer

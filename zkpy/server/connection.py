@@ -291,7 +291,7 @@ class ClientConnection:
         self.server.stats.record_latency(latency)
 
 
-_OP_ABBREV = {
+_OP_ABBREV: dict[int, str] = {
     OpCode.CREATE: "CREA",
     OpCode.CREATE2: "CREA",
     OpCode.CREATE_CONTAINER: "CREA",

@@ -90,7 +90,7 @@ async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
         await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
     )
-    if ssl_context is not None:
+    if ssl_context is not None and config.secure_client_port is not None:
         host = config.extra.get("secureClientPortAddress") or config.client_port_address
         # https_compatible: closing never waits on a TLS goodbye from a peer that is not reading.
         listeners += await trio.open_ssl_over_tcp_listeners(

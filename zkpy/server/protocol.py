@@ -55,7 +55,7 @@ class ServerProtocol:
         self.connected = False
         self._sniffed = False
 
-    def receive(self, data: bytes) -> list[FourLetterWord | ConnectRequested | RequestReceived]:
+    def receive(self, data: bytes | bytearray) -> list[FourLetterWord | ConnectRequested | RequestReceived]:
         """Feed received bytes; returns the complete events they finish. Raises ProtocolError."""
         self._frames.feed(data)
         events: list[FourLetterWord | ConnectRequested | RequestReceived] = []

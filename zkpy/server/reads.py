@@ -8,6 +8,7 @@ always reads its own writes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from zkpy import paths
@@ -64,7 +65,7 @@ class Reads:
     def __init__(self, tree: DataTree, watches: WatchManager) -> None:
         self.tree = tree
         self.watches = watches
-        self.handlers = {
+        self.handlers: dict[int, Callable[[Any, Caller], bytes]] = {
             OpCode.EXISTS: self.exists,
             OpCode.GET_DATA: self.get_data,
             OpCode.GET_CHILDREN: self.get_children,
