@@ -121,7 +121,8 @@ class DurableStore:
         self._since_snap = 0
         self._next_snap_after = self._pick_snap_interval()
         zxid = tree.last_zxid
-        gc.freeze()  # keep the parent's collector off the pages the child is reading
+        # No gc.freeze() here: frozen objects are never collected again, so freezing at every
+        # snapshot would keep whatever cyclic garbage exists at that moment forever.
         pid = os.fork()
         if pid == 0:  # child: write and leave, touching nothing else of the parent's
             code = 0
