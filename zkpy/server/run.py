@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 
 import trio
@@ -9,6 +10,8 @@ import trio
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
 from zkpy.server.node import ZooKeeperServer, open_client_listeners
+
+log = logging.getLogger(__name__)
 
 
 async def serve_until_signalled(config: ServerConfig) -> None:
@@ -33,7 +36,8 @@ async def _serve(
         nursery.start_soon(store.autopurge)
         await nursery.start(server.serve, listeners)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 return
 
