@@ -44,6 +44,7 @@ from zkpy.tree import acl as acls
 from zkpy.tree.datatree import (
     CONTAINER_OWNER,
     MAX_TTL,
+    OPEN_ACL,
     AclTuple,
     DataTree,
     is_normal_ephemeral,
@@ -76,6 +77,15 @@ class Result:
 
 def acl_to_tuple(acl: list[ACL]) -> AclTuple:
     return tuple((a.perms, a.id.scheme or "", a.id.id or "") for a in acl)
+
+
+def checked_acl(acl: list[ACL] | None, auth: tuple[tuple[str, str], ...]) -> AclTuple:
+    """ZooKeeper's fixupACL, as the tree stores ACLs; the usual open ACL skips the general path."""
+    if acl is not None and len(acl) == 1:
+        only = acl[0]
+        if only.perms == 31 and only.id.scheme == "world" and only.id.id == "anyone":
+            return OPEN_ACL
+    return acl_to_tuple(acls.fix_acl(acl, auth))
 
 
 def tuple_to_acl(acl: AclTuple) -> list[ACL]:
@@ -168,7 +178,7 @@ class Applier:
         path = paths.validate(req.path, sequential)
         if path == "/":
             raise NodeExistsError(path=path)
-        acl = acls.fix_acl(req.acl, txn.auth)
+        acl = checked_acl(req.acl, txn.auth)
         parent_path = paths.parent(path)
         parent = tree.nodes.get(parent_path)
         if parent is None:
@@ -195,7 +205,7 @@ class Applier:
             owner = 0
         old_pzxid = parent.pzxid
         node = tree.create_node(
-            path, req.data, acl_to_tuple(acl), owner, parent_cversion + 1, txn.zxid, txn.time
+            path, req.data, acl, owner, parent_cversion + 1, txn.zxid, txn.time
         )
         result.events.append((NODE_CREATED, path))
         result.events.append((NODE_CHILDREN_CHANGED, parent_path))
@@ -268,7 +278,7 @@ class Applier:
     def _set_acl(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
         tree = self.tree
         path = paths.validate(req.path)
-        acl = acls.fix_acl(req.acl, txn.auth)
+        acl = checked_acl(req.acl, txn.auth)
         node = tree.nodes.get(path)
         if node is None:
             raise NoNodeError(path=path)
@@ -276,7 +286,7 @@ class Applier:
             raise NoAuthError(path=path)
         check_version(req.version, node.aversion, path)
         old = (node.acl, node.aversion)
-        node.acl = tree.intern_acl(acl_to_tuple(acl))
+        node.acl = tree.intern_acl(acl)
         node.aversion += 1
 
         def undo() -> None:
