@@ -67,9 +67,8 @@ class Reads:
         self.watches = watches
         self.handlers: dict[int, Callable[[Any, Caller], bytes]] = {
             OpCode.EXISTS: self.exists,
-            OpCode.GET_DATA: self.get_data,
             OpCode.GET_CHILDREN: self.get_children,
-            OpCode.GET_CHILDREN2: self.get_children2,
+            OpCode.GET_CHILDREN2: lambda req, caller: self.get_children(req, caller, with_stat=True),
             OpCode.GET_ACL: self.get_acl,
             OpCode.GET_ALL_CHILDREN_NUMBER: self.get_all_children_number,
             OpCode.GET_EPHEMERALS: self.get_ephemerals,
@@ -85,7 +84,7 @@ class Reads:
 
     def handle(self, op: int, body: bytes, caller: Caller) -> bytes:
         """The reply body for a read op; raises ZooKeeperError for an error reply."""
-        if op == OpCode.GET_DATA:
+        if op == OpCode.GET_DATA:  # the hot path: no request record
             return self.get_data_fast(body, caller)
         handler = self.handlers.get(op)
         if handler is None:
@@ -127,30 +126,14 @@ class Reads:
             raise NoNodeError(path=path)
         return node.stat_bytes()
 
-    def get_data(self, req: Any, caller: Caller) -> bytes:
-        node = self._readable(req.path, caller)
-        if req.watch:
-            self.watches.add_data_watch(req.path, caller)
-        out = bytearray()
-        write_buffer(out, node.data)
-        out += node.stat_bytes()
-        return bytes(out)
-
-    def get_children(self, req: Any, caller: Caller) -> bytes:
+    def get_children(self, req: Any, caller: Caller, with_stat: bool = False) -> bytes:
         node = self._readable(req.path, caller)
         if req.watch:
             self.watches.add_child_watch(req.path, caller)
         out = bytearray()
         _vector_of_strings(out, list(node.children))
-        return bytes(out)
-
-    def get_children2(self, req: Any, caller: Caller) -> bytes:
-        node = self._readable(req.path, caller)
-        if req.watch:
-            self.watches.add_child_watch(req.path, caller)
-        out = bytearray()
-        _vector_of_strings(out, list(node.children))
-        out += node.stat_bytes()
+        if with_stat:  # getChildren2
+            out += node.stat_bytes()
         return bytes(out)
 
     def get_acl(self, req: Any, caller: Caller) -> bytes:
