@@ -69,11 +69,18 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited: {self.log_tail()}")
             with contextlib.suppress(OSError):
-                if four_letter(self.host, self.port, "ruok", timeout=1.0) == "imok":
+                if self.serving():
                     return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.kind} server did not answer ruok in {wait}s: {self.log_tail()}")
+        raise RuntimeError(f"{self.kind} server did not start serving in {wait}s: {self.log_tail()}")
+
+    def serving(self) -> bool:
+        """Answering requests, not just `ruok`: Apache says imok while it is still loading its
+        data, and `isro` answers "null" until it serves sessions."""
+        if four_letter(self.host, self.port, "ruok", timeout=1.0) != "imok":
+            return False
+        return four_letter(self.host, self.port, "isro", timeout=1.0) != "null"
 
     def kill(self) -> None:
         """kill -9 the whole process group (a crash, for durability tests)."""
