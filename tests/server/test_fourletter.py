@@ -78,6 +78,16 @@ def test_mntr(server: ServerProcess, zk: KazooClient, base: str) -> None:
     assert int(after["zk_ephemerals_count"]) == int(before["zk_ephemerals_count"]) + 1
 
 
+def test_mntr_counts_log_fsyncs(server: ServerProcess, zk: KazooClient, base: str) -> None:
+    """Every acknowledged write waited for an fsync; mntr's fsynctime summary shows it."""
+    before = int(mntr(server)["zk_cnt_fsynctime"])
+    for i in range(3):
+        zk.create(f"{base}/n{i}")  # one at a time: each write is its own batch
+    after = mntr(server)
+    assert int(after["zk_cnt_fsynctime"]) >= before + 3
+    assert float(after["zk_max_fsynctime"]) >= float(after["zk_min_fsynctime"]) >= 0
+
+
 def test_conf(server: ServerProcess) -> None:
     out = word(server, "conf")
     assert f"clientPort={server.port}\n" in out

@@ -52,6 +52,11 @@ class DurableStore:
         self._snapshot_pid: int | None = None
         self.last_snapshot_zxid = -1
         self.recovery_seconds = 0.0
+        # ZooKeeper's fsynctime summary, for mntr: count, sum, min, max (ms) of log writes.
+        self.fsync_count = 0
+        self.fsync_total_ms = 0.0
+        self.fsync_min_ms = 0.0
+        self.fsync_max_ms = 0.0
 
     def _pick_snap_interval(self) -> int:
         half = self.snap_count // 2
@@ -109,8 +114,29 @@ class DurableStore:
         """Durable before it returns: one write and one fsync for the whole batch, off the event loop."""
         assert self.log is not None
         records = [(t.zxid, t.pack()) for t in txns]
+        started = time.monotonic()
         await trio.to_thread.run_sync(self.log.write_batch, records)
+        self._record_fsync((time.monotonic() - started) * 1000)
         self._since_snap += len(txns)
+
+    def _record_fsync(self, ms: float) -> None:
+        if self.fsync_count == 0 or ms < self.fsync_min_ms:
+            self.fsync_min_ms = ms
+        self.fsync_max_ms = max(self.fsync_max_ms, ms)
+        self.fsync_total_ms += ms
+        self.fsync_count += 1
+
+    def metrics(self) -> dict[str, int | float | str]:
+        """mntr lines, named as ZooKeeper names its fsynctime summary."""
+        count = self.fsync_count
+        return {
+            "avg_fsynctime": round(self.fsync_total_ms / count, 4) if count else 0.0,
+            "min_fsynctime": round(self.fsync_min_ms, 4),
+            "max_fsynctime": round(self.fsync_max_ms, 4),
+            "cnt_fsynctime": count,
+            "sum_fsynctime": round(self.fsync_total_ms, 4),
+            "last_snapshot_zxid": f"0x{max(self.last_snapshot_zxid, 0):x}",
+        }
 
     def maybe_snapshot(self, tree: DataTree) -> None:
         """Called between transactions (the tree is consistent): fork a snapshot when one is due."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,6 +116,8 @@ class ZooKeeperServer:
         self.by_session: dict[int, ClientConnection] = {}
         self.stats = ServerStats(started=time.time())
         self.state = "standalone"
+        # Extra mntr lines from the parts around the server (storage, later replication).
+        self.metric_sources: list[Callable[[], dict[str, int | float | str]]] = []
         self.container_check_ms = config.container_check_interval_ms
         self.port = 0
         self._expirer_wakeup = trio.Event()

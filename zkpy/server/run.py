@@ -22,6 +22,7 @@ async def serve_until_signalled(config: ServerConfig) -> None:
     tree = store.recover()
     server = ZooKeeperServer(config, persist=store.persist, tree=tree)
     server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
+    server.metric_sources.append(store.metrics)
     try:
         await _serve(server, store, listeners)
     finally:

@@ -20,6 +20,16 @@ def _open_fds() -> int:
         return 0
 
 
+def _extra_metrics(server: ZooKeeperServer) -> dict[str, int | float | str]:
+    metrics: dict[str, int | float | str] = {
+        "committed_txns": server.pipeline.committed,
+        "commit_batches": server.pipeline.batches,
+    }
+    for source in server.metric_sources:
+        metrics.update(source())
+    return metrics
+
+
 def build_status(server: ZooKeeperServer) -> ServerStatus:
     tree = server.tree
     now_ms = int(time.time() * 1000)
@@ -81,8 +91,5 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         watches_by_session=watches_by_session,
         ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()},
         config_lines=server.config.render(),
-        extra_metrics={
-            "committed_txns": server.pipeline.committed,
-            "commit_batches": server.pipeline.batches,
-        },
+        extra_metrics=_extra_metrics(server),
     )
