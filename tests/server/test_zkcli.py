@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess
+from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess, ensure_apache_installed
 
 pytestmark = pytest.mark.skipif(
     not APACHE_ZK_TOOL.exists() or (shutil.which("apt-get") is None and shutil.which("java") is None),
@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def zkcli(server: ServerProcess, script: str) -> str:
+    ensure_apache_installed()  # the shell comes with Debian's zookeeper package
     result = subprocess.run(
         ["bash", str(APACHE_ZK_TOOL), "--shell", server.hosts],
         input=script,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -17,6 +18,12 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APACHE_ZK_TOOL = Path(os.environ.get("ZKPY_APACHE_ZK", REPO_ROOT.parent / "shared" / "tools" / "apache-zk"))
+
+
+@functools.cache
+def ensure_apache_installed() -> None:
+    """The apache-zk tool installs Debian's zookeeper package on first use; do that once, untimed."""
+    subprocess.run(["bash", str(APACHE_ZK_TOOL), "--classpath"], check=True, stdout=subprocess.DEVNULL)
 
 
 def free_port() -> int:
@@ -59,6 +66,8 @@ class ServerProcess:
         return [sys.executable, "-m", "zkpy", "server", str(self.config_path)]
 
     def start(self, wait: float = 90.0) -> None:
+        if self.kind == "apache":
+            ensure_apache_installed()  # before the clock starts: the first install takes minutes
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.data_dir
