@@ -16,6 +16,8 @@ from zkpy.jute.ops import CreateRequest, DeleteRequest, MultiRequest, OpCode, Se
 from zkpy.jute.records import OPEN_ACL_UNSAFE
 from zkpy.storage import TxnLog, write_snapshot
 from zkpy.storage.dump import dump
+from zkpy.tree.datatree import OPEN_ACL, DataTree
+from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn, session_body
 
 T0 = 1_700_000_000_123  # 2023-11-14 22:13:20.123 UTC
@@ -86,6 +88,25 @@ def test_snapshot_items_are_listed(tmp_path: Path) -> None:
         "['session', 7]",
         "2 items",
     ]
+
+
+def test_a_tree_snapshot_lists_sessions_without_passwords_and_every_znode(tmp_path: Path) -> None:
+    tree = DataTree()
+    tree.sessions[0x1234] = (30000, b"secret-password!")
+    tree.create_node("/app", b"hello", OPEN_ACL, 0x1234, 1, 0x7, 1000)
+    tree.last_zxid = 0x7
+    path = write_snapshot(tmp_path, 0x7, tree_items(tree))
+    lines = dumped(path)
+    assert lines[:3] == [
+        "snapshot snapshot.7: zxid 0x7",
+        "tree format 1, last zxid 0x7, 1 sessions",
+        "session 0x1234 timeout 30000ms",
+    ]
+    assert not any("secret" in line for line in lines)
+    app = next(line for line in lines if line.startswith("/app "))
+    assert "czxid=0x7" in app and "owner=0x1234" in app and "dataLength=5" in app
+    assert "acl=world:anyone:31" in app
+    assert sum(1 for line in lines if line.startswith("/")) == 5  # /, /zookeeper (+2), /app
 
 
 def test_other_files_are_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from zkpy.jute.codec import decode
 from zkpy.jute.ops import REQUEST_RECORDS, MultiRequest, OpCode
 from zkpy.storage import frames, snapshot
 from zkpy.storage.errors import CorruptSnapshotError
+from zkpy.tree.serialize import SnapshotFormatError, describe_items
 from zkpy.tree.txn import Txn, parse_session_body
 
 _MAX_REPR = 200
@@ -98,16 +99,28 @@ def _dump_snapshot(path: Path, out: TextIO) -> None:
     except CorruptSnapshotError as e:
         raise ValueError(str(e)) from e
     out.write(f"snapshot {path.name}: zxid {zxid:#x}\n")
+    try:
+        snapshot.verify_snapshot(path, zxid)
+    except CorruptSnapshotError as e:
+        _dump_raw_items(path, out, f"damaged: {e}")
+        return
+    try:
+        for line in describe_items(snapshot.iter_items(path)):
+            out.write(line + "\n")
+    except SnapshotFormatError:  # some other items: show them as they are
+        _dump_raw_items(path, out, "")
+
+
+def _dump_raw_items(path: Path, out: TextIO, problem: str) -> None:
     count = 0
     try:
         for item in snapshot.iter_items(path):
             out.write(_short_repr(item) + "\n")
             count += 1
-        snapshot.verify_snapshot(path, zxid)
     except CorruptSnapshotError as e:
         out.write(f"{count} items, then: {e}\n")
         return
-    out.write(f"{count} items\n")
+    out.write(f"{count} items" + (f" ({problem})" if problem else "") + "\n")
 
 
 def _short_repr(item: Any) -> str:

@@ -105,3 +105,26 @@ def load_tree(items: Iterable[Any]) -> DataTree:
             tree.index_owner(path, node.ephemeral_owner)
     tree.data_size = size
     return tree
+
+
+def describe_items(items: Iterable[Any]) -> Iterator[str]:
+    """Readable lines for `zkpy dump`: sessions (never their passwords), then one line per znode."""
+    it = iter(items)
+    header = next(it, None)
+    if not isinstance(header, list) or len(header) != 4 or header[0] != FORMAT:
+        raise SnapshotFormatError(f"not a zkpy tree snapshot (header {header!r:.80})")
+    yield f"tree format {header[1]}, last zxid {header[2]:#x}, {len(header[3])} sessions"
+    for sid, timeout, _password in header[3]:
+        yield f"session {sid:#x} timeout {timeout}ms"
+    acls: list[Any] = []
+    for item in it:
+        if item[0] == "acls":
+            acls = item[1]
+            continue
+        for path, data, acl, czxid, mzxid, _ct, _mt, version, cversion, aversion, owner, pzxid in item[1]:
+            acl_text = ",".join(f"{s}:{i}:{p}" for p, s, i in acls[acl]) if acl < len(acls) else "?"
+            yield (
+                f"{path} czxid={czxid:#x} mzxid={mzxid:#x} pzxid={pzxid:#x} version={version} "
+                f"cversion={cversion} aversion={aversion} owner={owner:#x} "
+                f"dataLength={len(data or b'')} acl={acl_text}"
+            )
