@@ -44,15 +44,9 @@ class SessionTracker:
         if timeout is None or session_id in self.closing:
             return False
         bucket = self._bucket(self._now_ms() + timeout)
-        old = self._deadline.get(session_id)
-        if old == bucket:
-            return True
-        if old is not None:
-            members = self._buckets.get(old)
-            if members is not None:
-                members.discard(session_id)
-                if not members:
-                    del self._buckets[old]
+        if self._deadline.get(session_id) == bucket:
+            return True  # the common case for a busy session: nothing moves
+        self._unschedule(session_id)
         self._deadline[session_id] = bucket
         self._buckets.setdefault(bucket, set()).add(session_id)
         return True
