@@ -50,6 +50,7 @@ class DurableStore:
         self._next_snap_after = self._pick_snap_interval()
         self._since_snap = 0
         self._snapshot_pid: int | None = None
+        self._roll_pending = False
         self.last_snapshot_zxid = -1
         self.recovery_seconds = 0.0
         # ZooKeeper's fsynctime summary, for mntr: count, sum, min, max (ms) of log writes.
@@ -115,9 +116,17 @@ class DurableStore:
         assert self.log is not None
         records = [(t.zxid, t.pack()) for t in txns]
         started = time.monotonic()
-        await trio.to_thread.run_sync(self.log.write_batch, records)
+        await trio.to_thread.run_sync(self._write, records)
         self._record_fsync((time.monotonic() - started) * 1000)
         self._since_snap += len(txns)
+
+    def _write(self, records: list[tuple[int, bytes]]) -> None:
+        """In the worker thread, the only place that touches the log while the server runs."""
+        assert self.log is not None
+        if self._roll_pending:  # a snapshot was taken: the next transactions start a new file
+            self._roll_pending = False
+            self.log.roll()
+        self.log.write_batch(records)
 
     def _record_fsync(self, ms: float) -> None:
         if self.fsync_count == 0 or ms < self.fsync_min_ms:
@@ -142,8 +151,7 @@ class DurableStore:
         """Called between transactions (the tree is consistent): fork a snapshot when one is due."""
         if self._since_snap < self._next_snap_after or self._snapshot_pid is not None:
             return
-        assert self.log is not None
-        self.log.roll()
+        self._roll_pending = True  # done by the next write, in the writer's thread
         self._since_snap = 0
         self._next_snap_after = self._pick_snap_interval()
         zxid = tree.last_zxid
