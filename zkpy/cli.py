@@ -25,6 +25,12 @@ def cmd_server(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as e:
         return _fail(str(e))
+    if len(config.servers) > 1:
+        # Running each listed server standalone would give clients several diverging trees.
+        return _fail(
+            f"{args.config} lists {len(config.servers)} servers (server.N lines), but zkpy runs "
+            "standalone only for now: ensembles are not implemented yet"
+        )
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

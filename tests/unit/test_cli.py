@@ -72,3 +72,14 @@ def test_two_servers_on_one_data_dir_are_refused() -> None:
         assert result.returncode == 2
         line = [ln for ln in result.stderr.splitlines() if "error" in ln][-1]
         assert "in use by another zkpy server" in line and str(server.proc.pid) in line
+
+
+def test_an_ensemble_config_is_refused_rather_than_run_as_separate_servers(tmp_path: Path) -> None:
+    cfg = tmp_path / "zoo.cfg"
+    cfg.write_text(
+        f"dataDir={tmp_path / 'data'}\nclientPort={free_port()}\ninitLimit=5\nsyncLimit=2\n"
+        "server.1=127.0.0.1:2888:3888\nserver.2=127.0.0.1:2889:3889\nserver.3=127.0.0.1:2890:3890\n"
+    )
+    result = _server(cfg)
+    assert result.returncode == 2
+    assert "3 servers" in _error_line(result) and "not implemented" in _error_line(result)
