@@ -22,6 +22,7 @@ from zkpy.errors import Code, ZooKeeperError
 from zkpy.jute.codec import JuteError
 from zkpy.jute.ops import WRITE_OPS, XID_AUTH, OpCode
 from zkpy.jute.records import AuthPacket
+from zkpy.server.latency import Summary
 from zkpy.server.protocol import (
     ConnectRequested,
     FourLetterWord,
@@ -84,11 +85,7 @@ class ClientConnection:
         self.last_op = "NA"
         self.last_cxid = -1
         self.last_zxid = -1
-        self.last_latency = 0.0
-        self.min_latency = float("inf")
-        self.max_latency = 0.0
-        self.total_latency = 0.0
-        self.latency_count = 0
+        self.latency = Summary()
 
     # -- public -------------------------------------------------------------------
     async def serve(self) -> None:
@@ -281,14 +278,10 @@ class ClientConnection:
 
     def _record(self, op: int, xid: int, started: float) -> None:
         latency = (time.monotonic() - started) * 1000
-        self.last_latency = latency
-        self.min_latency = min(self.min_latency, latency)
-        self.max_latency = max(self.max_latency, latency)
-        self.total_latency += latency
-        self.latency_count += 1
+        self.latency.record(latency)
         self.last_cxid = xid
         self.last_op = _OP_ABBREV.get(op, "NA")
-        self.server.stats.record_latency(latency)
+        self.server.stats.latency.record(latency)
 
 
 _OP_ABBREV: dict[int, str] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 import trio
 
 from zkpy.server.config import ServerConfig
+from zkpy.server.latency import Summary
 from zkpy.storage.errors import StorageError
 from zkpy.storage.files import SNAP_PREFIX, TMP_SUFFIX
 from zkpy.storage.purge import purge
@@ -53,11 +54,7 @@ class DurableStore:
         self._roll_pending = False
         self.last_snapshot_zxid = -1
         self.recovery_seconds = 0.0
-        # ZooKeeper's fsynctime summary, for mntr: count, sum, min, max (ms) of log writes.
-        self.fsync_count = 0
-        self.fsync_total_ms = 0.0
-        self.fsync_min_ms = 0.0
-        self.fsync_max_ms = 0.0
+        self.fsync_ms = Summary()  # ZooKeeper's fsynctime, for mntr
 
     def _pick_snap_interval(self) -> int:
         half = self.snap_count // 2
@@ -117,7 +114,7 @@ class DurableStore:
         records = [(t.zxid, t.pack()) for t in txns]
         started = time.monotonic()
         await trio.to_thread.run_sync(self._write, records)
-        self._record_fsync((time.monotonic() - started) * 1000)
+        self.fsync_ms.record((time.monotonic() - started) * 1000)
         self._since_snap += len(txns)
 
     def _write(self, records: list[tuple[int, bytes]]) -> None:
@@ -128,22 +125,15 @@ class DurableStore:
             self.log.roll()
         self.log.write_batch(records)
 
-    def _record_fsync(self, ms: float) -> None:
-        if self.fsync_count == 0 or ms < self.fsync_min_ms:
-            self.fsync_min_ms = ms
-        self.fsync_max_ms = max(self.fsync_max_ms, ms)
-        self.fsync_total_ms += ms
-        self.fsync_count += 1
-
     def metrics(self) -> dict[str, int | float | str]:
         """mntr lines, named as ZooKeeper names its fsynctime summary."""
-        count = self.fsync_count
+        fsync = self.fsync_ms
         return {
-            "avg_fsynctime": round(self.fsync_total_ms / count, 4) if count else 0.0,
-            "min_fsynctime": round(self.fsync_min_ms, 4),
-            "max_fsynctime": round(self.fsync_max_ms, 4),
-            "cnt_fsynctime": count,
-            "sum_fsynctime": round(self.fsync_total_ms, 4),
+            "avg_fsynctime": round(fsync.avg, 4),
+            "min_fsynctime": round(fsync.min, 4),
+            "max_fsynctime": round(fsync.max, 4),
+            "cnt_fsynctime": fsync.count,
+            "sum_fsynctime": round(fsync.total, 4),
             "last_snapshot_zxid": f"0x{max(self.last_snapshot_zxid, 0):x}",
         }
 

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -24,6 +24,7 @@ from zkpy.jute.records import ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
+from zkpy.server.latency import Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
@@ -47,27 +48,12 @@ VERSION = fourletter.VERSION  # clients parse the leading x.y.z as the ZooKeeper
 class ServerStats:
     packets_received: int = 0
     packets_sent: int = 0
-    min_latency: float = 0.0
-    max_latency: float = 0.0
-    total_latency: float = 0.0
-    latency_count: int = 0
     started: float = 0.0
-
-    def record_latency(self, ms: float) -> None:
-        if self.latency_count == 0 or ms < self.min_latency:
-            self.min_latency = ms
-        if ms > self.max_latency:
-            self.max_latency = ms
-        self.total_latency += ms
-        self.latency_count += 1
+    latency: Summary = field(default_factory=Summary)
 
     def reset(self) -> None:
-        self.packets_received = self.packets_sent = self.latency_count = 0
-        self.min_latency = self.max_latency = self.total_latency = 0.0
-
-    @property
-    def avg_latency(self) -> float:
-        return self.total_latency / self.latency_count if self.latency_count else 0.0
+        self.packets_received = self.packets_sent = 0
+        self.latency.reset()
 
 
 def _creates_ttl(op: int, body: bytes) -> bool:

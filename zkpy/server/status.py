@@ -42,7 +42,6 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         for watcher in watchers:
             data_watchers.setdefault(watcher, []).append(path)
     for conn in server.connections:
-        avg = conn.total_latency / conn.latency_count if conn.latency_count else 0
         connections.append(
             ConnectionInfo(
                 remote_host=conn.remote[0],
@@ -57,10 +56,10 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
                 last_cxid=conn.last_cxid,
                 last_zxid=conn.last_zxid,
                 last_response_ms=now_ms,
-                last_latency_ms=int(conn.last_latency),
-                min_latency_ms=0 if conn.latency_count == 0 else int(conn.min_latency),
-                avg_latency_ms=int(avg),
-                max_latency_ms=int(conn.max_latency),
+                last_latency_ms=int(conn.latency.last),
+                min_latency_ms=int(conn.latency.min),
+                avg_latency_ms=int(conn.latency.avg),
+                max_latency_ms=int(conn.latency.max),
             )
         )
         if conn.session_id and conn in data_watchers:
@@ -69,9 +68,9 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return ServerStatus(
         state=server.state,
-        min_latency_ms=int(stats.min_latency),
-        avg_latency_ms=stats.avg_latency,
-        max_latency_ms=int(stats.max_latency),
+        min_latency_ms=int(stats.latency.min),
+        avg_latency_ms=stats.latency.avg,
+        max_latency_ms=int(stats.latency.max),
         packets_received=stats.packets_received,
         packets_sent=stats.packets_sent + sum(c.packets_sent for c in server.connections),
         num_alive_connections=len(server.connections),
