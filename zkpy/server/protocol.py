@@ -14,13 +14,9 @@ from zkpy.jute.codec import JuteError
 from zkpy.jute.framing import DEFAULT_MAX_BUFFER, FrameBuffer, FrameTooLarge
 from zkpy.jute.ops import XID_NOTIFICATION
 from zkpy.jute.records import ConnectRequest, ConnectResponse
+from zkpy.server.config import ALL_FOUR_LETTER_WORDS
 
-FOUR_LETTER_WORDS = frozenset(
-    {
-        "ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro",
-        "crst", "srst", "dirs", "gtmk", "stmk", "hash",
-    }
-)  # fmt: skip
+FOUR_LETTER_WORDS = ALL_FOUR_LETTER_WORDS  # recognised before any handshake
 
 _HEADER = struct.Struct(">ii")
 _REPLY = struct.Struct(">iiqi")  # frame length, xid, zxid, err
