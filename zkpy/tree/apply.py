@@ -204,9 +204,7 @@ class Applier:
         else:
             owner = 0
         old_pzxid = parent.pzxid
-        node = tree.create_node(
-            path, req.data, acl, owner, parent_cversion + 1, txn.zxid, txn.time
-        )
+        node = tree.create_node(path, req.data, acl, owner, parent_cversion + 1, txn.zxid, txn.time)
         result.events.append((NODE_CREATED, path))
         result.events.append((NODE_CHILDREN_CHANGED, parent_path))
 
