@@ -13,9 +13,11 @@ The tree under /mw:
 
 Every worker process also stands for master. The master (re)assigns every task that is neither
 done nor assigned to a live worker; a worker's assignments to a dead worker go back in the pool.
-The demo starts three workers, submits tasks, kills the master with SIGKILL and shows that
-another is elected once the dead master's session expires (within the session timeout), and
-that every task still gets done exactly once.
+The demo starts three workers and submits 10 tasks. Once they are done it kills the master with
+SIGKILL and submits 10 more, which wait for the next master: another is elected once the dead
+master's session expires (within the session timeout), and every task gets done exactly once.
+The master prints one `assigned` line per task (20 in all); a task whose worker died before doing
+it is `reassigned`.
 """
 
 from __future__ import annotations
@@ -47,31 +49,50 @@ def say(*parts: object) -> None:
 
 
 async def master(zk: zkpy.client.Client, me: str) -> None:
-    """Assign every task that is neither done nor held by a live worker, again after each change."""
+    """Assign every task that is neither done nor held by a live worker, again after each change.
+
+    Prints `assigned` once per task (its first assignment), `reassigned` when the worker holding
+    it died before doing it, and `already assigned` if a create finds the assignment there (a
+    retried create that had gone through).
+    """
     say(f"master {me}")
     registry = recipes.ServiceRegistry(zk, ROOT)
     changes = zk.event_stream()
     turn = 0
     while True:
         tasks = sorted(await retry(zk.get_children, f"{ROOT}/tasks", watch=changes))
-        done = set(await retry(zk.get_children, f"{ROOT}/done", watch=changes))
         live = [i.id for i in await registry.instances("workers", watch=changes)]
-        held: set[str] = set()
+        assignments: list[tuple[str, str]] = []
         for worker in await retry(zk.get_children, f"{ROOT}/assign"):
             for task in await retry(zk.get_children, f"{ROOT}/assign/{worker}", watch=changes):
-                if worker in live and task not in done:
-                    held.add(task)
-                else:  # finished, or its worker died: clear the assignment
-                    with contextlib.suppress(NoNodeError):
-                        await retry(zk.delete, f"{ROOT}/assign/{worker}/{task}")
+                assignments.append((worker, task))
+        # Read done/ after assign/: a worker writes done/<task> before it deletes its assignment,
+        # so a task missing from both lists has never been assigned (or was done already).
+        done = set(await retry(zk.get_children, f"{ROOT}/done", watch=changes))
+        held: set[str] = set()
+        orphaned: dict[str, str] = {}
+        for worker, task in assignments:
+            if worker in live and task not in done:
+                held.add(task)
+                continue
+            if task not in done:  # its worker died before doing it
+                orphaned[task] = worker
+            with contextlib.suppress(NoNodeError):  # finished, or its worker died: clear it
+                await retry(zk.delete, f"{ROOT}/assign/{worker}/{task}")
         for task in tasks:
             if task in done or task in held or not live:
                 continue
             worker = live[turn % len(live)]
             turn += 1
-            with contextlib.suppress(NodeExistsError):
+            try:
                 await retry(zk.create, f"{ROOT}/assign/{worker}/{task}", makepath=True)
-            say(f"assigned {task} -> {worker}")
+            except NodeExistsError:
+                say(f"already assigned {task} -> {worker}")
+                continue
+            if task in orphaned:
+                say(f"reassigned {task} -> {worker} ({orphaned[task]} died holding it)")
+            else:
+                say(f"assigned {task} -> {worker}")
         with trio.move_on_after(1.0):  # a change, or a periodic sweep
             await changes.get()
 
@@ -139,11 +160,11 @@ async def demo(hosts: str) -> None:
             await submit(hosts, 10)
             await wait_done(zk, 10, 30)
             first = (await election.leader() or b"").decode()
-            say(f"demo: 10 tasks done; killing master {first}")
-            await submit(hosts, 10)
+            say(f"demo: 10 tasks done; killing master {first}, then submitting 10 more")
             killed_at = time.monotonic()
             procs[first].send_signal(signal.SIGKILL)
             procs[first].wait()
+            await submit(hosts, 10)  # they wait for the next master
             with trio.fail_after(30):
                 while (leader := (await election.leader() or b"").decode()) in ("", first):
                     await trio.sleep(0.02)

@@ -74,7 +74,8 @@ async def expire_session(hosts: str, client: zkpy.client.Client) -> None:
     from zkpy.client.protocol import ClientProtocol, Connected, Expired, Replied
     from zkpy.jute.ops import EmptyRecord, OpCode
 
-    (host, port), _ = parse_hosts(hosts)[0][0], ""
+    servers, chroot = parse_hosts(hosts)
+    host, port = servers[0]
     session_id, passwd = client.session_id, client.session_password
     with trio.fail_after(20):
         while True:

@@ -169,22 +169,60 @@ class Client:
         else:
             record = ops.CreateRequest(server_path, value, acl_list, flags)
         try:
-            reply = await self._call(op, record, path)
-        except NoNodeError:
-            if not makepath or paths.parent(path) == "/":
+            try:
+                reply = await self._call(op, record, path)
+            except NoNodeError:
+                if not makepath:
+                    raise
+                await self.ensure_path(paths.parent(path), acl)
+                reply = await self._call(op, record, path)
+        except NoNodeError as e:
+            explained = await self._explain_no_node(e)
+            if explained is e:
                 raise
-            await self.ensure_path(paths.parent(path), acl)
-            reply = await self._call(op, record, path)
+            raise explained from None
         created = self._proto.to_client(reply.path)
         return (created, reply.stat) if include_stat else created
 
     async def ensure_path(self, path: str, acl: Sequence[ACL] | None = None) -> None:
-        """Create `path` and any missing parents (persistent, empty)."""
-        if path == "/" or await self.exists(path):
+        """Create `path` and any missing parents (persistent, empty), the chroot included.
+
+        As kazoo does: with `connect("host:2181/app")`, `ensure_path("/a/b")` creates /app (and its
+        own parents) when it is missing, then /app/a and /app/a/b.
+        """
+        if await self.exists(path):
             return
+        await self._ensure_chroot(acl)
         for p in [*list(reversed(paths.ancestors(path)))[1:], path]:
+            if p == "/":
+                continue
             with contextlib.suppress(NodeExistsError):
                 await self.create(p, b"", acl)
+
+    async def _ensure_chroot(self, acl: Sequence[ACL] | None) -> None:
+        """Create the chroot and its parents (server paths) if the chroot is missing."""
+        chroot = self._proto.chroot
+        if not chroot or await self.exists("/"):
+            return
+        acl_list = list(acl if acl is not None else OPEN_ACL_UNSAFE)
+        for server_path in [*list(reversed(paths.ancestors(chroot)))[1:], chroot]:
+            with contextlib.suppress(NodeExistsError):
+                await self._call(OpCode.CREATE2, ops.CreateRequest(server_path, b"", acl_list, 0), "/")
+
+    async def _explain_no_node(self, error: ZooKeeperError) -> ZooKeeperError:
+        """`error` (a NoNode), or one that says so when the cause is that the chroot does not exist."""
+        chroot = self._proto.chroot
+        if not chroot:
+            return error
+        try:
+            if await self.exists("/") is not None:
+                return error
+        except ZooKeeperError:
+            return error
+        explained = NoNodeError(path=error.path)
+        explained.args = (f"{explained.args[0]} (the chroot {chroot} does not exist)",)
+        explained.chroot = chroot  # type: ignore[attr-defined]
+        return explained
 
     async def get(self, path: str, watch: Callback | None = None) -> tuple[bytes, Stat]:
         reply = await self._call(
