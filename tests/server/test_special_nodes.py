@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 from kazoo.client import KazooClient
-from suite_settings import CONTAINER_WAIT_S
+from kazoo.exceptions import NoNodeError
+from suite_settings import CONTAINER_CHECK_MS, CONTAINER_WAIT_S
 from zkraw import RawClient
 
 from zkpy.errors import BadArgumentsError
@@ -122,15 +123,51 @@ def test_ttl_needs_a_ttl_mode(raw: RawClient, base: str) -> None:
 
 
 def test_writes_keep_a_ttl_node_alive(raw: RawClient, zk: KazooClient, base: str) -> None:
-    """A TTL counts from the last modification (mtime), so a node that keeps being written stays."""
+    """A TTL counts from the last modification (mtime), so a node that keeps being written stays.
+
+    The TTL is several sweep intervals long and the writes come far more often than it, so only a
+    stall of most of a TTL between two writes could lose the node; expiry is then waited for.
+    """
+    ttl_ms = max(2000, 6 * CONTAINER_CHECK_MS)
     raw.call(
-        OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, 1000)
+        OpCode.CREATE_TTL, CreateTTLRequest(f"{base}/t", b"", OPEN_ACL_UNSAFE, PERSISTENT_WITH_TTL, ttl_ms)
     )
-    for i in range(8):  # 2 s of writes, every 250 ms
-        time.sleep(0.25)
-        zk.set(f"{base}/t", str(i).encode())
+    deadline = time.monotonic() + 1.5 * ttl_ms / 1000  # outlive the TTL by half of it again
+    i = 0
+    while time.monotonic() < deadline:
+        time.sleep(ttl_ms / 8000)
+        zk.set(f"{base}/t", str(i).encode())  # NoNodeError here: expired although written
+        i += 1
     assert zk.exists(f"{base}/t") is not None
-    wait_deleted(zk, f"{base}/t")
+    wait_deleted(zk, f"{base}/t", timeout=CONTAINER_WAIT_S + ttl_ms / 1000)
+
+
+def test_emptied_container_survives_until_the_sweep(raw: RawClient, zk: KazooClient, base: str) -> None:
+    """Apache deletes an emptied container only in its periodic sweep, never with its last child:
+    a recipe may create the next child under the same parent right away.
+
+    The create follows the delete by one round trip; a sweep can still land in that gap (about
+    RTT / checkInterval of the time), so the exchange is retried a few times before it fails.
+    A server that deletes the container with its last child fails every attempt.
+    """
+    parent = f"{base}/c"
+    create_parent = CreateRequest(parent, b"", OPEN_ACL_UNSAFE, CONTAINER)
+    raw.call(OpCode.CREATE_CONTAINER, create_parent)
+    for _attempt in range(3):
+        zk.create(f"{parent}/first")
+        zk.delete(f"{parent}/first")
+        try:
+            zk.create(f"{parent}/next")
+        except NoNodeError:
+            raw.call(OpCode.CREATE_CONTAINER, create_parent)
+            continue
+        break
+    else:
+        pytest.fail(f"{parent} was deleted with its last child, before any sweep")
+    assert zk.exists(parent).numChildren == 1
+    zk.delete(f"{parent}/next")
+    wait_deleted(zk, parent)
+    assert zk.exists(parent) is None
 
 
 def test_container_deletion_fires_watches(raw: RawClient, zk: KazooClient, base: str) -> None:

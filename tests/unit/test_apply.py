@@ -151,7 +151,7 @@ def test_container_and_ttl_owners_and_collection():
     assert r.response.stat.ephemeralOwner == 0  # the marker is internal, as in ZooKeeper
     h.create("/c/kid")
     r = h.run(OpCode.DELETE, DeleteRequest("/c/kid", -1))
-    assert r.emptied_containers == ["/c"]
+    assert r.err == 0 and "/c" in h.tree.nodes  # an emptied container waits for the sweep
     r = h.run(OpCode.CREATE_TTL, CreateTTLRequest("/t", b"", OPEN_ACL_UNSAFE, 5, 500))
     assert r.err == 0 and h.tree.nodes["/t"].ephemeral_owner == ttl_owner(500)
     assert r.response.stat.ephemeralOwner == 0

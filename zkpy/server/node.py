@@ -68,6 +68,28 @@ def _creates_ttl(op: int, body: bytes) -> bool:
     return any(sub_op == OpCode.CREATE_TTL for sub_op, _ in request.ops)
 
 
+def collectable_nodes(tree: DataTree, now_ms: int) -> list[str]:
+    """The sweep's candidates: containers that have had a child and have none now, and
+    childless TTL nodes unchanged for longer than their TTL.
+
+    Never-used containers stay (a recipe creates the parent before its first child), and an
+    emptied container waits for the sweep rather than going with its last child.
+    """
+    found: list[str] = []
+    nodes = tree.nodes
+    for path in [*tree.containers, *tree.ttls]:
+        node = nodes.get(path)
+        if node is None or node.children:
+            continue
+        owner = node.ephemeral_owner
+        if owner == CONTAINER_OWNER:
+            if node.cversion > 0:  # the tree's cversion counts child creations
+                found.append(path)
+        elif now_ms - node.mtime > ttl_of(owner):
+            found.append(path)
+    return found
+
+
 async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[trio.abc.Stream]]:
     """Bind the client ports: plain first, then TLS when secureClientPort is set.
 
@@ -221,8 +243,6 @@ class ZooKeeperServer:
             self._expirer_wakeup.set()
         elif txn.op == OpCode.CLOSE_SESSION:
             self.sessions.remove(txn.session_id)
-        for path in result.emptied_containers:
-            self.pipeline.submit(0, 0, OpCode.DELETE_CONTAINER, encode(DeleteRequest(path, -1)))
 
     # -- background tasks -------------------------------------------------------------
     async def _expire_sessions(self) -> None:
@@ -239,19 +259,16 @@ class ZooKeeperServer:
                 self.pipeline.submit(session_id, 0, OpCode.CLOSE_SESSION, b"", SERVER_AUTH)
 
     async def _sweep_containers(self) -> None:
-        """Delete empty used containers and TTL nodes whose time ran out (ZooKeeper's ContainerManager)."""
+        """ZooKeeper's ContainerManager: every checkInterval, delete the collectable nodes.
+
+        Each deletion is an ordinary deleteContainer transaction through the pipeline, so it is
+        logged (and, in an ensemble, replicated) like any write; apply re-checks the rule at
+        apply time, so a child created meanwhile simply makes the delete fail.
+        """
         while True:
             await trio.sleep(self.container_check_ms / 1000)
-            now = int(time.time() * 1000)
-            nodes = self.tree.nodes
-            for path in list(self.tree.containers) + list(self.tree.ttls):
-                node = nodes.get(path)
-                if node is None or node.children:
-                    continue
-                owner = node.ephemeral_owner
-                expired = node.cversion > 0 if owner == CONTAINER_OWNER else now - node.mtime > ttl_of(owner)
-                if expired:
-                    self.pipeline.submit(0, 0, OpCode.DELETE_CONTAINER, encode(DeleteRequest(path, -1)))
+            for path in collectable_nodes(self.tree, int(time.time() * 1000)):
+                self.pipeline.submit(0, 0, OpCode.DELETE_CONTAINER, encode(DeleteRequest(path, -1)))
 
     # -- four-letter words ------------------------------------------------------------
     def four_letter(self, word: str) -> str:

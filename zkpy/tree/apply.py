@@ -71,8 +71,6 @@ class Result:
     err: int = 0
     response: Any = None
     events: list[Event] = field(default_factory=list)
-    # Containers whose last child this txn removed: the server deletes them next.
-    emptied_containers: list[str] = field(default_factory=list)
 
 
 def acl_to_tuple(acl: list[ACL]) -> AclTuple:
@@ -131,7 +129,6 @@ class Applier:
             result.err = int(e.code)
             result.response = None
             result.events.clear()
-            result.emptied_containers.clear()
         except JuteError:
             result.err = int(Code.MARSHALLING_ERROR)
             result.response = None
@@ -142,7 +139,6 @@ class Applier:
             result.err = int(Code.SYSTEM_ERROR)
             result.response = None
             result.events.clear()
-            result.emptied_containers.clear()
         return result
 
     # -- sessions ---------------------------------------------------------------
@@ -155,12 +151,11 @@ class Applier:
         tree.sessions.pop(txn.session_id, None)
 
     def _deleted(self, path: str, result: Result) -> None:
-        parent_path = paths.parent(path)
+        """The events of a deletion. An emptied container parent stays: only the server's
+        periodic sweep deletes it (ZooKeeper's ContainerManager), because recipes re-use a
+        container right after its last child goes."""
         result.events.append((NODE_DELETED, path))
-        result.events.append((NODE_CHILDREN_CHANGED, parent_path))
-        parent = self.tree.nodes[parent_path]
-        if parent.ephemeral_owner == CONTAINER_OWNER and not parent.children:
-            result.emptied_containers.append(parent_path)
+        result.events.append((NODE_CHILDREN_CHANGED, paths.parent(path)))
 
     # -- writes -----------------------------------------------------------------
     def _create(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
@@ -325,7 +320,6 @@ class Applier:
         for undo in reversed(undos):
             undo()
         result.events.clear()
-        result.emptied_containers.clear()
         codes = (
             [0] * failed_at
             + [failed_code]
