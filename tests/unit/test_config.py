@@ -118,7 +118,13 @@ def test_kazoo_harness_keys_are_not_fatal() -> None:
         "forceSync=no\nsnapCount=10\npreAllocSize=128\nglobalOutstandingLimit=5\njute.maxbuffer=0x2000\n"
     )
     c = parse_config(text, "/")
-    assert c.warnings == []
+    assert [w.split(": ", 1)[1].split("=")[0] for w in c.warnings] == [
+        "admin.serverPort",
+        "serverCnxnFactory",
+        "authProvider.1",
+        "reconfigEnabled",
+        "standaloneEnabled",
+    ]
     assert c.admin_enable_server is False
     assert c.secure_client_port == 2281
     assert c.reconfig_enabled and not c.standalone_enabled
@@ -126,6 +132,64 @@ def test_kazoo_harness_keys_are_not_fatal() -> None:
     assert (c.snap_count, c.pre_alloc_size_kb, c.global_outstanding_limit) == (10, 128, 5)
     assert c.jute_max_buffer == 0x2000
     assert c.extra["serverCnxnFactory"].endswith("NettyServerCnxnFactory")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("admin.serverPort=8080", "no admin server"),
+        ("admin.enableServer=true", "no admin server"),
+        ("skipACL=yes", "ACLs are always checked"),
+        ("authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider", "no pluggable"),
+        ("sasl.enabled=true", "no SASL"),
+        ("readonlymode.enabled=true", "no read-only mode yet"),
+        ("enforceQuota=true", "no quotas"),
+        ("serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory", "own network layer"),
+        ("quorumListenOnAllIPs=true", "ensembles are not implemented yet"),
+        ("standaloneEnabled=false", "ensembles are not implemented yet"),
+        ("reconfigEnabled=true", "no dynamic reconfiguration"),
+        ("jvmFlags=-Xmx2g", "not a Java process"),
+        ("zookeeper.metricsProvider.className=x.Prometheus", "no metrics providers"),
+        ("ssl.keyStore.location=/k.jks", "secureClientPort is not set"),
+    ],
+)
+def test_keys_without_effect_are_warned_about(line: str, reason: str) -> None:
+    """Every key zkpy accepts but ignores gets one line: the setting, its value and why."""
+    c = parse_config(MINIMAL + line + "\n", "/", source="zoo.cfg")
+    key, value = line.removeprefix("zookeeper.").split("=", 1)
+    assert len(c.warnings) == 1
+    assert c.warnings[0].startswith(f"zoo.cfg:3: {key}={value} has no effect in zkpy (")
+    assert reason in c.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "admin.enableServer=false",
+        "skipACL=no",
+        "readonlymode.enabled=false",
+        "standaloneEnabled=true",
+        "localSessionsEnabled=false",
+        "extendedTypesEnabled=false",
+        "znode.container.checkIntervalMs=100",
+        "initLimit=5",
+        "electionAlg=3",
+    ],
+)
+def test_keys_zkpy_honours_are_not_warned_about(line: str) -> None:
+    """A value zkpy's behaviour already matches (there is no admin server to disable) is honoured."""
+    assert parse_config(MINIMAL + line + "\n", "/").warnings == []
+
+
+def test_each_key_is_warned_about_once() -> None:
+    text = (
+        MINIMAL + "admin.serverPort=1\nzookeeper.admin.serverPort=2\nssl.quorum.keyStore.password=hunter2\n"
+    )
+    c = parse_config(text, "/", source="zoo.cfg")
+    assert c.warnings == [
+        "zoo.cfg:4: admin.serverPort=2 has no effect in zkpy (no admin server; the four-letter words report status)",
+        "zoo.cfg:5: ssl.quorum.keyStore.password=*** has no effect in zkpy (ensembles are not implemented yet)",
+    ]
 
 
 def test_unknown_keys_become_warnings() -> None:
@@ -343,4 +407,12 @@ def test_kazoo_harness_config(tmp_path: Path) -> None:
     assert c.four_letter_whitelist == ALL_FOUR_LETTER_WORDS
     # peerType=participant contradicts server.2's observer role: ZooKeeper warns and trusts server.N.
     assert c.peer_type == "observer"
-    assert len(c.warnings) == 1 and "does not match server.2" in c.warnings[0]
+    assert "does not match server.2" in c.warnings[-1]
+    ignored = [w.split(": ", 1)[1].split("=")[0] for w in c.warnings[:-1]]
+    assert ignored == [
+        "admin.serverPort",
+        "serverCnxnFactory",
+        "authProvider.1",
+        "reconfigEnabled",
+        "readonlymode.enabled",
+    ]

@@ -324,7 +324,7 @@ def parse_server_line(sid: int, value: str) -> ServerSpec:
     return ServerSpec(sid, parts[0], peer_port, election_port, role, client_host, client_port)
 
 
-# Keys that are understood directly below.
+# Keys that are understood directly below. Those with no effect yet are in _NO_EFFECT too.
 _KNOWN = frozenset(
     {
         "tickTime", "dataDir", "dataLogDir", "clientPort", "clientPortAddress", "secureClientPort",
@@ -337,21 +337,143 @@ _KNOWN = frozenset(
     }
 )  # fmt: skip
 
-# Keys zkpy accepts without acting on them: ZooKeeper features it does not implement
-# (TLS, SASL, admin server details, metrics, quorum tuning). Anything else is unknown.
-_IGNORED_PREFIXES = (
-    "ssl.", "authProvider.", "admin.", "metricsProvider.", "quorum.", "sasl", "kerberos",
-    "serverCnxnFactory", "clientCnxnSocket", "client.", "syncEnabled", "quorumListenOnAllIPs",
-    "cnxTimeout", "connectToLearnerMasterLimit", "maxCnxns", "localSessions", "audit.",
-    "learner.", "leader.", "skipACL", "fsync.", "digest.", "snapshot.", "netty.",
-    "multiAddress.", "electionPortBindRetry", "observer.", "jvm", "secureClientPortAddress",
-    "portUnification", "group.", "weight.", "requestThrottler.", "commitLogCount",
-    "snapSizeLimitInKb", "txnLogSizeLimitInKb", "4lw.commands.", "outstandingHandshake",
-    "largeRequest", "throttledOpWaitTime", "connectionMaxTokens", "flushDelay", "maxBatchSize",
-    "maxWriteQueuePollTime", "enforceQuota", "X509Util", "initialConfig", "extendedTypesEnabled",
-    "emulate353TTLNodes", "watchManagerName", "serializeLastProcessedZxid", "closeSessionTxn",
-    "znode.",
+# Keys kept in `extra` that the server reads from there.
+_USED_EXTRA = frozenset(
+    {"extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress"}
+)
+
+# The ssl.* keys the secure client port reads (zkpy/server/tls.py); the rest of ssl.* does nothing.
+_TLS_PREFIXES = (
+    "ssl.keyStore.", "ssl.trustStore.", "ssl.clientAuth", "ssl.crl", "ssl.ocsp", "ssl.ciphersuites",
+    "ssl.enabledProtocols", "ssl.protocol", "ssl.context.supplier.class",
 )  # fmt: skip
+
+_ENSEMBLE = "ensembles are not implemented yet"
+_OWN_STORAGE = "zkpy has its own log and snapshot format"
+_THROTTLING = "no request throttling; globalOutstandingLimit bounds the queue"
+
+
+@dataclass(frozen=True, slots=True)
+class _NoEffect:
+    """ZooKeeper keys zkpy accepts but does not act on: why, and which values it honours anyway.
+
+    A value zkpy's behaviour already matches (admin.enableServer=false: there is no admin server)
+    gets no warning; any other value is warned about once, so an operator is never misled.
+    """
+
+    prefix: str
+    reason: str
+    honoured: frozenset[str] = frozenset()
+
+
+def _rule(prefix: str, reason: str, *honoured: str) -> _NoEffect:
+    return _NoEffect(prefix, reason, frozenset(honoured))
+
+
+# First matching prefix wins, so specific keys come before the families that contain them.
+_NO_EFFECT = (
+    _rule("admin.enableServer", "no admin server; the four-letter words report status", "false", "no"),
+    _rule("admin.", "no admin server; the four-letter words report status"),
+    _rule("readonlymode.enabled", "no read-only mode yet", "false", "no"),
+    _rule("reconfigEnabled", "no dynamic reconfiguration", "false", "no"),
+    _rule("standaloneEnabled", _ENSEMBLE, "true", "yes"),
+    _rule("skipACL", "ACLs are always checked", "no", "false"),
+    _rule("enforceQuota", "no quotas", "false", "no"),
+    _rule("authProvider.", "no pluggable authentication providers; digest, ip and world are built in"),
+    _rule("sasl", "no SASL"),
+    _rule("kerberos", "no SASL/Kerberos"),
+    _rule("quorum.", _ENSEMBLE),
+    _rule("ssl.quorum.", _ENSEMBLE),
+    _rule("metricsProvider.", "no metrics providers; mntr reports the metrics"),
+    _rule("serverCnxnFactory", "zkpy has its own network layer"),
+    _rule("netty.", "zkpy has its own network layer"),
+    _rule("client.portUnification", "TLS is served on secureClientPort only", "false", "no"),
+    _rule("clientCnxnSocket", "a client setting"),
+    _rule("client.", "a client setting"),
+    _rule("jvm", "zkpy is not a Java process"),
+    _rule("X509Util", "TLS is configured with the ssl.* keys"),
+    _rule("quorumListenOnAllIPs", _ENSEMBLE),
+    _rule("syncEnabled", _ENSEMBLE),
+    _rule("cnxTimeout", _ENSEMBLE),
+    _rule("connectToLearnerMasterLimit", _ENSEMBLE),
+    _rule("electionPortBindRetry", _ENSEMBLE),
+    _rule("multiAddress.", _ENSEMBLE),
+    _rule("observer.", _ENSEMBLE),
+    _rule("learner.", _ENSEMBLE),
+    _rule("leader.", _ENSEMBLE),
+    _rule("group.", _ENSEMBLE),
+    _rule("weight.", _ENSEMBLE),
+    _rule("initialConfig", _ENSEMBLE),
+    _rule("maxCnxns", "no global connection limit; maxClientCnxns limits each client address"),
+    _rule("localSessions", "no local sessions", "false", "no"),
+    _rule("audit.", "no audit log", "false", "no"),
+    _rule("digest.", "no tree digests", "false", "no"),
+    _rule("fsync.", "no fsync time warning"),
+    _rule("snapshot.", _OWN_STORAGE),
+    _rule("commitLogCount", _OWN_STORAGE),
+    _rule("snapSizeLimitInKb", _OWN_STORAGE),
+    _rule("txnLogSizeLimitInKb", _OWN_STORAGE),
+    _rule("serializeLastProcessedZxid", _OWN_STORAGE),
+    _rule("closeSessionTxn", _OWN_STORAGE),
+    _rule("flushDelay", "group commit batches by itself"),
+    _rule("maxBatchSize", "group commit batches by itself"),
+    _rule("maxWriteQueuePollTime", "group commit batches by itself"),
+    _rule("requestThrottler.", _THROTTLING),
+    _rule("outstandingHandshake", _THROTTLING),
+    _rule("largeRequest", _THROTTLING),
+    _rule("throttledOpWaitTime", _THROTTLING),
+    _rule("connection", _THROTTLING),
+    _rule("emulate353TTLNodes", "TTL nodes use the 3.5.4+ encoding", "false", "no"),
+    _rule("watchManagerName", "zkpy has its own watch manager"),
+    _rule("znode.container.maxPerMinute", "the sweep deletes every candidate at once"),
+    _rule("znode.container.maxNeverUsedIntervalMs", "never-used containers are kept", "0"),
+    _rule("ssl.", "the secure client port does not read it"),
+)
+
+_SECRET_WORDS = ("password", "secret", "digest")
+
+
+def _shown(key: str, value: str) -> str:
+    """The value as a warning may print it: secrets are masked."""
+    return "***" if any(word in key.lower() for word in _SECRET_WORDS) else value
+
+
+def _no_effect_warning(key: str, value: str, secure_port: bool) -> str | None:
+    """Why `key` does nothing in zkpy, or None when it takes effect (or is not a ZooKeeper key)."""
+    if key in _USED_EXTRA or (key.startswith(_TLS_PREFIXES) and secure_port):
+        return None
+    if key.startswith(_TLS_PREFIXES):
+        return f"{key}={_shown(key, value)} has no effect in zkpy (secureClientPort is not set)"
+    for rule in _NO_EFFECT:
+        if key.startswith(rule.prefix):
+            if value.strip().lower() in rule.honoured:
+                return None
+            return f"{key}={_shown(key, value)} has no effect in zkpy ({rule.reason})"
+    return None
+
+
+def _is_zookeeper_key(key: str) -> bool:
+    return (
+        key in _KNOWN
+        or key in _USED_EXTRA
+        or key.startswith(_TLS_PREFIXES)
+        or any(key.startswith(rule.prefix) for rule in _NO_EFFECT)
+    )
+
+
+def _key_warnings(r: _Reader, secure_port: bool) -> list[str]:
+    """One warning per key that does nothing here: no effect in zkpy, or not a key at all."""
+    warnings: list[str] = []
+    for key, value in r.values.items():
+        if key.startswith("server."):
+            continue
+        if not _is_zookeeper_key(key):
+            warnings.append(f"{r.where(key)}: unknown key {key!r} ignored")
+            continue
+        why = _no_effect_warning(key, value, secure_port)
+        if why is not None:
+            warnings.append(f"{r.where(key)}: {why}")
+    return warnings
 
 
 def _whitelist(raw: str | None, read_only: bool) -> frozenset[str]:
@@ -460,8 +582,7 @@ def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str 
             config.servers.update(_server_entry(r, key, value))
         elif key not in _KNOWN:
             config.extra[key] = value
-            if not key.startswith(_IGNORED_PREFIXES):
-                config.warnings.append(f"{r.where(key)}: unknown key {key!r} ignored")
+    config.warnings += _key_warnings(r, config.secure_client_port is not None)
     _check_ensemble(config, r)
     return config
 

@@ -97,7 +97,11 @@ async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[
     """
     ssl_context = server_ssl_context(config)
     listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-        await trio.open_tcp_listeners(config.client_port or 0, host=config.client_port_address)
+        await trio.open_tcp_listeners(
+            config.client_port or 0,
+            host=config.client_port_address,
+            backlog=config.client_port_listen_backlog if config.client_port_listen_backlog > 0 else None,
+        )
     )
     if ssl_context is not None and config.secure_client_port is not None:
         host = config.extra.get("secureClientPortAddress") or config.client_port_address
