@@ -56,14 +56,83 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_STATUS_SERVER = "127.0.0.1:2181"
+DEFAULT_CLIENT_PORT = 2181  # what ZooKeeper's own tools assume when a host has no port
+_NOT_IN_WHITELIST = "is not executed because it is not in the whitelist."
+
+
+def parse_server_address(address: str) -> tuple[str, int]:
+    """'host', 'host:port', ':port', '[v6]', '[v6]:port' or a bare IPv6 address -> (host, port).
+
+    A missing host is 127.0.0.1 and a missing port 2181; raises ValueError for a bad port.
+    """
+    host, port = address, ""
+    if address.startswith("["):  # [ipv6] or [ipv6]:port
+        host, _, rest = address[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"cannot parse {address!r} as [host]:port")
+        port = rest[1:]
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    # more than one colon and no brackets: a bare IPv6 address, default port
+    if not port:
+        return host or "127.0.0.1", DEFAULT_CLIENT_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid port {port!r} in {address!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def _looks_like_word(arg: str) -> bool:
+    """Four letters and nothing else: meant as a four-letter word (a host like that needs `:port`)."""
+    return len(arg) == 4 and arg.isascii() and arg.isalpha()
+
+
+def parse_status_args(server: str | None, word: str | None) -> tuple[str, int, str]:
+    """`zkpy status [HOST[:PORT]] [WORD]` -> (host, port, word); `zkpy status WORD` asks the default server.
+
+    A lone argument of four letters is a word, not a host. Raises ValueError for an unknown four-letter word (checked before anything is sent) or a bad port.
+    """
+    from zkpy.server.config import ALL_FOUR_LETTER_WORDS
+
+    if (
+        word is None
+        and server is not None
+        and (server.lower() in ALL_FOUR_LETTER_WORDS or _looks_like_word(server))
+    ):
+        server, word = None, server  # `zkpy status mntr`: a word for the default server
+    elif (
+        server
+        and word
+        and server.lower() in ALL_FOUR_LETTER_WORDS
+        and word.lower() not in ALL_FOUR_LETTER_WORDS
+    ):
+        server, word = word, server  # `zkpy status mntr host:port`
+    word = (word or "srvr").lower()
+    if word not in ALL_FOUR_LETTER_WORDS:
+        raise ValueError(
+            f"unknown four-letter word {word!r}; the words are: {', '.join(sorted(ALL_FOUR_LETTER_WORDS))}"
+        )
+    host, port = parse_server_address(server or DEFAULT_STATUS_SERVER)
+    return host, port, word
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from zkpy.testing.procs import four_letter
 
-    host, _, port = args.server.rpartition(":")
     try:
-        sys.stdout.write(four_letter(host or "127.0.0.1", int(port), args.word))
-    except (OSError, ValueError) as e:
-        return _fail(f"cannot reach {args.server}: {e}")
+        host, port, word = parse_status_args(args.server, args.word)
+    except ValueError as e:
+        return _fail(str(e))
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        answer = four_letter(host, port, word)
+    except (OSError, UnicodeError) as e:
+        return _fail(f"cannot reach {where}: {e}")
+    if _NOT_IN_WHITELIST in answer:
+        return _fail(f"{where} refused {word!r}: {answer.strip()} (see 4lw.commands.whitelist in zoo.cfg)")
+    if not answer:
+        return _fail(f"{where} closed the connection without answering {word!r}")
+    sys.stdout.write(answer if answer.endswith("\n") else answer + "\n")
     return 0
 
 
@@ -89,8 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     server.set_defaults(func=cmd_server)
     status = sub.add_parser("status", help="ask a server a four-letter word (default srvr)")
-    status.add_argument("server", nargs="?", default="127.0.0.1:2181", help="host:port")
-    status.add_argument("word", nargs="?", default="srvr")
+    status.add_argument(
+        "server",
+        nargs="?",
+        help=f"host[:port], default {DEFAULT_STATUS_SERVER} (port {DEFAULT_CLIENT_PORT} when left out); "
+        "a four-letter word alone asks the default server",
+    )
+    status.add_argument("word", nargs="?", help="a four-letter word: srvr (the default), mntr, ruok, conf...")
     status.set_defaults(func=cmd_status)
     dump = sub.add_parser("dump", help="print a transaction log or snapshot file")
     dump.add_argument("path")

@@ -1,13 +1,18 @@
-"""`zkpy server` refuses bad configurations with one clear line and a non-zero exit."""
+"""`zkpy server` refuses bad configurations with one clear line and a non-zero exit; `zkpy status`
+parses what users type and exits non-zero on anything but an answer."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from zkpy.testing.procs import four_letter, free_port, running_server
+import pytest
+
+import zkpy.cli
+from zkpy.testing.procs import ServerProcess, four_letter, free_port, running_server
 
 
 def _server(config: Path) -> subprocess.CompletedProcess[str]:
@@ -83,3 +88,104 @@ def test_an_ensemble_config_is_refused_rather_than_run_as_separate_servers(tmp_p
     result = _server(cfg)
     assert result.returncode == 2
     assert "3 servers" in _error_line(result) and "not implemented" in _error_line(result)
+
+
+# -- zkpy status ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_server() -> Iterator[ServerProcess]:
+    """A zkpy server whose whitelist leaves out conf (ruok and isro tell running_server it is up)."""
+    with running_server("zkpy", {"4lw.commands.whitelist": "srvr, mntr, ruok, isro"}) as server:
+        yield server
+
+
+def _status(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zkpy", "status", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("server", "word", "expected"),
+    [
+        (None, None, ("127.0.0.1", 2181, "srvr")),
+        ("mntr", None, ("127.0.0.1", 2181, "mntr")),
+        ("localhost", None, ("localhost", 2181, "srvr")),
+        ("localhost", "srvr", ("localhost", 2181, "srvr")),
+        ("zk1.example.com:2182", "ruok", ("zk1.example.com", 2182, "ruok")),
+        (":2183", "conf", ("127.0.0.1", 2183, "conf")),
+        ("[::1]:2184", "srvr", ("::1", 2184, "srvr")),
+        ("[::1]", "srvr", ("::1", 2181, "srvr")),
+        ("::1", "srvr", ("::1", 2181, "srvr")),
+        ("mntr", "localhost:2185", ("localhost", 2185, "mntr")),
+        ("MNTR", None, ("127.0.0.1", 2181, "mntr")),
+    ],
+)
+def test_status_arguments(server: str | None, word: str | None, expected: tuple[str, int, str]) -> None:
+    assert zkpy.cli.parse_status_args(server, word) == expected
+
+
+@pytest.mark.parametrize(
+    ("server", "word", "message"),
+    [
+        ("localhost:notaport", "srvr", "invalid port"),
+        ("localhost:70000", "srvr", "invalid port"),
+        ("localhost", "xyzw", "unknown four-letter word 'xyzw'"),
+        ("mtnr", None, "unknown four-letter word 'mtnr'"),  # four letters alone are a word, not a host
+        ("localhost", "mntrx", "unknown four-letter word"),
+    ],
+)
+def test_status_arguments_refused(server: str | None, word: str | None, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        zkpy.cli.parse_status_args(server, word)
+
+
+def test_status_with_host_and_port_answers(limited_server: ServerProcess) -> None:
+    result = _status(limited_server.hosts, "mntr")
+    assert result.returncode == 0, result.stderr
+    assert "zk_server_state\tstandalone" in result.stdout
+
+
+def test_status_word_alone_and_host_alone_ask_the_default_server_and_port(
+    limited_server: ServerProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The defaults are 127.0.0.1:2181; point them at the test server rather than take over 2181.
+    monkeypatch.setattr(zkpy.cli, "DEFAULT_STATUS_SERVER", limited_server.hosts)
+    assert zkpy.cli.main(["status", "mntr"]) == 0
+    assert "zk_server_state" in capsys.readouterr().out
+    monkeypatch.setattr(zkpy.cli, "DEFAULT_CLIENT_PORT", limited_server.port)
+    assert zkpy.cli.main(["status", limited_server.host]) == 0
+    assert "Mode: standalone" in capsys.readouterr().out
+    assert zkpy.cli.main(["status", "localhost", "srvr"]) == 0
+    assert "Mode: standalone" in capsys.readouterr().out
+
+
+def test_status_refuses_an_unknown_word_before_connecting() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = _status(f"127.0.0.1:{port}", "xyzw")
+        assert result.returncode == 2
+        assert "unknown four-letter word 'xyzw'" in _error_line(result) and result.stdout == ""
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nobody connected: nothing was sent
+            listener.accept()
+
+
+def test_status_word_outside_the_whitelist_exits_non_zero(limited_server: ServerProcess) -> None:
+    result = _status(limited_server.hosts, "conf")
+    assert result.returncode == 2 and result.stdout == ""
+    line = _error_line(result)
+    assert (
+        "conf is not executed because it is not in the whitelist" in line and "4lw.commands.whitelist" in line
+    )
+
+
+def test_status_of_a_server_that_is_not_there_exits_non_zero() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
+        port = s.getsockname()[1]
+        result = _status(f"127.0.0.1:{port}")
+    assert result.returncode == 2 and "cannot reach" in _error_line(result)
