@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ def _fail(message: str) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from zkpy.server.config import ConfigError, load_config
+    from zkpy.server.node import StartupError
     from zkpy.server.run import run_server
     from zkpy.server.tls import TlsConfigError
     from zkpy.storage.errors import StorageError
@@ -39,17 +39,13 @@ def cmd_server(args: argparse.Namespace) -> int:
         logging.getLogger("zkpy.config").warning("%s", warning)
     try:
         run_server(config)
-    except TlsConfigError as e:
+    except (StartupError, TlsConfigError) as e:
         return _fail(str(e))
     except StorageError as e:
         return _fail(f"cannot recover the data in {config.data_dir}: {e}")
     except SnapshotFormatError as e:
         return _fail(f"cannot load the snapshot in {config.data_dir}: {e}")
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            return _fail(
-                f"client port {config.client_port} on {config.client_port_address} is already in use"
-            )
+    except OSError as e:  # the known cases are StartupErrors; this names at least what failed
         return _fail(f"{e.strerror or e} ({getattr(e, 'filename', None) or 'server'})")
     except KeyboardInterrupt:
         return 0

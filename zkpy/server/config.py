@@ -10,6 +10,7 @@ never fatal: test harnesses such as kazoo's write admin, TLS and SASL settings.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -626,14 +627,34 @@ def parse_dynamic_config(text: str, source: str = "zoo.cfg.dynamic") -> dict[int
     return servers
 
 
+_BINARY_BYTE = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")  # control bytes other than \t \n \f \r
+
+
+def _decode(path: Path, what: str, raw: bytes) -> str:
+    """UTF-8, or else ISO-8859-1 as java.util.Properties reads zoo.cfg. A binary file (control
+    bytes) is refused with the line of its first one, so a wrong path (a jar, a snapshot) is obvious."""
+    binary = _BINARY_BYTE.search(raw)
+    if binary is not None:
+        offset = binary.start()
+        line = raw.count(b"\n", 0, offset) + 1
+        raise ConfigError(
+            f"{path}:{line}: the {what} is not text (byte 0x{raw[offset]:02x} at offset {offset}): "
+            "give zkpy a zoo.cfg of key=value lines"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1")
+
+
 def _read_text(path: Path, what: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise ConfigError(f"{path}: cannot read {what}: {reason}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read {what}: {e.strerror or type(e).__name__}") from None
+    return _decode(path, what, raw)
 
 
 def load_config(path: str | os.PathLike[str]) -> ServerConfig:

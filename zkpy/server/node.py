@@ -8,8 +8,10 @@ quorum round and adds the peer tasks beside these.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,25 +92,67 @@ def collectable_nodes(tree: DataTree, now_ms: int) -> list[str]:
     return found
 
 
+class StartupError(Exception):
+    """The server cannot start as configured; str() is one line naming the setting, its value
+    and what to do, because that is all an operator sees of a server that exits at once."""
+
+
+def _listen_error(port_key: str, address_key: str, address: str, port: int, e: OSError) -> StartupError:
+    """Turn a failed bind into the zoo.cfg settings to change."""
+    reason = e.strerror or str(e)
+    if isinstance(e, socket.gaierror):
+        return StartupError(
+            f"{address_key}={address} cannot be resolved ({reason}): use an IP address or a host name "
+            "this machine can resolve"
+        )
+    if e.errno == errno.EADDRINUSE:
+        return StartupError(
+            f"{port_key}={port} on {address} is already in use (another ZooKeeper or zkpy?): stop it "
+            f"or choose another {port_key}"
+        )
+    if e.errno == errno.EADDRNOTAVAIL:
+        return StartupError(
+            f"{address_key}={address} is not an address of this machine ({reason}): use one of its "
+            "addresses, or 0.0.0.0 for all of them"
+        )
+    if e.errno == errno.EACCES:
+        return StartupError(
+            f"{port_key}={port} on {address}: {reason}: ports below 1024 need privileges; choose a higher "
+            f"{port_key}"
+        )
+    return StartupError(f"cannot listen on {address}:{port} ({port_key}, {address_key}): {reason}")
+
+
 async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[trio.abc.Stream]]:
     """Bind the client ports: plain first, then TLS when secureClientPort is set.
 
-    Errors surface here, before anything starts: OSError (e.g. EADDRINUSE) and TlsConfigError.
+    Errors surface here, before anything starts: StartupError (a port in use, an address that is
+    not this machine's) and TlsConfigError.
     """
     ssl_context = server_ssl_context(config)
-    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
-        await trio.open_tcp_listeners(
-            config.client_port or 0,
-            host=config.client_port_address,
-            backlog=config.client_port_listen_backlog if config.client_port_listen_backlog > 0 else None,
+    address = config.client_port_address
+    port = config.client_port or 0
+    backlog = config.client_port_listen_backlog if config.client_port_listen_backlog > 0 else None
+    try:
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(
+            await trio.open_tcp_listeners(port, host=address, backlog=backlog)
         )
-    )
+    except OSError as e:
+        raise _listen_error("clientPort", "clientPortAddress", address, port, e) from None
     if ssl_context is not None and config.secure_client_port is not None:
-        host = config.extra.get("secureClientPortAddress") or config.client_port_address
-        # https_compatible: closing never waits on a TLS goodbye from a peer that is not reading.
-        listeners += await trio.open_ssl_over_tcp_listeners(
-            config.secure_client_port, ssl_context, host=host, https_compatible=True
+        secure_key = (
+            "secureClientPortAddress" if config.extra.get("secureClientPortAddress") else "clientPortAddress"
         )
+        host = config.extra.get("secureClientPortAddress") or address
+        try:
+            # https_compatible: closing never waits on a TLS goodbye from a peer that is not reading.
+            listeners += await trio.open_ssl_over_tcp_listeners(
+                config.secure_client_port, ssl_context, host=host, https_compatible=True, backlog=backlog
+            )
+        except OSError as e:
+            for listener in listeners:
+                await listener.aclose()
+            raise _listen_error("secureClientPort", secure_key, host, config.secure_client_port, e) from None
     return listeners
 
 

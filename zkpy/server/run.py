@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+from pathlib import Path
 
 import trio
 
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
-from zkpy.server.node import ZooKeeperServer, open_client_listeners
+from zkpy.server.node import StartupError, ZooKeeperServer, open_client_listeners
 
 log = logging.getLogger(__name__)
 
 
+def prepare_directory(setting: str, path: Path) -> None:
+    """Create dataDir or dataLogDir, or fail with the setting, its value and what to do.
+
+    Checked up front because the OSError that mkdir and the lock raise later names only a path,
+    and an operator then has to guess which setting it came from.
+    """
+    fix = f"point {setting} at a directory zkpy may create"
+    if path.exists() and not path.is_dir():
+        raise StartupError(f"{setting}={path} is a file, not a directory: {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise StartupError(
+            f"{setting}={path} cannot be created: {e.filename} is not a directory: {fix}"
+        ) from None
+    except OSError as e:
+        raise StartupError(
+            f"{setting}={path} cannot be created ({e.strerror}: {e.filename}): {fix}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StartupError(f"{setting}={path} is not writable by this user: {fix}, or give it write access")
+
+
 async def serve_until_signalled(config: ServerConfig) -> None:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_directory("dataDir", config.data_dir)
+    if config.data_log_dir != config.data_dir:
+        prepare_directory("dataLogDir", config.data_log_dir)
     # Bind first: a port in use or a bad TLS setup fails at once, before a long recovery.
     listeners = await open_client_listeners(config)
     store = DurableStore(config)
