@@ -197,7 +197,9 @@ class ZooKeeperServer:
             nursery.start_soon(self._expire_sessions)
             nursery.start_soon(self._sweep_containers)
             nursery.start_soon(trio.serve_listeners, self._handle_client, listeners)
-            log.info("zkpy %s serving clients on %s:%d", VERSION, config.client_port_address, self.port)
+            log.debug(
+                "serving clients on %s:%d", config.client_port_address, self.port
+            )  # run.py logs the banner
             task_status.started(self.port)
 
     async def _handle_client(self, stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]) -> None:

@@ -11,7 +11,7 @@ import trio
 
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
-from zkpy.server.node import StartupError, ZooKeeperServer, open_client_listeners
+from zkpy.server.node import VERSION, StartupError, ZooKeeperServer, open_client_listeners
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,44 @@ def prepare_directory(setting: str, path: Path) -> None:
         raise StartupError(f"{setting}={path} is not writable by this user: {fix}, or give it write access")
 
 
+def _address(listener: trio.abc.Listener[trio.abc.Stream]) -> str:
+    """host:port a listener is bound to ([v6]:port for IPv6), read from its socket."""
+    inner = listener.transport_listener if isinstance(listener, trio.SSLListener) else listener
+    if not isinstance(inner, trio.SocketListener):
+        return repr(inner)
+    host, port = inner.socket.getsockname()[:2]
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if host in ("0.0.0.0", "::"):
+        where += " (all addresses)"
+    return where + (" (TLS)" if isinstance(listener, trio.SSLListener) else "")
+
+
+def startup_banner(
+    config: ServerConfig, listeners: list[trio.abc.Listener[trio.abc.Stream]], store: DurableStore
+) -> str:
+    """The block logged once at startup: what an operator needs to find, check and stop this server.
+
+    TTL nodes are called out because zkpy turns them on by default where Apache ZooKeeper does not,
+    so a client that works here may be refused by Apache (and the other way round with the flag off).
+    """
+    ttl = (
+        "on (extendedTypesEnabled; Apache ZooKeeper leaves them off unless extendedTypesEnabled=true)"
+        if config.extended_types_enabled
+        else "off (extendedTypesEnabled=false): createTTL is answered Unimplemented"
+    )
+    pid = os.getpid()
+    lines = [
+        f"zkpy {VERSION} (standalone, pid {pid})",
+        f"  clients:    {', '.join(_address(listener) for listener in listeners)}",
+        f"  dataDir:    {config.data_dir.resolve()} (snapshots in {store.snap_dir.resolve()})",
+        f"  dataLogDir: {config.data_log_dir.resolve()} (transaction log in {store.log_dir.resolve()})",
+        f"  TTL nodes:  {ttl}",
+        f"  containers: on, swept every {config.container_check_interval_ms} ms (znode.container.checkIntervalMs)",
+        f"  stop:       Ctrl-C, or kill -TERM {pid}",
+    ]
+    return "\n".join(lines)
+
+
 async def serve_until_signalled(config: ServerConfig) -> None:
     prepare_directory("dataDir", config.data_dir)
     if config.data_log_dir != config.data_dir:
@@ -63,6 +101,7 @@ async def _serve(
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
         await nursery.start(server.serve, listeners)
+        log.info("%s", startup_banner(server.config, listeners, store))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
