@@ -396,7 +396,7 @@ RESPONSE_RECORDS: dict[int, Any] = {
     OpCode.SET_WATCHES2: EmptyRecord,
     OpCode.GET_EPHEMERALS: PathListResponse,
     OpCode.GET_ALL_CHILDREN_NUMBER: CountResponse,
-    OpCode.ADD_WATCH: EmptyRecord,
+    OpCode.ADD_WATCH: ErrorResponse,  # ZooKeeper answers addWatch with ErrorResponse(0)
     OpCode.WHO_AM_I: WhoAmIResponse,
     OpCode.CLOSE_SESSION: EmptyRecord,
 }

@@ -40,6 +40,7 @@ from zkpy.tree.watches import (
 )
 
 _INT = struct.Struct(">i")
+_ADD_WATCH_OK = encode(ErrorResponse(0))
 
 
 class Caller(Protocol):
@@ -203,7 +204,7 @@ class Reads:
     def add_watch(self, req: Any, caller: Caller) -> bytes:
         path = paths.validate(req.path)
         self.watches.add_persistent_watch(path, caller, recursive=req.mode == ADD_WATCH_PERSISTENT_RECURSIVE)
-        return b""
+        return _ADD_WATCH_OK  # ZooKeeper answers addWatch with an ErrorResponse(0), not an empty body
 
     def set_watches(self, req: Any, caller: Caller) -> bytes:
         """Re-arm a reconnecting client's watches, firing at once for what changed since it last saw."""
