@@ -1,0 +1,90 @@
+"""The window of logged transactions a leader brings learners up to date from, and the choice
+between DIFF, TRUNC and SNAP (Apache's LearnerHandler.syncFollower, as a pure function).
+
+The window holds every transaction this server logged after `base`, committed or not, in zxid
+order. A learner that reports its last logged zxid F is brought to the leader's history:
+
+- DIFF: F is in the window (or is its base): send every transaction after F.
+- TRUNC + DIFF: F is not in the leader's history (a proposal of an old epoch that never
+  committed). The learner drops everything after the newest zxid both hold, then gets the rest
+  (ZOOKEEPER-1154: a divergent suffix inside the DIFF range is truncated, never kept).
+- SNAP: F is older than the window, or the truncation point would fall below the learner's own
+  snapshot (it could not roll its tree back that far): send the whole tree, then the window
+  after the tree's zxid.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+DIFF, TRUNC, SNAP = "diff", "trunc", "snap"
+
+
+@dataclass
+class SyncPlan:
+    mode: str
+    zxid: int  # TRUNC: truncate after this; SNAP: the snapshot's zxid; DIFF: the learner's own last
+    txns: list[bytes] = field(default_factory=list)  # packed transactions to log after that point
+
+
+class History:
+    def __init__(self, base: int = 0, limit: int = 200_000) -> None:
+        self.base = base  # every transaction after this zxid is held
+        self.limit = limit
+        self.zxids: list[int] = []
+        self.packed: list[bytes] = []
+
+    @property
+    def last(self) -> int:
+        return self.zxids[-1] if self.zxids else self.base
+
+    def __len__(self) -> int:
+        return len(self.zxids)
+
+    def append(self, zxid: int, packed: bytes) -> None:
+        if zxid <= self.last:
+            raise ValueError(f"history: zxid {zxid:#x} does not follow {self.last:#x}")
+        self.zxids.append(zxid)
+        self.packed.append(packed)
+        if len(self.zxids) > self.limit + self.limit // 4:  # trim in steps, not on every append
+            cut = len(self.zxids) - self.limit
+            self.base = self.zxids[cut - 1]
+            del self.zxids[:cut]
+            del self.packed[:cut]
+
+    def truncate_after(self, zxid: int) -> None:
+        keep = bisect.bisect_right(self.zxids, zxid)
+        del self.zxids[keep:]
+        del self.packed[keep:]
+        if zxid < self.base:  # nothing is known below the cut any more
+            self.base = zxid
+
+    def reset(self, base: int) -> None:
+        """After a SNAP: the history starts again at the snapshot."""
+        self.base = base
+        self.zxids.clear()
+        self.packed.clear()
+
+    def after(self, zxid: int) -> list[bytes]:
+        return self.packed[bisect.bisect_right(self.zxids, zxid) :]
+
+    def holds(self, zxid: int) -> bool:
+        i = bisect.bisect_left(self.zxids, zxid)
+        return (i < len(self.zxids) and self.zxids[i] == zxid) or zxid == self.base
+
+    def plan_sync(self, learner_last: int, learner_snapshot: int, tree_zxid: int) -> SyncPlan:
+        """How to bring a learner whose log ends at `learner_last` (its newest snapshot at
+        `learner_snapshot`) to this history. `tree_zxid` is the zxid of the tree a SNAP sends."""
+        if learner_last >= self.base:
+            i = bisect.bisect_right(self.zxids, learner_last)
+            common = self.zxids[i - 1] if i else self.base
+            if common == learner_last:
+                return SyncPlan(DIFF, learner_last, self.packed[i:])
+            # The learner holds zxids we never had. Truncating to `base` is safe only when base is
+            # the very start (nothing below it can differ) and never below its snapshot.
+            if (i or self.base == 0) and common >= learner_snapshot:
+                return SyncPlan(TRUNC, common, self.packed[i:])
+        if tree_zxid < self.base:
+            raise ValueError(f"history starts after {self.base:#x}, beyond the tree at {tree_zxid:#x}")
+        return SyncPlan(SNAP, tree_zxid, self.after(tree_zxid))
