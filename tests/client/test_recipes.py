@@ -50,10 +50,11 @@ async def test_election_one_leader_and_the_next_takes_over_when_it_steps_down(zk
         await recipes.Election(zk, "/election", name.encode()).run(lead)
 
     async with trio.open_nursery() as nursery:
-        for name in "abc":
+        for joined, name in enumerate("abc", 1):
             nursery.start_soon(candidate, name)
-            await wait_until(lambda n=name: len(zk._proto.watches.by_kind["data"]) >= 0 and n)
-            await trio.sleep(0.1)  # join in a known order
+            with trio.fail_after(10):  # join in a known order: wait until this one is in line
+                while len(await recipes.Election(zk, "/election").contenders()) < joined:
+                    await trio.sleep(0.02)
         await wait_until(lambda: leaders == ["a"])
         assert await recipes.Election(zk, "/election").contenders() == [b"a", b"b", b"c"]
         for name, expected in (("a", ["a", "b"]), ("b", ["a", "b", "c"])):

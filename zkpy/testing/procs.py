@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,10 +27,39 @@ def ensure_apache_installed() -> None:
     subprocess.run(["bash", str(APACHE_ZK_TOOL), "--classpath"], check=True, stdout=subprocess.DEVNULL)
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that is free now and that this process has never handed out before.
+
+    The port is released before the caller's server binds it, so another process can still take
+    it in between: `running_server` starts again on a new port when the bind fails (PortInUseError).
+    Within this process two callers never get the same port, even after the first one's server
+    stopped and the kernel would hand its port out again.
+    """
+    with _HANDED_OUT_LOCK:
+        for _ in range(1000):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise RuntimeError("no free port on 127.0.0.1 that this process has not handed out already")
+
+
+class PortInUseError(RuntimeError):
+    """The server exited at start because one of its ports was taken (by another process)."""
+
+
+class NotWhitelistedError(RuntimeError):
+    """The server refuses the four-letter words that tell whether it is serving."""
+
+
+# What zkpy ("clientPort=N on ADDR is already in use") and Apache (java.net.BindException) print.
+_IN_USE_MARKERS = ("already in use", "Address already in use")
 
 
 def four_letter(host: str, port: int, word: str, timeout: float = 5.0) -> str:
@@ -69,6 +99,7 @@ class ServerProcess:
         if self.kind == "apache":
             ensure_apache_installed()  # before the clock starts: the first install takes minutes
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        log_start = log.tell()
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.data_dir
         )
@@ -76,10 +107,17 @@ class ServerProcess:
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if any(marker in self.log_since(log_start) for marker in _IN_USE_MARKERS):
+                    raise PortInUseError(f"{self.kind} server could not bind: {self.log_tail()}")
                 raise RuntimeError(f"{self.kind} server exited: {self.log_tail()}")
-            with contextlib.suppress(OSError):
+            try:
                 if self.serving():
                     return
+            except OSError:
+                pass
+            except NotWhitelistedError:
+                self.stop()
+                raise
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.kind} server did not start serving in {wait}s: {self.log_tail()}")
@@ -87,9 +125,16 @@ class ServerProcess:
     def serving(self) -> bool:
         """Answering requests, not just `ruok`: Apache says imok while it is still loading its
         data, and `isro` answers "null" until it serves sessions."""
-        if four_letter(self.host, self.port, "ruok", timeout=1.0) != "imok":
-            return False
-        return four_letter(self.host, self.port, "isro", timeout=1.0) != "null"
+        for word in ("ruok", "isro"):
+            answer = four_letter(self.host, self.port, word, timeout=1.0)
+            if "not in the whitelist" in answer:
+                raise NotWhitelistedError(
+                    f"{self.hosts} answers {answer.strip()!r}: to be seen serving, a server's "
+                    "4lw.commands.whitelist must include ruok and isro"
+                )
+            if (word == "ruok" and answer != "imok") or (word == "isro" and answer == "null"):
+                return False
+        return True
 
     def kill(self) -> None:
         """kill -9 the whole process group (a crash, for durability tests)."""
@@ -106,6 +151,14 @@ class ServerProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -143,11 +196,23 @@ def running_server(kind: str = "zkpy", extra: dict[str, str] | None = None) -> I
         kind, "127.0.0.1", port, data_dir, config_path, tmp / "server.log", extra=extra or {}
     )
     try:
-        server.start()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                server.start()
+                break
+            except PortInUseError:
+                # Another process took the port between free_port() and the bind: take another.
+                if attempt == START_ATTEMPTS:
+                    raise
+                server.port = free_port()
+                write_config(config_path, server.port, data_dir, extra)
         yield server
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+START_ATTEMPTS = 5  # starts of running_server on fresh ports when the bind fails
 
 
 @dataclass
