@@ -304,8 +304,10 @@ def test_render_matches_zookeeper_conf_output() -> None:
         "clientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\n",
         "/",
     )
-    # Captured from Apache ZooKeeper 3.8 (`conf`) started on the same settings.
-    assert c.render(data_dir_size=67109337, data_log_size=67109337) == [
+    # Captured from Apache ZooKeeper 3.8 (`conf`) started on the same settings; Apache's files are in
+    # dataDir/version-2 (zkpy passes its own dataDir/zkpy-1).
+    real = Path("/tmp/zk/data/version-2")
+    assert c.render(data_dir=real, data_log_dir=real, data_dir_size=67109337, data_log_size=67109337) == [
         "clientPort=44919",
         "secureClientPort=-1",
         "dataDir=/tmp/zk/data/version-2",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from zkpy.server.config import ALL_FOUR_LETTER_WORDS, parse_config
@@ -120,6 +122,35 @@ def test_cons_shows_unset_zxids_as_java_does() -> None:
     assert line.startswith(" /::1:5[1](")
 
 
+def test_cons_of_a_session_that_only_connected_matches_zookeeper() -> None:
+    """Captured from ZooKeeper 3.8 right after a kazoo connect: the connect is a received packet and
+    the createSession shows as SESS with cxid 0 and its zxid; lresp is monotonic ms, not wall-clock."""
+    conn = ConnectionInfo(
+        "127.0.0.1",
+        35906,
+        session_id=0x10000023C550000,
+        received=1,
+        sent=1,
+        last_op="SESS",
+        established_ms=1795974878534,
+        timeout_ms=4000,
+        last_cxid=0,
+        last_zxid=1,
+        last_response_ms=146743,
+        last_latency_ms=7,
+        min_latency_ms=0,
+        avg_latency_ms=7,
+        max_latency_ms=7,
+    )
+    asking = ConnectionInfo("127.0.0.1", 35914, interest_ops=0, received=1)
+    assert respond("cons", ServerStatus(connections=[conn, asking]), ALL) == (
+        " /127.0.0.1:35906[1](queued=0,recved=1,sent=1,sid=0x10000023c550000,lop=SESS,est=1795974878534,"
+        "to=4000,lcxid=0x0,lzxid=0x1,lresp=146743,llat=7,minlat=0,avglat=7,maxlat=7)\n"
+        " /127.0.0.1:35914[0](queued=0,recved=1,sent=0)\n"
+        "\n"
+    )
+
+
 def test_mntr_keys_and_values() -> None:
     text = respond("mntr", apache_like_status(), ALL)
     assert text.endswith("\n")
@@ -172,10 +203,21 @@ def test_mntr_leader_and_extra_metrics() -> None:
 
 
 def test_conf_prints_rendered_config() -> None:
+    """The directories and sizes are the server's real ones (zkpy keeps its files in dataDir/zkpy-1)."""
     config = parse_config("dataDir=/tmp/zk\nclientPort=2181\ntickTime=2000\n", "/")
-    text = respond("conf", ServerStatus(config_lines=config.render()), ALL)
-    assert text.startswith("clientPort=2181\nsecureClientPort=-1\ndataDir=/tmp/zk/version-2\n")
+    lines = config.render(
+        data_dir=Path("/tmp/zk/zkpy-1"),
+        data_log_dir=Path("/tmp/zk/zkpy-1"),
+        data_dir_size=700,
+        data_log_size=700,
+    )
+    text = respond("conf", ServerStatus(config_lines=lines), ALL)
+    assert text.startswith(
+        "clientPort=2181\nsecureClientPort=-1\ndataDir=/tmp/zk/zkpy-1\ndataDirSize=700\n"
+        "dataLogDir=/tmp/zk/zkpy-1\ndataLogSize=700\n"
+    )
     assert text.endswith("clientPortListenBacklog=-1\nserverId=0\n")
+    assert "dataDir=/tmp/zk\n" in respond("conf", ServerStatus(config_lines=config.render()), ALL)
 
 
 def test_envi_has_a_version_kazoo_can_parse() -> None:

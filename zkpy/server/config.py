@@ -119,19 +119,27 @@ class ServerConfig:
     def four_letter_allowed(self, word: str) -> bool:
         return word in self.four_letter_whitelist
 
-    def render(self, *, data_dir_size: int = 0, data_log_size: int = 0) -> list[str]:
+    def render(
+        self,
+        *,
+        data_dir: Path | None = None,
+        data_log_dir: Path | None = None,
+        data_dir_size: int = 0,
+        data_log_size: int = 0,
+    ) -> list[str]:
         """The lines ZooKeeper's `conf` four-letter word prints (without trailing newlines).
 
-        dataDir and dataLogDir get ZooKeeper's `/version-2` suffix, as tools parsing `conf`
-        expect; the directory sizes are the server's to measure and pass in.
+        ZooKeeper prints the directories its files are really in (dataDir/version-2); the server
+        passes its own (dataDir/zkpy-1) and their sizes, as only it knows them. Without them the
+        configured directories are printed.
         """
         server_id = self.server_id if self.server_id is not None and self.servers else 0
         lines = [
             f"clientPort={self.client_port or 0}",
             f"secureClientPort={self.secure_client_port if self.secure_client_port else -1}",
-            f"dataDir={self.data_dir / 'version-2'}",
+            f"dataDir={data_dir or self.data_dir}",
             f"dataDirSize={data_dir_size}",
-            f"dataLogDir={self.data_log_dir / 'version-2'}",
+            f"dataLogDir={data_log_dir or self.data_log_dir}",
             f"dataLogSize={data_log_size}",
             f"tickTime={self.tick_time}",
             f"maxClientCnxns={self.max_client_cnxns}",

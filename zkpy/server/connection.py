@@ -85,6 +85,7 @@ class ClientConnection:
         self.last_op = "NA"
         self.last_cxid = -1
         self.last_zxid = -1
+        self.last_response = 0.0  # time.monotonic() of the last answer (cons: lresp)
         self.latency = Summary()
 
     # -- public -------------------------------------------------------------------
@@ -178,25 +179,33 @@ class ClientConnection:
                 if isinstance(event, RequestReceived):
                     self._on_request(event.xid, event.op, event.body)
                 elif isinstance(event, ConnectRequested):
+                    self._count_received()
+                    started = time.monotonic()
                     if not server.handle_connect(self, event.request):
                         return
                     await self._handshake_done.wait()
                     if self._closing:
                         return
+                    if event.request.session_id == 0:  # ZooKeeper's cons shows a new session as SESS
+                        self._record(OpCode.CREATE_SESSION, 0, started)
                 elif isinstance(event, FourLetterWord):
+                    self._count_received()  # as ZooKeeper: the word is a packet (cons: recved=1)
                     self.send(server.four_letter(event.word).encode())
                     return
 
     # -- requests -------------------------------------------------------------------
+    def _count_received(self) -> None:
+        self.packets_received += 1
+        self.server.stats.packets_received += 1
+
     def _on_request(self, xid: int, op: int, body: bytes) -> None:
         server = self.server
-        self.packets_received += 1
-        server.stats.packets_received += 1
+        self._count_received()
         if op == OpCode.AUTH:
             self._auth(xid, body)
             return
         now = time.monotonic()
-        if op in _CLIENT_WRITE_OPS:
+        if op in _CLIENT_WRITE_OPS or (op == OpCode.SYNC and server.forwards_sync):
             pending = _Pending(xid, op, None, now)
             self._pending.append(pending)
             if op == OpCode.CLOSE_SESSION:
@@ -277,14 +286,21 @@ class ClientConnection:
         self.send(reply(XID_AUTH, tree.last_zxid, 0))
 
     def _record(self, op: int, xid: int, started: float) -> None:
-        latency = (time.monotonic() - started) * 1000
+        """ZooKeeper's updateStatsForResponse: what `cons` shows of the last answer."""
+        now = time.monotonic()
+        latency = (now - started) * 1000
         self.latency.record(latency)
-        self.last_cxid = xid
+        if xid >= 0:  # pings (-2) and auth (-4) keep the last real cxid
+            self.last_cxid = xid
+        if op not in _CLIENT_WRITE_OPS:  # a write's zxid was set when it committed
+            self.last_zxid = self.server.tree.last_zxid
+        self.last_response = now
         self.last_op = _OP_ABBREV.get(op, "NA")
         self.server.stats.latency.record(latency)
 
 
-_OP_ABBREV: dict[int, str] = {
+_OP_ABBREV: dict[int, str] = {  # FinalRequestProcessor's lastOp names
+    OpCode.CREATE_SESSION: "SESS",
     OpCode.CREATE: "CREA",
     OpCode.CREATE2: "CREA",
     OpCode.CREATE_CONTAINER: "CREA",
@@ -303,6 +319,12 @@ _OP_ABBREV: dict[int, str] = {
     OpCode.MULTI: "MULT",
     OpCode.CLOSE_SESSION: "CLOS",
     OpCode.SET_WATCHES: "SETW",
-    OpCode.SET_WATCHES2: "SETW",
+    OpCode.SET_WATCHES2: "STW2",
     OpCode.ADD_WATCH: "ADDW",
+    OpCode.MULTI_READ: "MLTR",
+    OpCode.CHECK_WATCHES: "CHKW",
+    OpCode.REMOVE_WATCHES: "REMW",
+    OpCode.GET_EPHEMERALS: "GETE",
+    OpCode.GET_ALL_CHILDREN_NUMBER: "GETACN",
+    OpCode.WHO_AM_I: "HOMI",
 }

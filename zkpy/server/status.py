@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zkpy.server.durable import SUBDIR
 from zkpy.server.fourletter import ConnectionInfo, ServerStatus, SessionInfo
 
 if TYPE_CHECKING:
@@ -18,6 +20,31 @@ def _open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return 0
+
+
+def _storage_dir(configured: Path) -> Path:
+    """The directory the files are really in: zkpy's own subdirectory once it exists, as ZooKeeper
+    reports its version-2 subdirectory (a server without storage has only the configured one)."""
+    own = configured / SUBDIR
+    return own if own.is_dir() else configured
+
+
+def _dir_size(path: Path) -> int:
+    """Bytes in the files below `path`, as ZooKeeper's dataDirSize (preallocated log space included)."""
+    total = 0
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += _dir_size(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue  # removed while we looked (a purge, a snapshot rename)
+    return total
 
 
 def _extra_metrics(server: ZooKeeperServer) -> dict[str, int | float | str]:
@@ -42,12 +69,15 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         for watcher in watchers:
             data_watchers.setdefault(watcher, []).append(path)
     for conn in server.connections:
+        # The connection asking a four-letter word is busy answering: ZooKeeper shows it as [0].
+        asking = not conn.protocol.connected and conn.packets_received > 0
         connections.append(
             ConnectionInfo(
                 remote_host=conn.remote[0],
                 remote_port=conn.remote[1],
                 session_id=conn.session_id,
                 queued=conn.queued,
+                interest_ops=0 if asking else 1,
                 received=conn.packets_received,
                 sent=conn.packets_sent,
                 last_op=conn.last_op,
@@ -55,7 +85,7 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
                 timeout_ms=conn.timeout,
                 last_cxid=conn.last_cxid,
                 last_zxid=conn.last_zxid,
-                last_response_ms=now_ms,
+                last_response_ms=int(conn.last_response * 1000),  # monotonic ms, as ZooKeeper's lresp
                 last_latency_ms=int(conn.latency.last),
                 min_latency_ms=int(conn.latency.min),
                 avg_latency_ms=int(conn.latency.avg),
@@ -66,6 +96,10 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
             watches_by_session[conn.session_id] = sorted(data_watchers[conn])
     sessions = [SessionInfo(sid, now_ms + timeout) for sid, timeout in server.sessions.timeouts.items()]
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    config = server.config
+    data_dir, log_dir = _storage_dir(config.data_dir), _storage_dir(config.data_log_dir)
+    data_size = _dir_size(data_dir)
+    log_size = data_size if log_dir == data_dir else _dir_size(log_dir)
     return ServerStatus(
         state=server.state,
         min_latency_ms=int(stats.latency.min),
@@ -89,6 +123,10 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         sessions=sessions,
         watches_by_session=watches_by_session,
         ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()},
-        config_lines=server.config.render(),
+        data_dir_size=data_size,
+        log_dir_size=log_size,
+        config_lines=config.render(
+            data_dir=data_dir, data_log_dir=log_dir, data_dir_size=data_size, data_log_size=log_size
+        ),
         extra_metrics=_extra_metrics(server),
     )
