@@ -25,11 +25,10 @@ def cmd_server(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as e:
         return _fail(str(e))
-    if len(config.servers) > 1:
-        # Running each listed server standalone would give clients several diverging trees.
+    if len(config.servers) > 1 and config.server_id is None:
         return _fail(
-            f"{args.config} lists {len(config.servers)} servers (server.N lines), but zkpy runs "
-            "standalone only for now: ensembles are not implemented yet"
+            f"{args.config} lists {len(config.servers)} servers but {config.data_dir}/myid is missing: "
+            "write this server's id (the N of its server.N line) there"
         )
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),

@@ -79,7 +79,7 @@ def test_two_servers_on_one_data_dir_are_refused() -> None:
         assert "in use by another zkpy server" in line and str(server.proc.pid) in line
 
 
-def test_an_ensemble_config_is_refused_rather_than_run_as_separate_servers(tmp_path: Path) -> None:
+def test_an_ensemble_member_without_myid_is_refused_with_what_to_write(tmp_path: Path) -> None:
     cfg = tmp_path / "zoo.cfg"
     cfg.write_text(
         f"dataDir={tmp_path / 'data'}\nclientPort={free_port()}\ninitLimit=5\nsyncLimit=2\n"
@@ -87,7 +87,7 @@ def test_an_ensemble_config_is_refused_rather_than_run_as_separate_servers(tmp_p
     )
     result = _server(cfg)
     assert result.returncode == 2
-    assert "3 servers" in _error_line(result) and "not implemented" in _error_line(result)
+    assert "3 servers" in _error_line(result) and "myid is missing" in _error_line(result)
 
 
 # -- zkpy status ------------------------------------------------------------------------------------

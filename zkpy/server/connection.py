@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from zkpy.errors import Code, ZooKeeperError
+from zkpy.jute import javaorder
 from zkpy.jute.codec import JuteError
-from zkpy.jute.ops import WRITE_OPS, XID_AUTH, OpCode
+from zkpy.jute.ops import WRITE_OPS, XID_PING, OpCode
 from zkpy.jute.records import AuthPacket
 from zkpy.server.latency import Summary
 from zkpy.server.protocol import (
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 SESSIONLESS_TIMEOUT = 10  # seconds, ZooKeeper's zookeeper.nio.sessionlessCnxnTimeout default
 OUTPUT_HIGH_WATER = 4 * 1024 * 1024  # stop reading a client whose unsent replies exceed this
 _CLIENT_WRITE_OPS = WRITE_OPS - {OpCode.CREATE_SESSION, OpCode.DELETE_CONTAINER}
+# The request types ZooKeeper's Request.isValid accepts. Anything else is answered Unimplemented and the
+# connection is closed, as ZooKeeper's UnimplementedRequestProcessor does.
+_VALID_OPS = frozenset(OpCode) - {OpCode.NOTIFICATION, OpCode.ERROR, OpCode.AUTH, OpCode.SASL}
 
 
 class _Pending:
@@ -199,10 +203,18 @@ class ClientConnection:
         self.server.stats.packets_received += 1
 
     def _on_request(self, xid: int, op: int, body: bytes) -> None:
+        if self._closing:  # requests behind a closeSession or a refused op are never answered
+            return
         server = self.server
         self._count_received()
         if op == OpCode.AUTH:
             self._auth(xid, body)
+            return
+        if op not in _VALID_OPS:  # answered in turn; the connection closes after it (see _drain)
+            refused = _Pending(xid, op, None, time.monotonic())
+            refused.reply = reply(xid, server.tree.last_zxid, int(Code.UNIMPLEMENTED))
+            self._pending.append(refused)
+            self._drain()
             return
         now = time.monotonic()
         if op in _CLIENT_WRITE_OPS or (op == OpCode.SYNC and server.forwards_sync):
@@ -247,7 +259,7 @@ class ClientConnection:
                 if head.reply is None:
                     return
                 self.send(head.reply)
-                if head.op == OpCode.CLOSE_SESSION:
+                if head.op == OpCode.CLOSE_SESSION or head.op not in _VALID_OPS:
                     self.close()
             else:
                 self.send(self._read(head.xid, head.op, head.body))
@@ -257,7 +269,7 @@ class ClientConnection:
     def _read(self, xid: int, op: int, body: bytes) -> bytes:
         tree = self.server.tree
         if op == OpCode.PING:
-            return reply(xid, tree.last_zxid, 0)
+            return reply(XID_PING, tree.last_zxid, 0)  # whatever xid the ping came with, as ZooKeeper does
         try:
             return reply(xid, tree.last_zxid, 0, self.server.reads.handle(op, body, self))
         except ZooKeeperError as e:
@@ -276,14 +288,17 @@ class ClientConnection:
                 client_ip=self.remote[0],
             )
         except (ZooKeeperError, JuteError):
-            self.send(reply(XID_AUTH, tree.last_zxid, int(Code.AUTH_FAILED)))
+            self.send(reply(xid, tree.last_zxid, int(Code.AUTH_FAILED)))
             self.close()
             return
         for ident in ids:
             pair = (ident.scheme or "", ident.id or "")
             if pair not in self.auth:
                 self.auth.append(pair)
-        self.send(reply(XID_AUTH, tree.last_zxid, 0))
+        # ZooKeeper keeps a connection's ids in a hash set: whoAmI and the ACL an `auth` id expands to
+        # list them in that set's order.
+        self.auth = javaorder.hash_order(self.auth, lambda pair: javaorder.id_hash(*pair))
+        self.send(reply(xid, tree.last_zxid, 0))  # the request's own xid (clients send -4)
 
     def _record(self, op: int, xid: int, started: float) -> None:
         """ZooKeeper's updateStatsForResponse: what `cons` shows of the last answer."""

@@ -16,7 +16,9 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -60,8 +62,9 @@ class DurableStore:
         half = self.snap_count // 2
         return half + random.randint(1, max(1, half))
 
-    def recover(self) -> DataTree:
-        """Newest valid snapshot, then every logged transaction after it.
+    def recover(self, replayed: Callable[[int, bytes], None] | None = None) -> DataTree:
+        """Newest valid snapshot, then every logged transaction after it (each also handed to
+        `replayed`, which an ensemble member keeps as the history it syncs learners from).
 
         The cyclic GC is off while the tree is built (millions of long-lived objects that cannot
         form cycles; each collection would rescan them all, ~40% of the time at 1M znodes), and the
@@ -69,13 +72,13 @@ class DurableStore:
         """
         gc.disable()
         try:
-            tree = self._recover()
+            tree = self._recover(replayed)
         finally:
             gc.freeze()
             gc.enable()
         return tree
 
-    def _recover(self) -> DataTree:
+    def _recover(self, replayed_hook: Callable[[int, bytes], None] | None) -> DataTree:
         started = time.monotonic()
         for stale in self.snap_dir.glob(f"{SNAP_PREFIX}*{TMP_SUFFIX}"):  # a snapshot cut short
             stale.unlink(missing_ok=True)
@@ -95,6 +98,8 @@ class DurableStore:
                 raise ValueError(f"log record framed as zxid {zxid:#x} holds transaction {txn.zxid:#x}")
             applier.apply(txn)
             replayed += 1
+            if replayed_hook is not None:
+                replayed_hook(zxid, payload)
         self.log = TxnLog(
             self.log_dir,
             prealloc_size=self.config.pre_alloc_size_kb * 1024,
@@ -189,6 +194,27 @@ class DurableStore:
             await trio.sleep(hours * 3600)
             deleted = await trio.to_thread.run_sync(purge, self.snap_dir, self.log_dir, retain)
             log.info("autopurge removed %d files", len(deleted))
+
+    def close_log(self) -> None:
+        """Before recovering again (a TRUNC below the tree): the next recover() reopens it."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    async def truncate_after(self, zxid: int) -> None:
+        """ZAB's TRUNC: drop every logged transaction above `zxid`, durably."""
+        assert self.log is not None
+        await trio.to_thread.run_sync(self.log.truncate_after, zxid)
+
+    async def install_snapshot(self, zxid: int, items: list[Any]) -> None:
+        """ZAB's SNAP: the leader's tree becomes ours. The snapshot is made durable first (temp
+        file, fsync, rename), and only then is the old log dropped, so a crash in between leaves
+        either the old state or the new snapshot, never a partial snapshot that loads."""
+        assert self.log is not None
+        await trio.to_thread.run_sync(write_snapshot, self.snap_dir, zxid, items)
+        self.last_snapshot_zxid = zxid
+        self._since_snap = 0
+        await trio.to_thread.run_sync(self.log.truncate_after, -1)
 
     def snapshot_now(self, tree: DataTree) -> Path:
         """Write a snapshot synchronously (clean shutdown, tests, benchmarks)."""

@@ -55,6 +55,7 @@ class CommitPipeline:
         self.on_applied: Callable[[Txn, Result], None] = lambda txn, result: None
         self.after_batch: Callable[[], None] = lambda: None  # the tree is consistent here (snapshots)
         self.write_error: str | None = None  # set when storage failed: writes are refused
+        self.epoch = 0  # zxids are epoch << 32 | counter; an ensemble's leader sets its epoch
         self.committed = 0
         self.batches = 0  # committed batches: committed / batches is the group-commit factor
 
@@ -95,7 +96,7 @@ class CommitPipeline:
                     self._idle.set()
 
     async def _commit(self, batch: list) -> None:  # type: ignore[type-arg]
-        zxid = self.applier.tree.last_zxid
+        zxid = max(self.applier.tree.last_zxid, self.epoch << 32)
         now = self.wall_clock_ms()
         txns = []
         for session_id, cxid, op, body, auth, _ in batch:
@@ -113,15 +114,22 @@ class CommitPipeline:
                 if callback is not None:
                     callback(Result(self.applier.tree.last_zxid, int(Code.SYSTEM_ERROR)))
             return
+        self.apply_batch(txns, [item[5] for item in batch])
+
+    def apply_batch(self, txns: list[Txn], callbacks: list[Callback | None]) -> None:
+        """Apply durable, committed transactions in zxid order, firing watches before answering.
+
+        The standalone server and an ensemble's leader come here from `_commit`; a learner comes
+        here with transactions its leader ordered and committed.
+        """
         apply = self.applier.apply
         trigger = self.watches.trigger
         on_applied = self.on_applied
-        for txn, item in zip(txns, batch, strict=True):
+        for txn, callback in zip(txns, callbacks, strict=True):
             result = apply(txn)
             for event_type, path in result.events:
                 trigger(event_type, path)
             on_applied(txn, result)
-            callback = item[5]
             if callback is not None:
                 callback(result)
         self.committed += len(txns)

@@ -84,6 +84,12 @@ async def serve_until_signalled(config: ServerConfig) -> None:
     # Bind first: a port in use or a bad TLS setup fails at once, before a long recovery.
     listeners = await open_client_listeners(config)
     store = DurableStore(config)
+    if is_ensemble(config):
+        try:
+            await _serve_peer(config, store, listeners)
+        finally:
+            store.close()
+        return
     tree = store.recover()
     server = ZooKeeperServer(config, persist=store.persist, tree=tree)
     server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
@@ -107,6 +113,33 @@ async def _serve(
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 return
+
+
+def is_ensemble(config: ServerConfig) -> bool:
+    """Several server.N lines make an ensemble; none or one, a standalone server (as Apache's
+    standaloneEnabled=true)."""
+    return len(config.servers) > 1
+
+
+async def _serve_peer(
+    config: ServerConfig, store: DurableStore, listeners: list[trio.abc.Listener[trio.abc.Stream]]
+) -> None:
+    from zkpy.replication.peer import QuorumPeer
+
+    peer = QuorumPeer(config, store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.reap_snapshots)
+        nursery.start_soon(store.autopurge)
+        await nursery.start(peer.run, listeners)
+        await _until_signalled()
+        nursery.cancel_scope.cancel()
+
+
+async def _until_signalled() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            return
 
 
 def run_server(config: ServerConfig) -> None:

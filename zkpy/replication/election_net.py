@@ -1,0 +1,187 @@
+"""The election port: carries fast-leader-election notifications between servers.
+
+Kept deliberately thin so the pure ``election`` state machine holds all the logic:
+
+* One listener on our election port. Incoming connections only *receive*: each starts with
+  ``["hello", sid]`` naming the sender (a sid not in the configuration is hung up on), then
+  carries ``Notification.pack()`` frames (``wire.encode_frame``).
+* One outgoing connection per other server, which only *sends*. A peer that is down is retried
+  with a short exponential back-off, so starting servers in any order works.
+* Per peer we keep only the newest unsent notification: an election only cares about a peer's
+  latest view, and a peer that is down for minutes must not come back to a backlog of stale
+  votes. ``send`` therefore never blocks, whatever the network does.
+* A malformed frame (or a notification claiming another sender) closes only that connection,
+  with a warning: a confused or hostile client cannot disturb the rest of the election.
+
+Losing a notification (a connection that breaks mid-write) is fine: the election re-sends on
+its own back-off timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import trio
+
+from zkpy.replication.election import Notification
+from zkpy.replication.wire import FrameDecoder, WireError, encode_frame
+
+log = logging.getLogger(__name__)
+
+# Election frames are under a hundred bytes; refuse anything big before buffering it.
+MAX_ELECTION_FRAME = 64 * 1024
+
+
+class ElectionNet:
+    """Election transport for server ``my_id``; ``addresses`` maps every sid to (host, port)."""
+
+    def __init__(
+        self,
+        my_id: int,
+        addresses: dict[int, tuple[str, int]],
+        *,
+        listeners: list[trio.SocketListener] | None = None,
+        retry_initial: float = 0.05,
+        retry_max: float = 1.0,
+        connect_timeout: float = 5.0,
+        incoming_buffer: int = 1024,
+    ) -> None:
+        """``listeners``: already-bound election sockets (tests bind port 0 first to learn it)."""
+        if my_id not in addresses:
+            raise ValueError(f"server {my_id} has no election address")
+        self.my_id = my_id
+        self.addresses = dict(addresses)
+        self.peers = tuple(sorted(sid for sid in self.addresses if sid != my_id))
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.connect_timeout = connect_timeout
+        self._listeners = listeners
+        self._pending: dict[int, Notification] = {}
+        self._wakeups: dict[int, trio.Event] = {sid: trio.Event() for sid in self.peers}
+        self._incoming_send, self.incoming = trio.open_memory_channel[Notification](incoming_buffer)
+        self.ports: list[int] = []  # what we are bound to, once run() has started
+
+    def send(self, sid: int, n: Notification) -> None:
+        """Queue ``n`` for ``sid``, replacing any notification not yet sent to it; never blocks."""
+        if sid not in self._wakeups:
+            raise ValueError(f"no election peer {sid}")
+        self._pending[sid] = n
+        self._wakeups[sid].set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind (unless given listeners), connect to every peer, serve until cancelled."""
+        listeners = self._listeners
+        if listeners is None:
+            host, port = self.addresses[self.my_id]
+            listeners = await trio.open_tcp_listeners(port, host=host or None)
+        self.ports = sorted({int(lst.socket.getsockname()[1]) for lst in listeners})
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(trio.serve_listeners, self._receive_from, listeners)
+                for sid in self.peers:
+                    nursery.start_soon(self._send_to, sid)
+                task_status.started()
+        finally:
+            self._incoming_send.close()
+
+    # -- outgoing: one sending connection per peer ------------------------------------------
+
+    async def _send_to(self, sid: int) -> None:
+        host, port = self.addresses[sid]
+        delay = self.retry_initial
+        while True:
+            stream: trio.SocketStream | None = None
+            with trio.move_on_after(self.connect_timeout):
+                try:
+                    stream = await trio.open_tcp_stream(host, port)
+                except OSError as e:
+                    log.debug("election: cannot reach server %d at %s:%d: %s", sid, host, port, e)
+            if stream is None:
+                await trio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            connected_at = trio.current_time()
+            async with stream:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        # The peer never writes to this connection, so anything readable means it
+                        # hung up (restart, rejected hello): reconnect now rather than writing the
+                        # next vote into a dead socket.
+                        nursery.start_soon(self._watch_hangup, stream, nursery.cancel_scope)
+                        await self._pump(sid, stream)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                    log.debug("election: connection to server %d lost: %s", sid, e)
+            # Back off unless the link had been healthy for a while: a peer that keeps hanging up
+            # on us (say, our sid is not in its config) must not be redialled in a tight loop.
+            if trio.current_time() - connected_at > self.retry_max:
+                delay = self.retry_initial
+            await trio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    async def _pump(self, sid: int, stream: trio.SocketStream) -> None:
+        await stream.send_all(encode_frame(["hello", self.my_id]))
+        while True:
+            while sid not in self._pending:
+                self._wakeups[sid] = event = trio.Event()
+                await event.wait()
+            n = self._pending.pop(sid)
+            try:
+                await stream.send_all(encode_frame(n.pack()))
+            except BaseException:
+                # Not (known to be) sent: keep it for the next connection unless superseded.
+                self._pending.setdefault(sid, n)
+                raise
+
+    @staticmethod
+    async def _watch_hangup(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await stream.receive_some(1)
+        scope.cancel()
+
+    # -- incoming: connections that only receive --------------------------------------------
+
+    async def _receive_from(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                await self._read_notifications(stream)
+            except (WireError, ValueError) as e:
+                log.warning("election: closing connection from %s: %s", _peer_name(stream), e)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+                log.debug("election: connection from %s lost: %s", _peer_name(stream), e)
+
+    async def _read_notifications(self, stream: trio.SocketStream) -> None:
+        decoder = FrameDecoder(MAX_ELECTION_FRAME)
+        sid: int | None = None
+        while True:
+            data = await stream.receive_some()
+            if not data:
+                return
+            decoder.feed(data)
+            while (msg := decoder.next_message()) is not None:
+                if sid is None:
+                    sid = self._hello(msg)
+                    continue
+                n = Notification.unpack(msg)
+                if n.sid != sid:
+                    raise ValueError(f"server {sid} sent a notification signed by {n.sid}")
+                try:
+                    await self._incoming_send.send(n)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    return  # run() is ending or nobody listens any more
+
+    def _hello(self, msg: list[object]) -> int:
+        if len(msg) != 2 or msg[0] != "hello":
+            raise ValueError(f"expected hello, got {msg!r}")
+        sid = msg[1]
+        if not isinstance(sid, int) or isinstance(sid, bool) or sid not in self.peers:
+            raise ValueError(f"hello from unknown server {sid!r}")
+        return sid
+
+
+def _peer_name(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"

@@ -1,0 +1,73 @@
+"""One TCP connection between two peers, as framed messages: a queue out, a decoder in.
+
+Sending never blocks the caller (the leader broadcasts to every learner from one task); a
+writer task drains the queue, joining whatever queued meanwhile into one write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from zkpy.replication.wire import FrameDecoder, encode_frame
+
+
+class PeerGone(Exception):
+    """The other side closed the connection."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The error inside the exception groups trio's nurseries wrap it in."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)] or list(exc.exceptions)
+        exc = inner[0]
+    return exc
+
+
+class PeerLink:
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._decoder = FrameDecoder()
+        self._out: list[bytes] = []
+        self._wake = trio.Event()
+        self.closed = False
+
+    def send(self, message: list[Any] | tuple[Any, ...]) -> None:
+        self.send_frame(encode_frame(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        if not self.closed:
+            self._out.append(frame)
+            self._wake.set()
+
+    async def send_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                batch, self._out = self._out, []
+                if batch:
+                    await self.stream.send_all(b"".join(batch))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.closed = True
+
+    async def receive(self) -> list[Any]:
+        """The next message; raises PeerGone at end of stream, WireError on a bad frame."""
+        while True:
+            message = self._decoder.next_message()
+            if message is not None:
+                return message
+            try:
+                data = await self.stream.receive_some(1 << 16)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.closed = True
+                raise PeerGone("connection closed by peer")
+            self._decoder.feed(data)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()

@@ -1,0 +1,160 @@
+"""One ensemble member (Apache's QuorumPeer): elect, lead or follow, and elect again.
+
+The client, quorum and election ports are bound once for the life of the process. Clients are
+served only while this server is an up-to-date leader or learner; between roles every client
+connection is closed so the client moves to a server that serves. The election keeps running
+beside the roles, so a server that is LEADING or FOLLOWING answers a LOOKING one with the leader
+it follows: that is how a restarted server finds a running ensemble.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import trio
+
+from zkpy.replication import election as fle
+from zkpy.replication.election_net import ElectionNet
+from zkpy.replication.epochs import Epochs
+from zkpy.replication.history import History
+from zkpy.replication.leader import Leader, RoleEnded
+from zkpy.replication.learner import Learner
+from zkpy.replication.quorum import Quorum
+from zkpy.replication.serving import EnsembleServer
+from zkpy.server.config import ServerConfig
+from zkpy.server.durable import DurableStore
+from zkpy.server.node import ZooKeeperServer
+from zkpy.tree.datatree import DataTree
+
+log = logging.getLogger(__name__)
+
+
+class QuorumPeer:
+    def __init__(self, config: ServerConfig, store: DurableStore) -> None:
+        assert config.server_id is not None
+        self.config = config
+        self.my_id = config.server_id
+        self.is_observer = config.servers[self.my_id].role == "observer"
+        voters = [sid for sid, spec in config.servers.items() if spec.role != "observer"]
+        observers = [sid for sid, spec in config.servers.items() if spec.role == "observer"]
+        self.quorum = Quorum(voters)
+        self.store = store
+        self.epochs = Epochs(Path(store.snap_dir))
+        self.history = History()
+        self.tree = self._recover()
+        self.serving: EnsembleServer | None = None
+        self.role: Leader | Learner | None = None
+        self.election = fle.Election(self.my_id, frozenset(voters), frozenset(observers))
+        self.net = ElectionNet(
+            self.my_id, {sid: (spec.host, spec.election_port) for sid, spec in config.servers.items()}
+        )
+        self._decided = trio.Event()
+        self.state = "looking"
+
+    def _recover(self) -> DataTree:
+        replayed: list[tuple[int, bytes]] = []
+        tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
+        self.history = History(base=max(self.store.last_snapshot_zxid, 0))
+        for zxid, raw in replayed:
+            if zxid > self.history.last:
+                self.history.append(zxid, raw)
+        return tree
+
+    async def reload_tree(self) -> None:
+        """After a TRUNC below what the tree holds: rebuild the tree from disk."""
+        self.store.close_log()
+        self.tree = await trio.to_thread.run_sync(self._recover)
+
+    # -- the process ----------------------------------------------------------------
+    async def run(
+        self,
+        client_listeners: list[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        spec = self.config.servers[self.my_id]
+        quorum_listeners = await trio.open_tcp_listeners(spec.peer_port, host=spec.host)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.net.run)
+            nursery.start_soon(self._votes)
+            nursery.start_soon(trio.serve_listeners, self._handle_peer, quorum_listeners)
+            nursery.start_soon(trio.serve_listeners, self._handle_client, client_listeners)
+            log.info(
+                "server %d of %d (%s): quorum port %d, election port %d",
+                self.my_id, len(self.config.servers), spec.role, spec.peer_port, spec.election_port,
+            )  # fmt: skip
+            task_status.started()
+            while True:
+                await self._lead_or_follow()
+
+    async def _lead_or_follow(self) -> None:
+        started = trio.current_time()
+        self.state = "looking"
+        self._decided = trio.Event()
+        self._send(self.election.start(started, self.epochs.current, self.history.last))
+        await self._decided.wait()
+        vote = self.election.decided
+        assert vote is not None
+        log.info(
+            "election: leader is %d (zxid 0x%x, epoch %d), decided in %.3fs",
+            vote.leader, vote.zxid, vote.peer_epoch, trio.current_time() - started,
+        )  # fmt: skip
+        try:
+            if vote.leader == self.my_id:
+                self.state = "leading"
+                self.election.set_role(fle.LEADING)
+                self.role = Leader(self)
+            else:
+                self.state = "observing" if self.is_observer else "following"
+                self.election.set_role(fle.OBSERVING if self.is_observer else fle.FOLLOWING)
+                self.role = Learner(self, vote.leader)
+            await self.role.run()
+        except RoleEnded as e:
+            log.warning("%s; back to election", e)
+        except OSError as e:
+            log.warning("peer I/O failed: %s; back to election", e)
+        finally:
+            self.role = None
+            if self.serving is not None:
+                self.serving.close_all_clients()
+            self.serving = None
+        await trio.sleep(0.05)  # let the others notice too before voting again
+
+    def _send(self, messages: list[tuple[int, fle.Notification]]) -> None:
+        for sid, notification in messages:
+            self.net.send(sid, notification)
+
+    async def _votes(self) -> None:
+        """Feed the election every notification and every deadline, in every state."""
+        election = self.election
+        incoming = self.net.incoming
+        while True:
+            deadline = election.deadline()
+            with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 3600):
+                notification = await incoming.receive()
+                self._send(election.receive(trio.current_time(), notification))
+            if deadline is not None and trio.current_time() >= deadline:
+                self._send(election.tick(trio.current_time()))
+            if election.decided is not None and election.state != fle.LOOKING:
+                self._decided.set()
+
+    # -- connections ------------------------------------------------------------------
+    async def _handle_peer(self, stream: trio.SocketStream) -> None:
+        """A learner's link. It may arrive while this server still finishes the election that
+        makes it leader (the others decided first): give that a moment rather than refuse."""
+        with trio.move_on_after(1.0):
+            while self.role is None:
+                await trio.sleep(0.01)
+        role = self.role
+        if isinstance(role, Leader):
+            await role.adopt(stream)
+        else:
+            await stream.aclose()
+
+    async def _handle_client(self, stream: trio.SocketStream) -> None:
+        server: ZooKeeperServer | None = self.serving
+        if server is None:
+            await stream.aclose()  # not serving: the client tries another server
+            return
+        await server._handle_client(stream)

@@ -1,0 +1,167 @@
+"""The client-facing server of an ensemble member: the standalone ZooKeeperServer, told its
+role. The leader orders writes through its CommitPipeline, whose persist step is a quorum round;
+a learner's pipeline forwards writes and syncs to the leader and applies what the leader commits.
+Only the leader runs the session expirer and the container/TTL sweeper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from zkpy.jute.codec import JuteError, read_buffer
+from zkpy.jute.ops import OpCode
+from zkpy.server.node import ZooKeeperServer
+from zkpy.server.pipeline import Callback, CommitPipeline
+from zkpy.server.sessions import SessionTracker
+from zkpy.tree.apply import Applier, Result
+from zkpy.tree.txn import SERVER_AUTH, Txn
+from zkpy.tree.watches import WatchManager
+
+if TYPE_CHECKING:
+    from zkpy.server.config import ServerConfig
+    from zkpy.tree.datatree import DataTree
+
+LEADER, FOLLOWER, OBSERVER = "leader", "follower", "observer"
+
+
+class RawResponse(bytes):
+    """A reply body already encoded (a forwarded sync's path)."""
+
+    def write(self, out: bytearray) -> None:
+        out += self
+
+
+class TouchRecorder(SessionTracker):
+    """A learner's sessions: touched locally, reported to the leader with the next ping
+    (the leader's tracker is the one that expires sessions)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.touched: set[int] = set()
+
+    def touch(self, session_id: int) -> bool:
+        self.touched.add(session_id)
+        return super().touch(session_id)
+
+    def take_touched(self) -> list[int]:
+        touched, self.touched = self.touched, set()
+        return sorted(touched)
+
+
+class Forwarder:
+    """What a learner's pipeline needs from its learner role."""
+
+    def forward(
+        self, session_id: int, cxid: int, op: int, body: bytes, auth: tuple[tuple[str, str], ...]
+    ) -> None: ...
+
+    def forward_sync(self, session_id: int, cxid: int) -> None: ...
+
+
+class LearnerPipeline(CommitPipeline):
+    """Writes go to the leader; their outcome comes back as the committed transaction itself,
+    applied here in zxid order, and is matched to the waiting request by (session, cxid)."""
+
+    def __init__(self, applier: Applier, watches: WatchManager, forwarder: Forwarder) -> None:
+        super().__init__(applier, watches)
+        self.forwarder = forwarder
+        self.waiting: dict[tuple[int, int], Callback] = {}
+        self.syncs: dict[tuple[int, int], tuple[Callback, bytes]] = {}
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.syncs)
+
+    def submit(
+        self,
+        session_id: int,
+        cxid: int,
+        op: int,
+        body: bytes,
+        auth: tuple[tuple[str, str], ...] = SERVER_AUTH,
+        callback: Callback | None = None,
+    ) -> None:
+        if op == OpCode.SYNC:
+            if callback is not None:
+                self.syncs[(session_id, cxid)] = (callback, _sync_path(body))
+            self.forwarder.forward_sync(session_id, cxid)
+            return
+        if callback is not None:
+            self.waiting[(session_id, cxid)] = callback
+        self.forwarder.forward(session_id, cxid, op, body, auth)
+
+    async def run(self) -> None:
+        await trio.sleep_forever()
+
+    def apply_committed(self, txns: list[Txn]) -> None:
+        waiting = self.waiting
+        self.apply_batch(txns, [waiting.pop((t.session_id, t.cxid), None) for t in txns])
+
+    def refused(self, session_id: int, cxid: int, code: int, zxid: int) -> None:
+        callback = self.waiting.pop((session_id, cxid), None)
+        if callback is not None:
+            callback(Result(zxid, code))
+
+    def synced(self, session_id: int, cxid: int) -> None:
+        entry = self.syncs.pop((session_id, cxid), None)
+        if entry is not None:
+            callback, path = entry
+            callback(Result(self.applier.tree.last_zxid, 0, RawResponse(path)))
+
+
+def _sync_path(body: bytes) -> bytes:
+    """A sync reply echoes the request's path (a jute ustring) as it came."""
+    try:
+        raw, _ = read_buffer(body, 0)
+    except (JuteError, IndexError, ValueError):
+        return b"\xff\xff\xff\xff"
+    if raw is None:
+        return b"\xff\xff\xff\xff"
+    return len(raw).to_bytes(4, "big", signed=True) + raw
+
+
+class EnsembleServer(ZooKeeperServer):
+    def __init__(self, config: ServerConfig, tree: DataTree, role: str, epoch: int) -> None:
+        super().__init__(config, tree=tree)
+        self.state = role
+        self.forwards_sync = role != LEADER
+        self.pipeline.epoch = epoch
+        if role != LEADER:
+            self.sessions = TouchRecorder(config.tick_time, config.server_id or 0, clock=trio.current_time)
+
+    def use_pipeline(self, pipeline: CommitPipeline) -> None:
+        pipeline.on_applied = self._on_applied
+        pipeline.epoch = self.pipeline.epoch
+        self.pipeline = pipeline
+
+    async def serve_role(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The server's background work for this role; clients are routed here by the peer."""
+        for sid, (timeout, _) in self.tree.sessions.items():  # a fresh timeout each, as after a restart
+            self.sessions.add(sid, timeout)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.pipeline.run)
+            if self.state == LEADER:
+                nursery.start_soon(self._expire_sessions)
+                nursery.start_soon(self._sweep_containers)
+            task_status.started()
+
+    def _on_applied(self, txn: Txn, result: Result) -> None:
+        if txn.op == OpCode.CLOSE_SESSION and self.state != LEADER:
+            conn = self.by_session.get(txn.session_id)
+            if conn is not None and txn.session_id not in self.sessions.closing:
+                conn.close()  # expired by the leader: the client learns it when it reconnects
+        super()._on_applied(txn, result)
+
+    def close_all_clients(self) -> None:
+        for conn in list(self.connections):
+            conn.close()
+
+
+def noop(*_: Any) -> None:
+    """For callbacks nobody waits on."""
+
+
+OnApplied = Callable[[Txn, Result], None]
