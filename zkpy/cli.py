@@ -85,7 +85,8 @@ def _looks_like_word(arg: str) -> bool:
 def parse_status_args(server: str | None, word: str | None) -> tuple[str, int, str]:
     """`zkpy status [HOST[:PORT]] [WORD]` -> (host, port, word); `zkpy status WORD` asks the default server.
 
-    A lone argument of four letters is a word, not a host. Raises ValueError for an unknown four-letter word (checked before anything is sent) or a bad port.
+    A lone argument of four letters is a word, not a host. Raises ValueError for an unknown
+    four-letter word (checked before anything is sent) or a bad port.
     """
     from zkpy.server.config import ALL_FOUR_LETTER_WORDS
 
