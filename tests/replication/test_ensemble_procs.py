@@ -50,7 +50,7 @@ class Cluster:
             data_dir = home / "data"
             data_dir.mkdir(parents=True)
             (data_dir / "myid").write_text(f"{i + 1}\n")
-            settings = {"tickTime": "200", "initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
+            settings = {"tickTime": "200", "commitLogCount": "40", "initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
             write_config(home / "zoo.cfg", client_port, data_dir, settings)
             self.servers.append(
                 ServerProcess(
@@ -158,7 +158,7 @@ def test_ephemerals_and_session_survive_a_move_to_another_server(cluster: Cluste
     probe.sync("/")
     assert probe.exists("/eph") is None
     probe.stop()
-    zk.close()
+    zk.stop()
 
 
 def test_leader_killed_twice_writes_resume_and_nothing_acknowledged_is_lost(cluster: Cluster) -> None:

@@ -145,8 +145,8 @@ def test_kazoo_harness_keys_are_not_fatal() -> None:
         ("readonlymode.enabled=true", "no read-only mode yet"),
         ("enforceQuota=true", "no quotas"),
         ("serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory", "own network layer"),
-        ("quorumListenOnAllIPs=true", "ensembles are not implemented yet"),
-        ("standaloneEnabled=false", "ensembles are not implemented yet"),
+        ("quorumListenOnAllIPs=true", "zkpy's ensemble does not use it"),
+        ("standaloneEnabled=false", "zkpy's ensemble does not use it"),
         ("reconfigEnabled=true", "no dynamic reconfiguration"),
         ("jvmFlags=-Xmx2g", "not a Java process"),
         ("zookeeper.metricsProvider.className=x.Prometheus", "no metrics providers"),
@@ -188,7 +188,7 @@ def test_each_key_is_warned_about_once() -> None:
     c = parse_config(text, "/", source="zoo.cfg")
     assert c.warnings == [
         "zoo.cfg:4: admin.serverPort=2 has no effect in zkpy (no admin server; the four-letter words report status)",
-        "zoo.cfg:5: ssl.quorum.keyStore.password=*** has no effect in zkpy (ensembles are not implemented yet)",
+        "zoo.cfg:5: ssl.quorum.keyStore.password=*** has no effect in zkpy (zkpy's ensemble does not use it)",
     ]
 
 

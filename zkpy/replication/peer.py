@@ -55,7 +55,7 @@ class QuorumPeer:
     def _recover(self) -> DataTree:
         replayed: list[tuple[int, bytes]] = []
         tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
-        self.history = History(base=max(self.store.last_snapshot_zxid, 0))
+        self.history = History(base=max(self.store.last_snapshot_zxid, 0), limit=self.config.commit_log_count)
         for zxid, raw in replayed:
             if zxid > self.history.last:
                 self.history.append(zxid, raw)

@@ -116,6 +116,15 @@ class ServerConfig:
         except ValueError:
             return 60000
 
+    @property
+    def commit_log_count(self) -> int:
+        """How many recent transactions a leader keeps in memory to sync learners by DIFF
+        (zookeeper.commitLogCount); a learner further behind gets a snapshot."""
+        try:
+            return max(1, int(self.extra.get("commitLogCount", "100000")))
+        except ValueError:
+            return 100000
+
     def four_letter_allowed(self, word: str) -> bool:
         return word in self.four_letter_whitelist
 
@@ -348,7 +357,7 @@ _KNOWN = frozenset(
 
 # Keys kept in `extra` that the server reads from there.
 _USED_EXTRA = frozenset(
-    {"extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress"}
+    {"extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress", "commitLogCount"}
 )
 
 # The ssl.* keys the secure client port reads (zkpy/server/tls.py); the rest of ssl.* does nothing.
@@ -357,7 +366,7 @@ _TLS_PREFIXES = (
     "ssl.enabledProtocols", "ssl.protocol", "ssl.context.supplier.class",
 )  # fmt: skip
 
-_ENSEMBLE = "ensembles are not implemented yet"
+_ENSEMBLE = "zkpy's ensemble does not use it"
 _OWN_STORAGE = "zkpy has its own log and snapshot format"
 _THROTTLING = "no request throttling; globalOutstandingLimit bounds the queue"
 
@@ -419,7 +428,6 @@ _NO_EFFECT = (
     _rule("digest.", "no tree digests", "false", "no"),
     _rule("fsync.", "no fsync time warning"),
     _rule("snapshot.", _OWN_STORAGE),
-    _rule("commitLogCount", _OWN_STORAGE),
     _rule("snapSizeLimitInKb", _OWN_STORAGE),
     _rule("txnLogSizeLimitInKb", _OWN_STORAGE),
     _rule("serializeLastProcessedZxid", _OWN_STORAGE),
