@@ -41,16 +41,28 @@ def wait_for(condition, what: str, timeout: float = 60.0):  # type: ignore[no-un
 
 
 class Cluster:
-    def __init__(self, root: Path, n: int, extra: dict[str, str] | None = None) -> None:
-        ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
-        quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
+    def __init__(self, root: Path, n: int, observers: int = 0, extra: dict[str, str] | None = None) -> None:
+        ports = [(free_port(), free_port(), free_port()) for _ in range(n + observers)]
+        quorum = {
+            f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" + (":observer" if i >= n else "")
+            for i, p in enumerate(ports)
+        }
         self.servers: list[ServerProcess] = []
         for i, (client_port, _, _) in enumerate(ports):
             home = root / f"s{i + 1}"
             data_dir = home / "data"
             data_dir.mkdir(parents=True)
             (data_dir / "myid").write_text(f"{i + 1}\n")
-            settings = {"tickTime": "200", "commitLogCount": "40", "initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
+            settings = {
+                "tickTime": "200",
+                "commitLogCount": "40",
+                "initLimit": "10",
+                "syncLimit": "5",
+                **quorum,
+                **(extra or {}),
+            }
+            if i >= n:
+                settings["peerType"] = "observer"
             write_config(home / "zoo.cfg", client_port, data_dir, settings)
             self.servers.append(
                 ServerProcess(
@@ -129,6 +141,17 @@ def server_view(server: ServerProcess, root: str) -> dict[str, bytes]:
 def test_one_leader_and_writes_through_every_server(cluster: Cluster) -> None:
     modes = sorted(mode(s) or "-" for s in cluster.servers)
     assert modes == ["follower", "follower", "leader"]
+    leader = cluster.leader()
+    mntr = dict(
+        line.split("\t", 1)
+        for line in four_letter(leader.host, leader.port, "mntr").splitlines()
+        if "\t" in line
+    )
+    assert mntr["zk_server_state"] == "leader" and mntr["zk_peer_state"] == "leading - broadcast"
+    wait_for(
+        lambda: "zk_synced_followers\t2" in four_letter(leader.host, leader.port, "mntr"),
+        "2 synced followers",
+    )
     for i, server in enumerate(cluster.servers):
         zk = client(server.hosts)
         zk.create(f"/via{i}", f"from {server.hosts}".encode())
@@ -219,3 +242,30 @@ def test_follower_restarts_and_catches_up_by_diff_then_by_snap(cluster: Cluster)
     assert "SNAP" in leader.log_path.read_text()
     assert server_view(follower, "/c") == server_view(leader, "/c")
     zk.stop()
+
+
+def test_observer_serves_reads_forwards_writes_and_never_votes() -> None:
+    root = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-"))
+    c = Cluster(root, 3, observers=1)
+    try:
+        c.start_all()
+        observer = c.servers[3]
+        assert mode(observer) == "observer"
+        zk = client(observer.hosts)
+        zk.create("/from-observer", b"o")
+        assert zk.get("/from-observer")[0] == b"o"
+        zk.stop()
+        assert server_view(c.servers[0], "/").get("from-observer") == b"o"
+        # Two of three voters down: the observer must not make a quorum with the last one.
+        leader = c.leader()
+        followers = [s for s in c.servers[:3] if s is not leader]
+        followers[0].kill()
+        followers[1].kill()
+        wait_for(lambda: mode(leader) is None, "the leader to step down without a voting quorum")
+        assert mode(observer) is None
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -34,7 +34,9 @@ LEADER = [z(1, 1), z(1, 2), z(1, 3), z(2, 1), z(2, 2)]
         (z(1, 4), z(1, 4), SNAP, z(2, 2), []),  # truncating would go below its snapshot
     ],
 )
-def test_plan_from_the_start(learner_last: int, learner_snap: int, mode: str, point: int, sent: list[int]) -> None:
+def test_plan_from_the_start(
+    learner_last: int, learner_snap: int, mode: str, point: int, sent: list[int]
+) -> None:
     plan = history(0, LEADER).plan_sync(learner_last, learner_snap, tree_zxid=z(2, 2))
     assert (plan.mode, plan.zxid) == (mode, point)
     assert plan.txns == [f"{x:x}".encode() for x in sent]

@@ -142,7 +142,6 @@ def test_kazoo_harness_keys_are_not_fatal() -> None:
         ("skipACL=yes", "ACLs are always checked"),
         ("authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider", "no pluggable"),
         ("sasl.enabled=true", "no SASL"),
-        ("readonlymode.enabled=true", "no read-only mode yet"),
         ("enforceQuota=true", "no quotas"),
         ("serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory", "own network layer"),
         ("quorumListenOnAllIPs=true", "zkpy's ensemble does not use it"),
@@ -416,5 +415,4 @@ def test_kazoo_harness_config(tmp_path: Path) -> None:
         "serverCnxnFactory",
         "authProvider.1",
         "reconfigEnabled",
-        "readonlymode.enabled",
     ]

@@ -20,7 +20,6 @@ ticks is dropped, and a leader that no longer hears a quorum steps down.
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,6 +28,7 @@ from zkpy.replication.history import SNAP
 from zkpy.replication.link import PeerGone, PeerLink, root_cause
 from zkpy.replication.serving import LEADER, EnsembleServer
 from zkpy.replication.wire import WireError, encode_frame
+from zkpy.server.fourletter import LeaderStats
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
@@ -79,6 +79,7 @@ class Leader:
         self._nursery: trio.Nursery | None = None
         self._failure: str | None = None
         self.started_at = trio.current_time()
+        self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
 
     # -- the role ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -138,7 +139,9 @@ class Leader:
             heard = {self.me}
             for learner in list(self.learners.values()):
                 if now - learner.last_heard > self.sync_limit:
-                    log.warning("learner %d silent for %.1fs: dropping it", learner.sid, now - learner.last_heard)
+                    log.warning(
+                        "learner %d silent for %.1fs: dropping it", learner.sid, now - learner.last_heard
+                    )
                     learner.scope.cancel()
                     continue
                 learner.link.send_frame(ping)
@@ -281,7 +284,8 @@ class Leader:
         server.pipeline.persist = self.replicate
         server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
         server.metric_sources.append(peer.store.metrics)
-        server.metric_sources.append(self.metrics)
+        server.leader_stats = self.stats
+        server.quorum_size = len(self.quorum.voters)
         self.server = server
         pending = [Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid)]
         if pending:
@@ -301,6 +305,9 @@ class Leader:
             history.append(txn.zxid, raw)
             packed.append(raw)
         frame = encode_frame(["proposal", packed])
+        size = len(frame)
+        _, low, high = self.proposal_sizes
+        self.proposal_sizes = (size, size if low < 0 else min(low, size), max(high, size))
         for learner in self.learners.values():
             learner.link.send_frame(frame)
         await peer.store.persist(txns)
@@ -351,16 +358,17 @@ class Leader:
         else:
             raise ValueError(f"unexpected message {tag!r} from learner {learner.sid}")
 
-    def metrics(self) -> dict[str, int | float | str]:
-        synced = [x for x in self.learners.values() if x.synced]
-        return {
-            "learners": len(self.learners),
-            "synced_followers": sum(1 for x in synced if x.voter),
-            "synced_non_voting_followers": sum(1 for x in synced if not x.voter),
-            "synced_observers": sum(1 for x in synced if not x.voter),
-            "pending_syncs": sum(1 for x in self.learners.values() if not x.synced),
-            "followers": sum(1 for x in self.learners.values() if x.voter),
-        }
-
-
-INFINITE = math.inf
+    def stats(self) -> LeaderStats:
+        learners = list(self.learners.values())
+        synced = [x for x in learners if x.synced]
+        sizes = self.proposal_sizes
+        return LeaderStats(
+            learners=len(learners),
+            synced_followers=sum(1 for x in synced if x.voter),
+            synced_non_voting_followers=0,
+            synced_observers=sum(1 for x in synced if not x.voter),
+            pending_syncs=sum(1 for x in learners if not x.synced),
+            last_proposal_size=sizes[0],
+            min_proposal_size=sizes[1],
+            max_proposal_size=sizes[2],
+        )

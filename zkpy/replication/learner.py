@@ -86,7 +86,9 @@ class Learner(Forwarder):
                 return self.link
             except OSError as e:
                 if trio.current_time() > deadline:
-                    raise RoleEnded(f"cannot reach leader {self.leader_id} at {spec.host}:{spec.peer_port}: {e}") from None
+                    raise RoleEnded(
+                        f"cannot reach leader {self.leader_id} at {spec.host}:{spec.peer_port}: {e}"
+                    ) from None
                 await trio.sleep(min(self.tick, 0.1))
 
     async def _handshake(self, link: PeerLink) -> None:
@@ -96,7 +98,9 @@ class Learner(Forwarder):
         if tag != "leaderinfo":
             raise ValueError(f"expected leaderinfo, got {tag}")
         if epoch < peer.epochs.accepted:
-            raise RoleEnded(f"leader {self.leader_id} offers epoch {epoch}, older than accepted {peer.epochs.accepted}")
+            raise RoleEnded(
+                f"leader {self.leader_id} offers epoch {epoch}, older than accepted {peer.epochs.accepted}"
+            )
         peer.epochs.accept(epoch)
         link.send(["ackepoch", peer.epochs.current, peer.history.last, peer.store.last_snapshot_zxid])
         tag, mode, zxid, items, packed = await link.receive()
@@ -142,6 +146,7 @@ class Learner(Forwarder):
         server.use_pipeline(pipeline)
         pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
         server.metric_sources.append(peer.store.metrics)
+        server.quorum_size = len(peer.quorum.voters)
         self.server = server
         self.pipeline = pipeline
 
@@ -162,9 +167,7 @@ class Learner(Forwarder):
                 self.commit_zxid = max(self.commit_zxid, message[1])
                 self._apply()
             elif tag == "ping":
-                assert isinstance(server.sessions, type(server.sessions))
-                touched = server.sessions.take_touched() if hasattr(server.sessions, "take_touched") else []
-                link.send(["ping", touched])
+                link.send(["ping", server.touched_sessions()])
             elif tag == "uptodate":
                 self.commit_zxid = max(self.commit_zxid, message[1])
                 self._apply()

@@ -21,7 +21,7 @@ from zkpy.replication.history import History
 from zkpy.replication.leader import Leader, RoleEnded
 from zkpy.replication.learner import Learner
 from zkpy.replication.quorum import Quorum
-from zkpy.replication.serving import EnsembleServer
+from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
 from zkpy.server.node import ZooKeeperServer
@@ -93,6 +93,14 @@ class QuorumPeer:
         self.state = "looking"
         self._decided = trio.Event()
         self._send(self.election.start(started, self.epochs.current, self.history.last))
+        if self.config.read_only_mode:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_only_after, max(2.0, self.config.tick_time / 1000))
+                await self._decided.wait()
+                nursery.cancel_scope.cancel()
+            if self.serving is not None:  # the read-only server: its clients go find the quorum
+                self.serving.close_all_clients()
+                self.serving = None
         await self._decided.wait()
         vote = self.election.decided
         assert vote is not None
@@ -120,6 +128,12 @@ class QuorumPeer:
                 self.serving.close_all_clients()
             self.serving = None
         await trio.sleep(0.05)  # let the others notice too before voting again
+
+    async def _read_only_after(self, delay: float) -> None:
+        """Still no leader after `delay`: serve read-only clients until there is one."""
+        await trio.sleep(delay)
+        log.info("no quorum for %.1fs: serving read-only clients", delay)
+        self.serving = ReadOnlyServer(self.config, self.tree)
 
     def _send(self, messages: list[tuple[int, fle.Notification]]) -> None:
         for sid, notification in messages:

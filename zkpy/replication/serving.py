@@ -6,25 +6,31 @@ Only the leader runs the session expirer and the container/TTL sweeper.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from zkpy.errors import Code
 from zkpy.jute.codec import JuteError, read_buffer
 from zkpy.jute.ops import OpCode
+from zkpy.server.fourletter import LeaderStats, ServerStatus
 from zkpy.server.node import ZooKeeperServer
 from zkpy.server.pipeline import Callback, CommitPipeline
 from zkpy.server.sessions import SessionTracker
+from zkpy.server.status import build_status
 from zkpy.tree.apply import Applier, Result
 from zkpy.tree.txn import SERVER_AUTH, Txn
 from zkpy.tree.watches import WatchManager
 
 if TYPE_CHECKING:
+    from zkpy.jute.records import ConnectRequest
     from zkpy.server.config import ServerConfig
+    from zkpy.server.connection import ClientConnection
     from zkpy.tree.datatree import DataTree
 
-LEADER, FOLLOWER, OBSERVER = "leader", "follower", "observer"
+LEADER, FOLLOWER, OBSERVER, READ_ONLY = "leader", "follower", "observer", "read-only"
 
 
 class RawResponse(bytes):
@@ -129,8 +135,22 @@ class EnsembleServer(ZooKeeperServer):
         self.state = role
         self.forwards_sync = role != LEADER
         self.pipeline.epoch = epoch
+        self.peer_state = {LEADER: "leading", FOLLOWER: "following", OBSERVER: "observing"}[
+            role
+        ] + " - broadcast"
+        self.quorum_size = 0
+        self.leader_stats: Callable[[], LeaderStats] | None = None
         if role != LEADER:
             self.sessions = TouchRecorder(config.tick_time, config.server_id or 0, clock=trio.current_time)
+
+    def status(self) -> ServerStatus:
+        status = build_status(self)
+        status.read_only = self.state == READ_ONLY
+        status.peer_state = self.peer_state
+        status.quorum_size = self.quorum_size
+        if self.leader_stats is not None:
+            status.leader = self.leader_stats()
+        return status
 
     def use_pipeline(self, pipeline: CommitPipeline) -> None:
         pipeline.on_applied = self._on_applied
@@ -155,13 +175,64 @@ class EnsembleServer(ZooKeeperServer):
                 conn.close()  # expired by the leader: the client learns it when it reconnects
         super()._on_applied(txn, result)
 
+    def touched_sessions(self) -> list[int]:
+        """Sessions heard from since the last ping, for the leader's expirer."""
+        sessions = self.sessions
+        return sessions.take_touched() if isinstance(sessions, TouchRecorder) else []
+
     def close_all_clients(self) -> None:
         for conn in list(self.connections):
             conn.close()
 
 
-def noop(*_: Any) -> None:
-    """For callbacks nobody waits on."""
+class ReadOnlyPipeline(CommitPipeline):
+    """A server cut off from its quorum orders nothing: every write is NotReadOnly."""
+
+    def submit(
+        self,
+        session_id: int,
+        cxid: int,
+        op: int,
+        body: bytes,
+        auth: tuple[tuple[str, str], ...] = SERVER_AUTH,
+        callback: Callback | None = None,
+    ) -> None:
+        if callback is not None:
+            code = 0 if op in (OpCode.CLOSE_SESSION, OpCode.SYNC) else int(Code.NOT_READ_ONLY)
+            callback(
+                Result(
+                    self.applier.tree.last_zxid,
+                    code,
+                    RawResponse(b"\xff\xff\xff\xff") if op == OpCode.SYNC else None,
+                )
+            )
+
+    async def run(self) -> None:
+        await trio.sleep_forever()
 
 
-OnApplied = Callable[[Txn, Result], None]
+class ReadOnlyServer(EnsembleServer):
+    """readonlymode.enabled: while this server has no quorum it serves reads to clients that
+    asked for a read-only session, from its own (possibly stale) tree. Their sessions are local,
+    never written to the tree: nothing here may diverge from what the ensemble decides."""
+
+    def __init__(self, config: ServerConfig, tree: DataTree) -> None:
+        super().__init__(config, tree, READ_ONLY, 0)
+        self.use_pipeline(ReadOnlyPipeline(self.applier, self.watches))
+
+    def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
+        if not request.read_only:
+            return False  # a read-write client looks for a server with a quorum
+        config = self.config
+        timeout = max(config.min_session_timeout, min(config.max_session_timeout, request.timeout))
+        known = self.tree.sessions.get(request.session_id)
+        if request.session_id and known is not None and known[1] == request.passwd:
+            session_id, password = request.session_id, known[1]
+        else:
+            session_id, password = self.sessions.new_session_id(), os.urandom(16)
+        self.sessions.add(session_id, timeout)
+        self._attach(conn, session_id, timeout, password, True)
+        return True
+
+    async def serve_role(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()

@@ -392,7 +392,6 @@ def _rule(prefix: str, reason: str, *honoured: str) -> _NoEffect:
 _NO_EFFECT = (
     _rule("admin.enableServer", "no admin server; the four-letter words report status", "false", "no"),
     _rule("admin.", "no admin server; the four-letter words report status"),
-    _rule("readonlymode.enabled", "no read-only mode yet", "false", "no"),
     _rule("reconfigEnabled", "no dynamic reconfiguration", "false", "no"),
     _rule("standaloneEnabled", _ENSEMBLE, "true", "yes"),
     _rule("skipACL", "ACLs are always checked", "no", "false"),
