@@ -312,8 +312,7 @@ class Applier:
                 failed_at, failed_code = i, int(e.code)
                 break
             undos.append(undo)
-            result_type = OpCode.CREATE2 if op in (OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL) else op
-            responses.append((result_type, 0, response))
+            responses.append(self._multi_result(op, req, response))
         if failed_at < 0:
             result.response = MultiResponse(responses)
             return
@@ -326,6 +325,17 @@ class Applier:
             + [int(Code.RUNTIME_INCONSISTENCY)] * (len(request.ops) - failed_at - 1)
         )
         result.response = MultiResponse([(OpCode.ERROR, c, ErrorResponse(c)) for c in codes])
+
+    def _multi_result(self, op: int, req: Any, response: Any) -> tuple[int, int, Any]:
+        """One successful op's multi result, shaped as ZooKeeper's: it rebuilds every create inside a
+        multi from its flags, so a container or TTL create answers as create2 (path and the stat it was
+        created with) and any other create, create2 included, as create (path only)."""
+        if op not in _CREATE_OPS:
+            return op, 0, response
+        if req.flags in (4, 5, 6):
+            stat = response.stat if op != OpCode.CREATE else self.tree.nodes[response.path].stat()
+            return OpCode.CREATE2, 0, Create2Response(response.path, stat)
+        return OpCode.CREATE, 0, CreateResponse(response.path)
 
 
 def _no_undo() -> None:
