@@ -47,7 +47,7 @@ OUTPUT_HIGH_WATER = 4 * 1024 * 1024  # stop reading a client whose unsent replie
 _CLIENT_WRITE_OPS = WRITE_OPS - {OpCode.CREATE_SESSION, OpCode.DELETE_CONTAINER}
 # The request types ZooKeeper's Request.isValid accepts. Anything else is answered Unimplemented and the
 # connection is closed, as ZooKeeper's UnimplementedRequestProcessor does.
-_VALID_OPS = frozenset(OpCode) - {OpCode.NOTIFICATION, OpCode.ERROR, OpCode.AUTH, OpCode.SASL}
+_VALID_OPS = frozenset(OpCode) - {OpCode.NOTIFICATION, OpCode.ERROR}
 
 
 class _Pending:
