@@ -11,10 +11,20 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from zkpy import paths
-from zkpy.errors import BadArgumentsError, NoAuthError, NoNodeError, NoWatcherError, UnimplementedError
+from zkpy.errors import (
+    BadArgumentsError,
+    MarshallingError,
+    NoAuthError,
+    NoNodeError,
+    NoWatcherError,
+    ReconfigDisabledError,
+    UnimplementedError,
+    ZooKeeperError,
+)
+from zkpy.jute import javaorder
 from zkpy.jute.codec import JuteError, encode, write_buffer
 from zkpy.jute.ops import (
+    ADD_WATCH_PERSISTENT,
     ADD_WATCH_PERSISTENT_RECURSIVE,
     REQUEST_RECORDS,
     ClientInfo,
@@ -58,6 +68,25 @@ def _vector_of_strings(out: bytearray, items: list[str]) -> None:
         write_buffer(out, item.encode("utf-8"))
 
 
+def _node_key(path: str | None) -> str | None:
+    """ZooKeeper's tree also files the root under "" (its parent-less key), so reads of "" see the root."""
+    return "/" if path == "" else path
+
+
+# WatcherTypes ZooKeeper 3.8 knows (Children, Data, Any), and 3.9's Persistent and PersistentRecursive,
+# which zkpy's own client uses. Any other type fails the request as ZooKeeper's does: MarshallingError.
+_WATCHER_TYPES = frozenset({1, 2, 3, 4, 5})
+_PERSISTENT_TYPES = (4, 5)
+
+# Valid request types zkpy refuses, with ZooKeeper's answers: reconfig is disabled by default, only the
+# server itself deletes containers, and a session is created by the handshake only.
+_REFUSED: dict[int, type[ZooKeeperError]] = {
+    OpCode.RECONFIG: ReconfigDisabledError,
+    OpCode.DELETE_CONTAINER: BadArgumentsError,
+    OpCode.CREATE_SESSION: MarshallingError,
+}
+
+
 def _mask_digest(ident: str | None) -> str:
     return (ident or "").split(":", 1)[0] + ":x"
 
@@ -89,15 +118,15 @@ class Reads:
             return self.get_data_fast(body, caller)
         handler = self.handlers.get(op)
         if handler is None:
-            raise UnimplementedError()
+            raise _REFUSED.get(op, UnimplementedError)()
         request, _ = REQUEST_RECORDS[op].read(body, 0)
         return handler(request, caller)
 
     def _readable(self, path: str | None, caller: Caller) -> Any:
-        node = self.tree.nodes.get(path)  # type: ignore[arg-type]
+        # Reads never validate the path (ZooKeeper's don't): a path no znode has is simply NoNode.
+        node = self.tree.nodes.get(_node_key(path))  # type: ignore[arg-type]
         if node is None:
-            # Every stored path is valid, so only a miss needs validating (BadArguments vs NoNode).
-            raise NoNodeError(path=paths.validate(path))
+            raise NoNodeError(path=path)
         if node.acl is not OPEN_ACL and not allowed(node.acl, PERM_READ, caller.auth):
             raise NoAuthError(path=path)
         return node
@@ -119,10 +148,12 @@ class Reads:
         return _INT.pack(len(data)) + data + node.stat_bytes()
 
     def exists(self, req: Any, caller: Caller) -> bytes:
-        path = paths.validate(req.path)
+        path = req.path or ""
+        if "\0" in path:  # the one check ZooKeeper makes on a read's path
+            raise BadArgumentsError(path=path)
         if req.watch:
             self.watches.add_data_watch(path, caller)
-        node = self.tree.nodes.get(path)
+        node = self.tree.nodes.get(_node_key(path))  # type: ignore[arg-type]
         if node is None:
             raise NoNodeError(path=path)
         return node.stat_bytes()
@@ -132,14 +163,26 @@ class Reads:
         if req.watch:
             self.watches.add_child_watch(req.path, caller)
         out = bytearray()
-        _vector_of_strings(out, list(node.children))
+        _vector_of_strings(out, self._children_in_java_order(req.path, node))
         if with_stat:  # getChildren2
             out += node.stat_bytes()
         return bytes(out)
 
+    def _children_in_java_order(self, path: str, node: Any) -> list[str]:
+        """A node's children as ZooKeeper lists them: its HashSet's order (created with 8 buckets), each
+        bucket in creation order."""
+        children = node.children
+        if len(children) < 2:
+            return list(children)
+        nodes = self.tree.nodes
+        prefix = "/" if path in ("/", "") else path + "/"
+        cap = javaorder.capacity(len(children), 8)
+        bucket, string_hash = javaorder.bucket, javaorder.string_hash
+        return sorted(children, key=lambda name: (bucket(string_hash(name), cap), nodes[prefix + name].czxid))
+
     def get_acl(self, req: Any, caller: Caller) -> bytes:
-        path = paths.validate(req.path)
-        node = self.tree.nodes.get(path)
+        path = req.path
+        node = self.tree.nodes.get(_node_key(path))  # type: ignore[arg-type]
         if node is None:
             raise NoNodeError(path=path)
         can_admin = allowed(node.acl, PERM_ADMIN, caller.auth)
@@ -155,6 +198,10 @@ class Reads:
 
     def get_all_children_number(self, req: Any, caller: Caller) -> bytes:
         self._readable(req.path, caller)
+        # ZooKeeper counts the keys of its node map under path + "/"; "" (the root's other key) sees
+        # every node but itself, the root included.
+        if req.path == "":
+            return encode(CountResponse(self.tree.count_descendants("/") + 1))
         return encode(CountResponse(self.tree.count_descendants(req.path)))
 
     def get_ephemerals(self, req: Any, caller: Caller) -> bytes:
@@ -167,13 +214,13 @@ class Reads:
         for op, sub in req.ops:
             try:
                 node = self._readable(sub.path, caller)
-            except (NoNodeError, NoAuthError, BadArgumentsError) as e:
+            except (NoNodeError, NoAuthError) as e:
                 results.append((OpCode.ERROR, int(e.code), ErrorResponse(int(e.code))))
                 continue
             if op == OpCode.GET_DATA:
                 results.append((op, 0, GetDataResponse(node.data, node.stat())))
             else:
-                results.append((op, 0, GetChildrenResponse(list(node.children))))
+                results.append((op, 0, GetChildrenResponse(self._children_in_java_order(sub.path, node))))
         return encode(MultiResponse(results))
 
     def who_am_i(self, req: Any, caller: Caller) -> bytes:
@@ -190,19 +237,37 @@ class Reads:
         return bytes(out)
 
     def check_watches(self, req: Any, caller: Caller) -> bytes:
-        path = paths.validate(req.path)
-        if not self.watches.remove_watches(path, req.type, caller, dry_run=True):
+        path = req.path or ""
+        if req.type not in _WATCHER_TYPES:
+            raise MarshallingError(path=path)
+        if path and "/" not in path:
+            # ZooKeeper walks the path's parents here and fails on one without a '/'.
+            raise MarshallingError(path=path)
+        found = self.watches.remove_watches(path, req.type, caller, dry_run=True)
+        if not found and req.type in (1, 2):
+            # ZooKeeper files a persistent watch as both a data and a child watch.
+            found = any(self.watches.remove_watches(path, t, caller, dry_run=True) for t in _PERSISTENT_TYPES)
+        if not found:
             raise NoWatcherError(path=path)
         return b""
 
     def remove_watches(self, req: Any, caller: Caller) -> bytes:
-        path = paths.validate(req.path)
-        if not self.watches.remove_watches(path, req.type, caller):
+        path = req.path or ""
+        if req.type not in _WATCHER_TYPES:
+            raise MarshallingError(path=path)
+        found = self.watches.remove_watches(path, req.type, caller)
+        if not found and req.type in (1, 2):
+            # ZooKeeper files a persistent watch as both a data and a child watch, and removes just that
+            # half; zkpy keeps a persistent watch whole, so removing either half removes all of it.
+            found = any([self.watches.remove_watches(path, t, caller) for t in _PERSISTENT_TYPES])
+        if not found:
             raise NoWatcherError(path=path)
         return b""
 
     def add_watch(self, req: Any, caller: Caller) -> bytes:
-        path = paths.validate(req.path)
+        path = req.path or ""
+        if req.mode not in (ADD_WATCH_PERSISTENT, ADD_WATCH_PERSISTENT_RECURSIVE):
+            raise MarshallingError(path=path)  # ZooKeeper's WatcherMode.fromZooDef throws on other modes
         self.watches.add_persistent_watch(path, caller, recursive=req.mode == ADD_WATCH_PERSISTENT_RECURSIVE)
         return _ADD_WATCH_OK  # ZooKeeper answers addWatch with an ErrorResponse(0), not an empty body
 
