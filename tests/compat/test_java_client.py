@@ -31,6 +31,19 @@ SYSTEM_PROPERTIES = {
 }
 SERVER_CONFIG = {"extendedTypesEnabled": "true", **SYSTEM_PROPERTIES}
 
+# Known zkpy server bugs, by the ZkOps steps whose lines they change. While the only differences from Apache
+# are in these steps, the comparison is an expected failure (shown with its diff); a difference in any
+# other step fails the test. Remove an entry once its bug is fixed.
+KNOWN_BUG_STEPS = {
+    # /zookeeper/config: Apache gives it world:anyone READ (perms 1) and aversion -1 (DataTree sets the ACL
+    # with version -1); zkpy gives world:anyone ALL and aversion 0, so a plain client may setData/setACL/
+    # delete it. And deleting a special path (/zookeeper, /zookeeper/quota, /zookeeper/config) is
+    # BADARGUMENTS on Apache, while zkpy deletes /zookeeper/config and /zookeeper/quota (and says NOTEMPTY
+    # for /zookeeper). getConfig ("config") shows the same aversion, and the re-created node's null data.
+    "systemTree": "/zookeeper/config ACL and aversion; special paths deletable",
+    "config": "/zookeeper/config aversion (and its data after zkpy let it be deleted and re-created)",
+}
+
 # ZkOps stops starting steps after 240 s of its own; this is the hard limit on one run.
 RUN_TIMEOUT_S = 300
 
@@ -126,10 +139,24 @@ def test_java_client_sees_the_same_as_on_apache(zkops_classpath: str) -> None:
     )
 
     actual, zkpy_stderr, zkpy_log = run_against("zkpy", zkops_classpath)
-    if actual != reference:
-        diff = "\n".join(difflib.unified_diff(reference, actual, "apache", "zkpy", lineterm="", n=2))
-        pytest.fail(
-            "Apache's Java client sees zkpy differently from Apache ZooKeeper 3.8:\n"
-            f"{diff}\n--- client stderr (zkpy) ---\n{zkpy_stderr}\n--- zkpy server log ---\n{zkpy_log}",
-            pytrace=False,
-        )
+    if actual == reference:
+        return
+    diff = "\n".join(difflib.unified_diff(reference, actual, "apache", "zkpy", lineterm="", n=2))
+    steps = differing_steps(reference, actual)
+    if steps <= KNOWN_BUG_STEPS.keys():
+        pytest.xfail(f"known zkpy server bugs: {[KNOWN_BUG_STEPS[s] for s in sorted(steps)]}\n{diff}")
+    pytest.fail(
+        f"Apache's Java client sees zkpy differently from Apache ZooKeeper 3.8 (steps {sorted(steps)}):\n"
+        f"{diff}\n--- client stderr (zkpy) ---\n{zkpy_stderr}\n--- zkpy server log ---\n{zkpy_log}",
+        pytrace=False,
+    )
+
+
+def differing_steps(reference: list[str], actual: list[str]) -> set[str]:
+    """The steps (each line's prefix before ':') of the lines that differ between the two outputs."""
+    matcher = difflib.SequenceMatcher(a=reference, b=actual, autojunk=False)
+    changed: list[str] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "equal":
+            changed += reference[i1:i2] + actual[j1:j2]
+    return {line.split(":", 1)[0] for line in changed}

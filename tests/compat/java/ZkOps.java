@@ -26,6 +26,7 @@ import org.apache.zookeeper.Watcher.WatcherType;
 import org.apache.zookeeper.ZooDefs.Ids;
 import org.apache.zookeeper.ZooDefs.Perms;
 import org.apache.zookeeper.ZooKeeper;
+import org.apache.zookeeper.admin.ZooKeeperAdmin;
 import org.apache.zookeeper.client.ZKClientConfig;
 import org.apache.zookeeper.data.ACL;
 import org.apache.zookeeper.data.ClientInfo;
@@ -370,11 +371,15 @@ public final class ZkOps {
         return sorted(ids);
     }
 
-    static ZooKeeper connect(String address, Watcher watcher) throws IOException {
+    static ZKClientConfig clientConfig() {
         ZKClientConfig config = new ZKClientConfig();
         config.setProperty(ZKClientConfig.ENABLE_CLIENT_SASL_KEY, "false");
         config.setProperty(ZKClientConfig.ZOOKEEPER_REQUEST_TIMEOUT, String.valueOf(REQUEST_TIMEOUT_MS));
-        return new ZooKeeper(address, SESSION_TIMEOUT_MS, watcher, config);
+        return config;
+    }
+
+    static ZooKeeper connect(String address, Watcher watcher) throws IOException {
+        return new ZooKeeper(address, SESSION_TIMEOUT_MS, watcher, clientConfig());
     }
 
     // ------------------------------------------------------------------------------------------------- steps
@@ -793,8 +798,50 @@ public final class ZkOps {
 
     void systemTree() {
         op("getChildren /zookeeper", () -> sorted(zk.getChildren("/zookeeper", false)));
-        op("exists /zookeeper/quota", () -> String.valueOf(zk.exists("/zookeeper/quota", false) != null));
         op("getChildren /", () -> sorted(zk.getChildren("/", false)));
+        for (String path : List.of("/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config")) {
+            Stat s = new Stat();
+            op("getACL " + path, () -> acls(zk.getACL(path, s)) + " " + stat(s));
+            op("getData " + path, () -> str(zk.getData(path, false, null)));
+        }
+        op("setData /zookeeper/config", () -> stat(other.setData("/zookeeper/config", b("x"), -1)));
+        op("setACL /zookeeper/config", () -> stat(other.setACL("/zookeeper/config", OPEN, -1)));
+        op("delete /zookeeper/config", () -> {
+            other.delete("/zookeeper/config", -1);
+            return "ok";
+        });
+        op("setData /zookeeper/quota", () -> stat(other.setData("/zookeeper/quota", null, 0)));
+        op("create /zookeeper/x", () -> other.create("/zookeeper/x", null, OPEN, CreateMode.PERSISTENT));
+        op("delete /zookeeper/x", () -> {
+            other.delete("/zookeeper/x", -1);
+            return "ok";
+        });
+        for (String special : List.of("/zookeeper", "/zookeeper/quota", "/zookeeper/config")) {
+            op("create " + special, () -> other.create(special, null, OPEN, CreateMode.PERSISTENT));
+        }
+        for (String special : List.of("/zookeeper", "/zookeeper/quota", "/")) {
+            op("delete " + special, () -> {
+                other.delete(special, -1);
+                return "ok";
+            });
+        }
+        op("getChildren /zookeeper after", () -> sorted(zk.getChildren("/zookeeper", false)));
+    }
+
+    /** getConfig reads /zookeeper/config; reconfig is refused on a standalone server. */
+    void config() throws Exception {
+        Stat s = new Stat();
+        op("getConfig", () -> str(zk.getConfig(false, s)) + " " + stat(s));
+        ZooKeeperAdmin admin = new ZooKeeperAdmin(server, SESSION_TIMEOUT_MS, new Recorder("admin", true),
+                clientConfig());
+        try {
+            states(1);
+            op("reconfig", () -> str(admin.reconfigure(null, null,
+                    List.of("server.1=127.0.0.1:2888:3888;2181"), -1, new Stat())));
+        } finally {
+            admin.close();
+            states(1);
+        }
     }
 
     /** Watches survive a reconnect: the client re-sends them (setWatches) and misses no change. */
@@ -935,6 +982,7 @@ public final class ZkOps {
         step("acl", this::acl);
         step("sync", this::sync);
         step("systemTree", this::systemTree);
+        step("config", this::config);
         step("setWatches.reconnect", this::setWatchesAcrossReconnect);
         step("setWatches2.reconnect", this::setWatches2AcrossReconnect);
         step("container.sweep", this::containerSweep);
