@@ -488,6 +488,12 @@ def scenario_crud(w: Wire) -> None:
     s.call("getEphemerals", OpCode.GET_EPHEMERALS, PathRequest(b))
     s.call("getEphemerals prefix", OpCode.GET_EPHEMERALS, PathRequest(f"{b}/es"))
     s.call("getEphemerals none", OpCode.GET_EPHEMERALS, PathRequest("/nothing-here"))
+    for i in range(14):
+        s.call(f"create ephemeral {i}", OpCode.CREATE, create(f"{b}/many-{i}", flags=1 if i % 3 else 3))
+    s.call("getEphemerals many", OpCode.GET_EPHEMERALS, PathRequest("/"))
+    s.call("getEphemerals blank", OpCode.GET_EPHEMERALS, PathRequest("  "))
+    s.call("getEphemerals many prefix", OpCode.GET_EPHEMERALS, PathRequest(f"{b}/many-1"))
+    s.call("getChildren many", OpCode.GET_CHILDREN, PathWatchRequest(b, False))
     s.call("whoAmI", OpCode.WHO_AM_I)
     s.call("delete bad version", OpCode.DELETE, DeleteRequest(f"{b}/c2", 9))
     s.call("delete not empty", OpCode.DELETE, DeleteRequest(b, -1))

@@ -52,6 +52,13 @@ def bucket(h: int, cap: int) -> int:
     return (h ^ (h >> 16)) & (cap - 1)
 
 
+@lru_cache(maxsize=65536)
+def spread_string_hash(s: str) -> int:
+    """HashMap's spread of a String key's hashCode (unsigned): its bucket is this & (capacity - 1)."""
+    h = string_hash(s) & _MASK
+    return h ^ (h >> 16)
+
+
 def hash_order(items: Iterable[T], hash_of: Callable[[T], int], initial: int = 16) -> list[T]:
     """`items` (given in insertion order) in the order a Java HashSet holding them iterates."""
     seq = list(items)

@@ -87,6 +87,11 @@ _REFUSED: dict[int, type[ZooKeeperError]] = {
 }
 
 
+def _table_size_for(n: int) -> int:
+    """Java's HashMap.tableSizeFor: the power of two at or above n."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
 def _mask_digest(ident: str | None) -> str:
     return (ident or "").split(":", 1)[0] + ":x"
 
@@ -170,15 +175,28 @@ class Reads:
 
     def _children_in_java_order(self, path: str, node: Any) -> list[str]:
         """A node's children as ZooKeeper lists them: its HashSet's order (created with 8 buckets), each
-        bucket in creation order."""
+        bucket in creation order. The table is sized for the current count: a Java table never shrinks,
+        so after deletions ZooKeeper's may be larger than this one (the tree keeps no high-water mark)."""
         children = node.children
         if len(children) < 2:
             return list(children)
+        mask = javaorder.capacity(len(children), 8) - 1
+        spread = javaorder.spread_string_hash
+        keyed = sorted([(spread(name) & mask, name) for name in children])
+        ordered = [name for _, name in keyed]
+        # Names sharing a bucket keep their insertion (creation) order there.
         nodes = self.tree.nodes
         prefix = "/" if path in ("/", "") else path + "/"
-        cap = javaorder.capacity(len(children), 8)
-        bucket, string_hash = javaorder.bucket, javaorder.string_hash
-        return sorted(children, key=lambda name: (bucket(string_hash(name), cap), nodes[prefix + name].czxid))
+        i, n = 0, len(keyed)
+        while i < n:
+            b = keyed[i][0]
+            j = i + 1
+            while j < n and keyed[j][0] == b:
+                j += 1
+            if j - i > 1:
+                ordered[i:j] = sorted(ordered[i:j], key=lambda name: nodes[prefix + name].czxid)
+            i = j
+        return ordered
 
     def get_acl(self, req: Any, caller: Caller) -> bytes:
         path = req.path
@@ -205,9 +223,16 @@ class Reads:
         return encode(CountResponse(self.tree.count_descendants(req.path)))
 
     def get_ephemerals(self, req: Any, caller: Caller) -> bytes:
-        prefix = req.path or "/"
-        owned = self.tree.ephemerals.get(caller.session_id, ())
-        return encode(PathListResponse(sorted(p for p in owned if p.startswith(prefix))))
+        nodes = self.tree.nodes
+        owned = sorted(self.tree.ephemerals.get(caller.session_id, ()), key=lambda p: nodes[p].czxid)
+        # ZooKeeper lists a copy of the session's HashSet of paths: sized for its count, at least 16
+        # buckets, each bucket in creation order.
+        cap = max(16, _table_size_for(len(owned) * 4 // 3 + 1))
+        owned = sorted(owned, key=lambda p: javaorder.spread_string_hash(p) & (cap - 1))
+        prefix = req.path or ""
+        if prefix.strip() not in ("", "/"):  # a blank prefix or "/" lists them all
+            owned = [p for p in owned if p.startswith(prefix)]
+        return encode(PathListResponse(owned))
 
     def multi_read(self, req: Any, caller: Caller) -> bytes:
         results: list[tuple[int, int, Any]] = []
