@@ -135,9 +135,12 @@ class EnsembleServer(ZooKeeperServer):
         self.state = role
         self.forwards_sync = role != LEADER
         self.pipeline.epoch = epoch
-        self.peer_state = {LEADER: "leading", FOLLOWER: "following", OBSERVER: "observing"}[
-            role
-        ] + " - broadcast"
+        self.peer_state = {
+            LEADER: "leading - broadcast",
+            FOLLOWER: "following - broadcast",
+            OBSERVER: "observing - broadcast",
+            READ_ONLY: "looking",
+        }[role]
         self.quorum_size = 0
         self.leader_stats: Callable[[], LeaderStats] | None = None
         if role != LEADER:
