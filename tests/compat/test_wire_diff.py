@@ -412,6 +412,7 @@ def scenario_handshake(w: Wire) -> None:
     w.session("short-timeout", ConnectRequest(0, 0, 100, 0, b"\x00" * 16, False), record_handshake=True)
     w.session("long-timeout", ConnectRequest(0, 0, 10_000_000, 0, b"\x00" * 16, False), record_handshake=True)
     w.session("resume", ConnectRequest(0, 0, 10000, a.session_id, a.passwd, False), record_handshake=True)
+    a.expect_closed("after its session moved")
     bad = w.session("bad-password", ConnectRequest(0, 0, 10000, a.session_id, b"\x01" * 16, False), True)
     bad.expect_closed("after refusal")
     unknown = w.session("unknown-session", ConnectRequest(0, 0, 10000, 0x1234567, b"\x00" * 16, True), True)
@@ -688,8 +689,56 @@ def scenario_multi(w: Wire) -> None:
             (OpCode.GET_CHILDREN, PathWatchRequest(f"{b}/box", True)),
         ),
     )
+    o = w.session("o")
+    o.call("watch a", OpCode.GET_DATA, PathWatchRequest(f"{b}/a", True))
+    o.call("watch base children", OpCode.GET_CHILDREN, PathWatchRequest(b, True))
+    o.call("watch new", OpCode.EXISTS, PathWatchRequest(f"{b}/new", True))
+    o.call("watch recursive", OpCode.ADD_WATCH, AddWatchRequest(f"{b}/box", ADD_WATCH_PERSISTENT_RECURSIVE))
+    s.call(
+        "multi firing watches",
+        OpCode.MULTI,
+        multi(
+            (OpCode.CREATE, create(f"{b}/new")),
+            (OpCode.SET_DATA, SetDataRequest(f"{b}/a", b"m", -1)),
+            (OpCode.CREATE, create(f"{b}/box/in")),
+            (OpCode.SET_DATA, SetDataRequest(f"{b}/box/in", b"m", -1)),
+            (OpCode.DELETE, DeleteRequest(f"{b}/box/in", -1)),
+            (OpCode.DELETE, DeleteRequest(f"{b}/new", -1)),
+        ),
+    )
+    o.ping()
     s.call("setData fires multiRead's watch", OpCode.SET_DATA, SetDataRequest(f"{b}/a", b"z", -1))
     s.call("create fires multiRead's child watch", OpCode.CREATE, create(f"{b}/box/c"))
+
+
+def _raw_multi(*ops: tuple[int, bytes]) -> bytes:
+    out = b""
+    for op, body in ops:
+        out += struct.pack(">i?i", op, False, -1) + body
+    return out + struct.pack(">i?i", -1, True, -1)
+
+
+def scenario_multi_bad_ops(w: Wire) -> None:
+    b = "/wd-mbad"
+    s = w.session("s")
+    s.call("create base", OpCode.CREATE, create(b))
+    get = encode(PathWatchRequest(b, False))
+    mk = encode(create(f"{b}/x"))
+    s.call("multi with getData", OpCode.MULTI, raw=_raw_multi((OpCode.CREATE, mk), (OpCode.GET_DATA, get)))
+    s.call(
+        "multi with setACL",
+        OpCode.MULTI,
+        raw=_raw_multi((OpCode.SET_ACL, encode(SetACLRequest(b, OPEN, -1)))),
+    )
+    s.call("multi with op 999", OpCode.MULTI, raw=_raw_multi((OpCode.CREATE, mk), (999, b"")))
+    s.call(
+        "multiRead with create",
+        OpCode.MULTI_READ,
+        raw=_raw_multi((OpCode.GET_DATA, get), (OpCode.CREATE, mk)),
+    )
+    s.call("multi truncated", OpCode.MULTI, raw=struct.pack(">i?i", OpCode.CREATE, False, -1) + mk)
+    s.call("exists x", OpCode.EXISTS, PathWatchRequest(f"{b}/x", False))
+    s.ping("still open")
 
 
 def scenario_watches(w: Wire) -> None:
@@ -905,6 +954,7 @@ SCENARIOS: dict[str, Callable[[Wire], None]] = {
     "bad_paths_watches": scenario_bad_paths_watches,
     "special_creates": scenario_special_creates,
     "multi": scenario_multi,
+    "multi_bad_ops": scenario_multi_bad_ops,
     "watches": scenario_watches,
     "persistent_watches": scenario_persistent_watches,
     "set_watches": scenario_set_watches,
