@@ -34,15 +34,7 @@ SERVER_CONFIG = {"extendedTypesEnabled": "true", **SYSTEM_PROPERTIES}
 # Known zkpy server bugs, by the ZkOps steps whose lines they change. While the only differences from Apache
 # are in these steps, the comparison is an expected failure (shown with its diff); a difference in any
 # other step fails the test. Remove an entry once its bug is fixed.
-KNOWN_BUG_STEPS = {
-    # /zookeeper/config: Apache gives it world:anyone READ (perms 1) and aversion -1 (DataTree sets the ACL
-    # with version -1); zkpy gives world:anyone ALL and aversion 0, so a plain client may setData/setACL/
-    # delete it. And deleting a special path (/zookeeper, /zookeeper/quota, /zookeeper/config) is
-    # BADARGUMENTS on Apache, while zkpy deletes /zookeeper/config and /zookeeper/quota (and says NOTEMPTY
-    # for /zookeeper). getConfig ("config") shows the same aversion, and the re-created node's null data.
-    "systemTree": "/zookeeper/config ACL and aversion; special paths deletable",
-    "config": "/zookeeper/config aversion (and its data after zkpy let it be deleted and re-created)",
-}
+KNOWN_BUG_STEPS: dict[str, str] = {}
 
 # ZkOps stops starting steps after 240 s of its own; this is the hard limit on one run.
 RUN_TIMEOUT_S = 300

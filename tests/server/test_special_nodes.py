@@ -8,7 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import BadArgumentsError as KazooBadArguments
+from kazoo.exceptions import (
+    NoAuthError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
+from kazoo.security import OPEN_ACL_UNSAFE as KAZOO_OPEN_ACL
 from suite_settings import CONTAINER_CHECK_MS, CONTAINER_WAIT_S
 from zkraw import RawClient
 
@@ -180,3 +187,44 @@ def test_container_deletion_fires_watches(raw: RawClient, zk: KazooClient, base:
     assert on_node.wait(CONTAINER_WAIT_S), "no NodeDeleted for the swept container"
     assert on_parent.wait(5), "no NodeChildrenChanged on the swept container's parent"
     assert zk.get_children(base) == []
+
+
+# /zookeeper/config, as ZooKeeper's DataTree.addConfigNode makes it: world:anyone READ only, set with version
+# -1, so a plain client can read it but neither change its data nor its ACL.
+def test_config_node_is_read_only_with_aversion_minus_one(zk: KazooClient) -> None:
+    acl, stat = zk.get_acls("/zookeeper/config")
+    assert [(a.perms, a.id.scheme, a.id.id) for a in acl] == [(1, "world", "anyone")]
+    assert (stat.aversion, stat.version, stat.cversion) == (-1, 0, 0)
+    data, stat = zk.get("/zookeeper/config")  # what getConfig reads: '' on a standalone server, not null
+    assert data == b""
+    assert stat.aversion == -1
+
+
+def test_plain_client_cannot_write_the_config_node(zk: KazooClient) -> None:
+    with pytest.raises(NoAuthError):
+        zk.set("/zookeeper/config", b"x")
+    with pytest.raises(NoAuthError):
+        zk.set_acls("/zookeeper/config", KAZOO_OPEN_ACL)
+    data, stat = zk.get("/zookeeper/config")
+    assert (data, stat.version, stat.aversion) == (b"", 0, -1)
+
+
+@pytest.mark.parametrize("path", ["/", "/zookeeper", "/zookeeper/quota", "/zookeeper/config"])
+def test_special_paths_cannot_be_deleted(zk: KazooClient, path: str) -> None:
+    """BADARGUMENTS comes before the version, ACL and children checks (PrepRequestProcessor)."""
+    for version in (-1, 12345):
+        with pytest.raises(KazooBadArguments):
+            zk.delete(path, version=version)
+    assert zk.exists(path) is not None
+
+
+@pytest.mark.parametrize("path", ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"])
+def test_special_path_delete_fails_a_multi(zk: KazooClient, base: str, path: str) -> None:
+    t = zk.transaction()
+    t.create(f"{base}/before")
+    t.delete(path)
+    t.create(f"{base}/after")
+    results = t.commit()
+    assert [type(r) for r in results] == [RolledBackError, KazooBadArguments, RuntimeInconsistency]
+    assert zk.exists(f"{base}/before") is None
+    assert zk.exists(path) is not None

@@ -99,7 +99,7 @@ def test_a_tree_snapshot_lists_sessions_without_passwords_and_every_znode(tmp_pa
     lines = dumped(path)
     assert lines[:3] == [
         "snapshot snapshot.7: zxid 0x7",
-        "tree format 1, last zxid 0x7, 1 sessions",
+        "tree format 2, last zxid 0x7, 1 sessions",
         "session 0x1234 timeout 30000ms",
     ]
     assert not any("secret" in line for line in lines)

@@ -45,6 +45,7 @@ from zkpy.tree.datatree import (
     CONTAINER_OWNER,
     MAX_TTL,
     OPEN_ACL,
+    SPECIAL_PATHS,
     AclTuple,
     DataTree,
     is_normal_ephemeral,
@@ -215,7 +216,7 @@ class Applier:
     def _delete(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
         tree = self.tree
         path = paths.validate(req.path)
-        if path == "/":
+        if path in SPECIAL_PATHS:  # PrepRequestProcessor.getParentPathAndValidate, before any other check
             raise BadArgumentsError(path=path)
         parent_path = paths.parent(path)
         parent = tree.nodes.get(parent_path)

@@ -100,6 +100,20 @@ class ZNode:
 
 
 OPEN_ACL: AclTuple = ((31, "world", "anyone"),)
+READ_ACL: AclTuple = ((1, "world", "anyone"),)  # ZooDefs.Ids.READ_ACL_UNSAFE
+
+CONFIG_NODE = "/zookeeper/config"
+# The nodes ZooKeeper's DataTree.isSpecialPath names: deleting one is BADARGUMENTS before any other check.
+SPECIAL_PATHS = frozenset(("/", "/zookeeper", "/zookeeper/quota", CONFIG_NODE))
+
+
+def make_config_node() -> ZNode:
+    """/zookeeper/config as ZooKeeper's DataTree.addConfigNode makes it: empty data, and world:anyone READ
+    only (ZOOKEEPER-2014: reconfiguration is access controlled, so a plain client may neither setData nor
+    setACL it), set through setACL with version -1, which leaves its aversion at -1."""
+    node = ZNode(b"", READ_ACL, 0, 0, 0)
+    node.aversion = -1
+    return node
 
 
 class DataTree:
@@ -112,12 +126,13 @@ class DataTree:
         self.ttls: set[str] = set()
         self.sessions: dict[int, tuple[int, bytes]] = {}  # session id -> (timeout ms, password)
         self.last_zxid = 0
-        self._acl_cache: dict[AclTuple, AclTuple] = {OPEN_ACL: OPEN_ACL}
+        self._acl_cache: dict[AclTuple, AclTuple] = {OPEN_ACL: OPEN_ACL, READ_ACL: READ_ACL}
         self.data_size = 0
         root = ZNode(b"", OPEN_ACL, 0, 0, 0)
         self.nodes["/"] = root
-        for path in ("/zookeeper", "/zookeeper/quota", "/zookeeper/config"):
+        for path in ("/zookeeper", "/zookeeper/quota"):
             self._link(path, ZNode(b"", OPEN_ACL, 0, 0, 0))
+        self._link(CONFIG_NODE, make_config_node())
 
     def _link(self, path: str, node: ZNode) -> None:
         self.nodes[path] = node

@@ -4,10 +4,14 @@ Items are plain msgpack-able values, streamed so neither side holds a second cop
 the tree: first a header, then the ACL table, then nodes in chunks. Children sets are
 rebuilt from the paths on load, so node order in the stream does not matter.
 
-    ["zkpy-tree", 1, last_zxid, [[session_id, timeout_ms, password], ...]]
+    ["zkpy-tree", 2, last_zxid, [[session_id, timeout_ms, password], ...]]
     ["acls", [[[perms, scheme, id], ...], ...]]
     ["nodes", [[path, data, acl_index, czxid, mzxid, ctime, mtime, version, cversion, aversion,
                 ephemeral_owner, pzxid], ...]]
+
+Format 1 differs only in what it means: it was written while zkpy made /zookeeper/config with world:anyone
+ALL and aversion 0. Loading one gives that node ZooKeeper's own READ-only ACL and aversion -1 unless a
+setACL had changed it, so an upgraded server does not keep the system node writable by anyone.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from zkpy.tree.datatree import NO_CHILDREN, DataTree, ZNode
+from zkpy.tree.datatree import CONFIG_NODE, NO_CHILDREN, OPEN_ACL, DataTree, ZNode, make_config_node
 
 FORMAT = "zkpy-tree"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 CHUNK = 4096
 
 
@@ -49,7 +54,12 @@ def tree_items(tree: DataTree) -> Iterator[Any]:
 def load_tree(items: Iterable[Any]) -> DataTree:
     it = iter(items)
     header = next(it, None)
-    if not isinstance(header, list) or len(header) != 4 or header[0] != FORMAT or header[1] != VERSION:
+    if (
+        not isinstance(header, list)
+        or len(header) != 4
+        or header[0] != FORMAT
+        or header[1] not in READABLE_VERSIONS
+    ):
         raise SnapshotFormatError(f"not a zkpy tree snapshot (header {header!r:.80})")
     tree = DataTree()
     tree.nodes.clear()
@@ -88,6 +98,8 @@ def load_tree(items: Iterable[Any]) -> DataTree:
             raise SnapshotFormatError(f"unknown snapshot item {kind!r}")
     if "/" not in nodes:
         raise SnapshotFormatError("snapshot has no root node")
+    if header[1] == 1:
+        _upgrade_config_node(tree)
     size = 0
     for path, node in nodes.items():  # the hot loop of a restart: keep it to plain operations
         size += len(node.data or b"") + len(path)
@@ -105,6 +117,16 @@ def load_tree(items: Iterable[Any]) -> DataTree:
             tree.index_owner(path, node.ephemeral_owner)
     tree.data_size = size
     return tree
+
+
+def _upgrade_config_node(tree: DataTree) -> None:
+    """A format-1 tree's /zookeeper/config still has the ACL zkpy used to give it: put ZooKeeper's in its
+    place (see the module docstring), keeping the node's data and zxids. An ACL someone set is kept."""
+    old = tree.nodes.get(CONFIG_NODE)
+    if old is None or old.acl != OPEN_ACL or old.aversion != 0:
+        return
+    fresh = make_config_node()
+    old.acl, old.aversion = tree.intern_acl(fresh.acl), fresh.aversion
 
 
 def describe_items(items: Iterable[Any]) -> Iterator[str]:
