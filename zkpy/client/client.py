@@ -15,10 +15,10 @@ from typing import Any
 import trio
 
 from zkpy import paths
-from zkpy.client.connection import Connection
+from zkpy.client.connection import LIVE_STATES, Connection
 from zkpy.client.events import Callback, EventDispatcher, EventStream, State
 from zkpy.client.watches import CHILD, DATA, EXIST, PERSISTENT, RECURSIVE
-from zkpy.errors import Code, NodeExistsError, NoNodeError, ZooKeeperError, error_for_code
+from zkpy.errors import Code, NodeExistsError, NoNodeError, NotReadOnlyError, ZooKeeperError, error_for_code
 from zkpy.jute import ops
 from zkpy.jute.ops import OpCode
 from zkpy.jute.records import ACL, OPEN_ACL_UNSAFE, Stat
@@ -74,7 +74,8 @@ class Client:
 
     @property
     def connected(self) -> bool:
-        return self._conn.state in (State.CONNECTED, State.RECONNECTED)
+        """True while requests can be sent: connected read-write, or read-only (CONNECTED_RO)."""
+        return self._conn.state in LIVE_STATES
 
     @property
     def session_id(self) -> int:
@@ -96,8 +97,9 @@ class Client:
 
     @property
     def read_only_connection(self) -> bool:
-        """True while connected to a server that is serving read-only (only with `read_only=True`)."""
-        return self._conn.connected_read_only
+        """True while connected to a server that is serving read-only (only with `read_only=True`);
+        the state is then CONNECTED_RO, and the client is looking for a read-write server."""
+        return self._conn.state is State.CONNECTED_RO
 
     @property
     def last_zxid(self) -> int:
@@ -144,7 +146,17 @@ class Client:
         return self._proto.to_server(paths.validate(path, sequential))
 
     async def _call(self, op: int, record: Any, path: str, watch: tuple[str, Any] | None = None) -> Any:
-        return await self._conn.call(op, record, path, watch)
+        try:
+            return await self._conn.call(op, record, path, watch)
+        except NotReadOnlyError as e:
+            # The bare code name says little: say why the write was refused and what to expect.
+            where = self._conn.server
+            server = f"{where[0]}:{where[1]}" if where else "the server"
+            raise NotReadOnlyError(
+                f"NOT_READ_ONLY: {server} is read-only (cut off from its quorum), writes are refused"
+                " until the client reaches a read-write server",
+                e.path,
+            ) from None
 
     # -- operations -------------------------------------------------------------------------------
 
@@ -417,14 +429,19 @@ async def connect(
     read_only: bool = False,
     auto_restart: bool = False,
     start_timeout: float | None = None,
+    randomize_hosts: bool = True,
 ) -> AsyncIterator[Client]:
     """Open a session to `hosts` ('h1:2181,h2:2181/chroot') and close it on exit.
 
     `timeout` is the session timeout asked of the server, in seconds. With `auto_restart`, an
     expired session is replaced by a fresh one at once (listeners see EXPIRED, then CONNECTED).
+    With `read_only`, a server without a quorum may take the connection read-only (state
+    CONNECTED_RO) until a read-write one is found. `randomize_hosts=False` tries the hosts in order.
     """
     dispatcher = EventDispatcher()
-    connection = Connection(hosts, timeout, dispatcher, read_only=read_only, auto_restart=auto_restart)
+    connection = Connection(
+        hosts, timeout, dispatcher, read_only=read_only, auto_restart=auto_restart, randomize=randomize_hosts
+    )
     client = Client(connection, dispatcher)
     try:
         async with trio.open_nursery() as nursery:

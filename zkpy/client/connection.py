@@ -5,11 +5,19 @@ host, resumes the session, and while connected runs a reader (which also enforce
 timeout) and a writer (which batches queued requests into one send and pings when idle). A lost
 connection fails the requests in flight with ConnectionLossError and moves on to the next host,
 keeping the session; only the server can say the session expired.
+
+Read-only mode (`read_only=True`), as Apache's ClientCnxn: a server cut off from its quorum may accept
+the connection read-only (state CONNECTED_RO). While so connected the IO task asks the other hosts, one
+at a time with a backoff from 0.5 s up to 60 s, whether they are read-write (the `isro` four-letter word
+on a fresh connection); the first that says "rw" gets the next connection attempt, and the read-only one
+is dropped. A session made on a read-only server is local to it, so until the client has once been
+connected read-write it asks the next server for a new session instead of presenting that one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import random
@@ -32,6 +40,15 @@ from zkpy.errors import ConnectionLossError, SessionExpiredError, ZooKeeperError
 log = logging.getLogger(__name__)
 
 EXPIRED_STATE = -112  # the `state` of the WatchedEvent every watcher gets when the session expires
+
+# States in which requests may be sent: a connection with a handshake done.
+LIVE_STATES = (State.CONNECTED, State.RECONNECTED, State.CONNECTED_RO)
+
+# Apache's pingRwServer backoff between read-write probes, in seconds (it starts at 0.1 s; a probe is a
+# TCP connect per host, so zkpy starts a little slower), and how long one probe may take.
+RW_PROBE_FIRST = 0.5
+RW_PROBE_MAX = 60.0
+RW_PROBE_TIMEOUT = 1.0
 
 
 class ConnectionClosedError(ZooKeeperError):
@@ -78,6 +95,27 @@ def parse_hosts(hosts: str) -> tuple[list[tuple[str, int]], str]:
     return out, chroot
 
 
+async def probe_read_write(host: tuple[str, int], timeout: float = RW_PROBE_TIMEOUT) -> bool:
+    """Whether the server at `host` says it serves read-write: `isro` on a fresh connection answers
+    "rw" or "ro" (a server without read-only mode enabled may not allow the word: that is a no)."""
+    answer = b""
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(*host)
+            async with stream:
+                await stream.send_all(b"isro")
+                with contextlib.suppress(OSError, trio.BrokenResourceError):
+                    await stream.send_eof()
+                while len(answer) < 64:
+                    data = await stream.receive_some(64)
+                    if not data:
+                        break
+                    answer += data
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+    return answer.strip() == b"rw"
+
+
 class Connection:
     def __init__(
         self,
@@ -99,6 +137,9 @@ class Connection:
         self.state = State.CONNECTING
         self.server: tuple[str, int] | None = None
         self.connected_read_only = False
+        # False until a handshake with a read-write server: a session a read-only server made is local.
+        self._seen_rw_server = False
+        self._rw_server: tuple[str, int] | None = None  # a probe found it read-write: connect there next
         self._host_index = -1
         self._state_changed = trio.Event()
         self._restart = trio.Event()
@@ -119,7 +160,7 @@ class Connection:
     async def wait_connected(self, limit: float | None = None) -> None:
         """Wait for a live connection; raise if the session expired, the client closed, or `limit` passes."""
         deadline = trio.current_time() + (self.timeout if limit is None else limit)
-        while self.state not in (State.CONNECTED, State.RECONNECTED):
+        while self.state not in LIVE_STATES:
             if self.state is State.EXPIRED:
                 raise SessionExpiredError()
             if self.state is State.CLOSED:
@@ -132,7 +173,7 @@ class Connection:
     async def call(
         self, op: int, record: Any, path: str | None = None, watch: tuple[str, Any] | None = None
     ) -> Any:
-        if self.state not in (State.CONNECTED, State.RECONNECTED):
+        if self.state not in LIVE_STATES:
             await self.wait_connected()
         pending = self.protocol.request(op, record, path, watch)
         self._flush()
@@ -187,7 +228,7 @@ class Connection:
     async def close(self, close_session: bool = True) -> None:
         if self.state is State.CLOSED:
             return
-        if close_session and self.state in (State.CONNECTED, State.RECONNECTED):
+        if close_session and self.state in LIVE_STATES:
             from zkpy.jute.ops import EmptyRecord, OpCode
 
             with trio.move_on_after(min(self.timeout, 5)):
@@ -210,7 +251,10 @@ class Connection:
                     if not self.auto_restart:
                         await self._restart.wait()
                     self._restart = trio.Event()
-                host = self._next_host()
+                host = self._rw_server or self._next_host()
+                if self._rw_server is not None:
+                    self._host_index = self.hosts.index(self._rw_server)
+                    self._rw_server = None
                 try:
                     stream = await self._open(host)
                 except (OSError, trio.TooSlowError) as exc:
@@ -233,7 +277,7 @@ class Connection:
                     self.server = None
                     for pending in self.protocol.connection_lost():
                         self._wake(pending)
-                    if self.state in (State.CONNECTED, State.RECONNECTED) and not self._closing:
+                    if self.state in LIVE_STATES and not self._closing:
                         self._set_state(State.SUSPENDED)
                 if reached or self.state is State.EXPIRED:
                     failures = 0
@@ -256,6 +300,8 @@ class Connection:
     async def _session(self, stream: trio.SocketStream, host: tuple[str, int]) -> bool:
         """Handshake, then serve the connection until it drops; False if the handshake did not finish."""
         protocol = self.protocol
+        if not self._seen_rw_server and protocol.session_id:
+            protocol.forget_session()  # ClientCnxn: sessId = seenRwServerBefore ? sessionId : 0
         protocol.connect(self.requested_timeout_ms, self.read_only)
         await stream.send_all(protocol.data_to_send())
         outcome: Connected | Expired | None = None
@@ -274,18 +320,39 @@ class Connection:
         assert isinstance(outcome, Connected)
         self.server = host
         self.connected_read_only = outcome.read_only
-        self._set_state(State.CONNECTED if outcome.new_session else State.RECONNECTED)
+        if outcome.read_only:
+            self._set_state(State.CONNECTED_RO)
+        else:
+            self._seen_rw_server = True
+            self._set_state(State.CONNECTED if outcome.new_session else State.RECONNECTED)
         self._handle(leftover)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._until_dropped, self._writer, stream, nursery.cancel_scope)
+            if outcome.read_only and len(self.hosts) > 1:
+                nursery.start_soon(self._until_dropped, self._seek_rw_server, host, nursery.cancel_scope)
             await self._until_dropped(self._reader, stream, nursery.cancel_scope)
         return True
 
+    async def _seek_rw_server(self, current: tuple[str, int]) -> None:
+        """While connected read-only: probe the other hosts in turn, backing off as Apache's pingRwServer
+        does, until one answers "rw"; then drop this connection (the next attempt goes there)."""
+        others = [h for h in self.hosts if h != current]
+        interval = RW_PROBE_FIRST
+        for i in itertools.count():
+            await trio.sleep(interval)
+            interval = min(2 * interval, RW_PROBE_MAX)
+            candidate = others[i % len(others)]
+            if await probe_read_write(candidate):
+                log.info("read-write server found at %s:%d; leaving the read-only one", *candidate)
+                self._rw_server = candidate
+                raise _ConnectionDropped(f"read-write server found at {candidate}")
+
     @staticmethod
-    async def _until_dropped(loop: Any, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
-        """Run the reader or writer; when either finds the connection broken, stop both."""
+    async def _until_dropped(loop: Any, arg: Any, scope: trio.CancelScope) -> None:
+        """Run the reader, the writer or the read-write seeker; when one finds the connection broken (or
+        not worth keeping), stop them all."""
         try:
-            await loop(stream)
+            await loop(arg)
         except _DROPPED as exc:
             log.debug("connection dropped: %r", exc)
         finally:

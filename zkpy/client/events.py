@@ -30,6 +30,9 @@ class State(enum.Enum):
     CONNECTED = "connected"  # a new session (the first one, or after a restart)
     SUSPENDED = "suspended"  # the connection is lost; the session may still be alive
     RECONNECTED = "reconnected"  # the same session, on a new connection
+    # Connected to a server cut off from its quorum (only with read_only=True): reads work and may be stale,
+    # writes raise NotReadOnlyError; the client looks for a read-write server meanwhile and moves there.
+    CONNECTED_RO = "connected_read_only"
     EXPIRED = "expired"  # the server says the session is gone; its ephemerals and watches with it
     CLOSED = "closed"  # closed by the user
 

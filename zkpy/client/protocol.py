@@ -123,6 +123,11 @@ class ClientProtocol:
 
     # -- sending ------------------------------------------------------------------------------
 
+    def forget_session(self) -> None:
+        """Ask for a new session at the next handshake (the last one was local to a read-only server)."""
+        self.session_id = 0
+        self.passwd = b"\x00" * 16
+
     def connect(self, requested_timeout_ms: int, read_only: bool = False) -> None:
         """Start a handshake on a fresh connection (resuming the session if we have one)."""
         self._frames = FrameBuffer(self.max_frame)
