@@ -25,6 +25,7 @@ import logging
 import trio
 
 from zkpy.replication.election import Notification
+from zkpy.replication.environment import Network, TcpNetwork
 from zkpy.replication.wire import FrameDecoder, WireError, encode_frame
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class ElectionNet:
         my_id: int,
         addresses: dict[int, tuple[str, int]],
         *,
-        listeners: list[trio.SocketListener] | None = None,
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
+        network: Network | None = None,
         retry_initial: float = 0.05,
         retry_max: float = 1.0,
         connect_timeout: float = 5.0,
@@ -57,6 +59,7 @@ class ElectionNet:
         self.retry_max = retry_max
         self.connect_timeout = connect_timeout
         self._listeners = listeners
+        self.network: Network = network or TcpNetwork()
         self._pending: dict[int, Notification] = {}
         self._wakeups: dict[int, trio.Event] = {sid: trio.Event() for sid in self.peers}
         self._incoming_send, self.incoming = trio.open_memory_channel[Notification](incoming_buffer)
@@ -74,8 +77,10 @@ class ElectionNet:
         listeners = self._listeners
         if listeners is None:
             host, port = self.addresses[self.my_id]
-            listeners = await trio.open_tcp_listeners(port, host=host or None)
-        self.ports = sorted({int(lst.socket.getsockname()[1]) for lst in listeners})
+            listeners = await self.network.listen(host, port)
+        self.ports = sorted(
+            {int(lst.socket.getsockname()[1]) for lst in listeners if isinstance(lst, trio.SocketListener)}
+        )
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, self._receive_from, listeners)
@@ -91,10 +96,10 @@ class ElectionNet:
         host, port = self.addresses[sid]
         delay = self.retry_initial
         while True:
-            stream: trio.SocketStream | None = None
+            stream: trio.abc.Stream | None = None
             with trio.move_on_after(self.connect_timeout):
                 try:
-                    stream = await trio.open_tcp_stream(host, port)
+                    stream = await self.network.connect(host, port)
                 except OSError as e:
                     log.debug("election: cannot reach server %d at %s:%d: %s", sid, host, port, e)
             if stream is None:
@@ -119,7 +124,7 @@ class ElectionNet:
             await trio.sleep(delay)
             delay = min(delay * 2, self.retry_max)
 
-    async def _pump(self, sid: int, stream: trio.SocketStream) -> None:
+    async def _pump(self, sid: int, stream: trio.abc.Stream) -> None:
         await stream.send_all(encode_frame(["hello", self.my_id]))
         while True:
             while sid not in self._pending:
@@ -134,14 +139,14 @@ class ElectionNet:
                 raise
 
     @staticmethod
-    async def _watch_hangup(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    async def _watch_hangup(stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await stream.receive_some(1)
         scope.cancel()
 
     # -- incoming: connections that only receive --------------------------------------------
 
-    async def _receive_from(self, stream: trio.SocketStream) -> None:
+    async def _receive_from(self, stream: trio.abc.Stream) -> None:
         async with stream:
             try:
                 await self._read_notifications(stream)
@@ -150,7 +155,7 @@ class ElectionNet:
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 log.debug("election: connection from %s lost: %s", _peer_name(stream), e)
 
-    async def _read_notifications(self, stream: trio.SocketStream) -> None:
+    async def _read_notifications(self, stream: trio.abc.Stream) -> None:
         decoder = FrameDecoder(MAX_ELECTION_FRAME)
         sid: int | None = None
         while True:
@@ -179,7 +184,9 @@ class ElectionNet:
         return sid
 
 
-def _peer_name(stream: trio.SocketStream) -> str:
+def _peer_name(stream: trio.abc.Stream) -> str:
+    if not isinstance(stream, trio.SocketStream):
+        return repr(stream)
     try:
         host, port = stream.socket.getpeername()[:2]
     except OSError:

@@ -9,6 +9,7 @@ Apache ZooKeeper uses the same file names; ours live in zkpy's own data subdirec
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 ACCEPTED = "acceptedEpoch"
@@ -52,22 +53,33 @@ def write_epoch(directory: Path, name: str, value: int) -> None:
 
 
 class Epochs:
-    """The two epochs of one server, cached in memory, persisted before any change is relied on."""
+    """The two epochs of one server, cached in memory, persisted before any change is relied on.
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.accepted = read_epoch(directory, ACCEPTED)
-        self.current = read_epoch(directory, CURRENT)
+    `load(name)` and `save(name, value)` reach the storage: files in a directory in production
+    (`in_directory`), a simulated disk under zkpy.testing."""
+
+    def __init__(self, load: Callable[[str], int], save: Callable[[str, int], None], where: str = "") -> None:
+        self._save = save
+        self.accepted = load(ACCEPTED)
+        self.current = load(CURRENT)
         if self.current > self.accepted:  # written in this order; a crash between leaves current <= accepted
             raise EpochFileError(
-                f"{directory}: currentEpoch {self.current} is ahead of acceptedEpoch {self.accepted}"
+                f"{where}: currentEpoch {self.current} is ahead of acceptedEpoch {self.accepted}"
             )
+
+    @classmethod
+    def in_directory(cls, directory: Path) -> Epochs:
+        return cls(
+            lambda name: read_epoch(directory, name),
+            lambda name, value: write_epoch(directory, name, value),
+            str(directory),
+        )
 
     def accept(self, epoch: int) -> None:
         if epoch < self.accepted:
             raise ValueError(f"acceptedEpoch would go back from {self.accepted} to {epoch}")
         if epoch != self.accepted:
-            write_epoch(self.directory, ACCEPTED, epoch)
+            self._save(ACCEPTED, epoch)
             self.accepted = epoch
 
     def make_current(self, epoch: int) -> None:
@@ -75,5 +87,5 @@ class Epochs:
             raise ValueError(f"currentEpoch would go back from {self.current} to {epoch}")
         self.accept(epoch)
         if epoch != self.current:
-            write_epoch(self.directory, CURRENT, epoch)
+            self._save(CURRENT, epoch)
             self.current = epoch

@@ -280,7 +280,7 @@ class Leader:
         """A quorum holds the leader's whole history: it is committed; serve it."""
         peer = self.peer
         peer.epochs.make_current(self.epoch)
-        server = EnsembleServer(peer.config, peer.tree, LEADER, self.epoch)
+        server = EnsembleServer(peer.config, peer.tree, LEADER, self.epoch, peer.env)
         server.pipeline.persist = self.replicate
         server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
         server.metric_sources.append(peer.store.metrics)

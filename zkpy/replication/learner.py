@@ -81,7 +81,7 @@ class Learner(Forwarder):
         deadline = trio.current_time() + self.init_limit
         while True:
             try:
-                stream = await trio.open_tcp_stream(spec.host, spec.peer_port)
+                stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
                 self.link = PeerLink(stream)
                 return self.link
             except OSError as e:
@@ -141,7 +141,7 @@ class Learner(Forwarder):
     def _make_server(self, epoch: int) -> None:
         peer = self.peer
         # After a restart the tree already holds the whole log; what it lacks is in `unapplied`.
-        server = EnsembleServer(peer.config, peer.tree, self.role, epoch)
+        server = EnsembleServer(peer.config, peer.tree, self.role, epoch, peer.env)
         pipeline = LearnerPipeline(server.applier, server.watches, self)
         server.use_pipeline(pipeline)
         pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)

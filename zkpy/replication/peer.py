@@ -10,20 +10,18 @@ it follows: that is how a restarted server finds a running ensemble.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import trio
 
 from zkpy.replication import election as fle
 from zkpy.replication.election_net import ElectionNet
-from zkpy.replication.epochs import Epochs
+from zkpy.replication.environment import Environment, Store
 from zkpy.replication.history import History
 from zkpy.replication.leader import Leader, RoleEnded
 from zkpy.replication.learner import Learner
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.server.config import ServerConfig
-from zkpy.server.durable import DurableStore
 from zkpy.server.node import ZooKeeperServer
 from zkpy.tree.datatree import DataTree
 
@@ -31,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class QuorumPeer:
-    def __init__(self, config: ServerConfig, store: DurableStore) -> None:
+    def __init__(self, config: ServerConfig, store: Store, env: Environment | None = None) -> None:
         assert config.server_id is not None
         self.config = config
         self.my_id = config.server_id
@@ -40,14 +38,17 @@ class QuorumPeer:
         observers = [sid for sid, spec in config.servers.items() if spec.role == "observer"]
         self.quorum = Quorum(voters)
         self.store = store
-        self.epochs = Epochs(Path(store.snap_dir))
+        self.env = env or Environment()
+        self.epochs = store.epochs()
         self.history = History()
         self.tree = self._recover()
         self.serving: EnsembleServer | None = None
         self.role: Leader | Learner | None = None
         self.election = fle.Election(self.my_id, frozenset(voters), frozenset(observers))
         self.net = ElectionNet(
-            self.my_id, {sid: (spec.host, spec.election_port) for sid, spec in config.servers.items()}
+            self.my_id,
+            {sid: (spec.host, spec.election_port) for sid, spec in config.servers.items()},
+            network=self.env.network,
         )
         self._decided = trio.Event()
         self.state = "looking"
@@ -69,12 +70,19 @@ class QuorumPeer:
     # -- the process ----------------------------------------------------------------
     async def run(
         self,
-        client_listeners: list[trio.abc.Listener[trio.abc.Stream]],
+        client_listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Serve until cancelled. Client listeners are bound by the caller (run.py binds them
+        before recovery, to fail fast on a port in use), or here through the environment."""
         spec = self.config.servers[self.my_id]
-        quorum_listeners = await trio.open_tcp_listeners(spec.peer_port, host=spec.host)
+        network = self.env.network
+        if client_listeners is None:
+            client_listeners = await network.listen(
+                self.config.client_port_address, self.config.client_port or 0
+            )
+        quorum_listeners = await network.listen(spec.host, spec.peer_port)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.net.run)
             nursery.start_soon(self._votes)
@@ -133,7 +141,7 @@ class QuorumPeer:
         """Still no leader after `delay`: serve read-only clients until there is one."""
         await trio.sleep(delay)
         log.info("no quorum for %.1fs: serving read-only clients", delay)
-        self.serving = ReadOnlyServer(self.config, self.tree)
+        self.serving = ReadOnlyServer(self.config, self.tree, self.env)
 
     def _send(self, messages: list[tuple[int, fle.Notification]]) -> None:
         for sid, notification in messages:

@@ -6,7 +6,6 @@ Only the leader runs the session expirer and the container/TTL sweeper.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ from zkpy.tree.watches import WatchManager
 
 if TYPE_CHECKING:
     from zkpy.jute.records import ConnectRequest
+    from zkpy.replication.environment import Environment
     from zkpy.server.config import ServerConfig
     from zkpy.server.connection import ClientConnection
     from zkpy.tree.datatree import DataTree
@@ -130,8 +130,13 @@ def _sync_path(body: bytes) -> bytes:
 
 
 class EnsembleServer(ZooKeeperServer):
-    def __init__(self, config: ServerConfig, tree: DataTree, role: str, epoch: int) -> None:
+    def __init__(self, config: ServerConfig, tree: DataTree, role: str, epoch: int, env: Environment) -> None:
         super().__init__(config, tree=tree)
+        self.pipeline.wall_clock_ms = env.wall_clock_ms
+        self.random_bytes = env.rng.randbytes
+        # ZooKeeper's session id layout: server id in the top byte, then time, then a count.
+        first_id = (env.wall_clock_ms() << 24 & 0x00FFFFFFFFFFFFFF) >> 8 | (config.server_id or 0) << 56
+        first_id += env.rng.getrandbits(16)
         self.state = role
         self.forwards_sync = role != LEADER
         self.pipeline.epoch = epoch
@@ -143,8 +148,10 @@ class EnsembleServer(ZooKeeperServer):
         }[role]
         self.quorum_size = 0
         self.leader_stats: Callable[[], LeaderStats] | None = None
-        if role != LEADER:
-            self.sessions = TouchRecorder(config.tick_time, config.server_id or 0, clock=trio.current_time)
+        tracker = SessionTracker if role == LEADER else TouchRecorder
+        self.sessions = tracker(
+            config.tick_time, config.server_id or 0, clock=trio.current_time, first_id=first_id
+        )
 
     def status(self) -> ServerStatus:
         status = build_status(self)
@@ -158,6 +165,7 @@ class EnsembleServer(ZooKeeperServer):
     def use_pipeline(self, pipeline: CommitPipeline) -> None:
         pipeline.on_applied = self._on_applied
         pipeline.epoch = self.pipeline.epoch
+        pipeline.wall_clock_ms = self.pipeline.wall_clock_ms
         self.pipeline = pipeline
 
     async def serve_role(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -219,8 +227,8 @@ class ReadOnlyServer(EnsembleServer):
     asked for a read-only session, from its own (possibly stale) tree. Their sessions are local,
     never written to the tree: nothing here may diverge from what the ensemble decides."""
 
-    def __init__(self, config: ServerConfig, tree: DataTree) -> None:
-        super().__init__(config, tree, READ_ONLY, 0)
+    def __init__(self, config: ServerConfig, tree: DataTree, env: Environment) -> None:
+        super().__init__(config, tree, READ_ONLY, 0, env)
         self.use_pipeline(ReadOnlyPipeline(self.applier, self.watches))
 
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
@@ -232,7 +240,7 @@ class ReadOnlyServer(EnsembleServer):
         if request.session_id and known is not None and known[1] == request.passwd:
             session_id, password = request.session_id, known[1]
         else:
-            session_id, password = self.sessions.new_session_id(), os.urandom(16)
+            session_id, password = self.sessions.new_session_id(), self.random_bytes(16)
         self.sessions.add(session_id, timeout)
         self._attach(conn, session_id, timeout, password, True)
         return True

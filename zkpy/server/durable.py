@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -33,6 +33,9 @@ from zkpy.tree.apply import Applier
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import load_tree, tree_items
 from zkpy.tree.txn import Txn
+
+if TYPE_CHECKING:
+    from zkpy.replication.epochs import Epochs
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +197,12 @@ class DurableStore:
             await trio.sleep(hours * 3600)
             deleted = await trio.to_thread.run_sync(purge, self.snap_dir, self.log_dir, retain)
             log.info("autopurge removed %d files", len(deleted))
+
+    def epochs(self) -> Epochs:
+        """ZAB's acceptedEpoch/currentEpoch files, beside the snapshots."""
+        from zkpy.replication.epochs import Epochs
+
+        return Epochs.in_directory(self.snap_dir)
 
     def close_log(self) -> None:
         """Before recovering again (a TRUNC below the tree): the next recover() reopens it."""

@@ -172,6 +172,7 @@ class ZooKeeperServer:
         self.connections: set[ClientConnection] = set()
         self.by_session: dict[int, ClientConnection] = {}
         self.stats = ServerStats(started=time.time())
+        self.random_bytes: Callable[[int], bytes] = os.urandom  # session passwords (seeded in simulation)
         self.state = "standalone"
         # Extra mntr lines from the parts around the server (storage, later replication).
         self.metric_sources: list[Callable[[], dict[str, int | float | str]]] = []
@@ -244,7 +245,7 @@ class ZooKeeperServer:
         read_only = None if request.read_only is None else False
         if request.session_id == 0:
             session_id = self.sessions.new_session_id()
-            password = os.urandom(16)
+            password = self.random_bytes(16)
 
             def created(result: Result) -> None:
                 self._attach(conn, session_id, timeout, password, read_only)
@@ -318,7 +319,7 @@ class ZooKeeperServer:
         """
         while True:
             await trio.sleep(self.container_check_ms / 1000)
-            for path in collectable_nodes(self.tree, int(time.time() * 1000)):
+            for path in collectable_nodes(self.tree, self.pipeline.wall_clock_ms()):
                 self.pipeline.submit(0, 0, OpCode.DELETE_CONTAINER, encode(DeleteRequest(path, -1)))
 
     # -- four-letter words ------------------------------------------------------------

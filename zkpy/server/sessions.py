@@ -14,15 +14,23 @@ from collections.abc import Callable
 
 
 class SessionTracker:
-    def __init__(self, tick_ms: int, server_id: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tick_ms: int,
+        server_id: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        first_id: int | None = None,
+    ) -> None:
         self.tick_ms = tick_ms
         self.clock = clock
         self.timeouts: dict[int, int] = {}  # session id -> timeout ms
         self._deadline: dict[int, int] = {}  # session id -> bucket (ms)
         self._buckets: dict[int, set[int]] = {}
         self.closing: set[int] = set()  # expired or closed, close txn not yet applied
-        self._next_id = ((int(time.time() * 1000) << 24) & 0x00FFFFFFFFFFFFFF) >> 8 | (server_id << 56)
-        self._next_id += int.from_bytes(os.urandom(2), "big")
+        if first_id is None:  # ZooKeeper's: the server id, then the start time, then a count
+            first_id = ((int(time.time() * 1000) << 24) & 0x00FFFFFFFFFFFFFF) >> 8 | (server_id << 56)
+            first_id += int.from_bytes(os.urandom(2), "big")
+        self._next_id = first_id
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

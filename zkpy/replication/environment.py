@@ -1,0 +1,83 @@
+"""What an ensemble member takes from the world, injected so the same code runs on real sockets,
+disks and clocks in production and on simulated ones under `zkpy.testing` (one seed, virtual
+time, in-memory links and disks; see zkpy/testing/cluster.py).
+
+- Network: how to listen and connect. TcpNetwork is the real one.
+- Store: the durable log, snapshots and epochs. zkpy.server.durable.DurableStore is the real one.
+- wall_clock_ms: the time written into transactions (ctime/mtime, TTL expiry).
+- rng: session ids and passwords.
+Time for timeouts, heartbeats and expiry is trio's clock, which a MockClock replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+if TYPE_CHECKING:
+    from zkpy.replication.epochs import Epochs
+    from zkpy.tree.datatree import DataTree
+    from zkpy.tree.txn import Txn
+
+
+class Network(Protocol):
+    async def listen(self, host: str, port: int) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        """Bind; OSError when the address cannot be had."""
+        ...
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        """A stream to host:port; OSError when nobody listens there or it cannot be reached."""
+        ...
+
+
+class TcpNetwork:
+    async def listen(self, host: str, port: int) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        return list(await trio.open_tcp_listeners(port, host=host or None))
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        return await trio.open_tcp_stream(host, port)
+
+
+class Store(Protocol):
+    """A server's durable state. Every method that returns has made its change durable."""
+
+    last_snapshot_zxid: int
+
+    def recover(self, replayed: Callable[[int, bytes], None] | None = None) -> DataTree:
+        """The newest snapshot plus every logged transaction after it (each handed to `replayed`)."""
+        ...
+
+    async def persist(self, txns: list[Txn]) -> None: ...
+
+    async def truncate_after(self, zxid: int) -> None: ...
+
+    async def install_snapshot(self, zxid: int, items: list[Any]) -> None: ...
+
+    def close_log(self) -> None:
+        """Before recover() is called again (it reopens the log)."""
+        ...
+
+    def maybe_snapshot(self, tree: DataTree) -> None:
+        """Between batches: take a snapshot of `tree` if one is due."""
+        ...
+
+    def metrics(self) -> dict[str, int | float | str]: ...
+
+    def epochs(self) -> Epochs: ...
+
+
+def _urandom_rng() -> random.Random:
+    return random.Random(int.from_bytes(os.urandom(16), "big"))
+
+
+@dataclass
+class Environment:
+    network: Network = field(default_factory=TcpNetwork)
+    wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    rng: random.Random = field(default_factory=_urandom_rng)
