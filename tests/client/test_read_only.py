@@ -8,6 +8,7 @@ with readonlymode.enabled, where two members die and come back.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import struct
 import subprocess
@@ -26,7 +27,14 @@ from zkpy.errors import Code, ConnectionLossError, NotReadOnlyError
 from zkpy.jute.ops import XID_PING, OpCode
 from zkpy.jute.records import ConnectRequest, ConnectResponse
 from zkpy.server.protocol import connect_response, reply
-from zkpy.testing.procs import ServerProcess, four_letter, free_port, write_config
+from zkpy.testing.procs import (
+    APACHE_ZK_TOOL,
+    ServerProcess,
+    four_letter,
+    free_port,
+    running_ensemble,
+    write_config,
+)
 
 from .conftest import SERVER_KIND
 
@@ -234,16 +242,54 @@ def read_only_cluster() -> Iterator[Cluster]:
 
 @pytest.mark.timeout(240)
 async def test_ensemble_losing_and_regaining_its_quorum(read_only_cluster: Cluster) -> None:
-    cluster = read_only_cluster
+    await lose_and_regain_quorum(read_only_cluster.hosts, read_only_cluster.servers, read_only_cluster.spawn)
+
+
+@pytest.mark.apache
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(
+    reason="not yet investigated: against Apache's ensemble the client never reaches CONNECTED_RO within 60 s"
+    " (is readonlymode.enabled reaching the JVMs? does Apache's read-only server take a global session?)",
+    strict=False,
+)
+async def test_apache_ensemble_losing_and_regaining_its_quorum() -> None:
+    """The same against Apache ZooKeeper 3.8 (readonlymode.enabled is a Java system property there)."""
+    if shutil.which("java") is None or not APACHE_ZK_TOOL.exists():
+        pytest.skip("needs java and ../shared/tools/apache-zk")
+
+    def respawn(server: ServerProcess) -> None:
+        with java_properties({"readonlymode.enabled": "true"}):
+            server.start(wait=None)
+
+    with (
+        java_properties({"readonlymode.enabled": "true"}),
+        running_ensemble("apache", 3, {"tickTime": "200"}) as ensemble,
+    ):
+        await lose_and_regain_quorum(ensemble.hosts, ensemble.servers, respawn)
+
+
+@contextlib.contextmanager
+def java_properties(props: dict[str, str]) -> Iterator[None]:
+    """Apache's server JVMs started meanwhile get `props` as -D flags (JAVA_TOOL_OPTIONS)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAVA_TOOL_OPTIONS", " ".join(f"-D{k}={v}" for k, v in props.items()))
+        yield
+
+
+async def lose_and_regain_quorum(
+    hosts: str, servers: list[ServerProcess], respawn: Callable[[ServerProcess], None]
+) -> None:
+    """Connect read-only-capable, kill the two servers the client is not on: it sees CONNECTED_RO on the
+    survivor (reads work, writes raise NotReadOnlyError); bring them back: it ends up read-write with the
+    same session, and writes work again."""
     states: list[State] = []
-    async with zkpy.client.connect(cluster.hosts, timeout=4, read_only=True) as zk:
+    async with zkpy.client.connect(hosts, timeout=4, read_only=True) as zk:
         zk.add_listener(states.append)
         assert zk.state is State.CONNECTED
         await zk.create("/kept", b"before")
         session = zk.session_id
-        # Kill the two servers the client is not on: the survivor goes read-only after ~2 s.
-        survivor = next(s for s in cluster.servers if (s.host, s.port) == zk.server)
-        killed = [s for s in cluster.servers if s is not survivor]
+        survivor = next(s for s in servers if (s.host, s.port) == zk.server)
+        killed = [s for s in servers if s is not survivor]
         for server in killed:
             server.kill()
         await wait_state(zk, lambda: zk.state is State.CONNECTED_RO, 60)
@@ -256,7 +302,7 @@ async def test_ensemble_losing_and_regaining_its_quorum(read_only_cluster: Clust
             await zk.create("/new")
 
         for server in killed:
-            cluster.spawn(server)
+            respawn(server)
         await wait_state(zk, lambda: zk.state in (State.CONNECTED, State.RECONNECTED), 120)
         assert not zk.read_only_connection
         assert await zk.set("/kept", b"after")
