@@ -2,7 +2,10 @@
 """Load generator for any ZooKeeper-protocol server (zkpy or Apache), speaking jute directly.
 
     python scripts/bench.py --hosts 127.0.0.1:2181 --connections 8 --window 64 --duration 10 \\
-        --op get|set|create|mixed --size 100 [--processes P] [--json] [--server-pid PID]
+        --op get|set|create|mixed --size 100 [--processes P] [--json] [--server-pid PID[,PID...]]
+
+With several --hosts (an ensemble) the connections go round-robin over them (connection i, over all
+processes, to host i mod the number of hosts).
 
 It bypasses client libraries so that it measures the server: each connection is one session that
 keeps `--window` requests in flight (pipelined; ZooKeeper answers in order per connection), request
@@ -174,11 +177,12 @@ class Session:
             await self.stream.aclose()
 
 
-async def open_sessions(hosts: list[tuple[str, int]], n: int) -> list[Session]:
+async def open_sessions(hosts: list[tuple[str, int]], n: int, first: int = 0) -> list[Session]:
+    """`n` sessions spread round-robin over `hosts`: connection `first + i` goes to host (first + i) mod len."""
     sessions: list[Session | None] = [None] * n
 
     async def one(i: int) -> None:
-        sessions[i] = await Session.open(*hosts[i % len(hosts)])
+        sessions[i] = await Session.open(*hosts[(first + i) % len(hosts)])
 
     async with trio.open_nursery() as nursery:
         for i in range(n):
@@ -331,8 +335,9 @@ class WorkerConfig:
     start_at: float  # wall clock, shared by all workers
     warmup: float
     duration: float
-    server_pid: int | None
+    server_pids: list[int]
     verify: bool = False
+    first_connection: int = 0  # this process's connections are first_connection.. over all processes
 
 
 def check_reply(label: str, body: bytes, size: int) -> str | None:
@@ -363,7 +368,7 @@ def machine_busy() -> tuple[float, float]:
 
 
 async def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
-    sessions = await open_sessions(cfg.hosts, cfg.connections)
+    sessions = await open_sessions(cfg.hosts, cfg.connections, cfg.first_connection)
     workload = Workload(cfg.size, cfg.keys)
     lat: dict[str, array.array[float]] = {label: array.array("d") for label in set(cfg.labels)}
     errors: dict[str, collections.Counter[int]] = {label: collections.Counter() for label in lat}
@@ -393,8 +398,8 @@ async def run_worker(cfg: WorkerConfig) -> dict[str, Any]:
         samples[f"wall_{key}"] = now()
         if cfg.process == 0:
             samples[f"busy_{key}"], samples[f"total_{key}"] = machine_busy()
-            if cfg.server_pid:
-                samples[f"server_{key}"] = cpu_of_pid(cfg.server_pid)
+            for j, pid in enumerate(cfg.server_pids):
+                samples[f"server{j}_{key}"] = cpu_of_pid(pid)
 
     async def drive(i: int, session: Session) -> None:
         source = workload.source(cfg.labels, shard_name(cfg.process, i), cfg.process * 1000 + i, t_end)
@@ -516,10 +521,14 @@ def summarize(args: argparse.Namespace, labels: list[str], results: list[dict[st
         ) * (os.cpu_count() or 1)
         out["machine_busy_cores"] = round(cores, 2)
         out["machine_cores"] = os.cpu_count()
-    if "server_end" in s0:
-        out["server_cpu_cores"] = round(
-            (s0["server_end"] - s0["server_begin"]) / (s0["wall_end"] - s0["wall_begin"]), 2
-        )
+    each = [
+        (s0[f"server{j}_end"] - s0[f"server{j}_begin"]) / (s0["wall_end"] - s0["wall_begin"])
+        for j in range(len(args.server_pid))
+        if f"server{j}_end" in s0
+    ]
+    if each:
+        out["server_cpu_cores"] = round(sum(each), 2)  # all --server-pid processes together
+        out["server_cpu_cores_each"] = [round(c, 2) for c in each]
     return out
 
 
@@ -541,6 +550,8 @@ def print_report(summary: dict[str, Any]) -> None:
         line += f"; machine busy: {summary['machine_busy_cores']:.2f}/{summary['machine_cores']} cores"
     if "server_cpu_cores" in summary:
         line += f"; server: {summary['server_cpu_cores']:.2f} cores"
+        if len(summary["server_cpu_cores_each"]) > 1:
+            line += " (" + " + ".join(f"{c:.2f}" for c in summary["server_cpu_cores_each"]) + ")"
     print(line)
     if any(x > 0.9 for x in summary["client_cpu_per_process"]):
         print(
@@ -554,6 +565,7 @@ def run_workers(
     args: argparse.Namespace, hosts: list[tuple[str, int]], labels: list[str]
 ) -> list[dict[str, Any]]:
     start_at = time.time() + 1.0 + 0.2 * args.processes  # time to connect before the clock starts
+    per_process = split(args.connections, args.processes)
     configs = [
         WorkerConfig(
             hosts,
@@ -568,8 +580,9 @@ def run_workers(
             args.duration,
             args.server_pid,
             args.verify,
+            sum(per_process[:p]),
         )
-        for p, n in enumerate(split(args.connections, args.processes))
+        for p, n in enumerate(per_process)
     ]
     if args.processes == 1:
         return [trio.run(run_worker, configs[0])]
@@ -595,7 +608,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100, help="bytes per value")
     parser.add_argument("--keys", type=int, default=1000, help="znodes that get/set spread over")
     parser.add_argument("--processes", type=int, default=1, help="worker processes sharing the connections")
-    parser.add_argument("--server-pid", type=int, default=None, help="report this process's CPU use too")
+    parser.add_argument(
+        "--server-pid",
+        type=lambda text: [int(pid) for pid in text.split(",") if pid],
+        default=[],
+        help="PID[,PID...]: report these processes' CPU use too (each, and their sum)",
+    )
     parser.add_argument("--verify", action="store_true", help="decode every reply in full (costs client CPU)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)

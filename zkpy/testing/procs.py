@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -85,6 +86,7 @@ class ServerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    log_start: int = 0  # where this start's output begins in log_path
 
     @property
     def hosts(self) -> str:
@@ -95,21 +97,25 @@ class ServerProcess:
             return ["bash", str(APACHE_ZK_TOOL), str(self.config_path)]
         return [sys.executable, "-m", "zkpy", "server", str(self.config_path)]
 
-    def start(self, wait: float = 90.0) -> None:
+    def start(self, wait: float | None = 90.0) -> None:
+        """Spawn the server and wait until it serves (at most `wait` seconds).
+
+        `wait=None` only spawns it: a member of an ensemble never serves alone, so an ensemble
+        spawns all its members first and then waits for them together (Ensemble.wait_serving).
+        """
         if self.kind == "apache":
             ensure_apache_installed()  # before the clock starts: the first install takes minutes
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        log_start = log.tell()
+        self.log_start = log.tell()
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.data_dir
         )
         log.close()
+        if wait is None:
+            return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                if any(marker in self.log_since(log_start) for marker in _IN_USE_MARKERS):
-                    raise PortInUseError(f"{self.kind} server could not bind: {self.log_tail()}")
-                raise RuntimeError(f"{self.kind} server exited: {self.log_tail()}")
+            self.check_running()
             try:
                 if self.serving():
                     return
@@ -121,6 +127,22 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.kind} server did not start serving in {wait}s: {self.log_tail()}")
+
+    def check_running(self) -> None:
+        """Raise if the process has exited (PortInUseError when it could not bind a port)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            if any(marker in self.log_since(self.log_start) for marker in _IN_USE_MARKERS):
+                raise PortInUseError(f"{self.kind} server could not bind: {self.log_tail()}")
+            raise RuntimeError(f"{self.kind} server {self.hosts} exited: {self.log_tail()}")
+
+    def mode(self) -> str | None:
+        """What `srvr` says after Mode: (leader, follower, observer, standalone), None while not serving."""
+        try:
+            answer = four_letter(self.host, self.port, "srvr", timeout=1.0)
+        except OSError:
+            return None
+        found = re.search(r"^Mode: (\w+)", answer, re.M)
+        return found.group(1) if found else None
 
     def serving(self) -> bool:
         """Answering requests, not just `ruok`: Apache says imok while it is still loading its
@@ -226,38 +248,44 @@ class Ensemble:
         return ",".join(s.hosts for s in self.servers)
 
     def serving(self, server: ServerProcess) -> bool:
-        try:
-            answer = four_letter(server.host, server.port, "srvr", timeout=1.0)
-        except OSError:
-            return False
-        return "Mode:" in answer
+        return server.mode() in ("leader", "follower", "observer")
+
+    def leader(self) -> ServerProcess | None:
+        return next((s for s in self.servers if s.mode() == "leader"), None)
 
     def wait_serving(self, wait: float = 60.0, servers: list[ServerProcess] | None = None) -> None:
+        """Wait until each of `servers` (all by default) serves as leader, follower or observer;
+        raises at once when one of them exits (PortInUseError when it could not bind)."""
         deadline = time.monotonic() + wait
         pending = list(servers or self.servers)
         while pending and time.monotonic() < deadline:
+            for s in pending:
+                s.check_running()
             pending = [s for s in pending if not self.serving(s)]
             if pending:
                 time.sleep(0.2)
         if pending:
-            raise RuntimeError(f"servers not serving after {wait}s: {[s.hosts for s in pending]}")
+            tails = "\n".join(f"--- {s.hosts} ({s.log_path})\n{s.log_tail()}" for s in pending)
+            raise RuntimeError(f"servers not serving after {wait}s: {[s.hosts for s in pending]}\n{tails}")
+
+    def stop(self) -> None:
+        """SIGTERM to all members at once, then wait for each (kill -9 after 10 s)."""
+        for server in self.servers:
+            if server.proc and server.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.proc.pid, signal.SIGTERM)
+        for server in self.servers:
+            server.stop()
 
 
-@contextlib.contextmanager
-def running_ensemble(
-    kind: str = "apache", n: int = 3, extra: dict[str, str] | None = None
-) -> Iterator[Ensemble]:
-    """`n` servers of `kind` on 127.0.0.1 in one quorum (server.N lines, myid files), stopped afterwards."""
-    if kind not in ("zkpy", "apache"):
-        raise ValueError(f"unknown server kind {kind!r}")
-    tmp = Path(tempfile.mkdtemp(prefix=f"zkpy-{kind}-ensemble-"))
+def _ensemble_servers(kind: str, tmp: Path, n: int, extra: dict[str, str] | None) -> list[ServerProcess]:
     ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
     quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
     servers = []
     for i, (client_port, _, _) in enumerate(ports):
         home = tmp / f"s{i + 1}"
         data_dir = home / "data"
-        data_dir.mkdir(parents=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "myid").write_text(f"{i + 1}\n")
         settings = {"initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
         write_config(home / "zoo.cfg", client_port, data_dir, settings)
@@ -272,13 +300,41 @@ def running_ensemble(
                 extra=settings,
             )
         )
-    ensemble = Ensemble(servers)
+    return servers
+
+
+@contextlib.contextmanager
+def running_ensemble(
+    kind: str = "apache", n: int = 3, extra: dict[str, str] | None = None, wait: float = 90.0
+) -> Iterator[Ensemble]:
+    """`n` servers of `kind` on 127.0.0.1 in one quorum (server.N lines, myid files), stopped afterwards.
+
+    All members are spawned first and then waited on together: one member alone never serves.
+    When a port was taken by another process in between, the whole ensemble starts again on new
+    ports. Each server's output is in its `log_path` (<tmp>/sN/server.log) while it runs.
+    """
+    if kind not in ("zkpy", "apache"):
+        raise ValueError(f"unknown server kind {kind!r}")
+    tmp = Path(tempfile.mkdtemp(prefix=f"zkpy-{kind}-ensemble-"))
+    ensemble = Ensemble([])
     try:
-        for server in servers:
-            server.start()
-        ensemble.wait_serving()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            ensemble.servers = _ensemble_servers(kind, tmp, n, extra)
+            try:
+                for server in ensemble.servers:
+                    server.start(wait=None)
+                ensemble.wait_serving(wait)
+                break
+            except PortInUseError:
+                ensemble.stop()
+                if attempt == START_ATTEMPTS:
+                    raise
+                for server in ensemble.servers:
+                    shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+            except BaseException:
+                ensemble.stop()
+                raise
         yield ensemble
     finally:
-        for server in servers:
-            server.stop()
+        ensemble.stop()
         shutil.rmtree(tmp, ignore_errors=True)
