@@ -1,0 +1,225 @@
+"""A simulated server's disk: the durable log, snapshots and epochs in memory, under virtual time.
+
+`MemoryStore` is `zkpy.server.durable.DurableStore` (the specification) with files replaced by a
+`MemoryDisk`, so the real ensemble code runs unchanged inside the deterministic simulator. What
+matters for finding bugs is *when* things become durable, so that is modelled exactly:
+
+- every write takes a random "fsync" time on trio's (mock) clock, and only when it is over does
+  the change reach the `MemoryDisk`; a crash of the simulated server (its tasks cancelled) while
+  one is in flight loses that whole write, as a crash before fsync does;
+- a snapshot install is two durable steps (the snapshot, then dropping the old log), so a crash
+  between them leaves the snapshot beside the old log, exactly as the real one can;
+- after a failed fsync the log refuses every further write until it is recovered again, as
+  `zkpy.storage.txnlog.TxnLog` does (the kernel may have dropped the dirty pages).
+
+The `MemoryDisk` is what outlives a crash: restart a server by building a new `MemoryStore` on the
+same disk. All randomness comes from the `random.Random` handed in, so one seed gives one run.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import trio
+
+from zkpy.replication.epochs import Epochs
+from zkpy.server.latency import Summary
+from zkpy.storage.errors import StorageError
+from zkpy.tree.apply import Applier
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.serialize import load_tree, tree_items
+from zkpy.tree.txn import Txn
+
+
+@dataclass
+class MemoryDisk:
+    """What survives a crash of one simulated server: only what was made durable."""
+
+    log: list[tuple[int, bytes]] = field(default_factory=list)  # (zxid, packed txn), zxid-increasing
+    snapshots: dict[int, list[Any]] = field(default_factory=dict)  # zxid -> tree items, each complete
+    epochs: dict[str, int] = field(default_factory=dict)  # "acceptedEpoch" / "currentEpoch"
+    fsyncs: int = 0  # completed durable writes (log batches, truncations, snapshots, epochs)
+    # Fault hook: the next this-many log writes fail their fsync (after the fsync's time has passed).
+    fail_next_fsync: int = 0
+
+
+def copy_items(items: list[Any]) -> list[Any]:
+    """A copy sharing nothing mutable with `items`: what a snapshot file gives back. The msgpack
+    round trip is also exactly what the real snapshot does to the items, so a value that would not
+    survive the real format does not survive here either."""
+    packer = msgpack.Packer(use_bin_type=True)
+    return [msgpack.unpackb(packer.pack(item), use_list=True, raw=False) for item in items]
+
+
+class MemoryStore:
+    """`zkpy.replication.environment.Store` over a `MemoryDisk`, mirroring DurableStore."""
+
+    def __init__(
+        self,
+        disk: MemoryDisk,
+        rng: random.Random,
+        *,
+        snap_count: int = 100,
+        fsync_delay: tuple[float, float] = (0.0005, 0.003),
+    ) -> None:
+        self.disk = disk
+        self.rng = rng
+        self.fsync_delay = fsync_delay
+        # As DurableStore (and ZooKeeper): a randomised snapshot point, so an ensemble's members
+        # do not all snapshot at the same transaction.
+        self.snap_count = max(2, snap_count)
+        self._next_snap_after = self._pick_snap_interval()
+        self._since_snap = 0
+        self.last_snapshot_zxid = -1
+        self.fsync_ms = Summary()
+        self._open = False  # DurableStore's `log is not None`: recover() opens, close_log() closes
+        self._failure: str | None = None  # set by a failed fsync: the log refuses writes from then on
+
+    def _pick_snap_interval(self) -> int:
+        half = self.snap_count // 2
+        return half + self.rng.randint(1, max(1, half))
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def recover(self, replayed: Callable[[int, bytes], None] | None = None) -> DataTree:
+        """Newest snapshot (highest zxid), then every logged transaction after it, each also handed
+        to `replayed` (the history an ensemble member syncs learners from)."""
+        snaps = self.disk.snapshots
+        if snaps:
+            snap_zxid = max(snaps)
+            tree = load_tree(copy_items(snaps[snap_zxid]))
+            self.last_snapshot_zxid = snap_zxid
+        else:
+            tree = DataTree()
+            snap_zxid = -1
+        after = max(snap_zxid, tree.last_zxid)
+        applier = Applier(tree)
+        count = 0
+        for zxid, payload in self.disk.log:
+            if zxid <= after:
+                continue
+            txn = Txn.unpack(payload)
+            if txn.zxid != zxid:
+                raise ValueError(f"log record framed as zxid {zxid:#x} holds transaction {txn.zxid:#x}")
+            applier.apply(txn)
+            count += 1
+            if replayed is not None:
+                replayed(zxid, payload)
+        self._open = True
+        self._failure = None  # a reopened log starts afresh, as a new TxnLog does
+        self._since_snap = count
+        return tree
+
+    def close_log(self) -> None:
+        """Before recover() is called again. Nothing to release in memory; writes are refused until
+        the next recover(), as DurableStore's would be."""
+        self._open = False
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if not self._open:
+            raise AssertionError("the log is not open: recover() first")
+        if self._failure is not None:
+            raise StorageError(self._failure)
+
+    def _last_logged(self) -> int:
+        return self.disk.log[-1][0] if self.disk.log else -1
+
+    def _check_order(self, records: list[tuple[int, bytes]]) -> None:
+        prev = self._last_logged()
+        for zxid, _ in records:
+            if zxid <= prev:
+                raise ValueError(f"zxid {zxid:#x} does not follow {prev:#x}")
+            prev = zxid
+
+    async def _fsync(self) -> None:
+        """The time a write plus its fsync takes. A cancellation here is a crash before the data
+        reached the disk: the caller has changed nothing yet."""
+        delay = self.rng.uniform(*self.fsync_delay)
+        await trio.sleep(delay)
+        self.fsync_ms.record(delay * 1000)
+
+    async def persist(self, txns: list[Txn]) -> None:
+        """Durable before it returns: the whole batch reaches the disk at once, after one fsync."""
+        self._check_usable()
+        records = [(t.zxid, t.pack()) for t in txns]
+        self._check_order(records)  # TxnLog checks before writing anything
+        if not records:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._fsync()
+        if self.disk.fail_next_fsync > 0:
+            self.disk.fail_next_fsync -= 1
+            cause = OSError(errno.EIO, "simulated fsync failure")
+            self._failure = f"writing {len(records)} records to the simulated log: {cause}"
+            raise StorageError(self._failure) from cause
+        self._check_order(records)  # another writer cannot have slipped in; if it did, say so
+        self.disk.log.extend(records)
+        self.disk.fsyncs += 1
+        self._since_snap += len(txns)
+
+    async def truncate_after(self, zxid: int) -> None:
+        """ZAB's TRUNC: drop every logged transaction above `zxid`, durably."""
+        self._check_usable()
+        await self._fsync()
+        self._drop_after(zxid)
+
+    def _drop_after(self, zxid: int) -> None:
+        self.disk.log = [record for record in self.disk.log if record[0] <= zxid]
+        self.disk.fsyncs += 1
+
+    async def install_snapshot(self, zxid: int, items: list[Any]) -> None:
+        """ZAB's SNAP: the snapshot is durable first, then the old log is dropped; a crash between
+        the two leaves both, as with the real files."""
+        self._check_usable()
+        snapshot = copy_items(items)  # the caller goes on using (and loading) its items
+        await self._fsync()
+        self.disk.snapshots[zxid] = snapshot
+        self.disk.fsyncs += 1
+        self.last_snapshot_zxid = zxid
+        self._since_snap = 0
+        await self._fsync()
+        self._drop_after(-1)
+
+    def maybe_snapshot(self, tree: DataTree) -> None:
+        """Between batches (the tree is consistent): snapshot `tree` when one is due. DurableStore
+        forks a writer; here it is written at once, which is the same point in the history."""
+        if self._since_snap < self._next_snap_after:
+            return
+        self._since_snap = 0
+        self._next_snap_after = self._pick_snap_interval()
+        self.disk.snapshots[tree.last_zxid] = copy_items(list(tree_items(tree)))
+        self.disk.fsyncs += 1
+        self.last_snapshot_zxid = tree.last_zxid
+
+    # -- the rest of the interface ------------------------------------------------------------
+
+    def metrics(self) -> dict[str, int | float | str]:
+        """The same mntr lines as DurableStore, so a simulated server reports like a real one
+        (fsync times are virtual)."""
+        fsync = self.fsync_ms
+        return {
+            "avg_fsynctime": round(fsync.avg, 4),
+            "min_fsynctime": round(fsync.min, 4),
+            "max_fsynctime": round(fsync.max, 4),
+            "cnt_fsynctime": fsync.count,
+            "sum_fsynctime": round(fsync.total, 4),
+            "last_snapshot_zxid": f"0x{max(self.last_snapshot_zxid, 0):x}",
+        }
+
+    def epochs(self) -> Epochs:
+        """ZAB's two epochs, on the disk at once: the real ones are fsynced before they return, and
+        a synchronous write cannot be cut in half by a simulated crash."""
+        disk = self.disk
+
+        def save(name: str, value: int) -> None:
+            disk.epochs[name] = value
+            disk.fsyncs += 1
+
+        return Epochs(lambda name: disk.epochs.get(name, 0), save, "simulated disk")
