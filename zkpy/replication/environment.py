@@ -72,6 +72,27 @@ class Store(Protocol):
     def epochs(self) -> Epochs: ...
 
 
+class Observer(Protocol):
+    """Told of what the invariants of a simulated run are about (zkpy.testing.cluster); in
+    production there is none."""
+
+    def established(self, sid: int, epoch: int) -> None:
+        """`sid` leads `epoch`: a quorum synced with it."""
+        ...
+
+    def committed(self, sid: int, zxid: int, packed: bytes) -> None:
+        """Leader `sid` decided that this transaction is committed."""
+        ...
+
+    def applied(self, sid: int, zxid: int, packed: bytes) -> None:
+        """Server `sid` applied this committed transaction to the tree it serves."""
+        ...
+
+    def synced(self, sid: int, tree_zxid: int) -> None:
+        """Learner `sid` took its leader's sync: its tree now stands at `tree_zxid`."""
+        ...
+
+
 def _urandom_rng() -> random.Random:
     return random.Random(int.from_bytes(os.urandom(16), "big"))
 
@@ -81,3 +102,4 @@ class Environment:
     network: Network = field(default_factory=TcpNetwork)
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     rng: random.Random = field(default_factory=_urandom_rng)
+    observer: Observer | None = None

@@ -16,6 +16,7 @@ order. A learner that reports its last logged zxid F is brought to the leader's 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 DIFF, TRUNC, SNAP = "diff", "trunc", "snap"
@@ -32,6 +33,8 @@ class History:
     def __init__(self, base: int = 0, limit: int = 200_000) -> None:
         self.base = base  # every transaction after this zxid is held
         self.limit = limit
+        # Never trim above this zxid: a learner's logged but unapplied tail must stay.
+        self.floor: Callable[[], int] = lambda: self.last
         self.zxids: list[int] = []
         self.packed: list[bytes] = []
 
@@ -48,7 +51,9 @@ class History:
         self.zxids.append(zxid)
         self.packed.append(packed)
         if len(self.zxids) > self.limit + self.limit // 4:  # trim in steps, not on every append
-            cut = len(self.zxids) - self.limit
+            cut = min(len(self.zxids) - self.limit, bisect.bisect_right(self.zxids, self.floor()))
+            if cut <= 0:
+                return
             self.base = self.zxids[cut - 1]
             del self.zxids[:cut]
             del self.packed[:cut]

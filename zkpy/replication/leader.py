@@ -19,6 +19,7 @@ ticks is dropped, and a leader that no longer hears a quorum steps down.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -87,7 +88,7 @@ class Leader:
             await self._run()
         except Exception as group:
             e = root_cause(group)
-            if isinstance(e, RoleEnded):
+            if isinstance(e, (RoleEnded, AssertionError)):  # an AssertionError: a broken invariant
                 raise e from None
             log.exception("leading failed")
             raise RoleEnded(f"leading failed: {e!r}") from None
@@ -287,6 +288,11 @@ class Leader:
         server.leader_stats = self.stats
         server.quorum_size = len(self.quorum.voters)
         self.server = server
+        observer = peer.env.observer
+        if observer is not None:
+            observer.established(self.me, self.epoch)
+            for zxid, raw in zip(peer.history.zxids, peer.history.packed, strict=True):
+                observer.committed(self.me, zxid, raw)
         pending = [Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid)]
         if pending:
             server.pipeline.apply_batch(pending, [None] * len(pending))
@@ -322,6 +328,13 @@ class Leader:
         point = min(self.quorum.commit_point(self.acks), self.acks.get(self.me, -1))
         if point <= self.committed:
             return
+        observer = self.peer.env.observer
+        if observer is not None:
+            history = self.peer.history
+            start = bisect.bisect_right(history.zxids, self.committed)
+            end = bisect.bisect_right(history.zxids, point)
+            for i in range(start, end):
+                observer.committed(self.me, history.zxids[i], history.packed[i])
         self.committed = point
         frame = encode_frame(["commit", point])
         for learner in self.learners.values():

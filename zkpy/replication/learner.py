@@ -56,6 +56,8 @@ class Learner(Forwarder):
             e = root_cause(group)
             if isinstance(e, RoleEnded):
                 raise e from None
+            if isinstance(e, AssertionError):
+                raise e from None  # a broken invariant: stop, never carry on past it
             if not isinstance(e, LINK_ERRORS):
                 log.exception("following failed")
             raise RoleEnded(f"leader {self.leader_id} lost: {e or type(e).__name__}") from None
@@ -132,7 +134,11 @@ class Learner(Forwarder):
             await store.persist(txns)
             for txn, raw in zip(txns, packed, strict=True):
                 peer.history.append(txn.zxid, raw)
-        self.unapplied.extend(t for t in txns if t.zxid > peer.tree.last_zxid)
+        # Everything logged but not yet applied: what the sync sent, and what this server had
+        # logged in an earlier role without hearing it committed (the new leader's history has it).
+        self.unapplied = deque(Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid))
+        if peer.env.observer is not None:
+            peer.env.observer.synced(peer.my_id, peer.tree.last_zxid)
         log.info(
             "synced with leader %d by %s: 0x%x, %d transactions, in %.3fs",
             self.leader_id, mode.upper(), zxid, len(txns), trio.current_time() - self.started_at,

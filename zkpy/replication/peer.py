@@ -57,15 +57,22 @@ class QuorumPeer:
         replayed: list[tuple[int, bytes]] = []
         tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
         self.history = History(base=max(self.store.last_snapshot_zxid, 0), limit=self.config.commit_log_count)
+        self.history.floor = self._applied_zxid
         for zxid, raw in replayed:
             if zxid > self.history.last:
                 self.history.append(zxid, raw)
         return tree
 
+    def _applied_zxid(self) -> int:
+        tree = getattr(self, "tree", None)  # None while the first recovery builds it
+        return self.history.last if tree is None else tree.last_zxid
+
     async def reload_tree(self) -> None:
-        """After a TRUNC below what the tree holds: rebuild the tree from disk."""
+        """After a TRUNC below what the tree holds: rebuild the tree from disk. Rare, and on the
+        event loop on purpose: recovery is CPU work, and the simulator's clock must not run on
+        while a thread works."""
         self.store.close_log()
-        self.tree = await trio.to_thread.run_sync(self._recover)
+        self.tree = self._recover()
 
     # -- the process ----------------------------------------------------------------
     async def run(

@@ -134,6 +134,7 @@ class EnsembleServer(ZooKeeperServer):
         super().__init__(config, tree=tree)
         self.pipeline.wall_clock_ms = env.wall_clock_ms
         self.random_bytes = env.rng.randbytes
+        self.observer = env.observer
         # ZooKeeper's session id layout: server id in the top byte, then time, then a count.
         first_id = (env.wall_clock_ms() << 24 & 0x00FFFFFFFFFFFFFF) >> 8 | (config.server_id or 0) << 56
         first_id += env.rng.getrandbits(16)
@@ -180,6 +181,8 @@ class EnsembleServer(ZooKeeperServer):
             task_status.started()
 
     def _on_applied(self, txn: Txn, result: Result) -> None:
+        if self.observer is not None:
+            self.observer.applied(self.config.server_id or 0, txn.zxid, txn.pack())
         if txn.op == OpCode.CLOSE_SESSION and self.state != LEADER:
             conn = self.by_session.get(txn.session_id)
             if conn is not None and txn.session_id not in self.sessions.closing:

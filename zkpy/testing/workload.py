@@ -1,0 +1,121 @@
+"""What simulated clients do and what the nemesis does to the ensemble meanwhile, both drawn
+from the run's seed."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+import trio
+
+from zkpy.jute.ops import CreateRequest, OpCode
+from zkpy.jute.records import ACL, Id
+from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
+
+if TYPE_CHECKING:
+    from zkpy.testing.cluster import SimCluster
+
+OPEN = [ACL(31, Id("world", "anyone"))]
+
+
+def new_client(cluster: SimCluster, name: str) -> SimClient:
+    return SimClient(
+        name, cluster.network.host(name), cluster.client_addresses, random.Random(cluster.rng.getrandbits(64))
+    )
+
+
+async def writer(cluster: SimCluster, name: str, until: float) -> int:
+    """Create /name-N nodes one after another until `until`; returns how many were acknowledged.
+    A connection lost mid-request leaves that create's outcome unknown: it moves on to N+1."""
+    client = new_client(cluster, name)
+    acked = 0
+    n = 0
+    while trio.current_time() < until:
+        try:
+            if client._stream is None:
+                await client.connect()
+            path = f"/{name}-{n:05d}"
+            n += 1
+            op = await client.record(
+                "create", OpCode.CREATE, CreateRequest(path, path.encode(), OPEN, 0), path
+            )
+        except SessionExpired:
+            continue  # a new session next time round
+        except ConnectionLost:
+            await trio.sleep(0.05)
+            continue
+        if op.outcome == "ok":
+            cluster.invariants.acknowledged_write(op)
+            acked += 1
+    await client.close()
+    return acked
+
+
+async def one_write(cluster: SimCluster, name: str, timeout: float) -> None:
+    """Liveness: a write through any server succeeds within `timeout` of virtual time."""
+    client = new_client(cluster, name)
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                if client._stream is None:
+                    await client.connect()
+                op = await client.record(
+                    "create", OpCode.CREATE, CreateRequest(f"/{name}", b"", OPEN, 0), f"/{name}"
+                )
+            except (ConnectionLost, SessionExpired):
+                await trio.sleep(0.1)
+                continue
+            if op.outcome == "ok":
+                cluster.invariants.acknowledged_write(op)
+                await client.close()
+                return
+            await trio.sleep(0.1)
+    raise AssertionError(f"seed {cluster.seed}: no write succeeded within {timeout}s after healing")
+
+
+FAULTS = ("crash", "crash_leader", "restart", "isolate_leader", "partition", "one_way", "heal")
+
+
+async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None:
+    """Random faults, any of them, at random moments; a crashed server comes back later."""
+    sids = sorted(cluster.servers)
+    while trio.current_time() < until:
+        await trio.sleep(rng.uniform(0.1, 1.5))
+        fault = rng.choice(FAULTS)
+        if fault == "crash":
+            cluster.crash(rng.choice(sids))
+        elif fault == "crash_leader":
+            leader = cluster.leader()
+            if leader is not None:
+                cluster.crash(leader)
+        elif fault == "restart":
+            down = [sid for sid in sids if not cluster.servers[sid].alive]
+            if down:
+                await cluster.start(rng.choice(down))
+        elif fault == "isolate_leader":
+            leader = cluster.leader()
+            if leader is not None:
+                cluster.network.isolate(f"s{leader}")
+                cluster.note(f"isolate s{leader}")
+        elif fault == "partition":
+            hosts = [f"s{sid}" for sid in sids]
+            rng.shuffle(hosts)
+            cut = rng.randint(1, len(hosts) - 1)
+            cluster.network.partition(set(hosts[:cut]), set(hosts[cut:]))
+            cluster.note(f"partition {sorted(hosts[:cut])} | {sorted(hosts[cut:])}")
+        elif fault == "one_way":
+            a, b = rng.sample(sids, 2)
+            cluster.network.cut(f"s{a}", f"s{b}")
+            cluster.note(f"cut s{a} -> s{b}")
+        else:
+            cluster.network.heal()
+            cluster.note("heal")
+
+
+async def recover_everything(cluster: SimCluster) -> None:
+    cluster.network.heal()
+    cluster.note("heal all")
+    for sid, server in cluster.servers.items():
+        if not server.alive:
+            await cluster.start(sid)
+    await cluster.wait_all_serving(timeout=120.0)
