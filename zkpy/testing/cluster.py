@@ -189,6 +189,8 @@ class SimCluster:
         self.network = SimNetwork(random.Random(self.rng.getrandbits(64)))
         self.invariants = ClusterInvariants()
         self.snap_count = snap_count
+        # Slow disks widen the windows in which a crash finds a write acknowledged but not on disk.
+        self.fsync_delay = (0.0005, self.rng.choice((0.003, 0.02, 0.1)))
         extra = f"commitLogCount={commit_log_count}\nsnapCount={snap_count}\n"
         self.servers = {
             sid: SimServer(sid, f"s{sid}", sim_config(sid, voters, observers, tick_ms, extra))
@@ -216,7 +218,12 @@ class SimCluster:
             rng=random.Random(self.rng.getrandbits(64)),
             observer=_ObserverAdapter(self.invariants),
         )
-        store = MemoryStore(server.disk, random.Random(self.rng.getrandbits(64)), snap_count=self.snap_count)
+        store = MemoryStore(
+            server.disk,
+            random.Random(self.rng.getrandbits(64)),
+            snap_count=self.snap_count,
+            fsync_delay=self.fsync_delay,
+        )
         peer = QuorumPeer(server.config, store, env)
         self.invariants.restarted(sid, peer.tree.last_zxid)
         server.peer = peer

@@ -73,7 +73,17 @@ async def one_write(cluster: SimCluster, name: str, timeout: float) -> None:
     raise AssertionError(f"seed {cluster.seed}: no write succeeded within {timeout}s after healing")
 
 
-FAULTS = ("crash", "crash_leader", "restart", "isolate_leader", "partition", "one_way", "heal")
+FAULTS = (
+    "crash",
+    "crash_leader",
+    "crash_quorum",
+    "restart",
+    "restart",
+    "isolate_leader",
+    "partition",
+    "one_way",
+    "heal",
+)
 
 
 async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None:
@@ -88,6 +98,9 @@ async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None
             leader = cluster.leader()
             if leader is not None:
                 cluster.crash(leader)
+        elif fault == "crash_quorum":  # a power cut of most of the ensemble at one instant
+            for sid in rng.sample(sids, len(sids) // 2 + 1):
+                cluster.crash(sid)
         elif fault == "restart":
             down = [sid for sid in sids if not cluster.servers[sid].alive]
             if down:
