@@ -92,6 +92,11 @@ class Observer(Protocol):
         """Learner `sid` took its leader's sync: its tree now stands at `tree_zxid`."""
         ...
 
+    def point(self, sid: int, name: str) -> None:
+        """Server `sid` reached a named protocol step (e.g. "leader sent syncdata:snap to 2"):
+        a simulated scenario may crash servers right here to script a known-bad interleaving."""
+        ...
+
 
 def _urandom_rng() -> random.Random:
     return random.Random(int.from_bytes(os.urandom(16), "big"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -162,7 +163,7 @@ class Leader:
 
         async def serve() -> None:
             try:
-                await self._serve_learner(PeerLink(stream))
+                await self._serve_learner(PeerLink(stream, self._point_hook("leader sent")))
             finally:
                 done.set()
 
@@ -172,6 +173,17 @@ class Leader:
             await stream.aclose()
             return
         await done.wait()
+
+    def _point_hook(self, prefix: str) -> Callable[[str], None] | None:
+        observer = self.peer.env.observer
+        if observer is None:
+            return None
+        me = self.me
+        return lambda tag: observer.point(me, f"{prefix} {tag}")
+
+    def _point(self, name: str) -> None:
+        if self.peer.env.observer is not None:
+            self.peer.env.observer.point(self.me, name)
 
     async def _serve_learner(self, link: PeerLink) -> None:
         learner: _Learner | None = None
@@ -317,6 +329,7 @@ class Leader:
         for learner in self.learners.values():
             learner.link.send_frame(frame)
         await peer.store.persist(txns)
+        self._point("leader logged")
         self.acks[self.me] = txns[-1].zxid
         self._advance_commit()
         target = txns[-1].zxid

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -84,7 +85,7 @@ class Learner(Forwarder):
         while True:
             try:
                 stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
-                self.link = PeerLink(stream)
+                self.link = PeerLink(stream, self._sent_hook())
                 return self.link
             except OSError as e:
                 if trio.current_time() > deadline:
@@ -121,7 +122,9 @@ class Learner(Forwarder):
         store = peer.store
         if mode == SNAP:
             assert items is not None
+            self._point("learner installing snapshot")
             await store.install_snapshot(zxid, items)
+            self._point("learner installed snapshot")
             peer.tree = load_tree(items)
             peer.history.reset(zxid)
         elif mode == TRUNC:
@@ -207,6 +210,7 @@ class Learner(Forwarder):
             if not batch:
                 continue
             await peer.store.persist(batch)
+            self._point("learner logged")
             for txn in batch:
                 peer.history.append(txn.zxid, txn.pack())
             self.unapplied.extend(batch)
@@ -233,6 +237,15 @@ class Learner(Forwarder):
                 else:
                     still.append((zxid, session_id, cxid))
             self._sync_waits = still
+
+    def _point(self, name: str) -> None:
+        if self.peer.env.observer is not None:
+            self.peer.env.observer.point(self.peer.my_id, name)
+
+    def _sent_hook(self) -> Callable[[str], None] | None:
+        if self.peer.env.observer is None:
+            return None
+        return lambda tag: self._point(f"learner sent {tag}")
 
     # -- Forwarder ----------------------------------------------------------------------
     def forward(

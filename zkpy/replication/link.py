@@ -6,6 +6,7 @@ writer task drains the queue, joining whatever queued meanwhile into one write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -26,19 +27,27 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 class PeerLink:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, on_sent: Callable[[str], None] | None = None) -> None:
         self.stream = stream
         self._decoder = FrameDecoder()
         self._out: list[bytes] = []
+        self._tags: list[str] = []
+        # Told of each message once its bytes are written (the simulator's protocol points);
+        # with it, frames are written one by one so a crash can fall between two of them.
+        self.on_sent = on_sent
         self._wake = trio.Event()
         self.closed = False
 
     def send(self, message: list[Any] | tuple[Any, ...]) -> None:
-        self.send_frame(encode_frame(message))
+        tag = message[0]
+        if tag == "syncdata":
+            tag = f"syncdata:{message[1]}"
+        self.send_frame(encode_frame(message), tag)
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, tag: str = "") -> None:
         if not self.closed:
             self._out.append(frame)
+            self._tags.append(tag)
             self._wake.set()
 
     async def send_loop(self) -> None:
@@ -47,8 +56,15 @@ class PeerLink:
                 await self._wake.wait()
                 self._wake = trio.Event()
                 batch, self._out = self._out, []
-                if batch:
+                tags, self._tags = self._tags, []
+                if not batch:
+                    continue
+                if self.on_sent is None:
                     await self.stream.send_all(b"".join(batch))
+                    continue
+                for frame, tag in zip(batch, tags, strict=True):
+                    await self.stream.send_all(frame)
+                    self.on_sent(tag)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
 

@@ -117,8 +117,9 @@ class ClusterInvariants:
 
 
 class _ObserverAdapter:
-    def __init__(self, invariants: ClusterInvariants) -> None:
+    def __init__(self, invariants: ClusterInvariants, points: list[Callable[[int, str], None]]) -> None:
         self.inv = invariants
+        self.points = points
 
     def established(self, sid: int, epoch: int) -> None:
         self.inv.established(sid, epoch)
@@ -131,6 +132,10 @@ class _ObserverAdapter:
 
     def synced(self, sid: int, tree_zxid: int) -> None:
         self.inv.synced(sid, tree_zxid)
+
+    def point(self, sid: int, name: str) -> None:
+        for hook in list(self.points):
+            hook(sid, name)
 
 
 @dataclass
@@ -200,6 +205,9 @@ class SimCluster:
         self.tick = tick_ms / 1000
         self._nursery: trio.Nursery | None = None
         self.events: list[str] = []  # what happened, in order: the run's trace
+        # Called as (sid, point name) at each protocol step a server reports; a scripted scenario
+        # crashes servers from here (cluster.crash) to hit an exact interleaving.
+        self.point_hooks: list[Callable[[int, str], None]] = []
 
     @property
     def client_addresses(self) -> list[tuple[str, int]]:
@@ -216,7 +224,7 @@ class SimCluster:
             network=self.network.host(server.host),
             wall_clock_ms=lambda: WALL_CLOCK_BASE_MS + int(trio.current_time() * 1000),
             rng=random.Random(self.rng.getrandbits(64)),
-            observer=_ObserverAdapter(self.invariants),
+            observer=_ObserverAdapter(self.invariants, self.point_hooks),
         )
         store = MemoryStore(
             server.disk,
