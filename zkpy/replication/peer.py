@@ -106,6 +106,15 @@ class QuorumPeer:
     async def _lead_or_follow(self) -> None:
         started = trio.current_time()
         self.state = "looking"
+        # A leader puts a batch in its history before its own fsync ends (learners may sync from
+        # it meanwhile). A role that ended inside that window leaves the history ahead of the
+        # disk: vote and sync only with what is durable.
+        durable = max(self.store.last_durable_zxid(), 0)  # 0: the empty tree every server starts from
+        if self.history.last > durable:
+            log.warning(
+                "history holds 0x%x but the log ends at 0x%x: dropping the rest", self.history.last, durable
+            )
+            self.history.truncate_after(durable)
         self._decided = trio.Event()
         self._send(self.election.start(started, self.epochs.current, self.history.last))
         if self.config.read_only_mode:

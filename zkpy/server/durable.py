@@ -198,6 +198,11 @@ class DurableStore:
             deleted = await trio.to_thread.run_sync(purge, self.snap_dir, self.log_dir, retain)
             log.info("autopurge removed %d files", len(deleted))
 
+    def last_durable_zxid(self) -> int:
+        """The newest transaction on disk: the log's last, else the last snapshot's."""
+        logged = self.log.last_zxid if self.log is not None else -1
+        return max(logged, self.last_snapshot_zxid)
+
     def epochs(self) -> Epochs:
         """ZAB's acceptedEpoch/currentEpoch files, beside the snapshots."""
         from zkpy.replication.epochs import Epochs

@@ -158,6 +158,7 @@ async def open_client_listeners(config: ServerConfig) -> list[trio.abc.Listener[
 
 class ZooKeeperServer:
     forwards_sync = False  # an ensemble's learner sends sync to its leader
+
     def __init__(
         self, config: ServerConfig, persist: Persist = persist_nothing, tree: DataTree | None = None
     ) -> None:

@@ -79,6 +79,9 @@ class MemoryStore:
         self.fsync_ms = Summary()
         self._open = False  # DurableStore's `log is not None`: recover() opens, close_log() closes
         self._failure: str | None = None  # set by a failed fsync: the log refuses writes from then on
+        # A scripted scenario's protocol point inside the store (as the servers' observer points):
+        # "store snapshot written" falls between a SNAP's two durable steps.
+        self.on_point: Callable[[str], None] | None = None
 
     def _pick_snap_interval(self) -> int:
         half = self.snap_count // 2
@@ -130,6 +133,10 @@ class MemoryStore:
 
     def _last_logged(self) -> int:
         return self.disk.log[-1][0] if self.disk.log else -1
+
+    def last_durable_zxid(self) -> int:
+        """The newest transaction on disk: the log's last, else the newest snapshot's."""
+        return max(self._last_logged(), max(self.disk.snapshots, default=-1))
 
     def _check_order(self, records: list[tuple[int, bytes]]) -> None:
         prev = self._last_logged()
@@ -184,6 +191,8 @@ class MemoryStore:
         self.disk.fsyncs += 1
         self.last_snapshot_zxid = zxid
         self._since_snap = 0
+        if self.on_point is not None:
+            self.on_point("store snapshot written")
         await self._fsync()
         self._drop_after(-1)
 

@@ -4,6 +4,7 @@ from the run's seed."""
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -132,3 +133,29 @@ async def recover_everything(cluster: SimCluster) -> None:
         if not server.alive:
             await cluster.start(sid)
     await cluster.wait_all_serving(timeout=120.0)
+
+
+def faulty_scenario(duration: float) -> Callable[[SimCluster], Awaitable[None]]:
+    """Two writers and the nemesis for `duration` virtual seconds, then heal everything: a write
+    must succeed again, every server catch up, and the final checks hold."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        until = trio.current_time() + duration
+        rng = random.Random(cluster.rng.getrandbits(64))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, cluster, "c1", until)
+            nursery.start_soon(writer, cluster, "c2", until)
+            nursery.start_soon(nemesis, cluster, until, rng)
+        await recover_everything(cluster)
+        await one_write(cluster, "after-heal", timeout=60.0)
+        await cluster.wait_until(lambda: _all_caught_up(cluster), 30.0, "every server caught up")
+        cluster.check_trees()
+        cluster.check_acknowledged()
+
+    return scenario
+
+
+def _all_caught_up(cluster: SimCluster) -> bool:
+    zxids = {s.peer.tree.last_zxid for s in cluster.servers.values() if s.peer is not None and s.serving}
+    return len(zxids) == 1
