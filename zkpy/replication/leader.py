@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 LINK_ERRORS = (PeerGone, WireError, trio.TooSlowError, ValueError, TypeError, IndexError, KeyError, OSError)
 
 
+COUNTER_MASK = 0xFFFFFFFF
+
+
 class RoleEnded(Exception):
     """This server stops leading or following; it goes back to election."""
 
@@ -81,6 +84,7 @@ class Leader:
         self._nursery: trio.Nursery | None = None
         self._failure: str | None = None
         self.started_at = trio.current_time()
+        self.counter_limit = COUNTER_MASK - 0x10000  # room for the largest batch the pipeline makes
         self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
 
     # -- the role ---------------------------------------------------------------------
@@ -317,6 +321,10 @@ class Leader:
         """The pipeline's persist step: durable on a quorum before it returns."""
         peer = self.peer
         history = peer.history
+        if txns[-1].zxid >> 32 != self.epoch or txns[-1].zxid & COUNTER_MASK > self.counter_limit:
+            # The 32-bit counter would run into the next epoch's zxids: a new epoch starts over.
+            self._fail(f"zxid counter of epoch {self.epoch} nearly exhausted: forcing a new election")
+            await trio.sleep_forever()
         packed = []
         for txn in txns:
             raw = txn.pack()
