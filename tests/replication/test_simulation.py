@@ -4,15 +4,19 @@ ensemble's invariants as it goes and at the end."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from zkpy.jute.ops import CreateRequest, OpCode
 from zkpy.replication.leader import Leader
-from zkpy.testing.cluster import SimCluster, simulate
+from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
+from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
+from zkpy.testing.workload import OPEN, writer
 from zkpy.testing.workload import faulty_scenario as faulty
-from zkpy.testing.workload import writer
 
 
 async def steady(cluster: SimCluster) -> None:
@@ -77,3 +81,49 @@ def test_an_exhausted_zxid_counter_forces_a_new_epoch() -> None:
         cluster.check_trees()
 
     simulate(3, scenario)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_majority_partition_keeps_writing_and_a_minority_never_does(seed: int) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        old = cluster.leader()
+        assert old is not None
+        cluster.network.isolate(f"s{old}")
+        majority = [(f"s{sid}", CLIENT_PORT) for sid in cluster.servers if sid != old]
+        inside = SimClient("c-major", cluster.network.host("c-major"), majority, random.Random(seed))
+        outside = SimClient(
+            "c-minor", cluster.network.host("c-minor"), [(f"s{old}", CLIENT_PORT)], random.Random(seed)
+        )
+        cluster.network.partition(
+            {f"s{old}", "c-minor"}, {f"s{sid}" for sid in cluster.servers if sid != old} | {"c-major"}
+        )
+
+        async def minority_writes() -> None:
+            while True:
+                try:
+                    if outside._stream is None:
+                        await outside.connect(attempts=1)
+                    op = await outside.record(
+                        "create", OpCode.CREATE, CreateRequest("/minor", b"", OPEN, 0), "/minor"
+                    )
+                    assert op.outcome != "ok", "a server cut off from its quorum acknowledged a write"
+                except (ConnectionLost, SessionExpired):
+                    await trio.sleep(0.1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(minority_writes)
+            started = trio.current_time()
+            await cluster.wait_until(lambda: cluster.leader() not in (None, old), 10.0, "a new leader")
+            await inside.connect()
+            op = await inside.record("create", OpCode.CREATE, CreateRequest("/major", b"", OPEN, 0), "/major")
+            assert op.outcome == "ok"
+            cluster.invariants.acknowledged_write(op)
+            assert trio.current_time() - started < 10.0
+            await trio.sleep(3.0)  # the minority keeps trying meanwhile
+            nursery.cancel_scope.cancel()
+        cluster.network.heal()
+        await cluster.wait_all_serving()
+        cluster.check_trees()
+
+    simulate(seed, scenario)
