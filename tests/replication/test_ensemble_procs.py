@@ -269,3 +269,30 @@ def test_observer_serves_reads_forwards_writes_and_never_votes() -> None:
     finally:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_standalone_server_becomes_the_first_member_of_an_ensemble() -> None:
+    root = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-"))
+    c = Cluster(root, 3)
+    first = c.servers[0]
+    standalone_cfg = first.config_path.with_name("standalone.cfg")
+    write_config(standalone_cfg, first.port, first.data_dir, {"tickTime": "200"})
+    alone = ServerProcess("zkpy", first.host, first.port, first.data_dir, standalone_cfg, first.log_path)
+    try:
+        alone.start()
+        zk = client(alone.hosts)
+        for i in range(20):
+            zk.create(f"/old-{i:02d}", b"standalone")
+        zk.stop()
+        alone.stop()
+        c.start_all()  # the same data directory, now with server.N lines and myid
+        for server in c.servers:
+            view = server_view(server, "/")
+            assert sum(1 for name in view if name.startswith("old-")) == 20
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        alone.stop()
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
