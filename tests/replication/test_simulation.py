@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from zkpy.jute.ops import CreateRequest, OpCode
 from zkpy.replication.leader import Leader
-from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
+from zkpy.replication.wire import encode_frame
+from zkpy.testing.cluster import CLIENT_PORT, ELECTION_PORT, PEER_PORT, SimCluster, simulate
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 from zkpy.testing.workload import OPEN, writer
 from zkpy.testing.workload import faulty_scenario as faulty
@@ -124,6 +125,43 @@ def test_a_majority_partition_keeps_writing_and_a_minority_never_does(seed: int)
             nursery.cancel_scope.cancel()
         cluster.network.heal()
         await cluster.wait_all_serving()
+        cluster.check_trees()
+
+    simulate(seed, scenario)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_garbage_on_the_quorum_and_election_ports_harms_nobody(seed: int) -> None:
+    """A stranger writes junk to the leader's quorum port and to every election port: each bad
+    link is closed, the leader keeps leading and writes keep committing."""
+    junk = [
+        b"\x00\x00\x00\x05\x00\x00\x00\x00hello",  # a bad checksum
+        (1 << 31).to_bytes(4, "big") + b"\x00" * 4,  # a frame length far over any limit
+        encode_frame(["info", 99, 7, "participant"]),  # a server id not in the configuration
+        encode_frame(["vote", "x"]),
+        encode_frame(["hello", 2]) + b"\xff" * 64,  # election: claims to be server 2, then junk
+        bytes(random.Random(seed).randbytes(4096)),
+    ]
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        stranger = cluster.network.host("stranger")
+        for data in junk:
+            for sid in cluster.servers:
+                for port in (PEER_PORT, ELECTION_PORT):
+                    try:
+                        stream = await stranger.connect(f"s{sid}", port)
+                        await stream.send_all(data)
+                        with trio.move_on_after(2.0):
+                            while await stream.receive_some(4096):
+                                pass
+                        await stream.aclose()
+                    except (OSError, trio.BrokenResourceError):
+                        pass
+        acked = await writer(cluster, "c1", trio.current_time() + 2.0)
+        assert acked > 10
+        assert cluster.leader() == leader and len(cluster.invariants.leaders) == 1
         cluster.check_trees()
 
     simulate(seed, scenario)

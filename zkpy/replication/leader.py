@@ -167,7 +167,10 @@ class Leader:
 
         async def serve() -> None:
             try:
-                await self._serve_learner(PeerLink(stream, self._point_hook("leader sent")))
+                # Learners send acks, pings and forwarded client requests (each at most
+                # jute.maxbuffer): a bigger frame is garbage, refused before it is buffered.
+                max_frame = self.peer.config.jute_max_buffer + 64 * 1024
+                await self._serve_learner(PeerLink(stream, self._point_hook("leader sent"), max_frame))
             finally:
                 done.set()
 

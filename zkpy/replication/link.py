@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from zkpy.replication.wire import FrameDecoder, encode_frame
+from zkpy.replication.wire import MAX_FRAME, FrameDecoder, encode_frame
 
 
 class PeerGone(Exception):
@@ -27,9 +27,11 @@ def root_cause(exc: BaseException) -> BaseException:
 
 
 class PeerLink:
-    def __init__(self, stream: trio.abc.Stream, on_sent: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, on_sent: Callable[[str], None] | None = None, max_frame: int = MAX_FRAME
+    ) -> None:
         self.stream = stream
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(max_frame)
         self._out: list[bytes] = []
         self._tags: list[str] = []
         # Told of each message once its bytes are written (the simulator's protocol points);
