@@ -165,3 +165,14 @@ def test_garbage_on_the_quorum_and_election_ports_harms_nobody(seed: int) -> Non
         cluster.check_trees()
 
     simulate(seed, scenario)
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        7,  # a learner that had logged proposals in an earlier role never applied them after an empty DIFF
+        40,  # a leader whose role ended during its own fsync voted and synced learners with that batch
+    ],
+)
+def test_seeds_that_found_bugs(seed: int) -> None:
+    simulate(seed, faulty(8.0 if seed == 40 else 6.0))
