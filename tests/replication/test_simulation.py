@@ -172,10 +172,49 @@ def test_garbage_on_the_quorum_and_election_ports_harms_nobody(seed: int) -> Non
     [
         # A learner that had logged proposals in an earlier role never applied them after an empty
         # DIFF (found with the nemesis of that day, before whole-quorum crashes and slow disks:
-        # the seed's run differs now, the bug's own scenario is in test_sim_regressions).
+        # the seed's run differs now; the bug's own scenario is scripted below).
         7,
         40,  # a leader whose role ended during its own fsync voted and synced learners with that batch
     ],
 )
 def test_seeds_that_found_bugs(seed: int) -> None:
     simulate(seed, faulty(8.0 if seed == 40 else 6.0))
+
+
+def test_a_learner_applies_what_it_logged_in_an_earlier_role() -> None:
+    """The bug seed 7 found, scripted: follower A logs proposal z and acks it, the leader commits z
+    but its COMMIT never reaches A, the leader dies and comes back, and wins again (it has z too).
+    A's sync is an empty DIFF: A must still apply z, which it logged in its earlier role."""
+    reached = []
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader == 3  # equal zxids: the highest id wins, so s3 wins again after its restart
+        a, b = 1, 2
+        cluster.network.cut("s3", f"s{b}")  # B never sees the proposal
+
+        def hold_commit_from_a(sid: int, name: str) -> None:
+            if sid == a and name == "learner logged" and not reached:
+                reached.append(trio.current_time())
+                cluster.network.cut("s3", f"s{a}")  # A's ack gets through, the COMMIT does not
+
+        client = SimClient("c1", cluster.network.host("c1"), [("s3", CLIENT_PORT)], random.Random(1))
+        await client.connect()  # its session is a write too: hold commits only after it
+        cluster.point_hooks.append(hold_commit_from_a)
+        op = await client.record("create", OpCode.CREATE, CreateRequest("/z", b"z", OPEN, 0), "/z")
+        assert op.outcome == "ok" and reached  # committed by s3 and s1, applied by s3 only
+        cluster.invariants.acknowledged_write(op)
+        cluster.crash(3)
+        cluster.network.partition({f"s{a}"}, {f"s{b}"})  # no election without s3 meanwhile
+        await trio.sleep(1.0)  # A gives up on the silent leader (syncLimit) before the COMMIT it holds
+        cluster.network.heal()
+        await cluster.start(3)
+        await cluster.wait_all_serving()
+        assert cluster.leader() == 3
+        follow = await writer(cluster, "c2", trio.current_time() + 1.0)  # A applies z, then these
+        assert follow > 0
+        cluster.check_trees()
+        cluster.check_acknowledged()
+
+    simulate(5, scenario)
