@@ -150,7 +150,7 @@ class Leader:
                     )
                     learner.scope.cancel()
                     continue
-                learner.link.send_frame(ping)
+                learner.link.send_frame(ping, "ping")
                 if learner.synced:
                     heard.add(learner.sid)
             if not self.quorum.contains_quorum(heard):
@@ -338,7 +338,7 @@ class Leader:
         _, low, high = self.proposal_sizes
         self.proposal_sizes = (size, size if low < 0 else min(low, size), max(high, size))
         for learner in self.learners.values():
-            learner.link.send_frame(frame)
+            learner.link.send_frame(frame, "proposal")
         await peer.store.persist(txns)
         self._point("leader logged")
         self.acks[self.me] = txns[-1].zxid
@@ -362,7 +362,7 @@ class Leader:
         self.committed = point
         frame = encode_frame(["commit", point])
         for learner in self.learners.values():
-            learner.link.send_frame(frame)
+            learner.link.send_frame(frame, "commit")
         self._commit_changed.set()
         self._commit_changed = trio.Event()
 
