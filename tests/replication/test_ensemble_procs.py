@@ -148,6 +148,7 @@ def test_one_leader_and_writes_through_every_server(cluster: Cluster) -> None:
         if "\t" in line
     )
     assert mntr["zk_server_state"] == "leader" and mntr["zk_peer_state"] == "leading - broadcast"
+    assert int(mntr["zk_cnt_election_time"]) >= 1 and float(mntr["zk_max_election_time"]) > 0
     wait_for(
         lambda: "zk_synced_followers\t2" in four_letter(leader.host, leader.port, "mntr"),
         "2 synced followers",

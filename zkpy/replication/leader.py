@@ -276,9 +276,11 @@ class Leader:
             "learner %d: %s from 0x%x, %d transactions (its last zxid 0x%x)",
             learner.sid, plan.mode.upper(), plan.zxid, len(plan.txns), learner.last_zxid,  # type: ignore[attr-defined]
         )  # fmt: skip
+        sync_started = trio.current_time()
         tag, zxid = await link.receive()
         if tag != "acknl":
             raise ValueError(f"expected acknl, got {tag}")
+        self.peer.sync_ms.record((trio.current_time() - sync_started) * 1000)
         learner.last_heard = trio.current_time()
         if learner.voter:
             self.acks[learner.sid] = zxid
@@ -304,6 +306,7 @@ class Leader:
         server.pipeline.persist = self.replicate
         server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
         server.metric_sources.append(peer.store.metrics)
+        server.metric_sources.append(peer.metrics)
         server.leader_stats = self.stats
         server.quorum_size = len(self.quorum.voters)
         self.server = server

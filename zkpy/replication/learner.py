@@ -155,6 +155,7 @@ class Learner(Forwarder):
         server.use_pipeline(pipeline)
         pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
         server.metric_sources.append(peer.store.metrics)
+        server.metric_sources.append(peer.metrics)
         server.quorum_size = len(peer.quorum.voters)
         self.server = server
         self.pipeline = pipeline

@@ -22,6 +22,7 @@ from zkpy.replication.learner import Learner
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.server.config import ServerConfig
+from zkpy.server.latency import Summary
 from zkpy.server.node import ZooKeeperServer
 from zkpy.tree.datatree import DataTree
 
@@ -52,6 +53,9 @@ class QuorumPeer:
         )
         self._decided = trio.Event()
         self.state = "looking"
+        # ZooKeeper 3.8's election_time and (leader side) follower_sync_time summaries, in ms.
+        self.election_ms = Summary()
+        self.sync_ms = Summary()
 
     def _recover(self) -> DataTree:
         replayed: list[tuple[int, bytes]] = []
@@ -62,6 +66,9 @@ class QuorumPeer:
             if zxid > self.history.last:
                 self.history.append(zxid, raw)
         return tree
+
+    def metrics(self) -> dict[str, int | float | str]:
+        return {**self.election_ms.metrics("election_time"), **self.sync_ms.metrics("follower_sync_time")}
 
     def _applied_zxid(self) -> int:
         tree = getattr(self, "tree", None)  # None while the first recovery builds it
@@ -128,6 +135,7 @@ class QuorumPeer:
         await self._decided.wait()
         vote = self.election.decided
         assert vote is not None
+        self.election_ms.record((trio.current_time() - started) * 1000)
         log.info(
             "election: leader is %d (zxid 0x%x, epoch %d), decided in %.3fs",
             vote.leader, vote.zxid, vote.peer_epoch, trio.current_time() - started,

@@ -27,3 +27,13 @@ class Summary:
     @property
     def avg(self) -> float:
         return self.total / self.count if self.count else 0.0
+
+    def metrics(self, name: str) -> dict[str, int | float | str]:
+        """mntr lines in ZooKeeper's summary style: avg_, min_, max_, cnt_, sum_ + name."""
+        return {
+            f"avg_{name}": round(self.avg, 4),
+            f"min_{name}": round(self.min, 4),
+            f"max_{name}": round(self.max, 4),
+            f"cnt_{name}": self.count,
+            f"sum_{name}": round(self.total, 4),
+        }

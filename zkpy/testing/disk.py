@@ -212,13 +212,8 @@ class MemoryStore:
     def metrics(self) -> dict[str, int | float | str]:
         """The same mntr lines as DurableStore, so a simulated server reports like a real one
         (fsync times are virtual)."""
-        fsync = self.fsync_ms
         return {
-            "avg_fsynctime": round(fsync.avg, 4),
-            "min_fsynctime": round(fsync.min, 4),
-            "max_fsynctime": round(fsync.max, 4),
-            "cnt_fsynctime": fsync.count,
-            "sum_fsynctime": round(fsync.total, 4),
+            **self.fsync_ms.metrics("fsynctime"),
             "last_snapshot_zxid": f"0x{max(self.last_snapshot_zxid, 0):x}",
         }
 
