@@ -977,23 +977,6 @@ XFAIL: dict[str, str] = {
         "Apache 3.8 never answers a successful check (op 13) outside a multi: it fails serializing "
         "SetDataResponse(null stat) and drops the reply. zkpy answers with an empty body on purpose."
     ),
-    "create_container_other_flags": (
-        "Apache creates whatever the flags say for createContainer (19) with non-container flags; zkpy "
-        "refuses with BadArguments. The create checks live in zkpy/tree/apply.py (not a reply-encoding fix)."
-    ),
-    "bad_paths_missing_parent": (
-        "Apache checks a create's or delete's parent (NoNode) before validating the whole path, and creates "
-        "sequential nodes at '/'; zkpy validates first (BadArguments). Check order lives in zkpy/tree/apply.py."
-    ),
-    "persistent_watch_halves": (
-        "Apache files a persistent watch as a data and a child watch and removeWatches(Data) removes only "
-        "one half; zkpy keeps a persistent watch whole (zkpy/tree/watches.py), so removing a half removes it."
-    ),
-    "children_order_after_shrinking": (
-        "getChildren lists children in the order of ZooKeeper's HashSet, whose table never shrinks; zkpy "
-        "sizes the table from the current child count, as it does not track a node's largest child count "
-        "(that would live in zkpy/tree/datatree.py), so the order can differ once children were deleted."
-    ),
     "watcher_types_of_3_9": (
         "zkpy accepts ZooKeeper 3.9's WatcherTypes Persistent (4) and PersistentRecursive (5) in "
         "checkWatches/removeWatches (its own client uses them); Apache 3.8 answers MarshallingError."

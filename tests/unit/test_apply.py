@@ -63,8 +63,16 @@ def test_errors_match_zookeeper():
     assert h.create("/a").err == Code.NODE_EXISTS
     assert h.create("bad").err == Code.BAD_ARGUMENTS
     assert h.create("/a/").err == Code.BAD_ARGUMENTS
-    assert h.create("/a/./b").err == Code.BAD_ARGUMENTS
+    # PrepRequestProcessor's order: the parent first (NoNode), the whole path only once the parent exists
+    assert h.create("/a/./b").err == Code.NO_NODE
+    assert h.create("/a/.").err == Code.BAD_ARGUMENTS
+    assert h.create("/a//b").err == Code.NO_NODE
+    assert h.create("/a/\0").err == Code.BAD_ARGUMENTS
     assert h.create("/").err == Code.NODE_EXISTS
+    assert h.create("/", acl=[ACL(31, Id("nope", "x"))]).err == Code.INVALID_ACL  # the ACL comes first
+    assert h.run(OpCode.DELETE, DeleteRequest("/a/", -1)).err == Code.NO_NODE  # a delete never validates
+    assert h.run(OpCode.DELETE, DeleteRequest("/a//b", -1)).err == Code.NO_NODE
+    assert h.run(OpCode.DELETE, DeleteRequest("a", -1)).err == Code.BAD_ARGUMENTS
     assert h.create("/a/b").err == 0
     assert h.run(OpCode.DELETE, DeleteRequest("/a", -1)).err == Code.NOT_EMPTY
     assert h.run(OpCode.DELETE, DeleteRequest("/a/b", 3)).err == Code.BAD_VERSION
@@ -73,6 +81,78 @@ def test_errors_match_zookeeper():
     assert h.create("/eph", flags=1).err == 0
     assert h.create("/eph/child").err == Code.NO_CHILDREN_FOR_EPHEMERALS
     assert h.create("/x", flags=9).err == Code.BAD_ARGUMENTS
+
+
+def test_sequential_nodes_at_the_root_and_below_a_trailing_slash():
+    h = Harness()
+    assert h.create("/", flags=2).response.path == "/0000000000"
+    assert h.create("/q").err == 0
+    assert h.create("/q/", flags=2).response.path == "/q/0000000000"
+    assert h.create("/q/.", flags=2).response.path == "/q/.0000000001"
+
+
+def test_create_container_makes_a_container_whatever_its_flags_except_in_a_multi():
+    h = Harness()
+    h.create("/b")
+    for flags in (0, 1, 2, 3, 4):
+        r = h.run(OpCode.CREATE_CONTAINER, CreateRequest(f"/b/c{flags}-", b"", OPEN_ACL_UNSAFE, flags))
+        assert r.err == 0 and h.tree.nodes[r.response.path].ephemeral_owner == CONTAINER_OWNER
+        assert r.response.path.endswith("-" if flags in (0, 1, 4) else f"-{flags:010d}")
+    for flags in (5, 6, 7):
+        r = h.run(OpCode.CREATE_CONTAINER, CreateRequest(f"/b/x{flags}", b"", OPEN_ACL_UNSAFE, flags))
+        assert r.err == Code.BAD_ARGUMENTS
+    # In a multi, ZooKeeper rebuilds each create from its flags: createContainer with flags 1 is ephemeral.
+    r = h.run(
+        OpCode.MULTI,
+        MultiRequest(
+            [
+                (OpCode.CREATE_CONTAINER, CreateRequest("/b/m0", b"", OPEN_ACL_UNSAFE, 0)),
+                (OpCode.CREATE_CONTAINER, CreateRequest("/b/m1", b"", OPEN_ACL_UNSAFE, 1)),
+                (OpCode.CREATE_TTL, CreateTTLRequest("/b/t0", b"", OPEN_ACL_UNSAFE, 0, 600)),
+                (OpCode.CREATE2, CreateRequest("/b/m4", b"", OPEN_ACL_UNSAFE, 4)),
+            ]
+        ),
+    )
+    assert [op for op, _err, _ in r.response.results] == [OpCode.CREATE, OpCode.CREATE, OpCode.CREATE, 15]
+    owners = [h.tree.nodes[f"/b/{n}"].ephemeral_owner for n in ("m0", "m1", "t0", "m4")]
+    assert owners == [0, SESSION, 0, CONTAINER_OWNER]
+    # a TTL create carried by a plain create's record: ZooKeeper fails the whole multi (MarshallingError)
+    r = h.run(
+        OpCode.MULTI,
+        MultiRequest(
+            [
+                (OpCode.CREATE, CreateRequest("/b/ok", b"", OPEN_ACL_UNSAFE, 0)),
+                (OpCode.CREATE, CreateRequest("/b/t5", b"", OPEN_ACL_UNSAFE, 5)),
+            ]
+        ),
+    )
+    assert r.err == Code.MARSHALLING_ERROR and "/b/ok" not in h.tree.nodes and not r.events
+
+
+def test_children_table_never_shrinks_and_a_failed_multi_leaves_it_alone():
+    h = Harness()
+    h.create("/p")
+    node = h.tree.nodes["/p"]
+    for i in range(7):
+        h.create(f"/p/n{i}")
+    assert node.child_capacity == 16  # the 7th child passed 8 * 3/4
+    for i in range(7):
+        h.run(OpCode.DELETE, DeleteRequest(f"/p/n{i}", -1))
+    assert node.child_capacity == 16
+    h.create("/q")
+    q = h.tree.nodes["/q"]
+    for i in range(6):
+        h.create(f"/q/n{i}")
+    r = h.run(
+        OpCode.MULTI,
+        MultiRequest(
+            [
+                (OpCode.CREATE, CreateRequest("/q/x", b"", OPEN_ACL_UNSAFE, 0)),
+                (OpCode.CHECK, CheckVersionRequest("/q", 99)),
+            ]
+        ),
+    )
+    assert r.response.results[1][1] == Code.BAD_VERSION and q.child_capacity == 8
 
 
 def test_sequential_suffix_is_parent_cversion():

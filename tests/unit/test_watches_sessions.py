@@ -125,3 +125,51 @@ def test_the_last_add_watch_mode_wins_for_one_watcher_and_path():
     w.trigger(NODE_CHILDREN_CHANGED, "/r")  # recursive watches never see child-list events
     w.trigger(NODE_CREATED, "/r/a")
     assert r.events == [(NODE_CREATED, "/r/a")]
+
+
+def test_a_persistent_watch_is_a_data_half_and_a_child_half():
+    w, r = WatchManager(), Recorder()
+    w.add_persistent_watch("/p", r, recursive=False)
+    assert w.remove_watches("/p", 2, r)  # removeWatches(Data): the child half stays
+    assert not w.remove_watches("/p", 2, r, dry_run=True) and w.remove_watches("/p", 1, r, dry_run=True)
+    w.trigger(NODE_DATA_CHANGED, "/p")
+    w.trigger(NODE_CHILDREN_CHANGED, "/p")
+    w.trigger(NODE_DELETED, "/p")
+    w.trigger(NODE_CREATED, "/p")
+    assert r.events == [(NODE_CHILDREN_CHANGED, "/p"), (NODE_DELETED, "/p")]
+    assert w.remove_watches("/p", 1, r) and w.count() == 0
+
+
+def test_a_recursive_watch_with_its_data_half_removed_still_hears_deletions_below():
+    w, r = WatchManager(), Recorder()
+    w.add_persistent_watch("/r", r, recursive=True)
+    assert w.remove_watches("/r", 2, r)
+    w.trigger(NODE_CREATED, "/r/a")
+    w.trigger(NODE_DATA_CHANGED, "/r/a")
+    w.trigger(NODE_DELETED, "/r/a")
+    assert r.events == [(NODE_DELETED, "/r/a")]
+    assert w.remove_watches("/r", 1, r, dry_run=True) and not w.remove_watches("/r/a", 1, r, dry_run=True)
+
+
+def test_a_one_shot_watch_on_a_persistently_watched_path_makes_that_half_one_shot():
+    w, r = WatchManager(), Recorder()
+    w.add_persistent_watch("/q", r, recursive=False)
+    w.add_data_watch("/q", r)  # ZooKeeper keeps one mode per watcher and path in each half
+    w.trigger(NODE_DATA_CHANGED, "/q")
+    w.trigger(NODE_DATA_CHANGED, "/q")
+    w.trigger(NODE_CHILDREN_CHANGED, "/q")
+    assert r.events == [(NODE_DATA_CHANGED, "/q"), (NODE_CHILDREN_CHANGED, "/q")]
+
+
+def test_check_watches_answers_as_zookeeper_3_8_does():
+    import pytest
+
+    from zkpy.errors import MarshallingError
+
+    w, a, b = WatchManager(), Recorder(), Recorder()
+    w.add_data_watch("/x", a)
+    assert w.remove_watches("/x", 2, b, dry_run=True)  # 3.8 finds anyone's watch on the path itself
+    assert not w.remove_watches("/x", 2, b)  # but removes only the caller's
+    assert not w.remove_watches("", 3, b, dry_run=True)
+    with pytest.raises(MarshallingError):
+        w.remove_watches("noslash", 1, b, dry_run=True)

@@ -76,7 +76,6 @@ def _node_key(path: str | None) -> str | None:
 # WatcherTypes ZooKeeper 3.8 knows (Children, Data, Any), and 3.9's Persistent and PersistentRecursive,
 # which zkpy's own client uses. Any other type fails the request as ZooKeeper's does: MarshallingError.
 _WATCHER_TYPES = frozenset({1, 2, 3, 4, 5})
-_PERSISTENT_TYPES = (4, 5)
 
 # Valid request types zkpy refuses, with ZooKeeper's answers: reconfig is disabled by default, only the
 # server itself deletes containers, and a session is created by the handshake only.
@@ -174,13 +173,12 @@ class Reads:
         return bytes(out)
 
     def _children_in_java_order(self, path: str, node: Any) -> list[str]:
-        """A node's children as ZooKeeper lists them: its HashSet's order (created with 8 buckets), each
-        bucket in creation order. The table is sized for the current count: a Java table never shrinks,
-        so after deletions ZooKeeper's may be larger than this one (the tree keeps no high-water mark)."""
+        """A node's children as ZooKeeper lists them: its HashSet's order, each bucket in creation order. The
+        table size is the node's child_capacity (grown with the children, never shrunk, as Java's)."""
         children = node.children
         if len(children) < 2:
             return list(children)
-        mask = javaorder.capacity(len(children), 8) - 1
+        mask = node.child_capacity - 1
         spread = javaorder.spread_string_hash
         keyed = sorted([(spread(name) & mask, name) for name in children])
         ordered = [name for _, name in keyed]
@@ -265,14 +263,9 @@ class Reads:
         path = req.path or ""
         if req.type not in _WATCHER_TYPES:
             raise MarshallingError(path=path)
-        if path and "/" not in path:
-            # ZooKeeper walks the path's parents here and fails on one without a '/'.
-            raise MarshallingError(path=path)
-        found = self.watches.remove_watches(path, req.type, caller, dry_run=True)
-        if not found and req.type in (1, 2):
-            # ZooKeeper files a persistent watch as both a data and a child watch.
-            found = any(self.watches.remove_watches(path, t, caller, dry_run=True) for t in _PERSISTENT_TYPES)
-        if not found:
+        # ZooKeeper's containsWatcher per half (see WatchManager.remove_watches): it may fail with
+        # MarshallingError on a path without '/', and finds any watch on the path itself in that half.
+        if not self.watches.remove_watches(path, req.type, caller, dry_run=True):
             raise NoWatcherError(path=path)
         return b""
 
@@ -280,12 +273,8 @@ class Reads:
         path = req.path or ""
         if req.type not in _WATCHER_TYPES:
             raise MarshallingError(path=path)
-        found = self.watches.remove_watches(path, req.type, caller)
-        if not found and req.type in (1, 2):
-            # ZooKeeper files a persistent watch as both a data and a child watch, and removes just that
-            # half; zkpy keeps a persistent watch whole, so removing either half removes all of it.
-            found = any([self.watches.remove_watches(path, t, caller) for t in _PERSISTENT_TYPES])
-        if not found:
+        # A persistent watch is a data half and a child half: removing Data or Children removes only that one.
+        if not self.watches.remove_watches(path, req.type, caller):
             raise NoWatcherError(path=path)
         return b""
 

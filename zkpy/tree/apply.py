@@ -160,46 +160,54 @@ class Applier:
 
     # -- writes -----------------------------------------------------------------
     def _create(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        """ZooKeeper's PrepRequestProcessor.pRequest2TxnCreate, its checks in its order: the flags, the TTL,
+        only a '/' and no NUL for the path, the ACL, the parent (NoNode), the parent's CREATE permission, and
+        only then the whole path (with the sequence number appended, so "/" with sequential flags is
+        "/0000000007"), NodeExists and an ephemeral parent."""
         tree = self.tree
         flags = req.flags
         ttl = getattr(req, "ttl", -1)
         if flags not in (0, 1, 2, 3, 4, 5, 6):
             raise BadArgumentsError(path=req.path)
         is_ttl = flags in (5, 6)
-        if is_ttl != (op == OpCode.CREATE_TTL) or (is_ttl and not 0 < ttl <= MAX_TTL):
+        # EphemeralType.validateTTL: a TTL mode needs a TTL in range, any other mode no TTL.
+        if (is_ttl and not 0 < ttl <= MAX_TTL) or (not is_ttl and op == OpCode.CREATE_TTL):
             raise BadArgumentsError(path=req.path)
-        if op == OpCode.CREATE_CONTAINER and flags != 4:
-            raise BadArgumentsError(path=req.path)
-        sequential = flags in (2, 3, 6)
-        path = paths.validate(req.path, sequential)
-        if path == "/":
-            raise NodeExistsError(path=path)
+        path = req.path
+        if path is None:  # ZooKeeper fails on it (NullPointerException) as a marshalling error
+            raise JuteError("create without a path")
+        slash = path.rfind("/")
+        if slash < 0 or "\0" in path:
+            raise BadArgumentsError(path=path)
+        parent_path = path[:slash] or "/"  # ZooKeeper files the root under "" too
         acl = checked_acl(req.acl, txn.auth)
-        parent_path = paths.parent(path)
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise NoNodeError(path=parent_path)
         if not allowed(parent.acl, PERM_CREATE, txn.auth):
             raise NoAuthError(path=path)
         parent_cversion = parent.cversion
-        if sequential:
+        if flags in (2, 3, 6):
             path = f"{path}{parent_cversion:010d}"
-            paths.validate(path)
+        paths.validate(path)
         if path in tree.nodes:
             raise NodeExistsError(path=path)
         if is_normal_ephemeral(parent.ephemeral_owner):
             raise NoChildrenForEphemeralsError(path=path)
-        if flags in (1, 3):
-            if txn.session_id == 0:
-                raise BadArgumentsError(path=path)
-            owner = txn.session_id
-        elif flags == 4:
+        # createContainer makes a container whatever its (non-TTL) flags say: ZooKeeper's CreateContainerTxn
+        # carries no mode. Inside a multi the op comes from the flags instead (see _multi).
+        if op == OpCode.CREATE_CONTAINER or flags == 4:
             owner = CONTAINER_OWNER
         elif is_ttl:
             owner = ttl_owner(ttl)
+        elif flags in (1, 3):
+            if txn.session_id == 0:
+                raise BadArgumentsError(path=path)
+            owner = txn.session_id
         else:
             owner = 0
         old_pzxid = parent.pzxid
+        old_capacity = parent.child_capacity
         node = tree.create_node(path, req.data, acl, owner, parent_cversion + 1, txn.zxid, txn.time)
         result.events.append((NODE_CREATED, path))
         result.events.append((NODE_CHILDREN_CHANGED, parent_path))
@@ -208,17 +216,24 @@ class Applier:
             tree.delete_node(path, txn.zxid)
             parent.cversion = parent_cversion
             parent.pzxid = old_pzxid
+            parent.child_capacity = old_capacity  # ZooKeeper never applies a failed multi's ops
 
         if op == OpCode.CREATE:
             return CreateResponse(path), undo
         return Create2Response(path, node.stat()), undo
 
     def _delete(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
+        """PrepRequestProcessor's delete: only a '/', no NUL and no special node for the path, then the parent
+        (NoNode), its DELETE permission, the node (NoNode), the version and the children. The path itself is
+        never validated: a malformed one names no node."""
         tree = self.tree
-        path = paths.validate(req.path)
-        if path in SPECIAL_PATHS:  # PrepRequestProcessor.getParentPathAndValidate, before any other check
+        path = req.path
+        if path is None:
+            raise JuteError("delete without a path")
+        slash = path.rfind("/")
+        if slash < 0 or "\0" in path or path in SPECIAL_PATHS:
             raise BadArgumentsError(path=path)
-        parent_path = paths.parent(path)
+        parent_path = path[:slash] or "/"
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise NoNodeError(path=path)
@@ -305,6 +320,13 @@ class Applier:
         failed_at = -1
         failed_code = 0
         for i, (op, req) in enumerate(request.ops):
+            if op in _CREATE_OPS:
+                op = _multi_create_op(op, req.flags)
+                if op < 0:  # ZooKeeper fails on it (ClassCastException): all of it is a MarshallingError
+                    for undo in reversed(undos):
+                        undo()
+                    result.events.clear()
+                    raise JuteError("a TTL create without a TTL in a multi")
             try:
                 if op not in MULTI_WRITE_OPS:
                     raise UnimplementedError()
@@ -341,6 +363,15 @@ class Applier:
 
 def _no_undo() -> None:
     return None
+
+
+def _multi_create_op(op: int, flags: int) -> int:
+    """The op ZooKeeper runs for a create inside a multi: MultiOperationRecord rebuilds every create from its
+    flags (Op.create), so TTL flags make a createTTL (which a create's record cannot carry: -1), container
+    flags a createContainer, and any other flags a plain create, whatever the op said."""
+    if flags in (5, 6):
+        return op if op == OpCode.CREATE_TTL else -1
+    return OpCode.CREATE_CONTAINER if flags == 4 else OpCode.CREATE
 
 
 _WRITE_HANDLERS: dict[int, Callable[[Applier, int, Any, Txn, Result], tuple[Any, Undo]]] = {

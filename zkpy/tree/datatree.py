@@ -34,6 +34,9 @@ def is_normal_ephemeral(owner: int) -> bool:
     return owner > 0
 
 
+# DataNode.addChild makes a node's children set as `new HashSet<>(8)`.
+CHILD_TABLE_INITIAL = 8
+
 # Most znodes are leaves: sharing one empty frozenset saves an empty set (216 bytes) per node.
 NO_CHILDREN: frozenset[str] = frozenset()
 
@@ -42,6 +45,7 @@ class ZNode:
     __slots__ = (
         "acl",
         "aversion",
+        "child_capacity",
         "children",
         "ctime",
         "cversion",
@@ -62,12 +66,18 @@ class ZNode:
         self.version = self.cversion = self.aversion = 0
         self.ephemeral_owner = ephemeral_owner
         self.children: set[str] | frozenset[str] = NO_CHILDREN  # a real set once it has a child
+        # The table size of ZooKeeper's HashSet of this node's children, which orders getChildren: created
+        # with 8 buckets, doubled whenever the count passes three quarters of it, and never shrunk.
+        self.child_capacity = CHILD_TABLE_INITIAL
 
     def add_child(self, name: str) -> None:
         if self.children is NO_CHILDREN:
             self.children = {name}
         else:
-            self.children.add(name)  # type: ignore[union-attr]
+            children = self.children
+            children.add(name)  # type: ignore[union-attr]
+            if len(children) > self.child_capacity * 3 // 4:
+                self.child_capacity *= 2
 
     def stat(self) -> Stat:
         return Stat(*self._stat_fields())

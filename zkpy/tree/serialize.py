@@ -9,6 +9,10 @@ rebuilt from the paths on load, so node order in the stream does not matter.
     ["nodes", [[path, data, acl_index, czxid, mzxid, ctime, mtime, version, cversion, aversion,
                 ephemeral_owner, pzxid], ...]]
 
+A node's children table size (ZNode.child_capacity, which orders getChildren) is not stored: as ZooKeeper
+rebuilds its children sets when it loads a snapshot (DataTree.deserialize adds each child to a fresh
+`HashSet<>(8)`), a loaded node's table is sized for the children it has, however many it once had.
+
 Format 1 differs only in what it means: it was written while zkpy made /zookeeper/config with world:anyone
 ALL and aversion 0. Loading one gives that node ZooKeeper's own READ-only ACL and aversion -1 unless a
 setACL had changed it, so an upgraded server does not keep the system node writable by anyone.
@@ -19,7 +23,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from zkpy.tree.datatree import CONFIG_NODE, NO_CHILDREN, OPEN_ACL, DataTree, ZNode, make_config_node
+from zkpy.tree.datatree import (
+    CHILD_TABLE_INITIAL,
+    CONFIG_NODE,
+    NO_CHILDREN,
+    OPEN_ACL,
+    DataTree,
+    ZNode,
+    make_config_node,
+)
 
 FORMAT = "zkpy-tree"
 VERSION = 2
@@ -93,6 +105,7 @@ def load_tree(items: Iterable[Any]) -> DataTree:
                 node.version, node.cversion, node.aversion = version, cversion, aversion
                 node.ephemeral_owner, node.pzxid = owner, pzxid
                 node.children = NO_CHILDREN
+                node.child_capacity = CHILD_TABLE_INITIAL
                 nodes[path] = node
         else:
             raise SnapshotFormatError(f"unknown snapshot item {kind!r}")
@@ -109,10 +122,13 @@ def load_tree(items: Iterable[Any]) -> DataTree:
         parent = nodes.get(parent_path or "/")
         if parent is None:
             raise SnapshotFormatError(f"snapshot node {path} has no parent")
-        if parent.children is NO_CHILDREN:
+        children = parent.children
+        if children is NO_CHILDREN:
             parent.children = {name}
         else:
-            parent.children.add(name)  # type: ignore[union-attr]
+            children.add(name)  # type: ignore[union-attr]
+            if len(children) > parent.child_capacity * 3 // 4:
+                parent.child_capacity *= 2
         if node.ephemeral_owner:
             tree.index_owner(path, node.ephemeral_owner)
     tree.data_size = size

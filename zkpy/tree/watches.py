@@ -8,10 +8,11 @@ each event at most once, however many of its watches match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from zkpy import paths
+from zkpy.errors import MarshallingError
 
 # WatchedEvent types.
 EVENT_NONE = -1
@@ -32,138 +33,214 @@ class Watcher(Protocol):
     def notify(self, event_type: int, path: str) -> None: ...
 
 
-_Table = dict[str, set[Watcher]]
+# WatcherModes, per watcher and path in each half (ZooKeeper's WatcherModeManager).
+STANDARD = 0
+PERSISTENT = 1
+PERSISTENT_RECURSIVE = 2
+
+_Table = dict[str, dict[Watcher, int]]  # path -> watcher -> mode, in the order they were added
 
 
-def _add(table: _Table, path: str, watcher: Watcher) -> None:
-    watchers = table.get(path)
-    if watchers is None:
-        table[path] = {watcher}
-    else:
-        watchers.add(watcher)
+def _java_path_and_parents(path: str, parents: bool) -> Iterator[str]:
+    """ZooKeeper's PathParentIterator: `path`, then (when `parents`) each parent up to "/". It works out the
+    next parent before handing out a path, and fails on a path without '/' (a MarshallingError answer)."""
+    more = True
+    while path and more:
+        current = path
+        if path == "/":
+            path = ""
+        else:
+            slash = path.rfind("/")
+            if slash < 0:
+                raise MarshallingError(path=current)
+            path = path[:slash] or "/"
+        more = parents
+        yield current
 
 
-def _discard(table: _Table, path: str, watcher: Watcher) -> bool:
-    watchers = table.get(path)
-    if not watchers or watcher not in watchers:
-        return False
-    watchers.discard(watcher)
-    if not watchers:
-        del table[path]
-    return True
+class _Half:
+    """One of ZooKeeper's two watch managers (data watches and child watches): watchers per path, each
+    with its mode there. A persistent watch is filed in both halves, so removing one half leaves the other."""
 
+    __slots__ = ("by_watcher", "recursive", "table")
 
-class WatchManager:
     def __init__(self) -> None:
-        self.data: _Table = {}
-        self.child: _Table = {}
-        self.persistent: _Table = {}
-        self.recursive: _Table = {}
-        # watcher -> every path it has some watch on, so closing a connection costs its own
-        # watches, not a scan of everyone's (ZooKeeper's watch2Paths).
-        self._paths_by_watcher: dict[Watcher, set[str]] = {}
+        self.table: _Table = {}
+        self.by_watcher: dict[Watcher, set[str]] = {}  # watch2Paths
+        self.recursive = 0  # how many (watcher, path) pairs are recursive: parents are looked at only then
 
-    # -- registration --------------------------------------------------------
-    def _register(self, table: _Table, path: str, watcher: Watcher) -> None:
-        _add(table, path, watcher)
-        paths_of = self._paths_by_watcher.get(watcher)
+    def add(self, path: str, watcher: Watcher, mode: int) -> None:
+        """WatchManager.addWatch: the watcher's mode at `path` becomes `mode`, whatever it was (so a
+        getData watch on a path a persistent watch covers makes that half one-shot, as in ZooKeeper)."""
+        watchers = self.table.get(path)
+        if watchers is None:
+            self.table[path] = watchers = {}
+        old = watchers.get(watcher)
+        self.recursive += (mode == PERSISTENT_RECURSIVE) - (old == PERSISTENT_RECURSIVE)
+        watchers[watcher] = mode
+        paths_of = self.by_watcher.get(watcher)
         if paths_of is None:
-            self._paths_by_watcher[watcher] = {path}
+            self.by_watcher[watcher] = {path}
         else:
             paths_of.add(path)
 
-    def _forget_if_unwatched(self, path: str, watcher: Watcher) -> None:
-        for table in (self.data, self.child, self.persistent, self.recursive):
-            if watcher in table.get(path, ()):
-                return
-        paths_of = self._paths_by_watcher.get(watcher)
-        if paths_of is not None:
-            paths_of.discard(path)
-            if not paths_of:
-                del self._paths_by_watcher[watcher]
+    def remove(self, path: str, watcher: Watcher, mode: int | None = None) -> bool:
+        """WatchManager.removeWatcher(path, watcher), or only a watch of that mode when `mode` is given."""
+        watchers = self.table.get(path)
+        if watchers is None or watcher not in watchers:
+            return False
+        old = watchers[watcher]
+        if mode is not None and old != mode:
+            return False
+        del watchers[watcher]
+        if not watchers:
+            del self.table[path]
+        if old == PERSISTENT_RECURSIVE:
+            self.recursive -= 1
+        paths_of = self.by_watcher[watcher]
+        paths_of.discard(path)
+        if not paths_of:
+            del self.by_watcher[watcher]
+        return True
 
+    def remove_watcher(self, watcher: Watcher) -> None:
+        for path in self.by_watcher.get(watcher, set()).copy():
+            self.remove(path, watcher)
+
+    def contains(self, path: str, watcher: Watcher) -> bool:
+        """WatchManager.containsWatcher, as ZooKeeper 3.8 has it: true when anyone watches `path` itself in
+        this half, or when `watcher` has a recursive watch there; walking the parents (when any recursive
+        watch exists) fails on a path without '/'."""
+        mode = self.table.get(path, {}).get(watcher, STANDARD)
+        first = True
+        for p in _java_path_and_parents(path, self.recursive > 0):
+            if first and p in self.table:
+                return True
+            first = False
+            if mode == PERSISTENT_RECURSIVE:
+                return True
+        return False
+
+    def has_mode(self, path: str, watcher: Watcher, mode: int) -> bool:
+        return self.table.get(path, {}).get(watcher) == mode
+
+    def fire(self, event_type: int, path: str, hit: dict[Watcher, None]) -> None:
+        """WatchManager.triggerWatch: the watchers of `path` (one-shot ones are spent) and the recursive
+        watchers of it and its parents (never for NodeChildrenChanged) join `hit`."""
+        table = self.table
+        watchers = table.get(path)
+        if watchers:
+            spent = None
+            for watcher, mode in watchers.items():
+                if mode == PERSISTENT_RECURSIVE and event_type == NODE_CHILDREN_CHANGED:
+                    continue
+                hit[watcher] = None
+                if mode == STANDARD:
+                    if spent is None:
+                        spent = [watcher]
+                    else:
+                        spent.append(watcher)
+            if spent:
+                for watcher in spent:
+                    self.remove(path, watcher)
+        if self.recursive and event_type != NODE_CHILDREN_CHANGED:
+            for p in paths.ancestors(path):
+                watchers = table.get(p)
+                if watchers:
+                    for watcher, mode in watchers.items():
+                        if mode == PERSISTENT_RECURSIVE:
+                            hit[watcher] = None
+
+
+class WatchManager:
+    """ZooKeeper's pair of watch managers (DataTree.dataWatches and childWatches). getData/exists watches
+    are data watches, getChildren watches child watches, and addWatch files a persistent (or recursive)
+    watch in both; each half is removed, checked and fired on its own."""
+
+    def __init__(self) -> None:
+        self.data_half = _Half()
+        self.child_half = _Half()
+
+    @property
+    def data(self) -> _Table:
+        """The data half's watchers by path (what wchs/wchc/wchp show)."""
+        return self.data_half.table
+
+    # -- registration --------------------------------------------------------
     def add_data_watch(self, path: str, watcher: Watcher) -> None:
-        self._register(self.data, path, watcher)
+        self.data_half.add(path, watcher, STANDARD)
 
     def add_child_watch(self, path: str, watcher: Watcher) -> None:
-        self._register(self.child, path, watcher)
+        self.child_half.add(path, watcher, STANDARD)
 
     def add_persistent_watch(self, path: str, watcher: Watcher, recursive: bool) -> None:
-        """One persistent mode per watcher and path, as ZooKeeper keeps it: the last addWatch wins."""
-        _discard(self.persistent if recursive else self.recursive, path, watcher)
-        self._register(self.recursive if recursive else self.persistent, path, watcher)
+        """addWatch: both halves, in that mode (the last mode set for a watcher and path wins)."""
+        mode = PERSISTENT_RECURSIVE if recursive else PERSISTENT
+        self.child_half.add(path, watcher, mode)
+        self.data_half.add(path, watcher, mode)
 
     def remove_watches(self, path: str, watcher_type: int, watcher: Watcher, dry_run: bool = False) -> bool:
-        """removeWatches/checkWatches: True if `watcher` had a watch of that WatcherType on `path`."""
-        tables = {
-            1: (self.child,),
-            2: (self.data,),
-            3: (self.data, self.child, self.persistent, self.recursive),
-            4: (self.persistent,),
-            5: (self.recursive,),
-        }.get(watcher_type, ())
-        found = False
-        for table in tables:
+        """removeWatches (or checkWatches, with dry_run) of a WatcherType: Children (1) and Data (2) are the
+        halves and Any (3) both, as ZooKeeper 3.8's DataTree has them; 3.9's Persistent (4) and
+        PersistentRecursive (5) are the watches of that mode in either half. checkWatches of 1-3 may raise
+        MarshallingError (see _Half.contains)."""
+        data, child = self.data_half, self.child_half
+        if watcher_type in (4, 5):
+            mode = PERSISTENT if watcher_type == 4 else PERSISTENT_RECURSIVE
             if dry_run:
-                found = found or watcher in table.get(path, ())
-            else:
-                found = _discard(table, path, watcher) or found
-        if found and not dry_run:
-            self._forget_if_unwatched(path, watcher)
+                return child.has_mode(path, watcher, mode) or data.has_mode(path, watcher, mode)
+            found_child = child.remove(path, watcher, mode)
+            return data.remove(path, watcher, mode) or found_child
+        halves = {1: (child,), 2: (data,), 3: (child, data)}.get(watcher_type, ())
+        found = False
+        for half in halves:  # every half is asked, as ZooKeeper does, even once one said yes
+            if half.contains(path, watcher) if dry_run else half.remove(path, watcher):
+                found = True
         return found
 
     def remove_watcher(self, watcher: Watcher) -> None:
         """Forget every watch of a closed connection."""
-        for path in self._paths_by_watcher.pop(watcher, ()):
-            for table in (self.data, self.child, self.persistent, self.recursive):
-                _discard(table, path, watcher)
+        self.data_half.remove_watcher(watcher)
+        self.child_half.remove_watcher(watcher)
 
     # -- triggering ----------------------------------------------------------
     def trigger(self, event_type: int, path: str) -> None:
-        """Notify every watcher of `path` that the event concerns, once each."""
-        hit: set[Watcher] | None = None
+        """Notify every watcher of `path` that the event concerns, once each: ZooKeeper fires the data half
+        (for NodeChildrenChanged the child half), and for NodeDeleted the child half too."""
+        data, child = self.data_half, self.child_half
+        if event_type == NODE_CHILDREN_CHANGED:  # recursive watches never hear it: the path alone decides
+            if path not in child.table:
+                return
+        elif (path not in data.table and not data.recursive) and (
+            event_type != NODE_DELETED or (path not in child.table and not child.recursive)
+        ):
+            return
+        hit: dict[Watcher, None] = {}
         if event_type == NODE_CHILDREN_CHANGED:
-            one_shot = self.child.pop(path, None)
-            if one_shot:
-                hit = one_shot
+            self.child_half.fire(event_type, path, hit)
         else:
-            one_shot = self.data.pop(path, None)
-            if one_shot:
-                hit = one_shot
+            self.data_half.fire(event_type, path, hit)
             if event_type == NODE_DELETED:
-                children = self.child.pop(path, None)
-                if children:
-                    hit = children if hit is None else hit | children
-        if hit:  # one-shot watches are gone now
-            for watcher in hit:
-                self._forget_if_unwatched(path, watcher)
-        persistent = self.persistent.get(path)
-        if persistent:
-            hit = set(persistent) if hit is None else hit | persistent
-        if self.recursive and event_type != NODE_CHILDREN_CHANGED:
-            for p in (path, *paths.ancestors(path)):
-                recursive = self.recursive.get(p)
-                if recursive:
-                    hit = set(recursive) if hit is None else hit | recursive
-        if hit:
-            for watcher in hit:
-                watcher.notify(event_type, path)
+                self.child_half.fire(event_type, path, hit)
+        for watcher in hit:
+            watcher.notify(event_type, path)
 
     # -- introspection (wchs, wchc, wchp) ----------------------------------------
     def count(self) -> int:
-        return sum(
-            len(ws) for t in (self.data, self.child, self.persistent, self.recursive) for ws in t.values()
-        )
+        """ZooKeeper's watch count: both halves (a persistent watch counts twice)."""
+        return sum(len(ws) for half in (self.data_half, self.child_half) for ws in half.table.values())
 
     def paths_of(self, watcher: Watcher) -> list[str]:
-        return sorted(self._paths_by_watcher.get(watcher, ()))
+        return sorted(
+            self.data_half.by_watcher.get(watcher, set()) | self.child_half.by_watcher.get(watcher, set())
+        )
 
     def by_path(self) -> dict[str, list[Watcher]]:
         out: dict[str, list[Watcher]] = {}
-        for table in (self.data, self.child, self.persistent, self.recursive):
-            for p, ws in table.items():
+        for half in (self.data_half, self.child_half):
+            for p, ws in half.table.items():
                 out.setdefault(p, []).extend(ws)
         return out
 
     def watched_paths(self) -> Iterable[str]:
-        return {*self.data, *self.child, *self.persistent, *self.recursive}
+        return {*self.data_half.table, *self.child_half.table}
