@@ -62,6 +62,8 @@ OUTCOMES = frozenset({"ok", "fail", "unknown"})
 OBSERVING_ERRORS = frozenset({"NodeExists", "NoNode", "BadVersion", "NotEmpty"})
 
 _INF = math.inf
+#: Stands in the model for every written value that no read returned (see _Partition).
+_UNREAD = b"\x00zkpy.testing.history: a value no read returned\x00"
 
 # Roles of an operation in the search.
 _MUTATE = 0  # an acknowledged write or an unknown-outcome write: changes state
@@ -116,6 +118,7 @@ class Anomaly:
     window: list[Operation] = field(default_factory=list)
     initial: State = None  # the znode state the window starts from
     culprit: Operation | None = None  # the first operation no linearization can place
+    context: list[Operation] = field(default_factory=list)  # the last writes before the window
 
     def report(self) -> str:
         """The anomaly in readable text: what is wrong, from which state, which operations."""
@@ -123,8 +126,11 @@ class Anomaly:
         if self.kind == "undecided":
             lines[0] = f"undecided on {self.path}: {self.message}"
         if self.window:
+            if self.context:
+                lines.append("  after a valid order of the earlier operations, ending with:")
+                lines.extend(f"    {op.describe()}" for op in self.context)
             if self.path is not None and self.kind != "session-zxid":
-                lines.append(f"  starting from state {_show_state(self.initial)}, these {len(self.window)} operations:")
+                lines.append(f"  from state {_show_state(self.initial)}, no valid order of these {len(self.window)} operations:")
             for op in self.window:
                 mark = "  <-- cannot be placed" if op is self.culprit else ""
                 lines.append(f"    {op.describe()}{mark}")
@@ -232,8 +238,9 @@ class History:
 # --- the model ---------------------------------------------------------------------------------
 
 
-def _step(state: State, op: Operation, role: int) -> tuple[bool, State]:
-    """Apply `op` to one znode's state: (whether the op's result is possible, the new state)."""
+def _step(state: State, op: Operation, role: int, value: bytes | None = None) -> tuple[bool, State]:
+    """Apply `op` to one znode's state: (whether the op's result is possible, the new state).
+    `value` is what a write stores in the model (see _Partition.values)."""
     kind = op.kind
     if role == _SYNC:
         return True, state
@@ -257,14 +264,14 @@ def _step(state: State, op: Operation, role: int) -> tuple[bool, State]:
         # NotEmpty: ZooKeeper checks the version before the children
         return state is not None and (expected is None or state[1] == expected), state
     if kind == "create":
-        return (True, (op.value, 0)) if state is None else (False, state)
+        return (True, (value, 0)) if state is None else (False, state)
     if state is None:
         return False, state
     if kind == "delete":
         return (True, None) if expected is None or state[1] == expected else (False, state)
     if kind == "cas" and expected is not None and state[1] != expected:
         return False, state
-    return True, (op.value, state[1] + 1)
+    return True, (value, state[1] + 1)
 
 
 def _role(op: Operation) -> int | None:
@@ -344,6 +351,18 @@ class _Partition:
             if self.definite[i]:
                 self.session_of[i] = s
                 queue.append(i)
+        # A value no read returned is stored in the model as _UNREAD: states that differ only in
+        # such values behave identically from then on, so the memoization merges them (this is
+        # what keeps histories with many unknown-outcome writes tractable).
+        observed = {o.value for o in self.ops if o.kind == "get" and o.outcome == "ok" and o.value is not None}
+        merge = _UNREAD not in observed
+        self.values: list[bytes | None] = [
+            o.value if not merge or o.value in observed else _UNREAD for o in self.ops
+        ]
+        self.uclass: list[tuple[str, int | None, bytes | None]] = [
+            (o.kind, o.version if o.version is not None and o.version >= 0 else None, self.values[i])
+            for i, o in enumerate(self.ops)
+        ]
         # acknowledged writes are committed in zxid order
         self.zpred = [-1] * n
         if use_zxids:
@@ -375,7 +394,7 @@ def _first_unset(order: list[int], lo: int, mask: int) -> int:
 def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     """Depth-first Wing & Gong search with memoization; see the module docstring."""
     ops, roles, inv, comp = part.ops, part.roles, part.inv, part.comp
-    spred, zpred, sessions = part.spred, part.zpred, part.sessions
+    spred, zpred, sessions, values, uclass = part.spred, part.zpred, part.sessions, part.values, part.uclass
     by_all, by_lin, writes_def, writes_unknown = part.by_comp_all, part.by_comp_lin, part.writes_def, part.writes_unknown
     full = part.definite_mask
     path: list[int] = []
@@ -431,10 +450,14 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
             if roles[i] == _MUTATE and not mask >> i & 1 and _ready(i, mask):
                 out.append(i)
         out.sort(key=lambda i: comp[i])
+        offered: set[tuple[str, int | None, bytes | None]] = set()
         for i in writes_unknown:
             if inv[i] > min_all:
                 break
-            if not mask >> i & 1 and _ready(i, mask):
+            # of interchangeable unknown writes (same effect, both already invoked) only the
+            # first is offered: any order using another one maps onto one using the first
+            if not mask >> i & 1 and _ready(i, mask) and uclass[i] not in offered:
+                offered.add(uclass[i])
                 out.append(i)
         return out, lo_w
 
@@ -489,7 +512,7 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
             continue
         frame[7] = ci + 1
         i = cands[ci]
-        possible, new_state = _step(state, ops[i], _MUTATE)
+        possible, new_state = _step(state, ops[i], _MUTATE, values[i])
         if not possible:
             continue
         del path[plen:], path_states[plen:]
@@ -541,6 +564,7 @@ def _explain(
         return not result.ok and not result.exhausted
 
     best: tuple[list[Operation], State] = ([*ops], initial)
+    best_cut = 0
     cuts = _clean_cuts(part, seq)
     # try clean cuts from the end of the valid prefix backwards, doubling the step, then bisect
     # (positions in `cuts`; failing is not strictly monotone in the cut, so this finds a late
@@ -552,7 +576,7 @@ def _explain(
         k = max(0, len(cuts) - step)
         chosen, start = window(cuts[k], True)
         if chosen and fails(chosen, start):
-            failing, best = k, (chosen, start)
+            failing, best, best_cut = k, (chosen, start), cuts[k]
             break
         last_pass = k
         if k == 0:
@@ -564,7 +588,7 @@ def _explain(
             mid = (lo + hi) // 2
             chosen, start = window(cuts[mid], True)
             if chosen and fails(chosen, start):
-                lo, best = mid, (chosen, start)
+                lo, best, best_cut = mid, (chosen, start), cuts[mid]
             else:
                 hi = mid
     chosen, start = best
@@ -581,16 +605,19 @@ def _explain(
         )
     if culprit is not None:
         message += f"; first operation that cannot be placed: {culprit.describe()}"
-    return Anomaly(kind, path, message, sorted(chosen, key=lambda o: o.invoked), start, culprit)
+    context = [ops[i] for i in seq[:best_cut] if part.roles[i] == _MUTATE][-3:]
+    return Anomaly(kind, path, message, sorted(chosen, key=lambda o: o.invoked), start, culprit, context)
 
 
 def _clean_cuts(part: _Partition, seq: list[int]) -> list[int]:
-    """Positions in the valid prefix `seq` where a window may start: every write before the cut
-    completed before any write after it was invoked, so every execution orders them the same
-    way and the state at the cut is not one arbitrary choice among concurrent writes (an
-    unknown-outcome write has no completion, so no cut follows one). Always includes 0."""
+    """Positions in the valid prefix `seq` where a window may start: every definite write before
+    the cut completed before any definite write after it was invoked, so the window does not
+    split a group of concurrent writes. Unknown-outcome writes are optional and may go anywhere
+    after their invocation: one the prefix applied counts as taking effect when invoked (the
+    report shows the writes that led to the window's first state), one it did not apply stays
+    in the window. Always includes 0."""
     is_write = [r in (_MUTATE, _OBSERVE) for r in part.roles]
-    writes_by_inv = [i for i in range(len(part.ops)) if is_write[i]]
+    writes_by_inv = [i for i in range(len(part.ops)) if is_write[i] and part.definite[i]]
     in_prefix: set[int] = set()
     cuts = [0]
     latest_completion = -_INF
@@ -598,7 +625,7 @@ def _clean_cuts(part: _Partition, seq: list[int]) -> list[int]:
     for c, i in enumerate(seq, start=1):
         in_prefix.add(i)
         if is_write[i]:
-            latest_completion = max(latest_completion, part.comp[i])
+            latest_completion = max(latest_completion, part.comp[i] if part.definite[i] else part.inv[i])
         while lo < len(writes_by_inv) and writes_by_inv[lo] in in_prefix:
             lo += 1
         next_invocation = part.inv[writes_by_inv[lo]] if lo < len(writes_by_inv) else _INF
@@ -648,7 +675,9 @@ def _show(value: bytes | None) -> str:
 
 
 def _show_state(state: State) -> str:
-    return "absent" if state is None else f"{_show(state[0])} v{state[1]}"
+    if state is None:
+        return "absent"
+    return f"{'(a value no read returned)' if state[0] == _UNREAD else _show(state[0])} v{state[1]}"
 
 
 # --- adapting the simulator's records ----------------------------------------------------------
