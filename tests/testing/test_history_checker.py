@@ -545,3 +545,16 @@ def test_five_thousand_operations_check_in_seconds() -> None:
     print(f"5000 ops, 20 znodes, 5 clients: {elapsed:.2f}s; {result.report().splitlines()[0]}")
     assert result.ok, result.report()
     assert elapsed < 30.0
+
+
+def test_a_violation_among_five_thousand_operations_with_unknown_outcomes_is_found_in_seconds() -> None:
+    rng = random.Random(3)
+    sim = simulate(rng, 5, 5000, ["/hot"], p_unknown=0.05, overlap=3.0)
+    assert stale_read_mutation(sim, rng)
+    start = time.perf_counter()
+    result = History(sim.ops).check()
+    elapsed = time.perf_counter() - start
+    print(f"violation in 5000 ops on one znode (5% unknown outcomes): {elapsed:.2f}s\n{result.report()}")
+    assert [a.kind for a in result.anomalies] == ["session-consistency"]
+    assert len(result.anomalies[0].window) < 50
+    assert elapsed < 30.0
