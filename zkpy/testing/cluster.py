@@ -28,7 +28,7 @@ from zkpy.replication.peer import QuorumPeer
 from zkpy.server.config import ServerConfig, parse_config
 from zkpy.testing.disk import MemoryDisk, MemoryStore
 from zkpy.testing.network import SimNetwork
-from zkpy.testing.simclient import Op
+from zkpy.testing.simclient import Op, SimClient
 from zkpy.tree.apply import Applier
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import tree_items
@@ -205,6 +205,7 @@ class SimCluster:
         self.tick = tick_ms / 1000
         self._nursery: trio.Nursery | None = None
         self.events: list[str] = []  # what happened, in order: the run's trace
+        self.clients: list[SimClient] = []  # whose histories are checked at the end
         # Called as (sid, point name) at each protocol step a server reports; a scripted scenario
         # crashes servers from here (cluster.crash) to hit an exact interleaving.
         self.point_hooks: list[Callable[[int, str], None]] = []

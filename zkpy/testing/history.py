@@ -130,7 +130,9 @@ class Anomaly:
                 lines.append("  after a valid order of the earlier operations, ending with:")
                 lines.extend(f"    {op.describe()}" for op in self.context)
             if self.path is not None and self.kind != "session-zxid":
-                lines.append(f"  from state {_show_state(self.initial)}, no valid order of these {len(self.window)} operations:")
+                lines.append(
+                    f"  from state {_show_state(self.initial)}, no valid order of these {len(self.window)} operations:"
+                )
             for op in self.window:
                 mark = "  <-- cannot be placed" if op is self.culprit else ""
                 lines.append(f"    {op.describe()}{mark}")
@@ -354,7 +356,9 @@ class _Partition:
         # A value no read returned is stored in the model as _UNREAD: states that differ only in
         # such values behave identically from then on, so the memoization merges them (this is
         # what keeps histories with many unknown-outcome writes tractable).
-        observed = {o.value for o in self.ops if o.kind == "get" and o.outcome == "ok" and o.value is not None}
+        observed = {
+            o.value for o in self.ops if o.kind == "get" and o.outcome == "ok" and o.value is not None
+        }
         merge = _UNREAD not in observed
         self.values: list[bytes | None] = [
             o.value if not merge or o.value in observed else _UNREAD for o in self.ops
@@ -367,7 +371,11 @@ class _Partition:
         self.zpred = [-1] * n
         if use_zxids:
             acked = sorted(
-                (i for i in range(n) if self.roles[i] == _MUTATE and self.definite[i] and (self.ops[i].zxid or 0) > 0),
+                (
+                    i
+                    for i in range(n)
+                    if self.roles[i] == _MUTATE and self.definite[i] and (self.ops[i].zxid or 0) > 0
+                ),
                 key=lambda i: self.ops[i].zxid or 0,
             )
             for a, b in itertools.pairwise(acked):
@@ -395,7 +403,12 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     """Depth-first Wing & Gong search with memoization; see the module docstring."""
     ops, roles, inv, comp = part.ops, part.roles, part.inv, part.comp
     spred, zpred, sessions, values, uclass = part.spred, part.zpred, part.sessions, part.values, part.uclass
-    by_all, by_lin, writes_def, writes_unknown = part.by_comp_all, part.by_comp_lin, part.writes_def, part.writes_unknown
+    by_all, by_lin, writes_def, writes_unknown = (
+        part.by_comp_all,
+        part.by_comp_lin,
+        part.writes_def,
+        part.writes_unknown,
+    )
     full = part.definite_mask
     path: list[int] = []
     path_states: list[State] = []
@@ -487,7 +500,6 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
         explored += 1
         return False
 
-
     def note(mask: int, lo_all: int) -> None:
         nonlocal best, best_path, best_states, best_stuck
         depth = (mask & full).bit_count()
@@ -531,7 +543,9 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
             return _Found(False, True, explored, best_path, best_states, best_stuck)
         note(new_mask, new_lo_all)
         new_cands, new_lo_w = candidates(new_mask, new_lo_all, lo_w)
-        stack.append([new_mask, new_state, new_lo_all, new_lo_lin, new_lo_w, new_sptr, new_cands, 0, len(path)])
+        stack.append(
+            [new_mask, new_state, new_lo_all, new_lo_lin, new_lo_w, new_sptr, new_cands, 0, len(path)]
+        )
     return _Found(False, False, explored, best_path, best_states, best_stuck)
 
 
@@ -555,7 +569,9 @@ def _explain(
     def window(cut: int, bounded: bool) -> tuple[list[Operation], State]:
         done = set(seq[:cut])
         start = states[cut - 1] if cut > 0 else initial
-        chosen = [ops[i] for i in range(len(ops)) if i not in done and (not bounded or part.inv[i] <= horizon)]
+        chosen = [
+            ops[i] for i in range(len(ops)) if i not in done and (not bounded or part.inv[i] <= horizon)
+        ]
         return chosen, start
 
     def fails(chosen: list[Operation], start: State) -> bool:
@@ -700,7 +716,9 @@ def from_simclient(records: Iterable[Any]) -> list[Operation]:
     records (the run ended mid-request) count as unknown outcomes."""
     out: list[Operation] = []
     for rec in records:
-        kind = {"get_data": "get", "getData": "get", "set_data": "set", "setData": "set"}.get(rec.kind, rec.kind)
+        kind = {"get_data": "get", "getData": "get", "set_data": "set", "setData": "set"}.get(
+            rec.kind, rec.kind
+        )
         expected = getattr(rec, "version", None)
         if kind == "set" and expected is not None and expected >= 0:
             kind = "cas"

@@ -51,6 +51,7 @@ class Op:
     zxid: int = -1
     err: int = 0
     result: Any = None
+    version: int | None = None  # the expected version of a conditional set or delete
 
 
 @dataclass
@@ -138,9 +139,17 @@ class SimClient:
             await self._drop()
             raise ConnectionLost(f"{self.name}: {type(e).__name__}") from None
 
-    async def record(self, kind: str, op: int, record: Any, path: str, value: bytes | None = None) -> Op:
+    async def record(
+        self,
+        kind: str,
+        op: int,
+        record: Any,
+        path: str,
+        value: bytes | None = None,
+        version: int | None = None,
+    ) -> Op:
         """Run one operation and append it to the history with its outcome."""
-        entry = Op(self.name, kind, path, value, trio.current_time())
+        entry = Op(self.name, kind, path, value, trio.current_time(), version=version)
         self.history.append(entry)
         try:
             err, zxid, result = await self.call(op, record, path)

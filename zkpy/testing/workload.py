@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from zkpy.jute.ops import CreateRequest, OpCode
+from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, PathWatchRequest, SetDataRequest
 from zkpy.jute.records import ACL, Id
+from zkpy.testing.history import History, from_simclient
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 
 if TYPE_CHECKING:
@@ -50,6 +51,67 @@ async def writer(cluster: SimCluster, name: str, until: float) -> int:
             acked += 1
     await client.close()
     return acked
+
+
+REGISTERS = ("/r0", "/r1", "/r2")
+
+
+async def make_registers(cluster: SimCluster) -> None:
+    client = new_client(cluster, "setup")
+    while True:
+        try:
+            await client.connect()
+            for path in REGISTERS:
+                op = await client.record(
+                    "create", OpCode.CREATE, CreateRequest(path, b"0", OPEN, 0), path, b"0"
+                )
+                if op.outcome == "ok":
+                    cluster.invariants.acknowledged_write(op)
+            await client.close()
+            return
+        except (ConnectionLost, SessionExpired):
+            await trio.sleep(0.1)
+
+
+async def register_client(cluster: SimCluster, name: str, until: float) -> None:
+    """Compare-and-set on a few znodes: read the value and version, write a new value at that
+    version; now and then a sync first. Every operation goes into the client's history."""
+    client = new_client(cluster, name)
+    cluster.clients.append(client)
+    rng = client.rng
+    n = 0
+    while trio.current_time() < until:
+        try:
+            if client._stream is None:
+                await client.connect()
+            path = rng.choice(REGISTERS)
+            if rng.random() < 0.2:
+                await client.record("sync", OpCode.SYNC, PathRequest(path), path)
+            read = await client.record("get", OpCode.GET_DATA, PathWatchRequest(path, False), path)
+            if read.outcome != "ok":
+                continue
+            n += 1
+            value = f"{name}-{n}".encode()
+            version = read.result.stat.version
+            op = await client.record(
+                "set", OpCode.SET_DATA, SetDataRequest(path, value, version), path, value, version
+            )
+            if op.outcome == "ok":
+                cluster.invariants.acknowledged_write(op)
+        except SessionExpired:
+            continue
+        except ConnectionLost:
+            await trio.sleep(0.05)
+    await client.close()
+
+
+def check_history(cluster: SimCluster) -> None:
+    """Writes linearizable, reads sequentially consistent per session, sync then read fresh."""
+    ops = [op for client in cluster.clients for op in client.history]
+    history = History(from_simclient(ops), initial={path: (b"0", 0) for path in REGISTERS})
+    result = history.check()
+    if not result.ok:
+        raise AssertionError(f"seed {cluster.seed}: history check failed\n{result.report()}")
 
 
 async def one_write(cluster: SimCluster, name: str, timeout: float) -> None:
@@ -141,17 +203,21 @@ def faulty_scenario(duration: float) -> Callable[[SimCluster], Awaitable[None]]:
 
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
+        await make_registers(cluster)
         until = trio.current_time() + duration
         rng = random.Random(cluster.rng.getrandbits(64))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer, cluster, "c1", until)
             nursery.start_soon(writer, cluster, "c2", until)
+            nursery.start_soon(register_client, cluster, "r1", until)
+            nursery.start_soon(register_client, cluster, "r2", until)
             nursery.start_soon(nemesis, cluster, until, rng)
         await recover_everything(cluster)
         await one_write(cluster, "after-heal", timeout=60.0)
         await cluster.wait_until(lambda: _all_caught_up(cluster), 30.0, "every server caught up")
         cluster.check_trees()
         cluster.check_acknowledged()
+        check_history(cluster)
 
     return scenario
 
