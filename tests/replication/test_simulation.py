@@ -56,6 +56,7 @@ def test_faults_five_voters(seed: int) -> None:
     simulate(seed, faulty(8.0), voters=5)
 
 
+@pytest.mark.timeout(900)  # 150 whole-ensemble runs, about a second each
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_schedules(seed: int) -> None:
