@@ -16,7 +16,7 @@ from zkpy.replication.leader import Leader
 from zkpy.replication.wire import encode_frame
 from zkpy.testing.cluster import CLIENT_PORT, ELECTION_PORT, PEER_PORT, SimCluster, simulate
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
-from zkpy.testing.workload import OPEN, writer
+from zkpy.testing.workload import OPEN, one_write, writer
 from zkpy.testing.workload import faulty_scenario as faulty
 
 
@@ -219,3 +219,38 @@ def test_a_learner_applies_what_it_logged_in_an_earlier_role() -> None:
         cluster.check_acknowledged()
 
     simulate(5, scenario)
+
+
+@pytest.mark.parametrize(("seed", "who"), [(1, "leader"), (2, "leader"), (3, "follower"), (4, "follower")])
+def test_a_failing_disk_steps_its_server_aside_until_it_works(seed: int, who: str) -> None:
+    """fsync fails (EIO) on one server: nothing of the failed batch is acknowledged, that server
+    leaves the ensemble (a leader steps down), the others carry on, and once its disk works again
+    it rejoins and catches up."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        victim = leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+        cluster.servers[victim].disk.fail_next_fsync = 3  # the first retries fail too
+        acked = await writer(cluster, "c1", trio.current_time() + 4.0)
+        assert acked > 20
+        peer = cluster.servers[victim].peer
+        assert peer is not None
+        if who == "leader":
+            assert cluster.leader() != victim  # it stepped down, another leads
+        await cluster.wait_all_serving()
+        await one_write(cluster, "after", timeout=30.0)
+        await cluster.wait_until(lambda: _caught_up(cluster), 30.0, "the failed server caught up")
+        assert cluster.servers[victim].disk.fail_next_fsync == 0  # every injected failure was hit
+        cluster.check_trees()
+        cluster.check_acknowledged()
+
+    simulate(seed, scenario)
+
+
+def _caught_up(cluster: SimCluster) -> bool:
+    return (
+        len({s.peer.tree.last_zxid for s in cluster.servers.values() if s.peer is not None and s.serving})
+        == 1
+    )

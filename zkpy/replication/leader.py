@@ -31,6 +31,7 @@ from zkpy.replication.link import PeerGone, PeerLink, root_cause
 from zkpy.replication.serving import LEADER, EnsembleServer
 from zkpy.replication.wire import WireError, encode_frame
 from zkpy.server.fourletter import LeaderStats
+from zkpy.storage.errors import StorageError
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
@@ -342,7 +343,14 @@ class Leader:
         self.proposal_sizes = (size, size if low < 0 else min(low, size), max(high, size))
         for learner in self.learners.values():
             learner.link.send_frame(frame, "proposal")
-        await peer.store.persist(txns)
+        try:
+            await peer.store.persist(txns)
+        except StorageError as e:
+            # Nothing in this batch may be acknowledged; a leader that cannot log steps aside
+            # (the peer keeps it out of elections until its disk works again).
+            peer.disk_failed = str(e)
+            self._fail(f"the local log failed: {e}")
+            await trio.sleep_forever()
         self._point("leader logged")
         self.acks[self.me] = txns[-1].zxid
         self._advance_commit()

@@ -23,6 +23,7 @@ from zkpy.replication.history import SNAP, TRUNC
 from zkpy.replication.leader import LINK_ERRORS, RoleEnded
 from zkpy.replication.link import PeerLink, root_cause
 from zkpy.replication.serving import FOLLOWER, OBSERVER, EnsembleServer, Forwarder, LearnerPipeline
+from zkpy.storage.errors import StorageError
 from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
 
@@ -57,6 +58,9 @@ class Learner(Forwarder):
             e = root_cause(group)
             if isinstance(e, RoleEnded):
                 raise e from None
+            if isinstance(e, StorageError):
+                self.peer.disk_failed = str(e)
+                raise RoleEnded(f"the local log failed: {e}") from None
             if isinstance(e, AssertionError):
                 raise e from None  # a broken invariant: stop, never carry on past it
             if not isinstance(e, LINK_ERRORS):

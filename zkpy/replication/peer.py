@@ -24,6 +24,7 @@ from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.latency import Summary
 from zkpy.server.node import ZooKeeperServer
+from zkpy.storage.errors import StorageError
 from zkpy.tree.datatree import DataTree
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class QuorumPeer:
         )
         self._decided = trio.Event()
         self.state = "looking"
+        self.disk_failed: str | None = None  # why the log refused a write; None while it works
         # ZooKeeper 3.8's election_time and (leader side) follower_sync_time summaries, in ms.
         self.election_ms = Summary()
         self.sync_ms = Summary()
@@ -159,6 +161,8 @@ class QuorumPeer:
             if self.serving is not None:
                 self.serving.close_all_clients()
             self.serving = None
+        if self.disk_failed is not None:
+            await self._wait_for_disk()
         await trio.sleep(0.05)  # let the others notice too before voting again
 
     async def _read_only_after(self, delay: float) -> None:
@@ -166,6 +170,28 @@ class QuorumPeer:
         await trio.sleep(delay)
         log.info("no quorum for %.1fs: serving read-only clients", delay)
         self.serving = ReadOnlyServer(self.config, self.tree, self.env)
+
+    async def _wait_for_disk(self) -> None:
+        """Out of elections until the disk takes writes again: a server whose log failed must
+        not lead or acknowledge. Recovering from disk is the probe (a reopened log repairs its
+        tail and refuses nothing); then it rejoins and syncs like any restarted server."""
+        self.election.set_role(fle.LOOKING)  # answer no votes meanwhile
+        self.state = "disk failed"
+        delay = max(self.config.tick_time / 1000, 0.1)
+        log.error("disk failed (%s): out of the ensemble until it works again", self.disk_failed)
+        while True:
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            try:
+                self.store.close_log()
+                self.tree = self._recover()
+                self.epochs = self.store.epochs()
+            except (StorageError, OSError) as e:
+                log.error("disk still failing: %s", e)
+                continue
+            log.info("disk works again: rejoining at zxid 0x%x", self.history.last)
+            self.disk_failed = None
+            return
 
     def _send(self, messages: list[tuple[int, fle.Notification]]) -> None:
         for sid, notification in messages:
