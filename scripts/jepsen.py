@@ -1,0 +1,930 @@
+#!/usr/bin/env python3
+"""Jepsen-style run on real server processes: faults on a loopback ensemble, clients recording a
+history, then heal, read every server's view and check.
+
+    python3 scripts/jepsen.py --server zkpy|apache --servers 3|5 --duration 120 --clients 5 --seed 1 \\
+        [--registers 3] [--no-partitions] [--session-timeout 6] [--keep-logs DIR] [--json FILE]
+
+What it does:
+
+* starts `--servers` members of `--server` (zkpy or Apache ZooKeeper 3.8, through
+  ../shared/tools/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
+  through a small TCP proxy in this process (one per ordered pair of members and per port, quorum
+  and election; server.N lines of member i name proxy ports for every other member), so the
+  nemesis can cut links;
+* `--clients` kazoo workers (threads), each with its own KazooClient/session on the connection
+  string of all servers, loop over: compare-and-set on one of `--registers` register znodes
+  (get, then set at the version read), sync then get, plain get, sequential creates under /seq
+  (acknowledged names are remembered) and one ephemeral /eph/wN per worker session;
+  every operation is recorded with time.monotonic() invocation/completion times as a
+  zkpy.testing.history.Operation: ok, fail (BadVersion / NodeExists / NoNode: the request was
+  ordered and observed the state) or unknown (ConnectionLoss, SessionExpired, timeouts...);
+* a nemesis thread acts every 2-6 s: kill -9 a server (the leader half the time, found by `srvr`),
+  restart killed servers, SIGSTOP a server (the leader half the time) for 3-8 s then SIGCONT,
+  isolate a server (the leader half the time) or cut one peer link for 3-8 s. At most a minority
+  of members is down (killed or paused) at once; a member that exits without being killed is
+  reported and restarted;
+* after `--duration` seconds: stop the workers, heal every link, SIGCONT and restart everything,
+  wait until every server serves, close the worker sessions, then on each server alone: sync
+  and read every register and the children of /seq (the reads join the history as sessions of
+  their own), and wait until /eph is empty everywhere (closed or expired sessions leave no
+  ephemeral behind).
+
+Reported: operations by kind and outcome, faults by kind, acknowledged sequential creates missing
+from any server's view and acknowledged compare-and-sets not reflected in a register's final
+version (acknowledged writes lost), servers whose views disagree, ephemerals left behind,
+members that exited unexpectedly, the history checker's verdict (with each anomaly's report) and
+the elapsed time. Exit status 1 on any of these problems, 2 when the ensemble could not be
+started or healed. On a problem the server logs, configs and the history (JSON lines) are copied
+under /tmp (or --keep-logs DIR). Every process and thread is cleaned up, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
+
+from zkpy.testing.history import History, Operation
+from zkpy.testing.procs import Ensemble, ServerProcess, free_port, write_config
+
+HOST = "127.0.0.1"
+OP_TIMEOUT = 10.0  # seconds a client waits for one reply before calling the outcome unknown
+DEFINITE = {BadVersionError: "BadVersion", NodeExistsError: "NodeExists", NoNodeError: "NoNode"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- a TCP proxy for peer links ----------------------------------------------------------------
+
+
+class LinkProxy:
+    """Listens on a port of its own and forwards to `target_port`: member `src` reaching member
+    `dst`. While cut, bytes already in flight are held (not forwarded, not dropped: a partition
+    that TCP would survive) and new connections are held until the link heals."""
+
+    def __init__(self, src: int, dst: int, target_port: int, stopping: threading.Event) -> None:
+        self.src, self.dst, self.target_port = src, dst, target_port
+        self.stopping = stopping
+        self.open = threading.Event()
+        self.open.set()
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True, name=f"proxy{src}->{dst}")
+        self.thread.start()
+
+    def _track(self, s: socket.socket) -> None:
+        with self.lock:
+            self.sockets.add(s)
+
+    def _close(self, s: socket.socket) -> None:
+        with self.lock:
+            self.sockets.discard(s)
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            s.close()
+
+    def _accept_loop(self) -> None:
+        while not self.stopping.is_set():
+            ready, _, _ = select.select([self.listener], [], [], 0.25)
+            if not ready:
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self._track(conn)
+            threading.Thread(target=self._connect, args=(conn,), daemon=True).start()
+
+    def _connect(self, conn: socket.socket) -> None:
+        """Reach the target for `conn`: while the link is cut, or for up to 3 s while the target
+        does not answer (it is down), hold the connection, keeping what the peer sends, as a
+        network that delays packets would; then forward, or hang up."""
+        held: list[bytes] = []
+        unreachable_since: float | None = None
+        upstream = None
+        try:
+            while not self.stopping.is_set():
+                if self.open.is_set():
+                    try:
+                        upstream = socket.create_connection((HOST, self.target_port), timeout=1.0)
+                        break
+                    except OSError:
+                        now = time.monotonic()
+                        unreachable_since = unreachable_since or now
+                        if now - unreachable_since > 3.0:
+                            break
+                ready, _, _ = select.select([conn], [], [], 0.2)
+                if ready:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    held.append(data)
+            if upstream is None:
+                self._close(conn)
+                return
+            upstream.settimeout(None)
+            self._track(upstream)
+            for sock in (conn, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if held:
+                upstream.sendall(b"".join(held))
+        except (OSError, ValueError):
+            self._close(conn)
+            if upstream is not None:
+                self._close(upstream)
+            return
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while not self.stopping.is_set():
+                ready, _, _ = select.select([a], [], [], 0.25)
+                if not ready:
+                    continue
+                data = a.recv(65536)
+                if not data:
+                    break
+                while not self.open.is_set() and not self.stopping.is_set():
+                    self.open.wait(0.25)
+                b.sendall(data)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._close(a)
+            self._close(b)
+
+    def cut(self) -> None:
+        self.open.clear()
+
+    def heal(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.open.set()
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        with self.lock:
+            sockets = list(self.sockets)
+        for s in sockets:
+            self._close(s)
+
+
+# --- the ensemble ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    kind: str
+    home: Path
+    servers: list[ServerProcess]
+    proxies: dict[tuple[int, int], list[LinkProxy]]  # (src, dst) member numbers from 1
+    stopping: threading.Event
+
+    @property
+    def ensemble(self) -> Ensemble:
+        return Ensemble(self.servers)
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(s.hosts for s in self.servers)
+
+    def cut(self, a: int, b: int) -> None:
+        for key in ((a, b), (b, a)):
+            for p in self.proxies.get(key, ()):
+                p.cut()
+
+    def heal_all(self) -> None:
+        for ps in self.proxies.values():
+            for p in ps:
+                p.heal()
+
+    def shutdown(self) -> None:
+        """SIGCONT everything (a stopped process ignores SIGTERM), stop all members, close proxies."""
+        for s in self.servers:
+            if s.proc and s.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(s.proc.pid, signal.SIGCONT)
+        with contextlib.suppress(Exception):
+            self.ensemble.stop()
+        for s in self.servers:  # whatever survived the stop
+            with contextlib.suppress(Exception):
+                s.kill()
+        self.stopping.set()
+        for ps in self.proxies.values():
+            for p in ps:
+                p.close()
+
+
+def make_cluster(kind: str, n: int, home: Path, partitions: bool) -> Cluster:
+    stopping = threading.Event()
+    ports = [(free_port(), free_port(), free_port()) for _ in range(n)]  # client, quorum, election
+    proxies: dict[tuple[int, int], list[LinkProxy]] = {}
+    if partitions:
+        for i in range(1, n + 1):
+            for j in range(1, n + 1):
+                if i != j:
+                    _, q, e = ports[j - 1]
+                    proxies[(i, j)] = [LinkProxy(i, j, q, stopping), LinkProxy(i, j, e, stopping)]
+    servers = []
+    for i in range(1, n + 1):
+        quorum = {}
+        for j in range(1, n + 1):
+            if j == i or not partitions:
+                _, q, e = ports[j - 1]
+            else:
+                q, e = (p.port for p in proxies[(i, j)])
+            quorum[f"server.{j}"] = f"{HOST}:{q}:{e}"
+        member = home / f"s{i}"
+        data_dir = member / "data"
+        data_dir.mkdir(parents=True)
+        (data_dir / "myid").write_text(f"{i}\n")
+        settings = {"tickTime": "500", "initLimit": "20", "syncLimit": "10", **quorum}
+        write_config(member / "zoo.cfg", ports[i - 1][0], data_dir, settings)
+        servers.append(
+            ServerProcess(
+                kind,
+                HOST,
+                ports[i - 1][0],
+                data_dir,
+                member / "zoo.cfg",
+                member / "server.log",
+                extra=settings,
+            )
+        )
+    return Cluster(kind, home, servers, proxies, stopping)
+
+
+def signal_group(server: ServerProcess, sig: int) -> bool:
+    if server.proc is None or server.proc.poll() is not None:
+        return False
+    try:
+        os.killpg(server.proc.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- the nemesis -------------------------------------------------------------------------------
+
+
+class Nemesis(threading.Thread):
+    def __init__(self, cluster: Cluster, rng: random.Random, t0: float, partitions: bool) -> None:
+        super().__init__(daemon=True, name="nemesis")
+        self.cluster, self.rng, self.t0, self.partitions = cluster, rng, t0, partitions
+        self.stop_event = threading.Event()
+        self.faults: Counter[str] = Counter()
+        self.events: list[str] = []
+        self.killed: set[int] = set()  # member indices (0-based)
+        self.paused: dict[int, float] = {}  # member -> resume time
+        self.cuts: list[tuple[float, list[tuple[int, int]]]] = []  # (heal time, links)
+        self.unexpected: list[str] = []
+        self.error: str | None = None
+
+    def note(self, kind: str, text: str) -> None:
+        self.faults[kind] += 1
+        line = f"{time.monotonic() - self.t0:7.1f}s nemesis: {text}"
+        self.events.append(line)
+        log(line)
+
+    def leader(self) -> int | None:
+        for k, s in enumerate(self.cluster.servers):
+            if k in self.killed or k in self.paused:
+                continue
+            if s.mode() == "leader":
+                return k
+        return None
+
+    def target(self, candidates: list[int]) -> tuple[int, bool]:
+        """The leader half the time (when one is found among `candidates`), else a random one."""
+        if self.rng.random() < 0.5:
+            lead = self.leader()
+            if lead is not None and lead in candidates:
+                return lead, True
+        return self.rng.choice(candidates), False
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # reported, never silent
+            self.error = f"{type(e).__name__}: {e}"
+            log(f"nemesis failed: {self.error}")
+
+    def _run(self) -> None:
+        servers = self.cluster.servers
+        n = len(servers)
+        max_down = (n - 1) // 2
+        next_action = time.monotonic() + self.rng.uniform(2, 6)
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            self.watch_exits()
+            for k, when in list(self.paused.items()):
+                if when <= now:
+                    signal_group(servers[k], signal.SIGCONT)
+                    del self.paused[k]
+                    self.note("resume", f"SIGCONT s{k + 1}")
+            for entry in list(self.cuts):
+                if entry[0] <= now:
+                    for a, b in entry[1]:
+                        for key in ((a, b), (b, a)):
+                            for p in self.cluster.proxies[key]:
+                                p.heal()
+                    self.cuts.remove(entry)
+                    self.note("heal", f"healed links {entry[1]}")
+            if now >= next_action:
+                self.act(max_down)
+                next_action = time.monotonic() + self.rng.uniform(2, 6)
+            wake = min([next_action, *self.paused.values(), *(c[0] for c in self.cuts)])
+            self.stop_event.wait(max(0.05, min(0.5, wake - time.monotonic())))
+
+    def watch_exits(self) -> None:
+        for k, s in enumerate(self.cluster.servers):
+            if k in self.killed or s.proc is None or s.proc.poll() is None:
+                continue
+            text = f"s{k + 1} exited unexpectedly (status {s.proc.returncode}); last log lines:\n{s.log_tail(15)}"
+            self.unexpected.append(text)
+            self.paused.pop(k, None)
+            self.note("unexpected-exit", text)
+            s.start(wait=None)
+
+    def act(self, max_down: int) -> None:
+        servers = self.cluster.servers
+        n = len(servers)
+        down = self.killed | set(self.paused)
+        up = [k for k in range(n) if k not in down]
+        actions = []
+        if self.killed:
+            actions += ["restart"] * 2
+        if len(down) < max_down:
+            actions += ["kill", "pause"]
+        if self.partitions and not self.cuts:
+            actions += ["isolate", "cut-link"]
+        if not actions:
+            return
+        action = self.rng.choice(actions)
+        if action == "restart":
+            k = self.rng.choice(sorted(self.killed))
+            servers[k].start(wait=None)
+            self.killed.discard(k)
+            self.note("restart", f"restart s{k + 1}")
+        elif action == "kill":
+            k, lead = self.target(up)
+            servers[k].kill()
+            self.killed.add(k)
+            self.note("kill-leader" if lead else "kill", f"kill -9 s{k + 1}{' (leader)' if lead else ''}")
+        elif action == "pause":
+            k, lead = self.target(up)
+            if signal_group(servers[k], signal.SIGSTOP):
+                span = self.rng.uniform(3, 8)
+                self.paused[k] = time.monotonic() + span
+                self.note(
+                    "pause-leader" if lead else "pause",
+                    f"SIGSTOP s{k + 1}{' (leader)' if lead else ''} for {span:.1f}s",
+                )
+        elif action == "isolate":
+            k, lead = self.target(list(range(n)))
+            links = [(k + 1, j + 1) for j in range(n) if j != k]
+            for a, b in links:
+                self.cluster.cut(a, b)
+            span = self.rng.uniform(3, 8)
+            self.cuts.append((time.monotonic() + span, links))
+            self.note(
+                "isolate-leader" if lead else "isolate",
+                f"isolate s{k + 1}{' (leader)' if lead else ''} from its peers for {span:.1f}s",
+            )
+        elif action == "cut-link":
+            a, b = self.rng.sample(range(1, n + 1), 2)
+            self.cluster.cut(a, b)
+            span = self.rng.uniform(3, 8)
+            self.cuts.append((time.monotonic() + span, [(a, b)]))
+            self.note("cut-link", f"cut link s{a}<->s{b} for {span:.1f}s")
+
+    def heal_everything(self) -> None:
+        """SIGCONT paused members, heal every link, restart killed members (and any that died)."""
+        servers = self.cluster.servers
+        for k in list(self.paused):
+            signal_group(servers[k], signal.SIGCONT)
+        self.paused.clear()
+        self.cluster.heal_all()
+        self.cuts.clear()
+        self.watch_exits()
+        for k in sorted(self.killed):
+            servers[k].start(wait=None)
+        self.killed.clear()
+
+
+# --- the clients -------------------------------------------------------------------------------
+
+
+@dataclass
+class Shared:
+    registers: list[str]
+    ops: list[Operation] = field(default_factory=list)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    acked_seq: dict[str, bytes] = field(default_factory=dict)  # acknowledged /seq names -> value
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def new_client(hosts: str, session_timeout: float) -> KazooClient:
+    return KazooClient(
+        hosts=hosts,
+        timeout=session_timeout,
+        connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+    )
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self, n: int, hosts: str, shared: Shared, seed: int, session_timeout: float, t0: float
+    ) -> None:
+        super().__init__(daemon=True, name=f"w{n}")
+        self.n, self.hosts, self.shared, self.t0 = n, hosts, shared, t0
+        self.rng = random.Random(seed)
+        self.session_timeout = session_timeout
+        self.stop_event = threading.Event()
+        self.zk: KazooClient | None = None
+        self.eph_session: int | None = None
+        self.counter = 0
+        self.error: str | None = None
+
+    def session(self) -> int | None:
+        return self.zk._session_id if self.zk is not None else None
+
+    def call(self, kind: str, path: str, start, *, value=None, version=None, history: bool = True):
+        """Run one request (start() returns kazoo's async result) and record it. Returns
+        (outcome, result, the recorded operation)."""
+        assert self.zk is not None
+        sid0 = self.session()
+        invoked = time.monotonic()
+        result = None
+        error = None
+        try:
+            result = start().get(timeout=OP_TIMEOUT)
+            outcome = "ok"
+        except tuple(DEFINITE) as e:
+            outcome, error = "fail", DEFINITE[type(e)]
+        except Exception as e:
+            outcome, error = "unknown", type(e).__name__
+        completed = time.monotonic()
+        sid1 = self.session()
+        if outcome == "unknown":
+            sid = sid0
+        else:
+            sid = sid1
+            if sid0 != sid1 and kind in ("get", "sync"):
+                outcome = "unknown"  # cannot tell which session it belongs to: carries no information
+        client = f"w{self.n}#{sid or 0:x}"
+        rec_value, rec_version = value, version
+        if kind == "get" and outcome == "ok":
+            rec_value, rec_version = result[0], result[1].version
+        op = Operation(
+            client,
+            kind,
+            path,
+            rec_value,
+            rec_version,
+            invoked - self.t0,
+            completed - self.t0 if outcome != "unknown" else None,
+            outcome,
+            None,
+            error,
+        )
+        label = {"create": "create-seq"}.get(kind, kind) if history else kind
+        with self.shared.lock:
+            if history:
+                self.shared.ops.append(op)
+            self.shared.counts[(label, outcome)] += 1
+            if error and outcome == "unknown":
+                self.shared.errors[error] += 1
+        return outcome, result, op
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:
+            self.error = f"{type(e).__name__}: {e}"
+            log(f"worker w{self.n} failed: {self.error}")
+
+    def _run(self) -> None:
+        self.zk = new_client(self.hosts, self.session_timeout)
+        while not self.stop_event.is_set():
+            try:
+                self.zk.start(timeout=15)
+                break
+            except Exception:
+                self.stop_event.wait(1.0)
+        while not self.stop_event.is_set():
+            if not self.zk.connected:
+                self.stop_event.wait(0.1)
+                continue
+            self.step()
+
+    def value(self) -> bytes:
+        self.counter += 1
+        return f"w{self.n}-{self.counter}".encode()
+
+    def step(self) -> None:
+        zk = self.zk
+        assert zk is not None
+        sid = self.session()
+        if sid is not None and sid != self.eph_session:
+            path = f"/eph/w{self.n}"
+            outcome, _, _ = self.call(
+                "ephemeral", path, lambda: zk.create_async(path, self.value(), ephemeral=True), history=False
+            )
+            # NodeExists: an earlier attempt of this session went through (or an expired
+            # session's ephemeral is still there: it goes when that session expires)
+            if outcome == "ok" or (outcome == "fail" and self.session() == sid):
+                self.eph_session = sid
+            return
+        r = self.rng.random()
+        reg = self.rng.choice(self.shared.registers)
+        if r < 0.4:  # compare-and-set: read, then write at the version read
+            outcome, result, _ = self.call("get", reg, lambda: zk.get_async(reg))
+            if outcome == "ok":
+                version = result[1].version
+                value = self.value()
+                self.call(
+                    "cas",
+                    reg,
+                    lambda: zk.set_async(reg, value, version=version),
+                    value=value,
+                    version=version,
+                )
+        elif r < 0.6:  # sync, then read
+            outcome, _, _ = self.call("sync", reg, lambda: zk.sync_async(reg))
+            if outcome == "ok":
+                self.call("get", reg, lambda: zk.get_async(reg))
+        elif r < 0.7:
+            self.call("get", reg, lambda: zk.get_async(reg))
+        else:  # sequential create
+            value = self.value()
+            outcome, result, op = self.call(
+                "create", "/seq/n-", lambda: zk.create_async("/seq/n-", value, sequence=True), value=value
+            )
+            if outcome == "ok":
+                with self.shared.lock:
+                    op.path = result  # the name the server chose
+                    self.shared.acked_seq[result] = value
+
+    def close(self) -> None:
+        if self.zk is None:
+            return
+        with contextlib.suppress(Exception):
+            self.zk.stop()
+        with contextlib.suppress(Exception):
+            self.zk.close()
+
+
+def run_bounded(fn, seconds: float) -> bool:
+    """Run fn in a daemon thread; False when it did not finish in `seconds`."""
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(seconds)
+    return not t.is_alive()
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def final_views(cluster: Cluster, shared: Shared, t0: float, session_timeout: float) -> dict[int, dict]:
+    """Each server alone: sync and read every register and /seq's children. The reads join the
+    history as a session of their own per server."""
+    views: dict[int, dict] = {}
+    for k, s in enumerate(cluster.servers):
+        view: dict = {"registers": {}, "seq": None, "error": None}
+        zk = new_client(s.hosts, session_timeout)
+        zk.connection_retry = KazooRetry(max_tries=20, delay=0.2, max_delay=1.0)
+        try:
+            zk.start(timeout=30)
+            name = f"final-s{k + 1}"
+            for reg in shared.registers:
+                inv = time.monotonic()
+                zk.sync(reg)
+                shared.ops.append(
+                    Operation(name, "sync", reg, None, None, inv - t0, time.monotonic() - t0, "ok")
+                )
+                inv = time.monotonic()
+                data, stat = zk.get(reg)
+                shared.ops.append(
+                    Operation(name, "get", reg, data, stat.version, inv - t0, time.monotonic() - t0, "ok")
+                )
+                view["registers"][reg] = (data, stat.version)
+            zk.sync("/seq")
+            view["seq"] = set(zk.get_children("/seq"))
+        except Exception as e:
+            view["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            run_bounded(lambda zk=zk: (zk.stop(), zk.close()), 15)
+        views[k] = view
+    return views
+
+
+def wait_ephemerals_gone(cluster: Cluster, session_timeout: float) -> dict[int, list[str]]:
+    """Poll /eph on every server until it is empty everywhere (bounded); what is left."""
+    deadline = time.monotonic() + 3 * session_timeout + 30
+    left: dict[int, list[str]] = {}
+    clients = []
+    try:
+        for s in cluster.servers:
+            zk = new_client(s.hosts, session_timeout)
+            zk.start(timeout=30)
+            clients.append(zk)
+        while True:
+            left = {}
+            for k, zk in enumerate(clients):
+                with contextlib.suppress(Exception):
+                    zk.sync("/eph")
+                    children = zk.get_children("/eph")
+                    if children:
+                        left[k] = sorted(children)
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(1.0)
+    finally:
+        for zk in clients:
+            run_bounded(lambda zk=zk: (zk.stop(), zk.close()), 15)
+
+
+def keep_logs(cluster: Cluster, shared: Shared, dest: Path, summary: dict) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for k, s in enumerate(cluster.servers):
+        for f in (s.log_path, s.config_path):
+            with contextlib.suppress(OSError):
+                shutil.copy(f, dest / f"s{k + 1}-{f.name}")
+        with contextlib.suppress(OSError):
+            shutil.copytree(s.data_dir, dest / f"s{k + 1}-data", dirs_exist_ok=True)
+    with open(dest / "history.jsonl", "w") as f:
+        for op in shared.ops:
+            d = asdict(op)
+            d["value"] = None if op.value is None else op.value.decode(errors="replace")
+            f.write(json.dumps(d) + "\n")
+    (dest / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--server", choices=["zkpy", "apache"], default="zkpy")
+    ap.add_argument("--servers", type=int, choices=[3, 5], default=3)
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of faults and load")
+    ap.add_argument("--clients", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--registers", type=int, default=3)
+    ap.add_argument("--session-timeout", type=float, default=6.0)
+    ap.add_argument("--no-partitions", action="store_true", help="no peer-link proxies, no link cuts")
+    ap.add_argument("--keep-logs", type=Path, default=None, help="where to copy logs on a problem")
+    ap.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
+    args = ap.parse_args(argv)
+    logging.getLogger("kazoo").setLevel(logging.ERROR)  # one "Connection dropped" per fault and client
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    rng = random.Random(seed)
+    partitions = not args.no_partitions
+    log(
+        f"jepsen: --server {args.server} --servers {args.servers} --duration {args.duration:g} "
+        f"--clients {args.clients} --seed {seed}{'' if partitions else ' --no-partitions'}"
+    )
+
+    # Ctrl-C and SIGTERM both unwind through the finally blocks below
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    home = Path(tempfile.mkdtemp(prefix=f"zkpy-jepsen-{args.server}-"))
+    cluster = make_cluster(args.server, args.servers, home, partitions)
+    workers: list[Worker] = []
+    nemesis: Nemesis | None = None
+    shared = Shared([f"/registers/r{i}" for i in range(args.registers)])
+    started = time.monotonic()
+    summary: dict = {"server": args.server, "servers": args.servers, "seed": seed, "duration": args.duration}
+    problems: list[str] = []
+    status = 0
+    try:
+        for s in cluster.servers:
+            s.start(wait=None)
+        try:
+            cluster.ensemble.wait_serving(120)
+        except Exception as e:
+            log(f"ensemble did not start: {e}")
+            dest = args.keep_logs or Path(
+                f"/tmp/jepsen-{args.server}-{args.servers}-seed{seed}-{int(time.time())}"
+            )
+            keep_logs(cluster, shared, dest, summary)
+            log(f"logs kept in {dest}")
+            return 2
+        log(f"ensemble serving: {cluster.hosts} (in {time.monotonic() - started:.1f}s, home {home})")
+        admin = new_client(cluster.hosts, args.session_timeout)
+        admin.start(timeout=30)
+        try:
+            for path in ("/seq", "/eph", "/registers"):
+                admin.ensure_path(path)
+            for reg in shared.registers:
+                admin.create(reg, b"init")
+        finally:
+            run_bounded(lambda: (admin.stop(), admin.close()), 15)
+        initial = {reg: (b"init", 0) for reg in shared.registers}
+
+        t0 = time.monotonic()
+        for i in range(args.clients):
+            w = Worker(i + 1, cluster.hosts, shared, rng.randrange(1 << 31), args.session_timeout, t0)
+            workers.append(w)
+            w.start()
+        nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions)
+        nemesis.start()
+        end = t0 + args.duration
+        last_progress = t0
+        while time.monotonic() < end:
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            if time.monotonic() - last_progress >= 15:
+                last_progress = time.monotonic()
+                with shared.lock:
+                    ok = sum(c for (_, o), c in shared.counts.items() if o == "ok")
+                    total = sum(shared.counts.values())
+                log(f"{last_progress - t0:6.0f}s: {total} operations, {ok} ok")
+
+        log("stopping the nemesis and the workers")
+        nemesis.stop_event.set()
+        nemesis.join(10)
+        for w in workers:
+            w.stop_event.set()
+        for w in workers:
+            w.join(OP_TIMEOUT + 5)
+        load_seconds = time.monotonic() - t0
+
+        log("healing: SIGCONT, links, restarts")
+        nemesis.heal_everything()
+        try:
+            cluster.ensemble.wait_serving(180)
+        except Exception as e:
+            log(f"the ensemble did not heal: {e}")
+            problems.append(f"ensemble did not serve again within 180 s after healing: {e}")
+            status = 2
+        healed_after = time.monotonic() - t0 - load_seconds
+        log(f"every server serves ({healed_after:.1f}s after the load stopped); closing worker sessions")
+        for w in workers:
+            run_bounded(w.close, 20)
+
+        views = final_views(cluster, shared, t0, args.session_timeout)
+        eph_left = wait_ephemerals_gone(cluster, args.session_timeout)
+
+        # --- verdicts
+        acked = set(shared.acked_seq)
+        lost_seq: dict[str, list[str]] = {}
+        for k, view in views.items():
+            if view["error"]:
+                problems.append(f"s{k + 1}: final read failed: {view['error']}")
+                continue
+            names = {f"/seq/{c}" for c in view["seq"]}
+            missing = sorted(acked - names)
+            if missing:
+                lost_seq[f"s{k + 1}"] = missing
+        lost_any = sorted({m for ms in lost_seq.values() for m in ms})
+        cas_acked = Counter(op.path for op in shared.ops if op.kind == "cas" and op.outcome == "ok")
+        cas_unknown = Counter(op.path for op in shared.ops if op.kind == "cas" and op.outcome == "unknown")
+        lost_cas: dict[str, int] = {}
+        for reg in shared.registers:
+            versions = [v["registers"][reg][1] for v in views.values() if not v["error"]]
+            if versions and min(versions) < cas_acked[reg]:
+                lost_cas[reg] = cas_acked[reg] - min(versions)
+            if versions and max(versions) > cas_acked[reg] + cas_unknown[reg]:
+                problems.append(
+                    f"{reg}: version {max(versions)} exceeds acknowledged+unknown compare-and-sets "
+                    f"({cas_acked[reg]}+{cas_unknown[reg]})"
+                )
+        good_views = {k: v for k, v in views.items() if not v["error"]}
+        disagree = []
+        if good_views:
+            ref_k = min(good_views)
+            ref = good_views[ref_k]
+            for k, v in good_views.items():
+                if v["seq"] != ref["seq"] or v["registers"] != ref["registers"]:
+                    disagree.append(f"s{k + 1} differs from s{ref_k + 1}")
+        if lost_any:
+            problems.append(f"{len(lost_any)} acknowledged sequential creates missing: {lost_seq}")
+        if lost_cas:
+            problems.append(f"acknowledged compare-and-sets lost (register: count): {lost_cas}")
+        if disagree:
+            problems.append(f"servers disagree: {disagree}")
+        if eph_left:
+            problems.append(
+                f"ephemerals left after every session closed/expired: { {f's{k + 1}': v for k, v in eph_left.items()} }"
+            )
+        if nemesis.unexpected:
+            problems.append(f"{len(nemesis.unexpected)} unexpected server exits")
+        for w in workers:
+            if w.error:
+                problems.append(f"worker w{w.n} crashed: {w.error}")
+        if nemesis.error:
+            problems.append(f"nemesis crashed: {nemesis.error}")
+
+        log(f"checking the history ({len(shared.ops)} operations)")
+        result = History(shared.ops, initial=initial, check_zxids=False).check()
+        if not result.ok:
+            problems.append(f"history check: {len(result.anomalies)} anomalies")
+        elapsed = time.monotonic() - started
+
+        # --- report
+        print("\n==== jepsen report ====")
+        print(
+            f"server {args.server} x{args.servers}, seed {seed}, {args.clients} clients, "
+            f"partitions {'on' if partitions else 'off'}"
+        )
+        print(f"load {load_seconds:.1f}s, healed in {healed_after:.1f}s, elapsed {elapsed:.1f}s")
+        print("operations (kind: ok / fail / unknown):")
+        kinds = sorted({k for k, _ in shared.counts})
+        for kind in kinds:
+            c = [shared.counts[(kind, o)] for o in ("ok", "fail", "unknown")]
+            print(f"  {kind:12s} {c[0]:7d} {c[1]:7d} {c[2]:7d}")
+        if shared.errors:
+            print(f"unknown outcomes by error: {dict(shared.errors.most_common())}")
+        print(f"faults: {dict(sorted(nemesis.faults.items()))}")
+        print(f"acknowledged sequential creates: {len(acked)}; missing from some server: {len(lost_any)}")
+        print(f"acknowledged compare-and-sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}")
+        for k, v in views.items():
+            regs = {r: (d.decode(errors="replace"), ver) for r, (d, ver) in v["registers"].items()}
+            print(
+                f"  s{k + 1} view: {len(v['seq'] or ())} /seq children, registers {regs}"
+                f"{'  ERROR ' + v['error'] if v['error'] else ''}"
+            )
+        print(f"servers disagreeing: {disagree or 'none'}")
+        print(f"ephemerals left: {eph_left or 'none'}")
+        for text in nemesis.unexpected:
+            print(f"UNEXPECTED EXIT: {text}")
+        print(f"history check: {result.report()}")
+        print(f"problems: {problems or 'none'}")
+        summary.update(
+            {
+                "operations": {f"{k}:{o}": c for (k, o), c in sorted(shared.counts.items())},
+                "unknown_errors": dict(shared.errors),
+                "faults": dict(nemesis.faults),
+                "acked_seq": len(acked),
+                "lost_seq": len(lost_any),
+                "acked_cas": sum(cas_acked.values()),
+                "lost_cas": sum(lost_cas.values()),
+                "disagree": disagree,
+                "ephemerals_left": len(eph_left),
+                "unexpected_exits": len(nemesis.unexpected),
+                "history_ok": result.ok,
+                "anomalies": [a.report() for a in result.anomalies],
+                "history_operations": len(shared.ops),
+                "elapsed": round(elapsed, 1),
+                "problems": problems,
+                "nemesis_events": nemesis.events,
+            }
+        )
+        if problems:
+            status = status or 1
+            dest = args.keep_logs or Path(
+                f"/tmp/jepsen-{args.server}-{args.servers}-seed{seed}-{int(time.time())}"
+            )
+            keep_logs(cluster, shared, dest, summary)
+            print(f"logs, configs, data and history kept in {dest}")
+        if args.json:
+            args.json.write_text(json.dumps(summary, indent=2, default=str))
+        print(f"exit status {status}")
+        return status
+    except KeyboardInterrupt:
+        log("interrupted: cleaning up")
+        return 130
+    finally:
+        if nemesis is not None:
+            nemesis.stop_event.set()
+            nemesis.join(10)  # not in the middle of starting a server when everything stops
+        for w in workers:
+            w.stop_event.set()
+        for w in workers:
+            run_bounded(w.close, 5)
+        cluster.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
