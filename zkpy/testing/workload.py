@@ -137,6 +137,7 @@ async def one_write(cluster: SimCluster, name: str, timeout: float) -> None:
 
 
 FAULTS = (
+    "disk_fail",
     "crash",
     "crash_leader",
     "crash_quorum",
@@ -161,6 +162,10 @@ async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None
             leader = cluster.leader()
             if leader is not None:
                 cluster.crash(leader)
+        elif fault == "disk_fail":  # the next fsyncs fail with EIO (then the disk works again)
+            sid = rng.choice(sids)
+            cluster.servers[sid].disk.fail_next_fsync = rng.randint(1, 3)
+            cluster.note(f"disk_fail s{sid}")
         elif fault == "crash_quorum":  # a power cut of most of the ensemble at one instant
             for sid in rng.sample(sids, len(sids) // 2 + 1):
                 cluster.crash(sid)
