@@ -7,6 +7,14 @@ connection's earlier writes, so clients read their own writes, and the watch
 events of a commit are queued before any later reply that could show it.
 A connection that does not read its replies stops being read from (bounded
 buffers), so one slow or hostile client never stalls another.
+
+What one connection can make the server hold is bounded: requests are taken one at a time, and
+none is taken while the connection's unsent output is above OUTPUT_HIGH_WATER, while it has
+global_outstanding_limit requests waiting for their turn, or (as ZooKeeper's throttle) while the
+server's outstanding writes exceed globalOutstandingLimit and this connection has some of them.
+A peer that stops reading is cut off (its output dropped, a warning logged) when its unsent
+output passes OUTPUT_LIMIT (watch events and write replies still arrive while it is not read),
+or when it stays above the high-water mark for SLOW_READER_TIMEOUT without the peer taking a byte.
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSIONLESS_TIMEOUT = 10  # seconds, ZooKeeper's zookeeper.nio.sessionlessCnxnTimeout default
-OUTPUT_HIGH_WATER = 4 * 1024 * 1024  # stop reading a client whose unsent replies exceed this
+OUTPUT_HIGH_WATER = 1024 * 1024  # take no more requests from a client whose unsent output exceeds this
+OUTPUT_LIMIT = 16 * 1024 * 1024  # cut off a client whose unsent output passes this (it is not reading)
+SLOW_READER_TIMEOUT = 10.0  # seconds above the high-water mark without taking a byte: cut off
+_SEND_CHUNK = 256 * 1024  # what the sender hands the socket at a time (what is unsent stays in _out)
 _CLIENT_WRITE_OPS = WRITE_OPS - {OpCode.CREATE_SESSION, OpCode.DELETE_CONTAINER}
 # The request types ZooKeeper's Request.isValid accepts. Anything else is answered Unimplemented and the
 # connection is closed, as ZooKeeper's UnimplementedRequestProcessor does.
@@ -74,10 +85,13 @@ class ClientConnection:
         self.auth: list[tuple[str, str]] = [("ip", remote[0])]
         self._out = bytearray()
         self._out_ready = trio.Event()
-        self._drained = trio.Event()
+        self._progress = trio.Event()  # the sender wrote a chunk, or a queued request was answered
+        self._sent_bytes = 0
         self._pending: deque[_Pending] = deque()
         self._closing = False
+        self._cut_off = False
         self._recv_scope = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None
         self._handshake_done = trio.Event()
         self.established = time.time()
         self.reset_stats()
@@ -96,6 +110,7 @@ class ClientConnection:
     async def serve(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
                 nursery.start_soon(self._send_loop)
                 nursery.start_soon(self._handshake_deadline)
                 with self._recv_scope:
@@ -116,9 +131,28 @@ class ClientConnection:
         self._out_ready.set()
 
     def send(self, data: bytes) -> None:
+        queued = len(self._out)
+        if queued > OUTPUT_HIGH_WATER and queued + len(data) > OUTPUT_LIMIT:
+            # Not reading: only events and write replies got here (no request is taken above the
+            # high-water mark). A single large reply into a short queue is fine.
+            self.cut_off(f"{queued + len(data)} bytes of unsent output (limit {OUTPUT_LIMIT})")
+            return
+        if self._cut_off:
+            return
         self._out += data
         self.packets_sent += 1
         self._out_ready.set()
+
+    def cut_off(self, why: str) -> None:
+        """Drop a peer that does not read: its unsent output is discarded, not flushed."""
+        if self._cut_off:
+            return
+        self._cut_off = True
+        log.warning("cutting off client %s:%d (session 0x%x): %s", *self.remote, self.session_id, why)
+        self._out = bytearray()
+        self.close()
+        if self._scope is not None:
+            self._scope.cancel()
 
     def notify(self, event_type: int, path: str) -> None:
         """A watch fired (Watcher protocol): queue the event now, ahead of later replies."""
@@ -149,9 +183,14 @@ class ClientConnection:
                 await self._out_ready.wait()
                 self._out_ready = trio.Event()
                 while self._out:
-                    data, self._out = self._out, bytearray()
+                    if len(self._out) <= _SEND_CHUNK:
+                        data, self._out = self._out, bytearray()
+                    else:
+                        data = self._out[:_SEND_CHUNK]
+                        del self._out[:_SEND_CHUNK]
                     await stream.send_all(data)
-                self._drained.set()
+                    self._sent_bytes += len(data)
+                    self._progress.set()
                 if self._closing:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -160,12 +199,9 @@ class ClientConnection:
     async def _recv_loop(self) -> None:
         stream = self.stream
         server = self.server
+        pipeline = server.pipeline
+        limit = server.config.global_outstanding_limit
         while True:
-            if len(self._out) > OUTPUT_HIGH_WATER:
-                self._drained = trio.Event()
-                await self._drained.wait()
-            while server.pipeline.outstanding > server.config.global_outstanding_limit:
-                await trio.sleep(0.001)
             try:
                 data = await stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -181,6 +217,14 @@ class ClientConnection:
                 server.sessions.touch(self.session_id)  # once per read, not per request
             for event in events:
                 if isinstance(event, RequestReceived):
+                    if (
+                        len(self._out) > OUTPUT_HIGH_WATER
+                        or len(self._pending) >= limit
+                        or (pipeline.outstanding > limit and self._pending)
+                    ):
+                        await self._throttle()
+                        if self._closing:
+                            return
                     self._on_request(event.xid, event.op, event.body)
                 elif isinstance(event, ConnectRequested):
                     self._count_received()
@@ -196,6 +240,29 @@ class ClientConnection:
                     self._count_received()  # as ZooKeeper: the word is a packet (cons: recved=1)
                     self.send(server.four_letter(event.word).encode())
                     return
+
+    async def _throttle(self) -> None:
+        """Take no request until this connection may have another (see the module docstring)."""
+        pipeline = self.server.pipeline
+        limit = self.server.config.global_outstanding_limit
+        while not self._closing:
+            if len(self._out) > OUTPUT_HIGH_WATER:
+                sent = self._sent_bytes
+                with trio.move_on_after(SLOW_READER_TIMEOUT):
+                    while len(self._out) > OUTPUT_HIGH_WATER and not self._closing:
+                        self._progress = trio.Event()
+                        await self._progress.wait()
+                if len(self._out) > OUTPUT_HIGH_WATER and self._sent_bytes == sent:
+                    self.cut_off(
+                        f"{len(self._out)} bytes of unsent output and nothing read for {SLOW_READER_TIMEOUT:g}s"
+                    )
+            elif len(self._pending) >= limit or (pipeline.outstanding > limit and self._pending):
+                # Apache's throttle: a connection with requests in flight waits while the server has
+                # more than globalOutstandingLimit; each answer it gets is a moment to look again.
+                self._progress = trio.Event()
+                await self._progress.wait()
+            else:
+                return
 
     # -- requests -------------------------------------------------------------------
     def _count_received(self) -> None:
@@ -265,6 +332,7 @@ class ClientConnection:
                 self.send(self._read(head.xid, head.op, head.body))
             pending.popleft()
             self._record(head.op, head.xid, head.started)
+            self._progress.set()
 
     def _read(self, xid: int, op: int, body: bytes) -> bytes:
         tree = self.server.tree

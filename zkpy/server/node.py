@@ -171,6 +171,7 @@ class ZooKeeperServer:
         self.reads = Reads(self.tree, self.watches)
         self.sessions = SessionTracker(config.tick_time, config.server_id or 0, clock=trio.current_time)
         self.connections: set[ClientConnection] = set()
+        self._per_address: dict[str, int] = {}  # open client connections by peer address (maxClientCnxns)
         self.by_session: dict[int, ClientConnection] = {}
         self.stats = ServerStats(started=time.time())
         self.random_bytes: Callable[[int], bytes] = os.urandom  # session passwords (seeded in simulation)
@@ -213,16 +214,26 @@ class ZooKeeperServer:
             await stream.aclose()
             return
         limit = self.config.max_client_cnxns
-        if limit and sum(1 for c in self.connections if c.remote[0] == remote[0]) >= limit:
-            log.warning("too many connections from %s (max %d)", remote[0], limit)
+        ip = remote[0]
+        count = self._per_address.get(ip, 0)
+        if limit and count >= limit:
+            # As ZooKeeper's NIOServerCnxnFactory: the connection is closed before anything is read.
+            log.warning("Too many connections from %s - max is %d", ip, limit)
             await stream.aclose()
             return
+        self._per_address[ip] = count + 1
         conn = ClientConnection(self, stream, remote)
         self.connections.add(conn)
         try:
             await conn.serve()
         except Exception:  # a bug must cost one connection, never the server
             log.exception("connection from %s:%d failed", *remote)
+        finally:
+            left = self._per_address[ip] - 1
+            if left:
+                self._per_address[ip] = left
+            else:
+                del self._per_address[ip]
 
     def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
