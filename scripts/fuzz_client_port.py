@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import socket
 import struct
 import sys
@@ -459,30 +460,30 @@ def non_reader(host: str, port: int, stop: threading.Event, stats: FuzzStats) ->
                 recv_frame(sock, bytearray())
                 stats.connections += 1
                 stats.new_sessions += 1
-                sock.settimeout(10)
+                sock.settimeout(2)
                 try:
-                    sock.sendall(flood)
-                    stats.non_reader_mb += len(flood) * BIG_VALUE / MB / len(req)
-                    sock.sendall(flood)
-                    stats.non_reader_stalled += 1
+                    while not stop.is_set():  # until the server stops reading us
+                        sock.sendall(flood)
+                        stats.non_reader_mb += len(flood) * BIG_VALUE / MB / len(req)
                 except TimeoutError:
-                    stats.non_reader_stalled += 1  # the server stopped reading us
+                    pass
                 except OSError:
                     stats.non_reader_cut_off += 1
                     continue
-                # Did the server close us? (EOF or reset once we look)
+                stop.wait(15)  # reading nothing; the server cuts us off after 10 s stalled
                 try:
-                    sock.settimeout(0.5)
-                    while sock.recv(1 << 20):
-                        pass
-                    stats.non_reader_cut_off += 1
+                    sock.setblocking(False)
+                    sock.send(req)
+                    sock.send(req)
+                    stats.non_reader_stalled += 1  # still connected
+                except BlockingIOError:
+                    stats.non_reader_stalled += 1
                 except OSError:
-                    stats.non_reader_cut_off += 1
+                    stats.non_reader_cut_off += 1  # reset: the server closed us
         except OSError as e:
             if not stop.is_set():
                 stats.errors.append(f"non-reader: {type(e).__name__}: {e}")
                 time.sleep(1)
-        stop.wait(1)
 
 
 def fuzz_process(host: str, port: int, frames: int, connections: int, seed: int, non_readers: int,
@@ -748,9 +749,19 @@ def main() -> int:
         with running_server(args.server, extra) as srv:
             assert srv.proc is not None
             result = run(args, srv.host, srv.port, srv.proc.pid, srv.proc)
+            log_text = srv.log_since(0)
             result["server_log_errors"] = sum(
-                1 for line in srv.log_since(0).splitlines() if "Traceback" in line or " ERROR " in line
+                1 for line in log_text.splitlines() if "Traceback" in line or " ERROR " in line
             )
+            result["server_cut_off_clients"] = log_text.count("cutting off client")
+            exceptions: dict[str, int] = {}
+            for line in log_text.splitlines():
+                if re.match(r"\s*\|?\s*\w+(Error|Exception): ", line):
+                    key = line.strip(" |")[:160]
+                    exceptions[key] = exceptions.get(key, 0) + 1
+            result["server_exceptions"] = exceptions
+            if not result["server_alive"] or result["server_log_errors"]:
+                result["server_log_tail"] = log_text.splitlines()[-80:]
     enforce_rss = args.server == "zkpy" and result["peak_rss_mb"] is not None
     failures = []
     if not result["server_alive"]:

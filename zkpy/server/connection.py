@@ -344,6 +344,12 @@ class ClientConnection:
             return reply(xid, tree.last_zxid, int(e.code))
         except JuteError:
             return reply(xid, tree.last_zxid, int(Code.MARSHALLING_ERROR))
+        except Exception:
+            # As ZooKeeper's FinalRequestProcessor: a request that fails unexpectedly is logged and
+            # answered MarshallingError. Never raised: a read queued behind a write is answered from
+            # the commit pipeline's task, where an exception would stop the whole server.
+            log.exception("failed to process request op %d xid %d from %s:%d", op, xid, *self.remote)
+            return reply(xid, tree.last_zxid, int(Code.MARSHALLING_ERROR))
 
     def _auth(self, xid: int, body: bytes) -> None:
         tree = self.server.tree
