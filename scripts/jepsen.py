@@ -656,11 +656,15 @@ def wait_ephemerals_gone(cluster: Cluster, session_timeout: float) -> dict[int, 
     try:
         for s in cluster.servers:
             zk = new_client(s.hosts, session_timeout)
-            zk.start(timeout=30)
             clients.append(zk)
+            with contextlib.suppress(Exception):
+                zk.start(timeout=30)
         while True:
             left = {}
             for k, zk in enumerate(clients):
+                if not zk.connected:
+                    left[k] = ["(server not reachable)"]
+                    continue
                 with contextlib.suppress(Exception):
                     zk.sync("/eph")
                     children = zk.get_children("/eph")
@@ -787,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"ensemble did not serve again within 180 s after healing: {e}")
             status = 2
         healed_after = time.monotonic() - t0 - load_seconds
-        log(f"every server serves ({healed_after:.1f}s after the load stopped); closing worker sessions")
+        if status == 0:
+            log(f"every server serves ({healed_after:.1f}s after the load stopped); closing worker sessions")
         for w in workers:
             run_bounded(w.close, 20)
 
