@@ -552,7 +552,7 @@ def faulty(duration: float) -> Scenario:
     return scenario
 
 
-MUTANT_SEEDS = range(6)  # seed 3 is caught (a whole-quorum power cut loses a committed batch)
+MUTANT_SEEDS = range(40)  # the first seed that catches it ends the search (a few, usually)
 
 
 def test_checker_catches_ack_before_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -576,6 +576,7 @@ def test_checker_catches_ack_before_fsync(monkeypatch: pytest.MonkeyPatch) -> No
                 if cause is None:
                     raise
                 caught[seed] = str(cause)
+                break  # one catch shows it; the schedules shift whenever the nemesis changes
     assert caught, f"ack-before-fsync went unnoticed on seeds {list(MUTANT_SEEDS)}"
     for seed in caught:
         simulate(seed, faulty(6.0))  # the correct build passes the very same schedule

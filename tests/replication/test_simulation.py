@@ -254,3 +254,34 @@ def _caught_up(cluster: SimCluster) -> bool:
         len({s.peer.tree.last_zxid for s in cluster.servers.values() if s.peer is not None and s.serving})
         == 1
     )
+
+
+def test_a_restarted_leader_syncs_from_the_log_behind_its_snapshot() -> None:
+    """After a restart a server's history starts at its newest snapshot; the log behind it still
+    serves a DIFF to a follower that is behind that snapshot (rather than a whole SNAP)."""
+    modes: list[str] = []
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        cluster.point_hooks.append(
+            lambda sid, name: (
+                modes.append(name.split(":")[1]) if name.startswith("leader sent syncdata") else None
+            )
+        )
+        leader = cluster.leader()
+        assert leader is not None
+        behind = next(sid for sid in cluster.servers if sid != leader)
+        assert await writer(cluster, "c0", trio.current_time() + 0.3) > 0  # it holds some history
+        cluster.crash(behind)
+        assert await writer(cluster, "c1", trio.current_time() + 2.0) > 30  # several snapshots meanwhile
+        assert cluster.servers[leader].disk.snapshots
+        for sid in cluster.servers:  # everyone restarts from disk: histories start at snapshots
+            cluster.crash(sid)
+        modes.clear()
+        for sid in cluster.servers:
+            await cluster.start(sid)
+        await cluster.wait_all_serving()
+        assert modes and set(modes) == {"diff"}, modes
+        cluster.check_trees()
+
+    simulate(8, scenario, snap_count=10, commit_log_count=1000)

@@ -65,6 +65,10 @@ class Store(Protocol):
 
     def last_durable_zxid(self) -> int: ...
 
+    def logged_before(self, zxid: int, limit: int) -> list[tuple[int, bytes]]:
+        """The newest `limit` logged records at or below `zxid`, oldest first."""
+        ...
+
     def maybe_snapshot(self, tree: DataTree) -> None:
         """Between batches: take a snapshot of `tree` if one is due."""
         ...

@@ -62,7 +62,16 @@ class QuorumPeer:
     def _recover(self) -> DataTree:
         replayed: list[tuple[int, bytes]] = []
         tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
-        self.history = History(base=max(self.store.last_snapshot_zxid, 0), limit=self.config.commit_log_count)
+        limit = self.config.commit_log_count
+        base = max(self.store.last_snapshot_zxid, 0)
+        if base > 0:
+            # The log behind the snapshot still serves DIFFs (as Apache syncs from its txn log),
+            # if it reaches the snapshot's own zxid: then nothing is missing in between.
+            older = self.store.logged_before(base, limit)
+            if older and older[-1][0] == base:
+                replayed = older[1:] + replayed
+                base = older[0][0]
+        self.history = History(base=base, limit=limit)
         self.history.floor = self._applied_zxid
         for zxid, raw in replayed:
             if zxid > self.history.last:

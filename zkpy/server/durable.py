@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,16 @@ class DurableStore:
             await trio.sleep(hours * 3600)
             deleted = await trio.to_thread.run_sync(purge, self.snap_dir, self.log_dir, retain)
             log.info("autopurge removed %d files", len(deleted))
+
+    def logged_before(self, zxid: int, limit: int) -> list[tuple[int, bytes]]:
+        """The newest `limit` logged records at or below `zxid`, oldest first: what a restarted
+        leader can still sync learners from by DIFF, behind its newest snapshot."""
+        records: deque[tuple[int, bytes]] = deque(maxlen=limit)
+        for record_zxid, payload in recover(self.log_dir, -1, repair=False):
+            if record_zxid > zxid:
+                break
+            records.append((record_zxid, bytes(payload)))
+        return list(records)
 
     def last_durable_zxid(self) -> int:
         """The newest transaction on disk: the log's last, else the last snapshot's."""

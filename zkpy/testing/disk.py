@@ -89,6 +89,10 @@ class MemoryStore:
 
     # -- recovery ---------------------------------------------------------------------------
 
+    def logged_before(self, zxid: int, limit: int) -> list[tuple[int, bytes]]:
+        """The newest `limit` logged records at or below `zxid`, oldest first."""
+        return [record for record in self.disk.log if record[0] <= zxid][-limit:]
+
     def recover(self, replayed: Callable[[int, bytes], None] | None = None) -> DataTree:
         """Newest snapshot (highest zxid), then every logged transaction after it, each also handed
         to `replayed` (the history an ensemble member syncs learners from)."""
