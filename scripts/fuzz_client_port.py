@@ -25,6 +25,7 @@ client saw an error, or (zkpy only) the peak RSS passed --max-rss-mb.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -470,16 +471,16 @@ def non_reader(host: str, port: int, stop: threading.Event, stats: FuzzStats) ->
                 except OSError:
                     stats.non_reader_cut_off += 1
                     continue
-                stop.wait(15)  # reading nothing; the server cuts us off after 10 s stalled
-                try:
-                    sock.setblocking(False)
-                    sock.send(req)
-                    sock.send(req)
-                    stats.non_reader_stalled += 1  # still connected
-                except BlockingIOError:
-                    stats.non_reader_stalled += 1
-                except OSError:
-                    stats.non_reader_cut_off += 1  # reset: the server closed us
+                # Reading nothing: the server should cut us off (zkpy: 10 s stalled). `cons` lists us until then.
+                me = f"127.0.0.1:{sock.getsockname()[1]}["
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not stop.wait(1):
+                    with contextlib.suppress(OSError):
+                        if me not in four_letter(host, port, "cons"):
+                            stats.non_reader_cut_off += 1
+                            break
+                else:
+                    stats.non_reader_stalled += 1  # still connected after 30 s (or the run ended first)
         except OSError as e:
             if not stop.is_set():
                 stats.errors.append(f"non-reader: {type(e).__name__}: {e}")
@@ -757,7 +758,7 @@ def main() -> int:
             exceptions: dict[str, int] = {}
             for line in log_text.splitlines():
                 if re.match(r"\s*\|?\s*\w+(Error|Exception): ", line):
-                    key = line.strip(" |")[:160]
+                    key = re.sub(r"0x[0-9a-f]+|\d+", "N", line.strip(" |"))[:160]  # one entry per kind
                     exceptions[key] = exceptions.get(key, 0) + 1
             result["server_exceptions"] = exceptions
             if not result["server_alive"] or result["server_log_errors"]:
