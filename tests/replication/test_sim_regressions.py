@@ -19,8 +19,7 @@ import pytest
 import trio
 
 from zkpy.replication.leader import Leader
-from zkpy.replication.learner import Learner
-from zkpy.replication.link import PeerLink
+from zkpy.replication.learner_core import Effect, LearnerCore, Send
 from zkpy.testing.cluster import InvariantViolation, SimCluster, _tree_state, simulate
 from zkpy.testing.disk import MemoryDisk, copy_items
 from zkpy.testing.workload import nemesis, one_write, recover_everything, writer
@@ -522,22 +521,6 @@ def test_zk2872_interrupted_snap_recovers_and_resyncs(seed: int, crash_point: st
 # -- the checker catches a broken build ------------------------------------------------------------
 
 
-class _AckOnReceipt:
-    """A link that acknowledges each proposal as it arrives, before the learner has logged it."""
-
-    def __init__(self, link: PeerLink) -> None:
-        self._link = link
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._link, name)
-
-    async def receive(self) -> list[Any]:
-        message = await self._link.receive()
-        if message[0] == "proposal" and message[1]:
-            self._link.send(["ack", Txn.unpack(message[1][-1]).zxid])
-        return message
-
-
 def faulty(duration: float) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
@@ -560,14 +543,15 @@ def test_checker_catches_ack_before_fsync(monkeypatch: pytest.MonkeyPatch) -> No
     acknowledges proposals before they are fsynced lets a leader commit what a whole-quorum
     crash (one of the nemesis' faults) then loses. Over a few seeds of the random nemesis the
     invariants (or the final checks) must catch it, and the seeds that catch it pass unbroken."""
-    follow = Learner._follow
+    on_proposal = LearnerCore._on_proposal
 
-    async def follow_acking_early(self: Learner, link: PeerLink, nursery: trio.Nursery) -> None:
-        await follow(self, _AckOnReceipt(link), nursery)  # type: ignore[arg-type]
+    def ack_on_receipt(self: LearnerCore, message: list[Any]) -> list[Effect]:
+        """Acknowledge each proposal as it arrives, before it is logged."""
+        return [*on_proposal(self, message), Send(["ack", Txn.unpack(message[1][-1]).zxid])]
 
     caught: dict[int, str] = {}
     with monkeypatch.context() as patch:
-        patch.setattr(Learner, "_follow", follow_acking_early)
+        patch.setattr(LearnerCore, "_on_proposal", ack_on_receipt)
         for seed in MUTANT_SEEDS:
             try:
                 simulate(seed, faulty(6.0))

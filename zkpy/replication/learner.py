@@ -13,7 +13,7 @@ leader and answered when the committed transaction is applied here.
 from __future__ import annotations
 
 import logging
-from collections import deque
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,21 @@ import trio
 
 from zkpy.replication.history import SNAP, TRUNC
 from zkpy.replication.leader import LINK_ERRORS, RoleEnded
+from zkpy.replication.learner_core import (
+    AcceptEpoch,
+    AnswerSync,
+    Apply,
+    Effect,
+    LearnerCore,
+    Log,
+    MakeCurrent,
+    Pong,
+    Refuse,
+    Send,
+    Serve,
+    TakeSync,
+)
+from zkpy.replication.learner_core import RoleEnded as CoreRoleEnded
 from zkpy.replication.link import PeerLink, root_cause
 from zkpy.replication.serving import FOLLOWER, OBSERVER, EnsembleServer, Forwarder, LearnerPipeline
 from zkpy.storage.errors import StorageError
@@ -34,6 +49,9 @@ log = logging.getLogger(__name__)
 
 
 class Learner(Forwarder):
+    """The trio glue around LearnerCore: one link to the leader, a task feeding it what arrives,
+    a ticker, a log writer doing one batch at a time; every effect is carried out here."""
+
     def __init__(self, peer: QuorumPeer, leader_id: int) -> None:
         self.peer = peer
         self.leader_id = leader_id
@@ -44,12 +62,9 @@ class Learner(Forwarder):
         self.link: PeerLink | None = None
         self.server: EnsembleServer | None = None
         self.pipeline: LearnerPipeline | None = None
-        self.commit_zxid = -1
-        self.unapplied: deque[Txn] = deque()  # logged here, not yet known committed
-        self._to_log: list[Txn] = []
-        self._log_wake = trio.Event()
-        self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
         self.started_at = trio.current_time()
+        self._events_in, self._events = trio.open_memory_channel[tuple[str, Any]](math.inf)
+        self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
 
     async def run(self) -> None:
         try:
@@ -58,6 +73,8 @@ class Learner(Forwarder):
             e = root_cause(group)
             if isinstance(e, RoleEnded):
                 raise e from None
+            if isinstance(e, CoreRoleEnded):
+                raise RoleEnded(f"leader {self.leader_id}: {e}") from None
             if isinstance(e, StorageError):
                 self.peer.disk_failed = str(e)
                 raise RoleEnded(f"the local log failed: {e}") from None
@@ -73,13 +90,84 @@ class Learner(Forwarder):
                 await self.link.aclose()
 
     async def _run(self) -> None:
+        peer = self.peer
         link = await self._connect()
+        core = LearnerCore(
+            peer.my_id, self.role, peer.epochs.accepted, peer.epochs.current, peer.history.last,
+            peer.store.last_snapshot_zxid, self.init_limit, self.sync_limit, trio.current_time(),
+        )  # fmt: skip
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.send_loop)
-            with trio.fail_after(self.init_limit):
-                await self._handshake(link)
+            nursery.start_soon(self._receive, link)
+            nursery.start_soon(self._ticks)
             nursery.start_soon(self._log_proposals)
-            await self._follow(link, nursery)
+            await self._carry_out(core.start(), core, nursery)
+            async for kind, value in self._events:
+                if kind == "message":
+                    effects = core.receive(value, trio.current_time())
+                elif kind == "logged":
+                    effects = core.logged(value)
+                else:
+                    effects = core.tick(trio.current_time())
+                await self._carry_out(effects, core, nursery)
+
+    async def _receive(self, link: PeerLink) -> None:
+        while True:
+            self._events_in.send_nowait(("message", await link.receive()))
+
+    async def _ticks(self) -> None:
+        while True:
+            await trio.sleep(self.tick)
+            self._events_in.send_nowait(("tick", None))
+
+    async def _log_proposals(self) -> None:
+        """One batch at a time (the core hands out the next when this one is durable)."""
+        async for batch in self._to_log:
+            await self.peer.store.persist(batch)
+            self._point("learner logged")
+            for txn in batch:
+                self.peer.history.append(txn.zxid, txn.pack())
+            self._events_in.send_nowait(("logged", batch))
+
+    async def _carry_out(self, effects: list[Effect], core: LearnerCore, nursery: trio.Nursery) -> None:
+        peer = self.peer
+        for effect in effects:
+            if isinstance(effect, Send):
+                assert self.link is not None
+                self.link.send(effect.message)
+            elif isinstance(effect, Apply):
+                assert self.pipeline is not None
+                self.pipeline.apply_committed(effect.txns)
+            elif isinstance(effect, Log):
+                self._to_log_in.send_nowait(effect.txns)
+            elif isinstance(effect, Pong):
+                assert self.link is not None and self.server is not None
+                self.link.send(["ping", self.server.touched_sessions()])
+            elif isinstance(effect, AnswerSync):
+                assert self.pipeline is not None
+                self.pipeline.synced(effect.session_id, effect.cxid)
+            elif isinstance(effect, Refuse):
+                assert self.pipeline is not None
+                self.pipeline.refused(effect.session_id, effect.cxid, effect.code, effect.zxid)
+            elif isinstance(effect, AcceptEpoch):
+                peer.epochs.accept(effect.epoch)
+            elif isinstance(effect, MakeCurrent):
+                peer.epochs.make_current(effect.epoch)
+            elif isinstance(effect, TakeSync):
+                await self._take_sync(effect)
+                self._make_server(core.epoch)
+                pending = [Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid)]
+                await self._carry_out(
+                    core.sync_taken(peer.tree.last_zxid, pending, peer.history.last), core, nursery
+                )
+            elif isinstance(effect, Serve):
+                assert self.server is not None
+                await nursery.start(self.server.serve_role)
+                peer.serving = self.server
+                log.info(
+                    "following leader %d (%s); serving clients, %.3fs after the election",
+                    self.leader_id, self.role, trio.current_time() - self.started_at,
+                )  # fmt: skip
 
     async def _connect(self) -> PeerLink:
         """A link to the leader once it leads: it may still be finishing its own election, and
@@ -98,62 +186,36 @@ class Learner(Forwarder):
                     ) from None
                 await trio.sleep(min(self.tick, 0.1))
 
-    async def _handshake(self, link: PeerLink) -> None:
-        peer = self.peer
-        link.send(["info", peer.my_id, peer.epochs.accepted, self.role])
-        tag, epoch = await link.receive()
-        if tag != "leaderinfo":
-            raise ValueError(f"expected leaderinfo, got {tag}")
-        if epoch < peer.epochs.accepted:
-            raise RoleEnded(
-                f"leader {self.leader_id} offers epoch {epoch}, older than accepted {peer.epochs.accepted}"
-            )
-        peer.epochs.accept(epoch)
-        link.send(["ackepoch", peer.epochs.current, peer.history.last, peer.store.last_snapshot_zxid])
-        tag, mode, zxid, items, packed = await link.receive()
-        if tag != "syncdata":
-            raise ValueError(f"expected syncdata, got {tag}")
-        await self._take_sync(mode, zxid, items, packed)
-        tag, new_epoch = await link.receive()
-        if tag != "newleader" or new_epoch != epoch:
-            raise ValueError(f"expected newleader {epoch}, got {tag} {new_epoch}")
-        peer.epochs.make_current(epoch)
-        link.send(["acknl", peer.history.last])
-        self._make_server(epoch)
-
-    async def _take_sync(self, mode: str, zxid: int, items: list[Any] | None, packed: list[bytes]) -> None:
+    async def _take_sync(self, sync: TakeSync) -> None:
+        """Make the leader's sync durable here: SNAP or TRUNC, then its transactions logged."""
         peer = self.peer
         store = peer.store
-        if mode == SNAP:
-            assert items is not None
+        if sync.mode == SNAP:
+            assert sync.items is not None
             self._point("learner installing snapshot")
-            await store.install_snapshot(zxid, items)
+            await store.install_snapshot(sync.zxid, sync.items)
             self._point("learner installed snapshot")
-            peer.tree = load_tree(items)
-            peer.history.reset(zxid)
-        elif mode == TRUNC:
-            await store.truncate_after(zxid)
-            peer.history.truncate_after(zxid)
-            if peer.tree.last_zxid > zxid:  # the tree holds what was cut: rebuild it from disk
+            peer.tree = load_tree(sync.items)
+            peer.history.reset(sync.zxid)
+        elif sync.mode == TRUNC:
+            await store.truncate_after(sync.zxid)
+            peer.history.truncate_after(sync.zxid)
+            if peer.tree.last_zxid > sync.zxid:  # the tree holds what was cut: rebuild it from disk
                 await peer.reload_tree()
-        txns = [Txn.unpack(p) for p in packed]
-        if txns:
-            await store.persist(txns)
-            for txn, raw in zip(txns, packed, strict=True):
-                peer.history.append(txn.zxid, raw)
-        # Everything logged but not yet applied: what the sync sent, and what this server had
-        # logged in an earlier role without hearing it committed (the new leader's history has it).
-        self.unapplied = deque(Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid))
+        if sync.txns:
+            await store.persist(sync.txns)
+            for txn in sync.txns:
+                peer.history.append(txn.zxid, txn.pack())
         if peer.env.observer is not None:
             peer.env.observer.synced(peer.my_id, peer.tree.last_zxid)
         log.info(
             "synced with leader %d by %s: 0x%x, %d transactions, in %.3fs",
-            self.leader_id, mode.upper(), zxid, len(txns), trio.current_time() - self.started_at,
+            self.leader_id, sync.mode.upper(), sync.zxid, len(sync.txns), trio.current_time() - self.started_at,
         )  # fmt: skip
 
     def _make_server(self, epoch: int) -> None:
         peer = self.peer
-        # After a restart the tree already holds the whole log; what it lacks is in `unapplied`.
+        # After a restart the tree already holds the whole log; what it lacks the core applies.
         server = EnsembleServer(peer.config, peer.tree, self.role, epoch, peer.env)
         pipeline = LearnerPipeline(server.applier, server.watches, self)
         server.use_pipeline(pipeline)
@@ -163,85 +225,6 @@ class Learner(Forwarder):
         server.quorum_size = len(peer.quorum.voters)
         self.server = server
         self.pipeline = pipeline
-
-    async def _follow(self, link: PeerLink, nursery: trio.Nursery) -> None:
-        peer = self.peer
-        server = self.server
-        pipeline = self.pipeline
-        assert server is not None and pipeline is not None
-        serving = False
-        while True:
-            with trio.fail_after(self.sync_limit if serving else self.init_limit):
-                message = await link.receive()
-            tag = message[0]
-            if tag == "proposal":
-                self._to_log.extend(Txn.unpack(p) for p in message[1])
-                self._log_wake.set()
-            elif tag == "commit":
-                self.commit_zxid = max(self.commit_zxid, message[1])
-                self._apply()
-            elif tag == "ping":
-                link.send(["ping", server.touched_sessions()])
-            elif tag == "uptodate":
-                self.commit_zxid = max(self.commit_zxid, message[1])
-                self._apply()
-                if not serving:
-                    await nursery.start(server.serve_role)
-                    peer.serving = server
-                    serving = True
-                    log.info(
-                        "following leader %d (%s); serving clients, %.3fs after the election",
-                        self.leader_id, self.role, trio.current_time() - self.started_at,
-                    )  # fmt: skip
-            elif tag == "refused":
-                _, session_id, cxid, code, zxid = message
-                pipeline.refused(session_id, cxid, code, zxid)
-            elif tag == "syncreply":
-                _, session_id, cxid, zxid = message
-                self._sync_waits.append((zxid, session_id, cxid))
-                self._apply()
-            else:
-                raise ValueError(f"unexpected message {tag!r} from the leader")
-
-    async def _log_proposals(self) -> None:
-        """Group commit: whatever arrived during one fsync is the next batch."""
-        peer = self.peer
-        link = self.link
-        assert link is not None
-        while True:
-            await self._log_wake.wait()
-            self._log_wake = trio.Event()
-            batch, self._to_log = self._to_log, []
-            if not batch:
-                continue
-            await peer.store.persist(batch)
-            self._point("learner logged")
-            for txn in batch:
-                peer.history.append(txn.zxid, txn.pack())
-            self.unapplied.extend(batch)
-            link.send(["ack", batch[-1].zxid])
-            self._apply()
-
-    def _apply(self) -> None:
-        """Apply what is both committed and on this server's disk, in zxid order."""
-        pipeline = self.pipeline
-        if pipeline is None:
-            return
-        unapplied = self.unapplied
-        ready: list[Txn] = []
-        while unapplied and unapplied[0].zxid <= self.commit_zxid:
-            ready.append(unapplied.popleft())
-        if ready:
-            pipeline.apply_committed(ready)
-        if self._sync_waits:
-            applied = self.peer.tree.last_zxid
-            still = []
-            for zxid, session_id, cxid in self._sync_waits:
-                if zxid <= applied:
-                    pipeline.synced(session_id, cxid)
-                else:
-                    still.append((zxid, session_id, cxid))
-            self._sync_waits = still
 
     def _point(self, name: str) -> None:
         if self.peer.env.observer is not None:

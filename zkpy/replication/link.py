@@ -28,7 +28,10 @@ def root_cause(exc: BaseException) -> BaseException:
 
 class PeerLink:
     def __init__(
-        self, stream: trio.abc.Stream, on_sent: Callable[[str], None] | None = None, max_frame: int = MAX_FRAME
+        self,
+        stream: trio.abc.Stream,
+        on_sent: Callable[[str], None] | None = None,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         self.stream = stream
         self._decoder = FrameDecoder(max_frame)

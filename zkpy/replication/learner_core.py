@@ -1,0 +1,272 @@
+"""A learner's side of ZAB as a pure state machine (the h11 style): messages from the leader,
+disk completions and clock ticks in; effects out. No sockets, no disk, no trio: the glue in
+learner.py carries out each effect, in order, and reports completions back.
+
+    start()                      -> [Send(info)]
+    receive(message)             -> effects
+    sync_taken(applied, pending) -> effects   (TakeSync done: the sync is durable)
+    logged(batch)                -> effects   (a Log batch is durable)
+    tick(now)                    -> effects   (raises RoleEnded when the leader went silent)
+
+The order of the protocol is the state table below; anything else from the leader is a protocol
+error (ValueError) that ends the role. The rules that keep data safe are here and tested
+exchange by exchange (tests/replication/test_learner_core.py):
+- NEWLEADER is acknowledged only after the whole sync (SNAP/TRUNC/DIFF) is durable;
+- a transaction is applied only once it is both committed and durable here, in zxid order;
+- proposals are logged in batches, one in flight at a time (group commit), acked cumulatively;
+- a forwarded sync is answered only after everything the leader had committed is applied.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from zkpy.tree.txn import Txn
+
+WAIT_LEADERINFO, WAIT_SYNC, SYNCING, WAIT_NEWLEADER, WAIT_UPTODATE, BROADCAST = (
+    "wait-leaderinfo", "wait-sync", "syncing", "wait-newleader", "wait-uptodate", "broadcast",
+)  # fmt: skip
+
+# What the leader may send in each state (anything else ends the role).
+EXPECTED: dict[str, frozenset[str]] = {
+    WAIT_LEADERINFO: frozenset({"leaderinfo"}),
+    WAIT_SYNC: frozenset({"syncdata"}),
+    WAIT_NEWLEADER: frozenset({"newleader"}),
+    WAIT_UPTODATE: frozenset({"uptodate", "proposal", "commit", "ping", "refused", "syncreply"}),
+    BROADCAST: frozenset({"proposal", "commit", "ping", "refused", "syncreply"}),
+}
+
+
+class RoleEnded(Exception):
+    """This server stops following; it goes back to election."""
+
+
+@dataclass(frozen=True)
+class Send:
+    message: list[Any]
+
+
+@dataclass(frozen=True)
+class AcceptEpoch:
+    """Persist acceptedEpoch (durable before anything is sent after it)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class MakeCurrent:
+    """Persist currentEpoch: this server's history is now the new leader's."""
+
+    epoch: int
+
+
+@dataclass(frozen=True)
+class TakeSync:
+    """Make the leader's sync durable: SNAP (install the snapshot) or TRUNC (cut the log), then
+    log `txns`. Report back with sync_taken()."""
+
+    mode: str
+    zxid: int
+    items: list[Any] | None
+    txns: list[Txn]
+
+
+@dataclass(frozen=True)
+class Log:
+    """Append these proposals to the log and fsync; report back with logged()."""
+
+    txns: list[Txn]
+
+
+@dataclass(frozen=True)
+class Apply:
+    """Committed and durable: apply to the tree, in this order."""
+
+    txns: list[Txn]
+
+
+@dataclass(frozen=True)
+class Serve:
+    """Up to date: serve clients."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Answer the leader's ping with the sessions heard from since the last one."""
+
+
+@dataclass(frozen=True)
+class AnswerSync:
+    session_id: int
+    cxid: int
+
+
+@dataclass(frozen=True)
+class Refuse:
+    session_id: int
+    cxid: int
+    code: int
+    zxid: int
+
+
+Effect = Send | AcceptEpoch | MakeCurrent | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse
+
+
+class LearnerCore:
+    def __init__(
+        self,
+        my_id: int,
+        role: str,
+        accepted_epoch: int,
+        current_epoch: int,
+        last_logged: int,
+        snapshot_zxid: int,
+        init_limit: float,
+        sync_limit: float,
+        now: float,
+    ) -> None:
+        self.my_id = my_id
+        self.role = role
+        self.accepted_epoch = accepted_epoch
+        self.current_epoch = current_epoch
+        self.last_logged = last_logged
+        self.snapshot_zxid = snapshot_zxid
+        self.init_limit = init_limit
+        self.sync_limit = sync_limit
+        self.last_heard = now
+        self.state = WAIT_LEADERINFO
+        self.epoch = -1
+        self.commit_zxid = -1
+        self.applied_zxid = -1
+        self.unapplied: deque[Txn] = deque()  # durable here, not yet known committed
+        self._to_log: list[Txn] = []
+        self._logging = False  # a Log batch is in flight
+        self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
+        self._held: list[list[Any]] = []  # messages that arrived while the sync was being written
+
+    # -- inputs -------------------------------------------------------------------------
+    def start(self) -> list[Effect]:
+        return [Send(["info", self.my_id, self.accepted_epoch, self.role])]
+
+    def receive(self, message: list[Any], now: float) -> list[Effect]:
+        self.last_heard = now
+        if self.state == SYNCING:
+            self._held.append(message)  # in order, after the sync is durable
+            return []
+        tag = message[0]
+        if tag not in EXPECTED[self.state]:
+            raise ValueError(f"unexpected {tag!r} from the leader while {self.state}")
+        return getattr(self, f"_on_{tag}")(message)
+
+    def sync_taken(self, applied_zxid: int, pending: list[Txn], last_logged: int) -> list[Effect]:
+        """The sync is durable; the tree stands at `applied_zxid` and `pending` is everything
+        logged here after it (the sync's transactions and any logged in an earlier role)."""
+        assert self.state == SYNCING
+        self.state = WAIT_NEWLEADER
+        self.applied_zxid = applied_zxid
+        self.last_logged = last_logged
+        self.unapplied = deque(pending)
+        effects: list[Effect] = []
+        held, self._held = self._held, []
+        for message in held:
+            effects += self.receive(message, self.last_heard)
+        return effects
+
+    def logged(self, batch: list[Txn]) -> list[Effect]:
+        self._logging = False
+        self.unapplied.extend(batch)
+        self.last_logged = batch[-1].zxid
+        effects: list[Effect] = [Send(["ack", batch[-1].zxid])]
+        effects += self._apply()
+        effects += self._next_log()
+        return effects
+
+    def tick(self, now: float) -> list[Effect]:
+        limit = self.sync_limit if self.state == BROADCAST else self.init_limit
+        if now - self.last_heard > limit:
+            raise RoleEnded(f"leader silent for {now - self.last_heard:.1f}s while {self.state}")
+        return []
+
+    # -- the leader's messages ------------------------------------------------------------
+    def _on_leaderinfo(self, message: list[Any]) -> list[Effect]:
+        _, epoch = message
+        if epoch < self.accepted_epoch:
+            raise RoleEnded(f"the leader offers epoch {epoch}, older than accepted {self.accepted_epoch}")
+        self.epoch = epoch
+        self.accepted_epoch = epoch
+        self.state = WAIT_SYNC
+        return [
+            AcceptEpoch(epoch),
+            Send(["ackepoch", self.current_epoch, self.last_logged, self.snapshot_zxid]),
+        ]
+
+    def _on_syncdata(self, message: list[Any]) -> list[Effect]:
+        _, mode, zxid, items, packed = message
+        self.state = SYNCING
+        return [TakeSync(mode, zxid, items, [Txn.unpack(p) for p in packed])]
+
+    def _on_newleader(self, message: list[Any]) -> list[Effect]:
+        _, epoch = message
+        if epoch != self.epoch:
+            raise ValueError(f"newleader for epoch {epoch}, expected {self.epoch}")
+        self.current_epoch = epoch
+        self.state = WAIT_UPTODATE
+        return [MakeCurrent(epoch), Send(["acknl", self.last_logged])]
+
+    def _on_uptodate(self, message: list[Any]) -> list[Effect]:
+        self.commit_zxid = max(self.commit_zxid, message[1])
+        effects = self._apply()
+        self.state = BROADCAST
+        return [*effects, Serve()]
+
+    def _on_proposal(self, message: list[Any]) -> list[Effect]:
+        self._to_log.extend(Txn.unpack(p) for p in message[1])
+        return self._next_log()
+
+    def _on_commit(self, message: list[Any]) -> list[Effect]:
+        self.commit_zxid = max(self.commit_zxid, message[1])
+        return self._apply()
+
+    def _on_ping(self, message: list[Any]) -> list[Effect]:
+        return [Pong()]
+
+    def _on_refused(self, message: list[Any]) -> list[Effect]:
+        _, session_id, cxid, code, zxid = message
+        return [Refuse(session_id, cxid, code, zxid)]
+
+    def _on_syncreply(self, message: list[Any]) -> list[Effect]:
+        _, session_id, cxid, zxid = message
+        self._sync_waits.append((zxid, session_id, cxid))
+        return self._apply()
+
+    # -- rules ----------------------------------------------------------------------------
+    def _next_log(self) -> list[Effect]:
+        """Group commit: one batch in flight; what arrives meanwhile is the next batch."""
+        if self._logging or not self._to_log:
+            return []
+        batch, self._to_log = self._to_log, []
+        self._logging = True
+        return [Log(batch)]
+
+    def _apply(self) -> list[Effect]:
+        """Apply what is both committed and durable here, in zxid order; then answer the syncs
+        whose point is applied."""
+        effects: list[Effect] = []
+        ready: list[Txn] = []
+        unapplied = self.unapplied
+        while unapplied and unapplied[0].zxid <= self.commit_zxid:
+            ready.append(unapplied.popleft())
+        if ready:
+            self.applied_zxid = ready[-1].zxid
+            effects.append(Apply(ready))
+        if self._sync_waits:
+            still = []
+            for zxid, session_id, cxid in self._sync_waits:
+                if zxid <= self.applied_zxid:
+                    effects.append(AnswerSync(session_id, cxid))
+                else:
+                    still.append((zxid, session_id, cxid))
+            self._sync_waits = still
+        return effects
