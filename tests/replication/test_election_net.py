@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import trio
@@ -163,3 +164,30 @@ async def test_a_malformed_frame_closes_only_that_connection(
             await good.aclose()
             nursery.cancel_scope.cancel()
     assert any(reason in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+async def test_a_peer_that_accepts_and_hangs_up_at_once_harms_nobody() -> None:
+    """Found by the Jepsen-style run: a write into a connection the peer had already closed
+    raised out of the sending task as an exception group and stopped the whole server."""
+    hangups = 0
+
+    async def hang_up(stream: trio.SocketStream) -> None:
+        nonlocal hangups
+        hangups += 1
+        await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        rude = (await nursery.start(partial(trio.serve_tcp, hang_up, 0, host="127.0.0.1")))[0]
+        mine = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        addresses = {
+            1: ("127.0.0.1", mine[0].socket.getsockname()[1]),
+            2: ("127.0.0.1", rude.socket.getsockname()[1]),
+        }
+        net = ElectionNet(1, addresses, listeners=mine, retry_initial=0.01, retry_max=0.05)
+        await nursery.start(net.run)
+        with trio.move_on_after(2.0):
+            while True:  # keep a vote pending so every new connection gets written into
+                net.send(2, Notification(1, LOOKING, Vote(1, 0, 0), 1))
+                await trio.sleep(0.01)
+        assert hangups > 3  # redialled again and again, and the sender is still running
+        nursery.cancel_scope.cancel()

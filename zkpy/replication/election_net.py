@@ -26,6 +26,7 @@ import trio
 
 from zkpy.replication.election import Notification
 from zkpy.replication.environment import Network, TcpNetwork
+from zkpy.replication.link import root_cause
 from zkpy.replication.wire import FrameDecoder, WireError, encode_frame
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,11 @@ class ElectionNet:
                         # next vote into a dead socket.
                         nursery.start_soon(self._watch_hangup, stream, nursery.cancel_scope)
                         await self._pump(sid, stream)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
-                    log.debug("election: connection to server %d lost: %s", sid, e)
+                except BaseException as group:  # the nursery wraps what the pump raised in a group
+                    cause = root_cause(group)
+                    if not isinstance(cause, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+                        raise
+                    log.debug("election: connection to server %d lost: %s", sid, cause)
             # Back off unless the link had been healthy for a while: a peer that keeps hanging up
             # on us (say, our sid is not in its config) must not be redialled in a tight loop.
             if trio.current_time() - connected_at > self.retry_max:

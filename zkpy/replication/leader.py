@@ -20,13 +20,18 @@ ticks is dropped, and a leader that no longer hears a quorum steps down.
 from __future__ import annotations
 
 import bisect
+import itertools
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from zkpy.replication import leader_core as core
 from zkpy.replication.history import SNAP
+from zkpy.replication.leader_core import LeaderCore
+from zkpy.replication.learner_core import RoleEnded
 from zkpy.replication.link import PeerGone, PeerLink, root_cause
 from zkpy.replication.serving import LEADER, EnsembleServer
 from zkpy.replication.wire import WireError, encode_frame
@@ -40,60 +45,64 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LINK_ERRORS", "Leader", "RoleEnded"]
 
 # What a misbehaving or vanished peer can cause: it costs that link, never the server.
 LINK_ERRORS = (PeerGone, WireError, trio.TooSlowError, ValueError, TypeError, IndexError, KeyError, OSError)
 
 
-COUNTER_MASK = 0xFFFFFFFF
-
-
-class RoleEnded(Exception):
-    """This server stops leading or following; it goes back to election."""
-
-
-class _Learner:
-    def __init__(self, sid: int, link: PeerLink, voter: bool) -> None:
-        self.sid = sid
-        self.link = link
-        self.voter = voter
-        self.synced = False
-        self.last_heard = trio.current_time()
-        self.scope = trio.CancelScope()
-
-
 class Leader:
+    """The trio glue around LeaderCore: learner links, the local log, the tree and the client
+    server. Every input goes through `_feed`, which carries out the core's effects in order."""
+
     def __init__(self, peer: QuorumPeer) -> None:
         self.peer = peer
         self.me = peer.my_id
         self.quorum = peer.quorum
         self.tick = peer.config.tick_time / 1000
-        self.init_limit = (peer.config.init_limit or 10) * self.tick
-        self.sync_limit = (peer.config.sync_limit or 5) * self.tick
-        self.accepted: dict[int, int] = {self.me: peer.epochs.accepted}
-        self.epoch = 0
-        self.epoch_ready = trio.Event()
-        self.epoch_acks = {self.me}
-        self.epoch_acked = trio.Event()
-        self.newleader_acks = {self.me}
-        self.established = trio.Event()
-        self.learners: dict[int, _Learner] = {}
-        self.acks: dict[int, int] = {}
-        self.committed = -1
+        init_limit = (peer.config.init_limit or 10) * self.tick
+        sync_limit = (peer.config.sync_limit or 5) * self.tick
+        self.core = LeaderCore(
+            self.me, peer.quorum, peer.epochs.accepted, peer.epochs.current, peer.history.last,
+            frozenset(peer.config.servers), init_limit, sync_limit, trio.current_time(),
+        )  # fmt: skip
+        self.links: dict[int, PeerLink] = {}
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self._conn_ids = itertools.count(1)
+        self._events_in, self._events = trio.open_memory_channel[tuple[str, int, Any]](math.inf)
         self._commit_changed = trio.Event()
+        self.established = trio.Event()
         self.server: EnsembleServer | None = None
         self._nursery: trio.Nursery | None = None
-        self._failure: str | None = None
+        self.failure: str | None = None  # why the pipeline's side gave up leadership
+        self._sync_started: dict[int, float] = {}
         self.started_at = trio.current_time()
-        self.counter_limit = COUNTER_MASK - 0x10000  # room for the largest batch the pipeline makes
         self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
+
+    @property
+    def epoch(self) -> int:
+        return self.core.epoch
+
+    @property
+    def committed(self) -> int:
+        return self.core.committed
+
+    @property
+    def counter_limit(self) -> int:
+        return self.core.counter_limit
+
+    @counter_limit.setter
+    def counter_limit(self, value: int) -> None:
+        self.core.counter_limit = value
 
     # -- the role ---------------------------------------------------------------------
     async def run(self) -> None:
         try:
             await self._run()
-        except Exception as group:
+        except BaseException as group:  # a nursery's group may also hold Cancelled
             e = root_cause(group)
+            if not isinstance(e, Exception):
+                raise  # cancellation (the server stops) or an interrupt: not ours to turn into anything
             if isinstance(e, (RoleEnded, AssertionError)):  # an AssertionError: a broken invariant
                 raise e from None
             log.exception("leading failed")
@@ -104,74 +113,166 @@ class Leader:
                 self.server.close_all_clients()
 
     async def _run(self) -> None:
-        peer = self.peer
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._check_epoch_quorum()
-            await self._within(self.init_limit, self.epoch_ready, "no quorum of learners connected")
-            await self._within(self.init_limit, self.epoch_acked, "no quorum acknowledged the epoch")
-            self._check_newleader_quorum()
-            await self._within(self.init_limit, self.established, "no quorum synced")
-            assert self.server is not None
-            await nursery.start(self.server.serve_role)
-            peer.serving = self.server
-            log.info(
-                "leading epoch %d: %d of %d voters synced in %.3fs; serving clients",
-                self.epoch, len(self.newleader_acks), len(self.quorum.voters),
-                trio.current_time() - self.started_at,
-            )  # fmt: skip
-            await self._heartbeats()
+            nursery.start_soon(self._ticks)
+            await self._carry_out(self.core.start())
+            async for kind, conn, value in self._events:
+                if kind == "message":
+                    effects = self.core.receive(conn, value, trio.current_time())
+                elif kind == "gone":
+                    effects = self.core.disconnected(conn)
+                else:
+                    effects = self.core.tick(trio.current_time())
+                await self._carry_out(effects)
+        if self.failure is not None:
+            raise RoleEnded(self.failure)
 
-    async def _within(self, seconds: float, event: trio.Event, what: str) -> None:
-        with trio.move_on_after(seconds):
-            await event.wait()
-        if self._failure is not None:
-            raise RoleEnded(self._failure)
-        if not event.is_set():
-            raise RoleEnded(f"{what} within initLimit ({seconds:.1f}s)")
+    async def _ticks(self) -> None:
+        while True:
+            await trio.sleep(self.tick)
+            self._events_in.send_nowait(("tick", 0, None))
 
     def _fail(self, reason: str) -> None:
-        """Give up leadership from inside a learner's task: the role's nursery is cancelled."""
-        self._failure = reason
+        """Give up leadership from outside the driver (the pipeline's task)."""
+        self.failure = reason
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    async def _heartbeats(self) -> None:
-        ping = encode_frame(["ping"])
-        while True:
-            await trio.sleep(self.tick)
-            if self._failure is not None:
-                raise RoleEnded(self._failure)
-            now = trio.current_time()
-            heard = {self.me}
-            for learner in list(self.learners.values()):
-                if now - learner.last_heard > self.sync_limit:
-                    log.warning(
-                        "learner %d silent for %.1fs: dropping it", learner.sid, now - learner.last_heard
-                    )
-                    learner.scope.cancel()
-                    continue
-                learner.link.send_frame(ping, "ping")
-                if learner.synced:
-                    heard.add(learner.sid)
-            if not self.quorum.contains_quorum(heard):
-                raise RoleEnded(f"lost the quorum: only {sorted(heard)} heard within syncLimit")
+    # -- effects --------------------------------------------------------------------------
+    async def _carry_out(self, effects: list[core.Effect]) -> None:
+        peer = self.peer
+        for effect in effects:
+            if isinstance(effect, core.Broadcast):
+                frame = encode_frame(effect.message)
+                tag = effect.message[0]
+                for conn in effect.conns:
+                    link = self.links.get(conn)
+                    if link is not None:
+                        link.send_frame(frame, tag)
+            elif isinstance(effect, core.SendTo):
+                link = self.links.get(effect.conn)
+                if link is not None:
+                    link.send(effect.message)
+                if effect.message[0] == "uptodate" and effect.conn in self._sync_started:
+                    peer.sync_ms.record((trio.current_time() - self._sync_started.pop(effect.conn)) * 1000)
+            elif isinstance(effect, core.ForwardRequest):
+                self._forward(effect)
+            elif isinstance(effect, core.TouchSessions):
+                if self.server is not None:
+                    for session_id in effect.session_ids:
+                        self.server.sessions.touch(session_id)
+            elif isinstance(effect, core.Committed):
+                self._report_committed(effect.zxid)
+                self._commit_changed.set()
+                self._commit_changed = trio.Event()
+            elif isinstance(effect, core.SyncLearner):
+                self._sync(effect)
+            elif isinstance(effect, core.Close | core.DropLearner):
+                scope = self.scopes.pop(effect.conn, None)
+                self.links.pop(effect.conn, None)
+                if scope is not None:
+                    scope.cancel()
+                if isinstance(effect, core.Close):
+                    log.info("closing learner link %d: %s", effect.conn, effect.reason)
+            elif isinstance(effect, core.AcceptEpoch):
+                peer.epochs.accept(effect.epoch)
+                log.info("new epoch %d", effect.epoch)
+            elif isinstance(effect, core.Establish):
+                await self._establish(effect)
+
+    def _sync(self, effect: core.SyncLearner) -> None:
+        """Bring one learner to the leader's history and into the broadcast, in one step."""
+        peer = self.peer
+        plan = peer.history.plan_sync(effect.last_zxid, effect.snap_zxid, peer.tree.last_zxid)
+        items: list[Any] | None = list(tree_items(peer.tree)) if plan.mode == SNAP else None
+        link = self.links.get(effect.conn)
+        if link is None:
+            return
+        self._sync_started[effect.conn] = trio.current_time()
+        link.send(["syncdata", plan.mode, plan.zxid, items, plan.txns])
+        link.send(["newleader", self.core.epoch])
+        log.info(
+            "learner %d: %s from 0x%x, %d transactions (its last zxid 0x%x)",
+            effect.sid, plan.mode.upper(), plan.zxid, len(plan.txns), effect.last_zxid,
+        )  # fmt: skip
+
+    async def _establish(self, effect: core.Establish) -> None:
+        """A quorum holds the leader's whole history: it is committed; serve it."""
+        peer = self.peer
+        peer.epochs.make_current(effect.epoch)
+        server = EnsembleServer(peer.config, peer.tree, LEADER, effect.epoch, peer.env)
+        server.pipeline.persist = self.replicate
+        server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
+        server.metric_sources.append(peer.store.metrics)
+        server.metric_sources.append(peer.metrics)
+        server.leader_stats = self.stats
+        server.quorum_size = len(self.quorum.voters)
+        self.server = server
+        observer = peer.env.observer
+        if observer is not None:
+            observer.established(self.me, effect.epoch)
+            for zxid, raw in zip(peer.history.zxids, peer.history.packed, strict=True):
+                observer.committed(self.me, zxid, raw)
+        self._reported = effect.committed
+        pending = [Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid)]
+        if pending:
+            server.pipeline.apply_batch(pending, [None] * len(pending))
+        assert self._nursery is not None
+        await self._nursery.start(server.serve_role)
+        peer.serving = server
+        self.established.set()
+        log.info(
+            "leading epoch %d: %d of %d voters synced in %.3fs; serving clients",
+            effect.epoch, sum(1 for x in self.core.learners.values() if x.voter) + 1, len(self.quorum.voters),
+            trio.current_time() - self.started_at,
+        )  # fmt: skip
+
+    def _forward(self, effect: core.ForwardRequest) -> None:
+        server = self.server
+        assert server is not None
+        refusal = server.refuse_write(effect.op, effect.body)
+        if refusal:
+            link = self.links.get(effect.conn)
+            if link is not None:
+                link.send(["refused", effect.session_id, effect.cxid, refusal, server.tree.last_zxid])
+            return
+        from zkpy.jute.ops import OpCode
+
+        if effect.op == OpCode.CLOSE_SESSION:
+            server.sessions.mark_closing(effect.session_id)
+        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, effect.auth, None)
+
+    def _report_committed(self, point: int) -> None:
+        observer = self.peer.env.observer
+        if observer is None:
+            return
+        history = self.peer.history
+        start = bisect.bisect_right(history.zxids, self._reported)
+        end = bisect.bisect_right(history.zxids, point)
+        for i in range(start, end):
+            observer.committed(self.me, history.zxids[i], history.packed[i])
+        self._reported = point
 
     # -- learners -------------------------------------------------------------------
     async def adopt(self, stream: trio.abc.Stream) -> None:
-        """A learner connected to the quorum port: serve it for the life of this role."""
-        done = trio.Event()
+        """A learner connected to the quorum port: serve its link for the life of this role."""
         nursery = self._nursery
         if nursery is None:
             await stream.aclose()
             return
+        conn = next(self._conn_ids)
+        # Learners send acks, pings and forwarded client requests (each at most jute.maxbuffer):
+        # a bigger frame is garbage, refused before it is buffered.
+        max_frame = self.peer.config.jute_max_buffer + 64 * 1024
+        link = PeerLink(stream, self._point_hook("leader sent"), max_frame)
+        scope = trio.CancelScope()
+        done = trio.Event()
 
         async def serve() -> None:
             try:
-                # Learners send acks, pings and forwarded client requests (each at most
-                # jute.maxbuffer): a bigger frame is garbage, refused before it is buffered.
-                max_frame = self.peer.config.jute_max_buffer + 64 * 1024
-                await self._serve_learner(PeerLink(stream, self._point_hook("leader sent"), max_frame))
+                with scope:
+                    await self._serve_link(conn, link)
             finally:
                 done.set()
 
@@ -180,7 +281,25 @@ class Leader:
         except RuntimeError:  # the role is over
             await stream.aclose()
             return
+        self.links[conn] = link
+        self.scopes[conn] = scope
+        self.core.connected(conn, trio.current_time())
         await done.wait()
+
+    async def _serve_link(self, conn: int, link: PeerLink) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(link.send_loop)
+                while True:
+                    self._events_in.send_nowait(("message", conn, await link.receive()))
+        except BaseException as group:  # a nursery's group may also hold Cancelled
+            e = root_cause(group)
+            if not isinstance(e, LINK_ERRORS):
+                raise
+            log.info("learner link %d closed: %s", conn, e or type(e).__name__)
+        finally:
+            self._events_in.send_nowait(("gone", conn, None))
+            await link.aclose()
 
     def _point_hook(self, prefix: str) -> Callable[[str], None] | None:
         observer = self.peer.env.observer
@@ -193,156 +312,20 @@ class Leader:
         if self.peer.env.observer is not None:
             self.peer.env.observer.point(self.me, name)
 
-    async def _serve_learner(self, link: PeerLink) -> None:
-        learner: _Learner | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(link.send_loop)
-                with trio.fail_after(self.init_limit):
-                    learner = await self._handshake(link)
-                with learner.scope:
-                    await self._sync(learner)
-                    while True:
-                        message = await link.receive()
-                        learner.last_heard = trio.current_time()
-                        self._on_message(learner, message)
-                nursery.cancel_scope.cancel()
-        except Exception as group:
-            e = root_cause(group)
-            if not isinstance(e, LINK_ERRORS):
-                raise
-            who = f"learner {learner.sid}" if learner else "a learner"
-            log.info("%s disconnected: %s", who, e or type(e).__name__)
-        finally:
-            if learner is not None and self.learners.get(learner.sid) is learner:
-                del self.learners[learner.sid]
-                self.acks.pop(learner.sid, None)
-            await link.aclose()
-
-    async def _handshake(self, link: PeerLink) -> _Learner:
-        peer = self.peer
-        tag, sid, accepted, *_ = await link.receive()
-        if tag != "info" or sid not in peer.config.servers or sid == self.me:
-            raise ValueError(f"not a learner of this ensemble: {tag} from {sid}")
-        voter = sid in self.quorum.voters
-        old = self.learners.pop(sid, None)
-        if old is not None:
-            old.scope.cancel()
-        if voter and not self.epoch_ready.is_set():
-            self.accepted[sid] = accepted
-            self._check_epoch_quorum()
-        await self.epoch_ready.wait()
-        link.send(["leaderinfo", self.epoch])
-        tag, current, last_zxid, snap_zxid = await link.receive()
-        if tag != "ackepoch":
-            raise ValueError(f"expected ackepoch, got {tag}")
-        learner = _Learner(sid, link, voter)
-        learner.last_zxid, learner.snap_zxid = last_zxid, snap_zxid  # type: ignore[attr-defined]
-        if voter and not self.established.is_set():
-            mine = (peer.epochs.current, peer.history.last)
-            if (current, last_zxid) > mine:
-                self._fail(
-                    f"learner {sid} is ahead (epoch {current}, zxid {last_zxid:#x}) of this leader "
-                    f"(epoch {mine[0]}, zxid {mine[1]:#x})"
-                )
-                raise RoleEnded("learner ahead")
-            self.epoch_acks.add(sid)
-            if self.quorum.contains_quorum(self.epoch_acks):
-                self.epoch_acked.set()
-        await self.epoch_acked.wait()
-        return learner
-
-    def _check_epoch_quorum(self) -> None:
-        if self.epoch_ready.is_set() or not self.quorum.contains_quorum(self.accepted):
-            return
-        self.epoch = max(self.accepted.values()) + 1
-        self.peer.epochs.accept(self.epoch)
-        log.info("new epoch %d (acceptedEpochs of %s)", self.epoch, sorted(self.accepted))
-        self.epoch_ready.set()
-        if self.quorum.contains_quorum(self.epoch_acks):
-            self.epoch_acked.set()
-
-    async def _sync(self, learner: _Learner) -> None:
-        """Bring one learner to the leader's history, then into the broadcast, in one step."""
-        peer = self.peer
-        history = peer.history
-        tree = peer.tree
-        plan = history.plan_sync(learner.last_zxid, learner.snap_zxid, tree.last_zxid)  # type: ignore[attr-defined]
-        items: list[Any] | None = list(tree_items(tree)) if plan.mode == SNAP else None
-        link = learner.link
-        link.send(["syncdata", plan.mode, plan.zxid, items, plan.txns])
-        link.send(["newleader", self.epoch])
-        self.learners[learner.sid] = learner  # every proposal from now on reaches it too
-        log.info(
-            "learner %d: %s from 0x%x, %d transactions (its last zxid 0x%x)",
-            learner.sid, plan.mode.upper(), plan.zxid, len(plan.txns), learner.last_zxid,  # type: ignore[attr-defined]
-        )  # fmt: skip
-        sync_started = trio.current_time()
-        tag, zxid = await link.receive()
-        if tag != "acknl":
-            raise ValueError(f"expected acknl, got {tag}")
-        self.peer.sync_ms.record((trio.current_time() - sync_started) * 1000)
-        learner.last_heard = trio.current_time()
-        if learner.voter:
-            self.acks[learner.sid] = zxid
-            self.newleader_acks.add(learner.sid)
-            self._check_newleader_quorum()
-        await self.established.wait()
-        learner.synced = True
-        link.send(["uptodate", self.committed])
-        self._advance_commit()
-
-    def _check_newleader_quorum(self) -> None:
-        if self.established.is_set() or not self.epoch_acked.is_set():
-            return
-        if not self.quorum.contains_quorum(self.newleader_acks):
-            return
-        self._establish()
-
-    def _establish(self) -> None:
-        """A quorum holds the leader's whole history: it is committed; serve it."""
-        peer = self.peer
-        peer.epochs.make_current(self.epoch)
-        server = EnsembleServer(peer.config, peer.tree, LEADER, self.epoch, peer.env)
-        server.pipeline.persist = self.replicate
-        server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
-        server.metric_sources.append(peer.store.metrics)
-        server.metric_sources.append(peer.metrics)
-        server.leader_stats = self.stats
-        server.quorum_size = len(self.quorum.voters)
-        self.server = server
-        observer = peer.env.observer
-        if observer is not None:
-            observer.established(self.me, self.epoch)
-            for zxid, raw in zip(peer.history.zxids, peer.history.packed, strict=True):
-                observer.committed(self.me, zxid, raw)
-        pending = [Txn.unpack(p) for p in peer.history.after(peer.tree.last_zxid)]
-        if pending:
-            server.pipeline.apply_batch(pending, [None] * len(pending))
-        self.committed = peer.history.last
-        self.acks[self.me] = peer.history.last
-        self.established.set()
-
     # -- broadcast ------------------------------------------------------------------
     async def replicate(self, txns: list[Txn]) -> None:
         """The pipeline's persist step: durable on a quorum before it returns."""
         peer = self.peer
-        history = peer.history
-        if txns[-1].zxid >> 32 != self.epoch or txns[-1].zxid & COUNTER_MASK > self.counter_limit:
-            # The 32-bit counter would run into the next epoch's zxids: a new epoch starts over.
-            self._fail(f"zxid counter of epoch {self.epoch} nearly exhausted: forcing a new election")
+        packed = [txn.pack() for txn in txns]
+        try:
+            effects = self.core.propose(txns, packed)
+        except RoleEnded as e:
+            self._fail(str(e))
             await trio.sleep_forever()
-        packed = []
-        for txn in txns:
-            raw = txn.pack()
-            history.append(txn.zxid, raw)
-            packed.append(raw)
-        frame = encode_frame(["proposal", packed])
-        size = len(frame)
-        _, low, high = self.proposal_sizes
-        self.proposal_sizes = (size, size if low < 0 else min(low, size), max(high, size))
-        for learner in self.learners.values():
-            learner.link.send_frame(frame, "proposal")
+        for txn, raw in zip(txns, packed, strict=True):
+            peer.history.append(txn.zxid, raw)
+        self._record_size(effects)
+        await self._carry_out(effects)
         try:
             await peer.store.persist(txns)
         except StorageError as e:
@@ -352,70 +335,28 @@ class Leader:
             self._fail(f"the local log failed: {e}")
             await trio.sleep_forever()
         self._point("leader logged")
-        self.acks[self.me] = txns[-1].zxid
-        self._advance_commit()
+        await self._carry_out(self.core.logged(txns[-1].zxid))
         target = txns[-1].zxid
-        while self.committed < target:
-            event = self._commit_changed
-            await event.wait()
+        while self.core.committed < target:
+            await self._commit_changed.wait()
 
-    def _advance_commit(self) -> None:
-        point = min(self.quorum.commit_point(self.acks), self.acks.get(self.me, -1))
-        if point <= self.committed:
-            return
-        observer = self.peer.env.observer
-        if observer is not None:
-            history = self.peer.history
-            start = bisect.bisect_right(history.zxids, self.committed)
-            end = bisect.bisect_right(history.zxids, point)
-            for i in range(start, end):
-                observer.committed(self.me, history.zxids[i], history.packed[i])
-        self.committed = point
-        frame = encode_frame(["commit", point])
-        for learner in self.learners.values():
-            learner.link.send_frame(frame, "commit")
-        self._commit_changed.set()
-        self._commit_changed = trio.Event()
-
-    def _on_message(self, learner: _Learner, message: list[Any]) -> None:
-        tag = message[0]
-        server = self.server
-        assert server is not None
-        if tag == "ack":
-            if learner.voter and message[1] > self.acks.get(learner.sid, -1):
-                self.acks[learner.sid] = message[1]
-                self._advance_commit()
-        elif tag == "ping":
-            for session_id in message[1]:
-                server.sessions.touch(session_id)
-        elif tag == "request":
-            _, session_id, cxid, op, body, auth = message
-            refusal = server.refuse_write(op, body)
-            if refusal:
-                learner.link.send(["refused", session_id, cxid, refusal, server.tree.last_zxid])
-                return
-            from zkpy.jute.ops import OpCode
-
-            if op == OpCode.CLOSE_SESSION:
-                server.sessions.mark_closing(session_id)
-            server.pipeline.submit(session_id, cxid, op, body, tuple((s, i) for s, i in auth), None)
-        elif tag == "sync":
-            # Everything acknowledged to any client before this sync is committed by now; the
-            # learner answers once it has applied up to here (the commits precede this reply).
-            learner.link.send(["syncreply", message[1], message[2], self.committed])
-        else:
-            raise ValueError(f"unexpected message {tag!r} from learner {learner.sid}")
+    def _record_size(self, effects: list[core.Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, core.Broadcast) and effect.message[0] == "proposal":
+                size = sum(len(p) for p in effect.message[1])
+                _, low, high = self.proposal_sizes
+                self.proposal_sizes = (size, size if low < 0 else min(low, size), max(high, size))
 
     def stats(self) -> LeaderStats:
-        learners = list(self.learners.values())
-        synced = [x for x in learners if x.synced]
+        learners = [x for x in self.core.learners.values() if x.sid >= 0]
+        synced = [x for x in learners if x.stage == core.SYNCED]
         sizes = self.proposal_sizes
         return LeaderStats(
             learners=len(learners),
             synced_followers=sum(1 for x in synced if x.voter),
             synced_non_voting_followers=0,
             synced_observers=sum(1 for x in synced if not x.voter),
-            pending_syncs=sum(1 for x in learners if not x.synced),
+            pending_syncs=sum(1 for x in learners if x.stage != core.SYNCED),
             last_proposal_size=sizes[0],
             min_proposal_size=sizes[1],
             max_proposal_size=sizes[2],

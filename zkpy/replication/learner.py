@@ -35,7 +35,6 @@ from zkpy.replication.learner_core import (
     Serve,
     TakeSync,
 )
-from zkpy.replication.learner_core import RoleEnded as CoreRoleEnded
 from zkpy.replication.link import PeerLink, root_cause
 from zkpy.replication.serving import FOLLOWER, OBSERVER, EnsembleServer, Forwarder, LearnerPipeline
 from zkpy.storage.errors import StorageError
@@ -69,12 +68,12 @@ class Learner(Forwarder):
     async def run(self) -> None:
         try:
             await self._run()
-        except Exception as group:
+        except BaseException as group:  # a nursery's group may also hold Cancelled
             e = root_cause(group)
+            if not isinstance(e, Exception):
+                raise  # cancellation (the server stops) or an interrupt: not ours to turn into anything
             if isinstance(e, RoleEnded):
                 raise e from None
-            if isinstance(e, CoreRoleEnded):
-                raise RoleEnded(f"leader {self.leader_id}: {e}") from None
             if isinstance(e, StorageError):
                 self.peer.disk_failed = str(e)
                 raise RoleEnded(f"the local log failed: {e}") from None

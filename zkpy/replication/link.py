@@ -19,7 +19,8 @@ class PeerGone(Exception):
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The error inside the exception groups trio's nurseries wrap it in."""
+    """The error inside the exception groups trio's nurseries wrap it in (a group holding only
+    Cancelled gives Cancelled: the caller re-raises the group then)."""
     while isinstance(exc, BaseExceptionGroup):
         inner = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)] or list(exc.exceptions)
         exc = inner[0]

@@ -210,11 +210,16 @@ class QuorumPeer:
         """Feed the election every notification and every deadline, in every state."""
         election = self.election
         incoming = self.net.incoming
+        tick = self.config.tick_time / 1000
         while True:
+            # Wake at least every tick: start() (from the role loop) may set a deadline sooner
+            # than the one this wait began with; sleeping past it lost a round's re-sends.
             deadline = election.deadline()
-            with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 3600):
+            wake = trio.current_time() + tick if deadline is None else min(deadline, trio.current_time() + tick)
+            with trio.move_on_at(wake):
                 notification = await incoming.receive()
                 self._send(election.receive(trio.current_time(), notification))
+            deadline = election.deadline()
             if deadline is not None and trio.current_time() >= deadline:
                 self._send(election.tick(trio.current_time()))
             if election.decided is not None and election.state != fle.LOOKING:

@@ -170,7 +170,9 @@ class ZooKeeperServer:
         self.pipeline.on_applied = self._on_applied
         self.reads = Reads(self.tree, self.watches)
         self.sessions = SessionTracker(config.tick_time, config.server_id or 0, clock=trio.current_time)
-        self.connections: set[ClientConnection] = set()
+        # Insertion-ordered (a dict, not a set of objects ordered by address): whatever walks the
+        # connections does so in the same order every run, which a seeded simulation relies on.
+        self.connections: dict[ClientConnection, None] = {}
         self._per_address: dict[str, int] = {}  # open client connections by peer address (maxClientCnxns)
         self.by_session: dict[int, ClientConnection] = {}
         self.stats = ServerStats(started=time.time())
@@ -223,7 +225,7 @@ class ZooKeeperServer:
             return
         self._per_address[ip] = count + 1
         conn = ClientConnection(self, stream, remote)
-        self.connections.add(conn)
+        self.connections[conn] = None
         try:
             await conn.serve()
         except Exception:  # a bug must cost one connection, never the server
@@ -236,7 +238,7 @@ class ZooKeeperServer:
                 del self._per_address[ip]
 
     def connection_closed(self, conn: ClientConnection) -> None:
-        self.connections.discard(conn)
+        self.connections.pop(conn, None)
         if self.by_session.get(conn.session_id) is conn:
             del self.by_session[conn.session_id]
         self.watches.remove_watcher(conn)

@@ -1,0 +1,365 @@
+"""The leader's side of ZAB for one epoch as a pure state machine: learner messages, local log
+completions and clock ticks in; effects out. The glue in leader.py owns the sockets, the disk,
+the tree and the client-facing server, and carries the effects out in order.
+
+    connected(conn)                  a learner's link arrived (its server id comes with "info")
+    receive(conn, message, now)      -> effects
+    disconnected(conn)               the link is gone
+    propose(txns)                    -> effects   (the pipeline's next batch)
+    logged(zxid)                     -> effects   (the leader's own log is durable up to zxid)
+    tick(now)                        -> effects   (pings, silent learners dropped, deadlines)
+
+RoleEnded is raised when leadership ends: no quorum within initLimit, a learner ahead of the
+leader, a quorum no longer heard within syncLimit, or a zxid counter about to overflow.
+
+Phases: DISCOVERY (collect acceptedEpochs until a quorum, then the new epoch is max + 1)
+-> EPOCH (wait for a quorum of ACKEPOCH; one ahead of the leader ends the leadership)
+-> SYNC (each learner gets DIFF/TRUNC/SNAP and NEWLEADER; a quorum of NEWLEADER acks commits
+the whole history) -> BROADCAST (proposals, cumulative acks, commits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zkpy.replication.learner_core import RoleEnded
+from zkpy.replication.quorum import Quorum
+from zkpy.tree.txn import Txn
+
+DISCOVERY, EPOCH, SYNC, BROADCAST = "discovery", "epoch", "sync", "broadcast"
+COUNTER_MASK = 0xFFFFFFFF
+
+# A learner link's stages, in order.
+WAIT_INFO, WAIT_EPOCH, WAIT_ACKEPOCH, WAIT_SYNC_TURN, WAIT_ACKNL, WAIT_ESTABLISHED, SYNCED = range(7)
+
+
+@dataclass
+class LearnerState:
+    conn: int
+    since: float
+    stage: int = WAIT_INFO
+    sid: int = -1
+    voter: bool = False
+    last_zxid: int = -1
+    snap_zxid: int = -1
+    last_heard: float = 0.0
+    in_broadcast: bool = False  # proposals and commits reach it (from its sync on)
+
+
+@dataclass(frozen=True)
+class SendTo:
+    conn: int
+    message: list[Any]
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """One message to these links (proposals, commits, pings): encoded once by the glue."""
+
+    conns: tuple[int, ...]
+    message: list[Any]
+
+
+@dataclass(frozen=True)
+class Close:
+    conn: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AcceptEpoch:
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SyncLearner:
+    """Send this learner its sync (DIFF/TRUNC/SNAP from the history) and NEWLEADER, and from
+    now on every proposal: both in one step, so nothing falls between."""
+
+    conn: int
+    sid: int
+    last_zxid: int
+    snap_zxid: int
+
+
+@dataclass(frozen=True)
+class Establish:
+    """A quorum synced: persist currentEpoch, apply the whole history, serve clients."""
+
+    epoch: int
+    committed: int
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Everything up to zxid is committed (the pipeline's waiting batch may go on)."""
+
+    zxid: int
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    conn: int
+    session_id: int
+    cxid: int
+    op: int
+    body: bytes
+    auth: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class TouchSessions:
+    session_ids: list[int]
+
+
+@dataclass(frozen=True)
+class DropLearner:
+    """The learner left the broadcast (gone or silent): forget its link."""
+
+    conn: int
+    sid: int
+
+
+Effect = (
+    SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
+    | DropLearner
+)
+
+
+@dataclass
+class LeaderCore:
+    my_id: int
+    quorum: Quorum
+    accepted_epoch: int
+    current_epoch: int
+    last_logged: int
+    servers: frozenset[int]  # every configured server id
+    init_limit: float
+    sync_limit: float
+    now: float
+    counter_limit: int = COUNTER_MASK - 0x10000  # room for the pipeline's largest batch
+    phase: str = DISCOVERY
+    epoch: int = -1
+    committed: int = -1
+    learners: dict[int, LearnerState] = field(default_factory=dict)  # by conn
+    acks: dict[int, int] = field(default_factory=dict)  # voter sid -> cumulative ack
+    _accepted: dict[int, int] = field(default_factory=dict)
+    _epoch_acks: set[int] = field(default_factory=set)
+    _newleader_acks: set[int] = field(default_factory=set)
+    _phase_since: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._accepted[self.my_id] = self.accepted_epoch
+        self._epoch_acks.add(self.my_id)
+        self._newleader_acks.add(self.my_id)
+        self._phase_since = self.now
+
+    # -- inputs -------------------------------------------------------------------------
+    def start(self) -> list[Effect]:
+        return self._check_discovery()
+
+    def connected(self, conn: int, now: float) -> None:
+        self.now = now
+        self.learners[conn] = LearnerState(conn, now, last_heard=now)
+
+    def disconnected(self, conn: int) -> list[Effect]:
+        learner = self.learners.pop(conn, None)
+        if learner is None or learner.sid < 0:
+            return []
+        if self.acks.get(learner.sid) is not None and not self._has_link(learner.sid):
+            del self.acks[learner.sid]
+        return [DropLearner(conn, learner.sid)]
+
+    def receive(self, conn: int, message: list[Any], now: float) -> list[Effect]:
+        self.now = now
+        learner = self.learners.get(conn)
+        if learner is None:
+            return []
+        learner.last_heard = now
+        try:
+            return self._dispatch(learner, message)
+        except (ValueError, TypeError, IndexError) as e:
+            return [*self.disconnected(conn), Close(conn, f"protocol error: {e}")]
+
+    def propose(self, txns: list[Txn], packed: list[bytes]) -> list[Effect]:
+        """The pipeline's next batch, already numbered and in the history."""
+        last = txns[-1].zxid
+        if last >> 32 != self.epoch or last & COUNTER_MASK > self.counter_limit:
+            raise RoleEnded(f"zxid counter of epoch {self.epoch} nearly exhausted: forcing a new election")
+        self.last_logged = last
+        return [Broadcast(self._broadcast_conns(), ["proposal", packed])]
+
+    def logged(self, zxid: int) -> list[Effect]:
+        self.acks[self.my_id] = zxid
+        return self._advance_commit()
+
+    def tick(self, now: float) -> list[Effect]:
+        self.now = now
+        effects: list[Effect] = []
+        for learner in list(self.learners.values()):
+            if learner.stage < SYNCED and now - learner.since > self.init_limit:
+                effects += [*self.disconnected(learner.conn), Close(learner.conn, "no sync within initLimit")]
+        if self.phase != BROADCAST:
+            if now - self._phase_since > self.init_limit:
+                what = {DISCOVERY: "connected", EPOCH: "acknowledged the epoch", SYNC: "synced"}[self.phase]
+                raise RoleEnded(f"no quorum {what} within initLimit ({self.init_limit:.1f}s)")
+            return effects
+        heard = {self.my_id}
+        for learner in list(self.learners.values()):
+            if learner.stage != SYNCED:
+                continue
+            if now - learner.last_heard > self.sync_limit:
+                effects += [*self.disconnected(learner.conn), Close(learner.conn, "silent for syncLimit")]
+                continue
+            if learner.voter:
+                heard.add(learner.sid)
+        if not self.quorum.contains_quorum(heard):
+            raise RoleEnded(f"lost the quorum: only {sorted(heard)} heard within syncLimit")
+        effects.append(Broadcast(self._broadcast_conns(), ["ping"]))
+        return effects
+
+    # -- a learner's messages -----------------------------------------------------------
+    def _dispatch(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
+        tag = message[0]
+        if learner.stage == WAIT_INFO:
+            return self._on_info(learner, message)
+        if learner.stage == WAIT_ACKEPOCH and tag == "ackepoch":
+            return self._on_ackepoch(learner, message)
+        if learner.stage == WAIT_ACKNL and tag == "acknl":
+            return self._on_acknl(learner, message)
+        if learner.stage >= WAIT_ESTABLISHED and tag in ("ack", "ping"):
+            if tag == "ack":
+                return self._on_ack(learner, message[1])
+            return [TouchSessions(list(message[1]))]
+        if learner.stage == SYNCED:
+            if tag == "ack":
+                return self._on_ack(learner, message[1])
+            if tag == "ping":
+                return [TouchSessions(list(message[1]))]
+            if tag == "request":
+                _, session_id, cxid, op, body, auth = message
+                return [ForwardRequest(learner.conn, session_id, cxid, op, body, tuple((s, i) for s, i in auth))]
+            if tag == "sync":
+                # Everything acknowledged to any client before this sync is committed by now;
+                # the learner answers once it has applied up to here (the commits go first).
+                return [SendTo(learner.conn, ["syncreply", message[1], message[2], self.committed])]
+        raise ValueError(f"unexpected {tag!r} from learner {learner.sid} at stage {learner.stage}")
+
+    def _on_info(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
+        tag, sid, accepted = message[0], message[1], message[2]
+        if tag != "info" or sid not in self.servers or sid == self.my_id:
+            raise ValueError(f"not a learner of this ensemble: {tag} from {sid}")
+        effects: list[Effect] = []
+        for other in list(self.learners.values()):  # a reconnecting learner replaces its old link
+            if other.sid == sid and other is not learner:
+                effects += [*self.disconnected(other.conn), Close(other.conn, "replaced by a new link")]
+        learner.sid = sid
+        learner.voter = sid in self.quorum.voters
+        learner.stage = WAIT_EPOCH
+        if learner.voter and self.phase == DISCOVERY:
+            self._accepted[sid] = accepted
+            effects += self._check_discovery()
+        else:
+            effects += self._offer_epoch(learner)
+        return effects
+
+    def _check_discovery(self) -> list[Effect]:
+        if self.phase != DISCOVERY or not self.quorum.contains_quorum(self._accepted):
+            return []
+        self.epoch = max(self._accepted.values()) + 1
+        self._enter(EPOCH)
+        effects: list[Effect] = [AcceptEpoch(self.epoch)]
+        for learner in self.learners.values():
+            if learner.stage == WAIT_EPOCH:
+                effects += self._offer_epoch(learner)
+        return effects + self._check_epoch_acks()
+
+    def _offer_epoch(self, learner: LearnerState) -> list[Effect]:
+        if self.phase == DISCOVERY:
+            return []  # offered once a quorum has told its acceptedEpoch
+        learner.stage = WAIT_ACKEPOCH
+        return [SendTo(learner.conn, ["leaderinfo", self.epoch])]
+
+    def _on_ackepoch(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
+        _, current, last_zxid, snap_zxid = message
+        learner.last_zxid, learner.snap_zxid = last_zxid, snap_zxid
+        learner.stage = WAIT_SYNC_TURN
+        if learner.voter and self.phase == EPOCH:
+            if (current, last_zxid) > (self.current_epoch, self.last_logged):
+                raise RoleEnded(
+                    f"learner {learner.sid} is ahead (epoch {current}, zxid {last_zxid:#x}) of this leader "
+                    f"(epoch {self.current_epoch}, zxid {self.last_logged:#x})"
+                )
+            self._epoch_acks.add(learner.sid)
+            return self._check_epoch_acks()
+        return self._sync(learner) if self.phase != EPOCH else []
+
+    def _check_epoch_acks(self) -> list[Effect]:
+        if self.phase != EPOCH or not self.quorum.contains_quorum(self._epoch_acks):
+            return []
+        self._enter(SYNC)
+        effects: list[Effect] = []
+        for learner in self.learners.values():
+            if learner.stage == WAIT_SYNC_TURN:
+                effects += self._sync(learner)
+        return effects + self._check_newleader_acks()
+
+    def _sync(self, learner: LearnerState) -> list[Effect]:
+        learner.stage = WAIT_ACKNL
+        learner.in_broadcast = True
+        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, learner.snap_zxid)]
+
+    def _on_acknl(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
+        zxid = message[1]
+        if learner.voter:
+            self.acks[learner.sid] = zxid
+            self._newleader_acks.add(learner.sid)
+        learner.stage = WAIT_ESTABLISHED
+        if self.phase == BROADCAST:
+            return self._uptodate(learner)
+        return self._check_newleader_acks()
+
+    def _check_newleader_acks(self) -> list[Effect]:
+        if self.phase != SYNC or not self.quorum.contains_quorum(self._newleader_acks):
+            return []
+        self._enter(BROADCAST)
+        self.current_epoch = self.epoch
+        self.committed = self.last_logged
+        self.acks[self.my_id] = self.last_logged
+        effects: list[Effect] = [Establish(self.epoch, self.committed)]
+        for learner in self.learners.values():
+            if learner.stage == WAIT_ESTABLISHED:
+                effects += self._uptodate(learner)
+        return effects
+
+    def _uptodate(self, learner: LearnerState) -> list[Effect]:
+        learner.stage = SYNCED
+        return [SendTo(learner.conn, ["uptodate", self.committed]), *self._advance_commit()]
+
+    def _on_ack(self, learner: LearnerState, zxid: int) -> list[Effect]:
+        if learner.voter and zxid > self.acks.get(learner.sid, -1):
+            self.acks[learner.sid] = zxid
+            return self._advance_commit()
+        return []
+
+    # -- rules ----------------------------------------------------------------------------
+    def _advance_commit(self) -> list[Effect]:
+        """Committed: what a quorum of voters, the leader included, has durable."""
+        if self.phase != BROADCAST:
+            return []
+        point = min(self.quorum.commit_point(self.acks), self.acks.get(self.my_id, -1))
+        if point <= self.committed:
+            return []
+        self.committed = point
+        return [Committed(point), Broadcast(self._broadcast_conns(), ["commit", point])]
+
+    def _broadcast_conns(self) -> tuple[int, ...]:
+        return tuple(conn for conn, learner in self.learners.items() if learner.in_broadcast)
+
+    def _has_link(self, sid: int) -> bool:
+        return any(learner.sid == sid for learner in self.learners.values())
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self._phase_since = self.now  # each phase gets initLimit of its own
