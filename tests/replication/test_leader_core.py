@@ -1,0 +1,141 @@
+"""The leader's protocol exchange by exchange, without sockets or disks."""
+
+from __future__ import annotations
+
+import pytest
+
+from zkpy.replication.leader_core import (
+    BROADCAST,
+    AcceptEpoch,
+    Broadcast,
+    Close,
+    Committed,
+    Establish,
+    ForwardRequest,
+    LeaderCore,
+    SendTo,
+    SyncLearner,
+    TouchSessions,
+)
+from zkpy.replication.learner_core import RoleEnded
+from zkpy.replication.quorum import Quorum
+from zkpy.tree.txn import Txn
+
+
+def z(epoch: int, counter: int) -> int:
+    return epoch << 32 | counter
+
+
+def leader(voters: tuple[int, ...] = (1, 2, 3), servers: tuple[int, ...] = (1, 2, 3, 4)) -> LeaderCore:
+    return LeaderCore(
+        my_id=3, quorum=Quorum(voters), accepted_epoch=1, current_epoch=1, last_logged=z(1, 9),
+        servers=frozenset(servers), init_limit=5.0, sync_limit=1.0, now=0.0,
+    )  # fmt: skip
+
+
+def join(core: LeaderCore, conn: int, sid: int, now: float = 0.1, accepted: int = 1) -> list[object]:
+    core.connected(conn, now)
+    return list(core.receive(conn, ["info", sid, accepted, "participant"], now))
+
+
+def established(core: LeaderCore) -> None:
+    """Learner 1 on link 10 syncs: with the leader, a quorum of three."""
+    join(core, 10, 1)
+    core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2)
+    core.receive(10, ["acknl", z(1, 9)], 0.3)
+    assert core.phase == BROADCAST
+
+
+def test_the_new_epoch_comes_with_a_quorum_of_accepted_epochs() -> None:
+    core = leader()
+    assert core.start() == []
+    assert join(core, 10, 1, accepted=4) == [AcceptEpoch(5), SendTo(10, ["leaderinfo", 5])]
+    assert join(core, 11, 2) == [SendTo(11, ["leaderinfo", 5])]  # the epoch is fixed by then
+
+
+def test_a_learner_ahead_of_the_leader_ends_the_leadership() -> None:
+    core = leader()
+    join(core, 10, 1)
+    with pytest.raises(RoleEnded, match="ahead"):
+        core.receive(10, ["ackepoch", 1, z(1, 12), 0], 0.2)
+
+
+def test_a_quorum_of_newleader_acks_commits_the_whole_history() -> None:
+    core = leader()
+    join(core, 10, 1)
+    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), 0)]
+    effects = core.receive(10, ["acknl", z(1, 9)], 0.3)
+    assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, ["uptodate", z(1, 9)])]
+    assert core.committed == z(1, 9)
+
+
+def test_a_commit_needs_a_quorum_including_the_leaders_own_log() -> None:
+    core = leader()
+    established(core)
+    a = Txn(z(2, 1), 0, 1, 1, 1, b"")
+    proposal = core.propose([a], [a.pack()])
+    assert proposal == [Broadcast((10,), ["proposal", [a.pack()]])]
+    assert core.receive(10, ["ack", z(2, 1)], 0.4) == []  # the follower has it, the leader not yet
+    assert core.logged(z(2, 1)) == [Committed(z(2, 1)), Broadcast((10,), ["commit", z(2, 1)])]
+
+
+def test_a_learner_that_joins_a_running_leader_is_synced_at_once() -> None:
+    core = leader()
+    established(core)
+    join(core, 11, 2, now=1.0)
+    assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [SyncLearner(11, 2, z(1, 5), 0)]
+    assert core.receive(11, ["acknl", z(1, 9)], 1.2)[0] == SendTo(11, ["uptodate", z(1, 9)])
+
+
+def test_synced_learners_forward_requests_pings_and_syncs() -> None:
+    core = leader()
+    established(core)
+    assert core.receive(10, ["ping", [7, 8]], 0.5) == [TouchSessions([7, 8])]
+    assert core.receive(10, ["request", 7, 3, 1, b"x", [["digest", "a"]]], 0.5) == [
+        ForwardRequest(10, 7, 3, 1, b"x", (("digest", "a"),))
+    ]
+    assert core.receive(10, ["sync", 7, 4], 0.5) == [SendTo(10, ["syncreply", 7, 4, z(1, 9)])]
+
+
+def test_a_protocol_error_closes_only_that_link() -> None:
+    core = leader()
+    established(core)
+    effects = core.receive(10, ["newleader", 9], 0.5)
+    assert isinstance(effects[-1], Close) and core.phase == BROADCAST
+
+
+@pytest.mark.parametrize("sid", [3, 9])  # itself, or not in the configuration
+def test_a_stranger_is_refused(sid: int) -> None:
+    core = leader()
+    effects = join(core, 10, sid)
+    assert isinstance(effects[-1], Close)
+
+
+def test_silent_learners_are_dropped_and_a_lost_quorum_ends_the_leadership() -> None:
+    core = leader()
+    established(core)
+    assert isinstance(core.tick(0.9)[-1], Broadcast)  # pings
+    with pytest.raises(RoleEnded, match="lost the quorum"):
+        core.tick(1.5)  # learner 1 silent for more than syncLimit: only the leader is left
+
+
+def test_no_quorum_within_initlimit_ends_the_leadership() -> None:
+    core = leader()
+    join(core, 10, 1)  # epoch chosen, but no ackepoch ever comes
+    core.tick(4.0)
+    with pytest.raises(RoleEnded, match="initLimit"):
+        core.tick(5.5)
+
+
+def test_an_exhausted_counter_forces_a_new_epoch() -> None:
+    core = leader()
+    established(core)
+    last = Txn(z(2, core.counter_limit + 1), 0, 1, 1, 1, b"")
+    with pytest.raises(RoleEnded, match="counter"):
+        core.propose([last], [last.pack()])
+
+
+def test_observers_never_count_for_a_quorum() -> None:
+    core = leader(voters=(1, 2, 3), servers=(1, 2, 3, 4))
+    join(core, 10, 4)  # an observer: no quorum of accepted epochs from it
+    assert core.phase == "discovery"
