@@ -45,7 +45,11 @@ SESSION_TIMEOUT = 2.0
 
 
 def say(*parts: object) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} pid {os.getpid()}]", *parts, flush=True)
+    """One line per write: print() writes the text and the newline separately, and the workers
+    share one pipe, so their lines could interleave mid-line."""
+    line = " ".join([f"[{time.strftime('%H:%M:%S')} pid {os.getpid()}]", *map(str, parts)]) + "\n"
+    sys.stdout.write(line)
+    sys.stdout.flush()
 
 
 async def master(zk: zkpy.client.Client, me: str) -> None:
