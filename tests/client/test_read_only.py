@@ -8,7 +8,6 @@ with readonlymode.enabled, where two members die and come back.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import struct
 import subprocess
@@ -32,6 +31,7 @@ from zkpy.testing.procs import (
     ServerProcess,
     four_letter,
     free_port,
+    java_properties,
     running_ensemble,
     write_config,
 )
@@ -266,14 +266,6 @@ async def test_apache_ensemble_losing_and_regaining_its_quorum() -> None:
         running_ensemble("apache", 3, {"tickTime": "200"}) as ensemble,
     ):
         await lose_and_regain_quorum(ensemble.hosts, ensemble.servers, respawn)
-
-
-@contextlib.contextmanager
-def java_properties(props: dict[str, str]) -> Iterator[None]:
-    """Apache's server JVMs started meanwhile get `props` as -D flags (JAVA_TOOL_OPTIONS)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAVA_TOOL_OPTIONS", " ".join(f"-D{k}={v}" for k, v in props.items()))
-        yield
 
 
 async def lose_and_regain_quorum(

@@ -63,7 +63,7 @@ from zkpy.jute.records import (
     ConnectRequest,
     Id,
 )
-from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess, running_server
+from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess, java_properties, running_server
 
 pytestmark = pytest.mark.apache
 
@@ -83,20 +83,6 @@ def _apache_available() -> bool:
     return shutil.which("java") is not None and APACHE_ZK_TOOL.exists()
 
 
-@contextlib.contextmanager
-def _java_properties(props: dict[str, str]) -> Iterator[None]:
-    old = os.environ.get("JAVA_TOOL_OPTIONS")
-    flags = " ".join(f"-D{k}={v}" for k, v in props.items())
-    os.environ["JAVA_TOOL_OPTIONS"] = f"{old} {flags}" if old else flags
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["JAVA_TOOL_OPTIONS"]
-        else:
-            os.environ["JAVA_TOOL_OPTIONS"] = old
-
-
 @pytest.fixture(scope="module")
 def zkpy_server() -> Iterator[ServerProcess]:
     with running_server("zkpy", SERVER_CONFIG) as srv:
@@ -109,7 +95,7 @@ def apache_server() -> Iterator[ServerProcess]:
         pytest.skip("Java or the Apache ZooKeeper reference is not available")
     with contextlib.ExitStack() as stack:
         try:
-            with _java_properties(SYSTEM_PROPERTIES):
+            with java_properties(SYSTEM_PROPERTIES):
                 srv = stack.enter_context(running_server("apache", SERVER_CONFIG))
         except (RuntimeError, OSError, FileNotFoundError) as e:  # e.g. no apt to install the package with
             pytest.skip(f"Apache ZooKeeper would not start: {e}")

@@ -10,7 +10,6 @@ it); zkpy gets them as zoo.cfg lines under the same property names, as the share
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from suite_settings import CLIENT_TIMEOUT, CONTAINER_CHECK_MS, SERVER_KIND, SUPER_AUTH, SUPER_DIGEST
 
-from zkpy.testing.procs import ServerProcess, running_server
+from zkpy.testing.procs import ServerProcess, java_properties, running_server
 
 SYSTEM_PROPERTIES = {
     "zookeeper.DigestAuthenticationProvider.superDigest": SUPER_DIGEST,
@@ -32,20 +31,6 @@ SYSTEM_PROPERTIES = {
 def server_config() -> dict[str, str]:
     """zoo.cfg extras. Apache turns unknown keys into harmless `zookeeper.<key>` properties."""
     return {"extendedTypesEnabled": "true", **SYSTEM_PROPERTIES}
-
-
-@contextlib.contextmanager
-def java_properties(props: dict[str, str]) -> Iterator[None]:
-    old = os.environ.get("JAVA_TOOL_OPTIONS")
-    flags = " ".join(f"-D{k}={v}" for k, v in props.items())
-    os.environ["JAVA_TOOL_OPTIONS"] = f"{old} {flags}" if old else flags
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["JAVA_TOOL_OPTIONS"]
-        else:
-            os.environ["JAVA_TOOL_OPTIONS"] = old
 
 
 @pytest.fixture(scope="session")

@@ -338,3 +338,20 @@ def running_ensemble(
     finally:
         ensemble.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def java_properties(props: dict[str, str]) -> Iterator[None]:
+    """Apache ZooKeeper JVMs started meanwhile also get `props` as -D system properties (through
+    JAVA_TOOL_OPTIONS, which every JVM reads): settings Apache takes only that way, such as
+    readonlymode.enabled or extendedTypesEnabled."""
+    old = os.environ.get("JAVA_TOOL_OPTIONS")
+    flags = " ".join(f"-D{k}={v}" for k, v in props.items())
+    os.environ["JAVA_TOOL_OPTIONS"] = f"{old} {flags}" if old else flags
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["JAVA_TOOL_OPTIONS"]
+        else:
+            os.environ["JAVA_TOOL_OPTIONS"] = old
