@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
-import tempfile
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -29,11 +25,9 @@ from zkpy.server.protocol import connect_response, reply
 from zkpy.testing.procs import (
     APACHE_ZK_TOOL,
     ServerProcess,
-    four_letter,
     free_port,
     java_properties,
     running_ensemble,
-    write_config,
 )
 
 from .conftest import SERVER_KIND
@@ -158,91 +152,16 @@ async def test_without_read_only_the_flag_is_not_sent(read_only_server: Scripted
 # -- a real ensemble -----------------------------------------------------------------------------------
 
 
-def mode(server: ServerProcess) -> str | None:
-    try:
-        answer = four_letter(server.host, server.port, "srvr", timeout=1.0)
-    except OSError:
-        return None
-    for line in answer.splitlines():
-        if line.startswith("Mode: "):
-            return line[6:].strip()
-    return None
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Cluster:
-    """A minimal zkpy ensemble of processes (as tests/replication/test_ensemble_procs.py's)."""
-
-    def __init__(self, root: Path, n: int, extra: dict[str, str]) -> None:
-        ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
-        quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
-        self.servers: list[ServerProcess] = []
-        for i, (client_port, _, _) in enumerate(ports):
-            home = root / f"s{i + 1}"
-            data_dir = home / "data"
-            data_dir.mkdir(parents=True)
-            (data_dir / "myid").write_text(f"{i + 1}\n")
-            settings = {"tickTime": "200", "initLimit": "10", "syncLimit": "5", **quorum, **extra}
-            write_config(home / "zoo.cfg", client_port, data_dir, settings)
-            self.servers.append(
-                ServerProcess(
-                    "zkpy", "127.0.0.1", client_port, data_dir, home / "zoo.cfg", home / "server.log"
-                )
-            )
-
-    @property
-    def hosts(self) -> str:
-        return ",".join(s.hosts for s in self.servers)
-
-    def spawn(self, server: ServerProcess) -> None:
-        with open(server.log_path, "ab") as log:
-            server.proc = subprocess.Popen(
-                server.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                cwd=server.data_dir,
-            )  # fmt: skip
-
-    def wait_serving(self, servers: list[ServerProcess] | None = None) -> None:
-        for server in servers or self.servers:
-            wait_for(lambda s=server: mode(s) in ("leader", "follower"), f"{server.hosts} serving")
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {s.hosts}\n{s.log_tail(30)}" for s in self.servers)
-
-
-@pytest.fixture
-def read_only_cluster() -> Iterator[Cluster]:
+@pytest.mark.timeout(240)
+async def test_ensemble_losing_and_regaining_its_quorum() -> None:
     if SERVER_KIND == "apache":
         pytest.skip("a zkpy ensemble")
-    root = Path(tempfile.mkdtemp(prefix="zkpy-ro-ensemble-"))
-    cluster = Cluster(root, 3, {"readonlymode.enabled": "true"})
-    try:
-        for server in cluster.servers:
-            cluster.spawn(server)
-        cluster.wait_serving()
-        yield cluster
-    except BaseException:
-        print(cluster.logs())
-        raise
-    finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
+    def respawn(server: ServerProcess) -> None:
+        server.start(wait=None)
 
-@pytest.mark.timeout(240)
-async def test_ensemble_losing_and_regaining_its_quorum(read_only_cluster: Cluster) -> None:
-    await lose_and_regain_quorum(read_only_cluster.hosts, read_only_cluster.servers, read_only_cluster.spawn)
+    with running_ensemble("zkpy", 3, {"tickTime": "200", "readonlymode.enabled": "true"}) as ensemble:
+        await lose_and_regain_quorum(ensemble.hosts, ensemble.servers, respawn)
 
 
 @pytest.mark.apache
