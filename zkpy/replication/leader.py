@@ -51,6 +51,24 @@ __all__ = ["LINK_ERRORS", "Leader", "RoleEnded"]
 LINK_ERRORS = (PeerGone, WireError, trio.TooSlowError, ValueError, TypeError, IndexError, KeyError, OSError)
 
 
+def why_role_ended(group: BaseException, peer: QuorumPeer, what: str) -> BaseException | None:
+    """What a role's failure means, for the leader and a learner alike: None when it must go on
+    as it is (a cancellation: the server stops; an interrupt); the AssertionError of a broken
+    invariant (never carried on past); else the RoleEnded that sends the server back to election
+    (a failed disk also keeps it out of elections until the disk works). Call it in the except."""
+    e = root_cause(group)
+    if not isinstance(e, Exception):
+        return None
+    if isinstance(e, (RoleEnded, AssertionError)):
+        return e
+    if isinstance(e, StorageError):
+        peer.disk_failed = str(e)
+        return RoleEnded(f"the local log failed: {e}")
+    if not isinstance(e, LINK_ERRORS):
+        log.exception("%s", what)
+    return RoleEnded(f"{what}: {e or type(e).__name__}")
+
+
 class Leader:
     """The trio glue around LeaderCore: learner links, the local log, the tree and the client
     server. Every input goes through `_feed`, which carries out the core's effects in order."""
@@ -100,13 +118,10 @@ class Leader:
         try:
             await self._run()
         except BaseException as group:  # a nursery's group may also hold Cancelled
-            e = root_cause(group)
-            if not isinstance(e, Exception):
-                raise  # cancellation (the server stops) or an interrupt: not ours to turn into anything
-            if isinstance(e, (RoleEnded, AssertionError)):  # an AssertionError: a broken invariant
-                raise e from None
-            log.exception("leading failed")
-            raise RoleEnded(f"leading failed: {e!r}") from None
+            ended = why_role_ended(group, self.peer, "leading failed")
+            if ended is None:
+                raise
+            raise ended from None
         finally:
             self._nursery = None
             if self.server is not None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from zkpy.replication.history import SNAP, TRUNC
-from zkpy.replication.leader import LINK_ERRORS, RoleEnded
+from zkpy.replication.leader import RoleEnded, why_role_ended
 from zkpy.replication.learner_core import (
     AcceptEpoch,
     AnswerSync,
@@ -35,9 +35,8 @@ from zkpy.replication.learner_core import (
     Serve,
     TakeSync,
 )
-from zkpy.replication.link import PeerLink, root_cause
+from zkpy.replication.link import PeerLink
 from zkpy.replication.serving import FOLLOWER, OBSERVER, EnsembleServer, Forwarder, LearnerPipeline
-from zkpy.storage.errors import StorageError
 from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
 
@@ -69,19 +68,10 @@ class Learner(Forwarder):
         try:
             await self._run()
         except BaseException as group:  # a nursery's group may also hold Cancelled
-            e = root_cause(group)
-            if not isinstance(e, Exception):
-                raise  # cancellation (the server stops) or an interrupt: not ours to turn into anything
-            if isinstance(e, RoleEnded):
-                raise e from None
-            if isinstance(e, StorageError):
-                self.peer.disk_failed = str(e)
-                raise RoleEnded(f"the local log failed: {e}") from None
-            if isinstance(e, AssertionError):
-                raise e from None  # a broken invariant: stop, never carry on past it
-            if not isinstance(e, LINK_ERRORS):
-                log.exception("following failed")
-            raise RoleEnded(f"leader {self.leader_id} lost: {e or type(e).__name__}") from None
+            ended = why_role_ended(group, self.peer, f"leader {self.leader_id} lost")
+            if ended is None:
+                raise
+            raise ended from None
         finally:
             if self.server is not None:
                 self.server.close_all_clients()
