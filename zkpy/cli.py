@@ -18,7 +18,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     from zkpy.server.node import StartupError
     from zkpy.server.run import run_server
     from zkpy.server.tls import TlsConfigError
-    from zkpy.storage.errors import StorageError
+    from zkpy.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
     from zkpy.tree.serialize import SnapshotFormatError
 
     try:
@@ -40,6 +40,12 @@ def cmd_server(args: argparse.Namespace) -> int:
         run_server(config)
     except (StartupError, TlsConfigError) as e:
         return _fail(str(e))
+    except (CorruptLogError, CorruptSnapshotError) as e:
+        return _fail(
+            f"cannot recover the data in {config.data_dir}: {e}. A standalone server has no other copy "
+            "to re-sync from (an ensemble member would): restore the directory from a backup, or move "
+            "the damaged file aside to start from what is left (`zkpy dump FILE` shows what it holds)"
+        )
     except StorageError as e:
         return _fail(f"cannot recover the data in {config.data_dir}: {e}")
     except SnapshotFormatError as e:

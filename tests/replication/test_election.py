@@ -30,9 +30,17 @@ class Sim:
         self.now = 0.0
         self.inflight: list[tuple[int, Notification]] = []
 
-    def start(self, sid: int) -> None:
+    def start(self, sid: int, abstain: bool = False) -> None:
         epoch, zxid = self.setups.get(sid, (7, 7))  # observers' history must not matter
-        self.inflight += self.nodes[sid].start(self.now, epoch, zxid)
+        self.inflight += self.nodes[sid].start(self.now, epoch, zxid, abstain=abstain)
+
+    def run_for(self, steps: int) -> None:
+        """Like run_fifo, for runs that must not settle."""
+        for _ in range(steps):
+            if self.inflight:
+                self.deliver(0)
+            elif not self.advance():
+                return
 
     def deliver(self, i: int, keep: bool = False) -> None:
         dst, n = self.inflight[i] if keep else self.inflight.pop(i)
@@ -310,6 +318,65 @@ def test_observers_votes_never_count() -> None:
     assert e.deadline() == pytest.approx(0.2)  # the resend, not a finalize
     e.tick(0.2)
     assert e.state == LOOKING
+
+
+# -- a voter whose data was damaged abstains until it re-synced -------------------------------
+
+
+def test_abstaining_voter_follows_the_others_and_never_counts() -> None:
+    # Server 3's (lost) history would win; abstaining, it proposes nobody and follows 2.
+    sim = Sim({1: (0, 1), 2: (0, 3), 3: (0, 9)})
+    sent: list[Notification] = []
+    for sid in sim.nodes:
+        sim.start(sid, abstain=sid == 3)
+    for _ in range(10_000):
+        sent += [n for _, n in sim.inflight if n.sid == 3]
+        if sim.inflight:
+            sim.deliver(0)
+        elif not sim.advance():
+            break
+    assert sim.nodes[1].decided == sim.nodes[2].decided == sim.nodes[3].decided == Vote(2, 3, 0)
+    assert sim.nodes[3].state == FOLLOWING
+    assert sent and all(n.vote == NO_VOTE for n in sent)
+
+
+def test_abstaining_voter_and_one_other_make_no_quorum() -> None:
+    """3 voters, one down, one abstaining: the last one must not be elected by counting the
+    abstainer (its vote would carry a history shorter than what it acknowledged)."""
+    sim = Sim({1: (0, 5), 2: (0, 9), 3: (0, 1)})
+    sim.start(1)
+    sim.start(3, abstain=True)
+    sim.inflight = [(dst, n) for dst, n in sim.inflight if dst != 2]
+    for _ in range(500):
+        sim.inflight = [(dst, n) for dst, n in sim.inflight if dst != 2]  # server 2 is down
+        if sim.inflight:
+            sim.deliver(0)
+        elif not sim.advance():
+            break
+    assert sim.nodes[1].decided is None and sim.nodes[3].decided is None
+    assert sim.nodes[1].state == sim.nodes[3].state == LOOKING
+
+
+def test_abstaining_voter_joins_a_running_ensemble() -> None:
+    sim = Sim({1: (0, 1), 2: (0, 3), 3: (0, 9)})
+    sim.start(1)
+    sim.start(2)
+    sim.inflight = [(dst, n) for dst, n in sim.inflight if dst != 3]
+    sim.run_fifo()
+    sim.start(3, abstain=True)
+    sim.run_fifo()
+    assert sim.nodes[3].decided == Vote(2, 3, 0) and sim.nodes[3].state == FOLLOWING
+
+
+def test_abstaining_voter_ignores_stale_votes_for_itself() -> None:
+    e = Election(3, frozenset({1, 2, 3}))
+    e.start(0.0, 0, 0, abstain=True)
+    e.receive(0.0, looking(1, 3, 9, 0))  # votes for it from before its data was lost
+    e.receive(0.0, looking(2, 3, 9, 0))
+    assert e.vote == NO_VOTE
+    for t in (0.2, 0.4, 0.8, 1.6):
+        e.tick(t)
+    assert e.decided is None and e.state == LOOKING
 
 
 def test_constructor_rejects_inconsistent_configs() -> None:

@@ -16,6 +16,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, SessionExpiredError
 from kazoo.retry import KazooRetry
 
+from zkpy.storage import frames
 from zkpy.testing.procs import ServerProcess, four_letter, free_port, write_config
 
 pytestmark = pytest.mark.timeout(240)
@@ -242,6 +243,38 @@ def test_follower_restarts_and_catches_up_by_diff_then_by_snap(cluster: Cluster)
     cluster.wait_serving([follower])
     assert "SNAP" in leader.log_path.read_text()
     assert server_view(follower, "/c") == server_view(leader, "/c")
+    zk.stop()
+
+
+def test_follower_with_a_damaged_log_sets_it_aside_and_resyncs(cluster: Cluster) -> None:
+    """A bit flip inside a follower's log (valid records after it, so not a torn tail): it must
+    neither serve the damaged data nor refuse to start; it takes the data back from the leader."""
+    leader = cluster.leader()
+    follower = next(s for s in cluster.servers if s is not leader)
+    zk = client(leader.hosts)
+    zk.ensure_path("/d")
+    for i in range(100):
+        zk.create(f"/d/n{i}", b"x" * 40)
+    wait_for(lambda: len(server_view(follower, "/d")) == 100, "the follower has every write")
+    follower.kill()
+    store = follower.data_dir / "zkpy-1"
+    log_file = sorted(store.glob("log.*"))[-1]
+    data = bytearray(log_file.read_bytes())
+    end = frames.data_end(bytes(data))
+    data[end // 3 : end // 3 + 8] = bytes(b ^ 0xFF for b in data[end // 3 : end // 3 + 8])
+    log_file.write_bytes(bytes(data))
+    for i in range(100, 120):
+        zk.create(f"/d/n{i}", b"y")
+    cluster.spawn(follower)
+    cluster.wait_serving([follower])
+    assert server_view(follower, "/d") == server_view(leader, "/d")
+    text = follower.log_path.read_text()
+    assert "damaged data" in text and "re-synced after damaged data" in text
+    assert not (store / "resyncNeeded").exists()
+    aside = list(store.glob("damaged-*/log.*"))
+    assert [p.name for p in aside] == [log_file.name]  # kept for the operator, not deleted
+    zk.create("/d/after", b"z")
+    assert "after" in server_view(follower, "/d")
     zk.stop()
 
 

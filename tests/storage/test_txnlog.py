@@ -61,6 +61,21 @@ def test_missing_log_file_is_reported_not_skipped(tmp_path: Path) -> None:
         recovered(tmp_path, 0)
 
 
+def test_a_hole_across_epochs_is_reported(tmp_path: Path) -> None:
+    """An older snapshot (epoch 1) with a log that starts mid-way through epoch 2: the records
+    between were purged behind a newer snapshot (now damaged), so loading would leave a hole."""
+    with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
+        write_batches(log, [[b"c"], [b"d"]], first_zxid=0x200000011)
+    with pytest.raises(CorruptLogError, match="missing"):
+        recovered(tmp_path, 0x100000005)
+
+
+def test_a_new_epoch_may_follow_any_zxid(tmp_path: Path) -> None:
+    with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
+        later = write_batches(log, [[b"c"], [b"d"]], first_zxid=0x200000001)
+    assert recovered(tmp_path, 0x100000005) == flatten(later)
+
+
 def test_preallocated_tail_is_not_data(tmp_path: Path) -> None:
     with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
         batches = write_batches(log, [[b"\0" * 10], [b"x\0"]])

@@ -23,6 +23,11 @@ The algorithm, as Apache's:
   the leader itself said LEADING: that is how a restarted server joins a running ensemble
   without forcing a new election.
 * Observers never vote and never lead; they run the same logic to learn the leader.
+* A voter that lost its data (a damaged log or snapshot, moved aside) *abstains* until it has
+  synced with a leader: it announces no vote (``NO_VOTE``, which voters ignore and decided
+  servers answer), never counts itself and never leads, but follows the leader a quorum of the
+  others agree on. Its vote would carry a history shorter than what it acknowledged, and a quorum
+  counting it could elect a leader missing a committed transaction.
 """
 
 from __future__ import annotations
@@ -133,6 +138,7 @@ class Election:
         self.logical_clock = 0
         self.decided: Vote | None = None
         self._started = False
+        self.abstaining = False  # a voter whose data was lost: see the module docstring
         self._initial: Vote = NO_VOTE
         # Apache's recvset: each voter's best vote in our current election epoch (only ever
         # improves within an epoch, so keeping the max makes us immune to reordered duplicates).
@@ -146,15 +152,17 @@ class Election:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    def start(self, now: float, peer_epoch: int, last_zxid: int) -> Outgoing:
-        """(Re)enter LOOKING for a new round and propose ourselves (observers propose nobody)."""
+    def start(self, now: float, peer_epoch: int, last_zxid: int, *, abstain: bool = False) -> Outgoing:
+        """(Re)enter LOOKING for a new round and propose ourselves (observers, and a voter that
+        must `abstain` until it re-synced its lost data, propose nobody)."""
         self._started = True
+        self.abstaining = abstain and self.is_voter
         self.logical_clock += 1
         self.state = LOOKING
         self.decided = None
         self._votes.clear()
         self._reports.clear()
-        self._initial = Vote(self.my_id, last_zxid, peer_epoch) if self.is_voter else NO_VOTE
+        self._initial = Vote(self.my_id, last_zxid, peer_epoch) if self._voting else NO_VOTE
         self.vote = self._initial
         self._finalize_at = self._finalize_vote = None
         self._resend_interval = self.finalize_wait
@@ -229,12 +237,12 @@ class Election:
             # We are behind: join its round, forgetting votes from ours.
             self.logical_clock = n.election_epoch
             self._votes.clear()
-            self.vote = max(n.vote, self._initial, key=Vote.key)
+            self.vote = max(n.vote, self._initial, key=Vote.key) if self._may_adopt(n.vote) else self._initial
             out = self._broadcast()
         elif n.election_epoch < self.logical_clock:
             # It is behind: tell it about our round; its vote is stale so it does not count.
             return [(n.sid, self._notification())]
-        elif n.vote.key() > self.vote.key():
+        elif n.vote.key() > self.vote.key() and self._may_adopt(n.vote):
             self.vote = n.vote
             out = self._broadcast()
         self._record(n.sid, n.vote)
@@ -268,7 +276,7 @@ class Election:
         restarted former leader must not resume leading on stale reports.
         """
         if leader == self.my_id:
-            return self.is_voter and election_epoch == self.logical_clock
+            return self._voting and election_epoch == self.logical_clock
         report = self._reports.get(leader)
         return report is not None and report[0] == LEADING and report[1].leader == leader
 
@@ -280,7 +288,7 @@ class Election:
     def _count(self, vote: Vote) -> int:
         """Voters whose recorded vote (ours included) equals ``vote``."""
         count = sum(1 for sid, v in self._votes.items() if sid in self.voters and v == vote)
-        if self.is_voter and self.vote == vote:
+        if self._voting and self.vote == vote:
             count += 1
         return count
 
@@ -296,14 +304,24 @@ class Election:
     def _decide(self, vote: Vote) -> None:
         self.decided = vote
         self.vote = vote
-        if vote.leader == self.my_id and self.is_voter:
+        if vote.leader == self.my_id and self._voting:
             self.state = LEADING
         else:
             self.state = FOLLOWING if self.is_voter else OBSERVING
         self._finalize_at = self._finalize_vote = self._resend_at = None
 
+    @property
+    def _voting(self) -> bool:
+        return self.is_voter and not self.abstaining
+
+    def _may_adopt(self, vote: Vote) -> bool:
+        """An abstaining voter never proposes itself, whatever stale votes for it still arrive."""
+        return not (self.abstaining and vote.leader == self.my_id)
+
     def _notification(self) -> Notification:
-        return Notification(self.my_id, self.state, self.vote, self.logical_clock)
+        # While abstaining, announce nothing: a vote or a report from us must not count anywhere.
+        vote = NO_VOTE if self.abstaining else self.vote
+        return Notification(self.my_id, self.state, vote, self.logical_clock)
 
     def _broadcast(self) -> Outgoing:
         n = self._notification()

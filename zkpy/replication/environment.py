@@ -77,6 +77,20 @@ class Store(Protocol):
 
     def epochs(self) -> Epochs: ...
 
+    @property
+    def needs_resync(self) -> bool:
+        """The data was found damaged and moved aside: take a leader's sync before voting."""
+        ...
+
+    def discard_damaged(self, reason: str) -> object:
+        """Recovery found damage (CorruptLogError/CorruptSnapshotError): durably mark the store as
+        needing a re-sync, then set the damaged files aside so recover() starts empty."""
+        ...
+
+    def resynced(self) -> None:
+        """A leader's sync is durable here: clear the mark."""
+        ...
+
 
 class Observer(Protocol):
     """Told of what the invariants of a simulated run are about (zkpy.testing.cluster); in

@@ -142,6 +142,10 @@ class Learner(Forwarder):
                 peer.epochs.accept(effect.epoch)
             elif isinstance(effect, MakeCurrent):
                 peer.epochs.make_current(effect.epoch)
+                if peer.store.needs_resync:  # the leader's whole history is durable here now
+                    peer.store.resynced()
+                    peer.election.abstaining = False
+                    log.info("re-synced after damaged data: voting again")
             elif isinstance(effect, TakeSync):
                 await self._take_sync(effect)
                 self._make_server(core.epoch)

@@ -24,7 +24,7 @@ from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.server.config import ServerConfig
 from zkpy.server.latency import Summary
 from zkpy.server.node import ZooKeeperServer
-from zkpy.storage.errors import StorageError
+from zkpy.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
 from zkpy.tree.datatree import DataTree
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,18 @@ class QuorumPeer:
 
     def _recover(self) -> DataTree:
         replayed: list[tuple[int, bytes]] = []
-        tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
+        try:
+            tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
+        except (CorruptLogError, CorruptSnapshotError) as e:
+            # Never serve or vote on damaged data; the ensemble has the data, so start empty and
+            # take it back from a leader (a standalone server refuses to start instead).
+            where = self.store.discard_damaged(str(e))
+            log.error(
+                "damaged data: %s. Moved aside (to %s); this server re-syncs from the leader and does "
+                "not vote until it has", e, where,
+            )  # fmt: skip
+            replayed.clear()
+            tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
         limit = self.config.commit_log_count
         base = max(self.store.last_snapshot_zxid, 0)
         if base > 0:
@@ -134,8 +145,9 @@ class QuorumPeer:
             )
             self.history.truncate_after(durable)
         self._decided = trio.Event()
-        self._send(self.election.start(started, self.epochs.current, self.history.last))
-        if self.config.read_only_mode:
+        resyncing = self.store.needs_resync
+        self._send(self.election.start(started, self.epochs.current, self.history.last, abstain=resyncing))
+        if self.config.read_only_mode and not resyncing:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_only_after, max(2.0, self.config.tick_time / 1000))
                 await self._decided.wait()
@@ -215,7 +227,9 @@ class QuorumPeer:
             # Wake at least every tick: start() (from the role loop) may set a deadline sooner
             # than the one this wait began with; sleeping past it lost a round's re-sends.
             deadline = election.deadline()
-            wake = trio.current_time() + tick if deadline is None else min(deadline, trio.current_time() + tick)
+            wake = (
+                trio.current_time() + tick if deadline is None else min(deadline, trio.current_time() + tick)
+            )
             with trio.move_on_at(wake):
                 notification = await incoming.receive()
                 self._send(election.receive(trio.current_time(), notification))

@@ -26,7 +26,7 @@ import trio
 from zkpy.server.config import ServerConfig
 from zkpy.server.latency import Summary
 from zkpy.storage.errors import StorageError
-from zkpy.storage.files import SNAP_PREFIX, TMP_SUFFIX
+from zkpy.storage.files import LOG_PREFIX, SNAP_PREFIX, TMP_SUFFIX, fsync_dir
 from zkpy.storage.purge import purge
 from zkpy.storage.snapshot import load_latest_snapshot, write_snapshot
 from zkpy.storage.txnlog import TxnLog, recover
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUBDIR = "zkpy-1"  # our own format; never mistaken for (or mixed with) Apache ZooKeeper's version-2
+# Present while this ensemble member's data was found damaged and has not been re-synced yet: it
+# must not vote (its log is shorter than what it acknowledged) until it took a leader's sync.
+RESYNC_MARKER = "resyncNeeded"
 
 
 class DurableStore:
@@ -208,6 +211,38 @@ class DurableStore:
         """The newest transaction on disk: the log's last, else the last snapshot's."""
         logged = self.log.last_zxid if self.log is not None else -1
         return max(logged, self.last_snapshot_zxid)
+
+    @property
+    def needs_resync(self) -> bool:
+        return (self.snap_dir / RESYNC_MARKER).exists()
+
+    def discard_damaged(self, reason: str) -> Path:
+        """Damaged data on an ensemble member: mark it as needing a re-sync (durably, first), then
+        move every snapshot and log file into a `damaged-<time>` directory for the operator to
+        inspect, so the next recover() starts empty. The epoch files stay: they are promises made
+        to leaders and must never go back."""
+        self.close_log()
+        marker = self.snap_dir / RESYNC_MARKER
+        marker.write_text(f"{reason}\n")
+        with open(marker, "rb+") as f:
+            os.fsync(f.fileno())
+        fsync_dir(self.snap_dir)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        moved_to = self.snap_dir / f"damaged-{stamp}"
+        for directory, prefix in ((self.snap_dir, SNAP_PREFIX), (self.log_dir, LOG_PREFIX)):
+            target = directory / f"damaged-{stamp}"
+            target.mkdir(exist_ok=True)
+            for path in sorted(directory.glob(f"{prefix}*")):
+                path.rename(target / path.name)
+            fsync_dir(target)
+            fsync_dir(directory)
+        self.last_snapshot_zxid = -1
+        return moved_to
+
+    def resynced(self) -> None:
+        """A leader's sync is durable here: this server may vote again."""
+        (self.snap_dir / RESYNC_MARKER).unlink(missing_ok=True)
+        fsync_dir(self.snap_dir)
 
     def epochs(self) -> Epochs:
         """ZAB's acceptedEpoch/currentEpoch files, beside the snapshots."""

@@ -213,7 +213,7 @@ def recover(log_dir: Path, after_zxid: int = -1, *, repair: bool = True) -> Iter
     needed = _files_after(list_zxid_files(log_dir, LOG_PREFIX), after_zxid)
     if needed and after_zxid >= 0:
         first = needed[0][0]
-        if first > after_zxid + 1 and first >> 32 == (after_zxid + 1) >> 32:
+        if first > after_zxid and not follows(after_zxid, first):
             raise CorruptLogError(
                 f"{needed[0][1]}: the log starts at {first:#x} but recovery needs every transaction after "
                 f"{after_zxid:#x}; a log file is missing"
@@ -222,6 +222,16 @@ def recover(log_dir: Path, after_zxid: int = -1, *, repair: bool = True) -> Iter
     for i, (first, path) in enumerate(needed):
         prev = _check_file(path, first, prev, live=not repair and i == len(needed) - 1)
     return _replay(needed, after_zxid, live=not repair)
+
+
+def follows(zxid: int, next_zxid: int) -> bool:
+    """Can `next_zxid` be the transaction logged right after `zxid`? Either the next in the same
+    epoch, or the first of a later epoch (a new leader's counter starts at 1); anything else
+    means records are missing, e.g. a newer snapshot was damaged and the log was purged behind it.
+    (A whole missing epoch between two epochs' first records cannot be told from zxids alone.)"""
+    if next_zxid == zxid + 1:
+        return True
+    return next_zxid >> 32 > zxid >> 32 and next_zxid & 0xFFFFFFFF == 1
 
 
 def repair_tail(log_dir: Path) -> int:

@@ -6,7 +6,8 @@ Invariants are checked as the run goes (ClusterInvariants) and at the end (check
 - at most one leader per epoch;
 - the committed history is one sequence: no two leaders commit different transactions at a zxid;
 - a server applies only committed transactions, each exactly as committed, in zxid order;
-- a server's last zxid never goes back across a crash and restart;
+- a server's last zxid never goes back across a crash and restart (unless its data was damaged
+  by a fault and set aside: then it re-syncs, and it never finds damage no fault made);
 - nothing a client saw acknowledged is lost: its zxid is committed, and the write is in the tree;
 - every serving server's tree equals the committed history applied up to its last zxid.
 """
@@ -96,6 +97,10 @@ class ClusterInvariants:
                 f"server {sid} restarted at zxid {recovered_zxid:#x}, behind {before:#x} it had applied"
             )
         self.applied_last[sid] = recovered_zxid
+
+    def lost_data(self, sid: int) -> None:
+        """`sid`'s damaged data was set aside on restart: its zxid may go back, once."""
+        self.max_applied.pop(sid, None)
 
     def synced(self, sid: int, tree_zxid: int) -> None:
         """A learner's tree was replaced or rolled back by its leader (SNAP/TRUNC)."""
@@ -233,7 +238,12 @@ class SimCluster:
             snap_count=self.snap_count,
             fsync_delay=self.fsync_delay,
         )
+        injected, set_aside = server.disk.damaged, server.disk.set_aside
         peer = QuorumPeer(server.config, store, env)
+        if server.disk.set_aside > set_aside:
+            if not injected:
+                raise InvariantViolation(f"server {sid} found damaged data that no fault made")
+            self.invariants.lost_data(sid)  # it starts empty and must not vote until re-synced
         self.invariants.restarted(sid, peer.tree.last_zxid)
         server.peer = peer
         scope = server.scope = trio.CancelScope()

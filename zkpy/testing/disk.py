@@ -29,7 +29,8 @@ import trio
 
 from zkpy.replication.epochs import Epochs
 from zkpy.server.latency import Summary
-from zkpy.storage.errors import StorageError
+from zkpy.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
+from zkpy.storage.txnlog import follows
 from zkpy.tree.apply import Applier
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import load_tree, tree_items
@@ -46,6 +47,25 @@ class MemoryDisk:
     fsyncs: int = 0  # completed durable writes (log batches, truncations, snapshots, epochs)
     # Fault hook: the next this-many log writes fail their fsync (after the fsync's time has passed).
     fail_next_fsync: int = 0
+    # Fault hooks, damage that recovery finds (MemoryStore.recover): a bit flip in a logged record
+    # that is not in the newest batch, and snapshots whose checksums fail (by zxid).
+    log_damaged: bool = False
+    damaged_snapshots: set[int] = field(default_factory=set)
+    resync_marker: str | None = None  # DurableStore's resyncNeeded file
+    set_aside: int = 0  # how many times damaged data was moved aside
+
+    @property
+    def damaged(self) -> bool:
+        return (self.log_damaged and len(self.log) >= 2) or bool(self.damaged_snapshots & set(self.snapshots))
+
+    def damage(self, what: str) -> None:
+        """ "log", "newest snapshot" or "every snapshot" (a snapshot install later writes good ones)."""
+        if what == "log":
+            self.log_damaged = True
+        elif what == "newest snapshot" and self.snapshots:
+            self.damaged_snapshots.add(max(self.snapshots))
+        elif what == "every snapshot":
+            self.damaged_snapshots.update(self.snapshots)
 
 
 def copy_items(items: list[Any]) -> list[Any]:
@@ -97,14 +117,24 @@ class MemoryStore:
         """Newest snapshot (highest zxid), then every logged transaction after it, each also handed
         to `replayed` (the history an ensemble member syncs learners from)."""
         snaps = self.disk.snapshots
-        if snaps:
-            snap_zxid = max(snaps)
+        if self.disk.log_damaged and len(self.disk.log) >= 2:
+            # Damage before the newest batch is never taken for a torn write (txnlog.recover).
+            raise CorruptLogError(f"simulated bit flip in the log before {self.disk.log[-1][0]:#x}")
+        # load_latest_snapshot skips snapshots whose checksums fail, and refuses if none is left.
+        valid = sorted(zxid for zxid in snaps if zxid not in self.disk.damaged_snapshots)
+        if snaps and not valid:
+            raise CorruptSnapshotError(f"simulated bit flips: no valid snapshot among {len(snaps)}")
+        if valid:
+            snap_zxid = valid[-1]
             tree = load_tree(copy_items(snaps[snap_zxid]))
             self.last_snapshot_zxid = snap_zxid
         else:
             tree = DataTree()
             snap_zxid = -1
         after = max(snap_zxid, tree.last_zxid)
+        following = [zxid for zxid, _ in self.disk.log if zxid > after]
+        if following and after >= 0 and not follows(after, following[0]):
+            raise CorruptLogError(f"the log jumps from {after:#x} to {following[0]:#x}: a hole")
         applier = Applier(tree)
         count = 0
         for zxid, payload in self.disk.log:
@@ -121,6 +151,26 @@ class MemoryStore:
         self._failure = None  # a reopened log starts afresh, as a new TxnLog does
         self._since_snap = count
         return tree
+
+    @property
+    def needs_resync(self) -> bool:
+        return self.disk.resync_marker is not None
+
+    def discard_damaged(self, reason: str) -> str:
+        """As DurableStore: the mark first, then snapshots and log set aside (here: dropped)."""
+        self.disk.resync_marker = reason
+        self.disk.snapshots = {}
+        self.disk.log = []
+        self.disk.log_damaged = False
+        self.disk.damaged_snapshots = set()
+        self.disk.set_aside += 1
+        self.disk.fsyncs += 1
+        self.last_snapshot_zxid = -1
+        return "the simulated void"
+
+    def resynced(self) -> None:
+        self.disk.resync_marker = None
+        self.disk.fsyncs += 1
 
     def close_log(self) -> None:
         """Before recover() is called again. Nothing to release in memory; writes are refused until
@@ -192,6 +242,7 @@ class MemoryStore:
         snapshot = copy_items(items)  # the caller goes on using (and loading) its items
         await self._fsync()
         self.disk.snapshots[zxid] = snapshot
+        self.disk.damaged_snapshots.discard(zxid)  # written anew
         self.disk.fsyncs += 1
         self.last_snapshot_zxid = zxid
         self._since_snap = 0
@@ -208,6 +259,7 @@ class MemoryStore:
         self._since_snap = 0
         self._next_snap_after = self._pick_snap_interval()
         self.disk.snapshots[tree.last_zxid] = copy_items(list(tree_items(tree)))
+        self.disk.damaged_snapshots.discard(tree.last_zxid)
         self.disk.fsyncs += 1
         self.last_snapshot_zxid = tree.last_zxid
 

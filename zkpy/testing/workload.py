@@ -138,6 +138,7 @@ async def one_write(cluster: SimCluster, name: str, timeout: float) -> None:
 
 FAULTS = (
     "disk_fail",
+    "damage_disk",
     "crash",
     "crash_leader",
     "crash_quorum",
@@ -166,6 +167,16 @@ async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None
             sid = rng.choice(sids)
             cluster.servers[sid].disk.fail_next_fsync = rng.randint(1, 3)
             cluster.note(f"disk_fail s{sid}")
+        elif fault == "damage_disk":
+            # kill -9, then bit flips that its next start finds. At most one server at a time
+            # may be without its data: two would leave a 3-server ensemble no quorum of voters.
+            disks = [cluster.servers[sid].disk for sid in sids]
+            if not any(d.damaged or d.resync_marker is not None for d in disks):
+                sid = rng.choice(sids)
+                what = rng.choice(("log", "newest snapshot", "every snapshot"))
+                cluster.crash(sid)
+                cluster.servers[sid].disk.damage(what)
+                cluster.note(f"damage_disk s{sid} ({what})")
         elif fault == "crash_quorum":  # a power cut of most of the ensemble at one instant
             for sid in rng.sample(sids, len(sids) // 2 + 1):
                 cluster.crash(sid)
