@@ -91,6 +91,10 @@ class Store(Protocol):
         """A leader's sync is durable here: clear the mark."""
         ...
 
+    def check_writable(self) -> None:
+        """Raise (OSError/StorageError) while the disk cannot take a new log file, e.g. full."""
+        ...
+
 
 class Observer(Protocol):
     """Told of what the invariants of a simulated run are about (zkpy.testing.cluster); in

@@ -10,6 +10,7 @@ it follows: that is how a restarted server finds a running ensemble.
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -55,6 +56,8 @@ class QuorumPeer:
         self._decided = trio.Event()
         self.state = "looking"
         self.disk_failed: str | None = None  # why the log refused a write; None while it works
+        self._disk_backoff = 0.1  # between probes of a failed disk; grows across quick relapses
+        self._disk_rejoined_at = -math.inf
         # ZooKeeper 3.8's election_time and (leader side) follower_sync_time summaries, in ms.
         self.election_ms = Summary()
         self.sync_ms = Summary()
@@ -198,20 +201,24 @@ class QuorumPeer:
         tail and refuses nothing); then it rejoins and syncs like any restarted server."""
         self.election.set_role(fle.LOOKING)  # answer no votes meanwhile
         self.state = "disk failed"
-        delay = max(self.config.tick_time / 1000, 0.1)
+        now = trio.current_time()
+        if now - self._disk_rejoined_at > 60.0:  # not a relapse: start the back-off afresh
+            self._disk_backoff = max(self.config.tick_time / 1000, 0.1)
         log.error("disk failed (%s): out of the ensemble until it works again", self.disk_failed)
         while True:
-            await trio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await trio.sleep(self._disk_backoff)
+            self._disk_backoff = min(self._disk_backoff * 2, 30.0)
             try:
+                self.store.check_writable()  # a full disk still reads: recovery alone proves little
                 self.store.close_log()
                 self.tree = self._recover()
                 self.epochs = self.store.epochs()
             except (StorageError, OSError) as e:
-                log.error("disk still failing: %s", e)
+                log.error("disk still failing: %s (next try in %.1fs)", e, self._disk_backoff)
                 continue
             log.info("disk works again: rejoining at zxid 0x%x", self.history.last)
             self.disk_failed = None
+            self._disk_rejoined_at = trio.current_time()
             return
 
     def _send(self, messages: list[tuple[int, fle.Notification]]) -> None:

@@ -239,6 +239,22 @@ class DurableStore:
         self.last_snapshot_zxid = -1
         return moved_to
 
+    def check_writable(self) -> None:
+        """Raise OSError unless a log file's preallocation fits on the disk now: the probe for a
+        server whose log failed, so it does not rejoin (and fail again) while the disk is full."""
+        probe = self.log_dir / ".space-probe"
+        size = max(self.config.pre_alloc_size_kb * 1024, 1 << 20)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+            else:  # pragma: no cover - not Linux
+                os.write(fd, b"\0" * size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+
     def resynced(self) -> None:
         """A leader's sync is durable here: this server may vote again."""
         (self.snap_dir / RESYNC_MARKER).unlink(missing_ok=True)

@@ -168,6 +168,10 @@ class MemoryStore:
         self.last_snapshot_zxid = -1
         return "the simulated void"
 
+    def check_writable(self) -> None:
+        """A simulated disk that fails its fsyncs still takes a probe: what fails is found by the
+        writes themselves."""
+
     def resynced(self) -> None:
         self.disk.resync_marker = None
         self.disk.fsyncs += 1

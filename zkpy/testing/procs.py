@@ -278,7 +278,8 @@ class Ensemble:
             server.stop()
 
 
-def _ensemble_servers(kind: str, tmp: Path, n: int, extra: dict[str, str] | None) -> list[ServerProcess]:
+def ensemble_servers(kind: str, tmp: Path, n: int, extra: dict[str, str] | None) -> list[ServerProcess]:
+    """The members of one quorum under `tmp` (data dirs with myid, configs), not started."""
     ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
     quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
     servers = []
@@ -319,7 +320,7 @@ def running_ensemble(
     ensemble = Ensemble([])
     try:
         for attempt in range(1, START_ATTEMPTS + 1):
-            ensemble.servers = _ensemble_servers(kind, tmp, n, extra)
+            ensemble.servers = ensemble_servers(kind, tmp, n, extra)
             try:
                 for server in ensemble.servers:
                     server.start(wait=None)
