@@ -216,6 +216,8 @@ class QuorumPeer:
             except (StorageError, OSError) as e:
                 log.error("disk still failing: %s (next try in %.1fs)", e, self._disk_backoff)
                 continue
+            if self.env.observer is not None:  # the tree was rebuilt from disk, as at a restart
+                self.env.observer.synced(self.my_id, self.tree.last_zxid)
             log.info("disk works again: rejoining at zxid 0x%x", self.history.last)
             self.disk_failed = None
             self._disk_rejoined_at = trio.current_time()
