@@ -1,6 +1,9 @@
-"""A full disk on a real ensemble member (each data directory on its own small tmpfs, filled up):
-that server stops acknowledging and steps aside, the others carry on, nothing acknowledged is
-lost, and it rejoins once space is freed. First a follower's disk fills, then the leader's.
+"""A full disk, on real processes (each data directory on its own small tmpfs, filled up).
+
+An ensemble member stops acknowledging and steps aside, the others carry on, nothing
+acknowledged is lost, and it rejoins once space is freed: first a follower's disk fills, then the
+leader's. A standalone server refuses writes with an error (reads go on) and takes writes again
+once space is freed; what it refused never appears, what it acknowledged survives kill -9.
 
 Needs root to mount tmpfs (skipped otherwise).
 """
@@ -18,10 +21,10 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError
+from kazoo.exceptions import NodeExistsError, SystemZookeeperError
 from kazoo.retry import KazooRetry
 
-from zkpy.testing.procs import Ensemble, ServerProcess, ensemble_servers
+from zkpy.testing.procs import Ensemble, ServerProcess, ensemble_servers, free_port, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -145,3 +148,53 @@ def test_full_disk_on_a_follower_then_the_leader() -> None:
             assert view(server) == sorted(acked), f"{server.hosts} lost acknowledged writes"
         zk.stop()
         zk.close()
+
+
+def test_full_disk_on_a_standalone_server() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="zkpy-full-disk-"))
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    if not _mount_tmpfs(data_dir, "16m"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    port = free_port()
+    write_config(tmp / "zoo.cfg", port, data_dir, {"preAllocSize": "64", "snapCount": "100000"})
+    server = ServerProcess("zkpy", "127.0.0.1", port, data_dir, tmp / "zoo.cfg", tmp / "server.log")
+    try:
+        server.start()
+        zk = client(server.hosts)
+        zk.ensure_path("/f")
+        acked = write(zk, range(0, 20))
+        filler = fill(data_dir)
+        refused = []
+        for i in range(20, 300):
+            try:
+                zk.create(f"/f/n{i:04d}", b"x" * 1000)
+                acked.append(f"n{i:04d}")
+            except SystemZookeeperError:
+                refused.append(f"n{i:04d}")
+        assert refused, "the disk never filled"
+        assert sorted(zk.get_children("/f")) == sorted(acked)  # reads go on
+        filler.unlink()
+        wait_for(lambda: _created(zk, "again"), "writes taken again", timeout=90)
+        acked.append("again")
+        zk.stop()
+        zk.close()
+        server.kill()
+        server.start()
+        zk = client(server.hosts)
+        assert sorted(zk.get_children("/f")) == sorted(acked)  # none refused, all acknowledged
+        zk.stop()
+        zk.close()
+    finally:
+        server.stop()
+        subprocess.run(["umount", "-l", str(data_dir)], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _created(zk: KazooClient, name: str) -> bool:
+    try:
+        zk.create(f"/f/{name}", b"")
+    except SystemZookeeperError:
+        return False
+    return True

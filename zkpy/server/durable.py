@@ -255,6 +255,20 @@ class DurableStore:
             os.close(fd)
             probe.unlink(missing_ok=True)
 
+    def reopen_log(self, last_applied: int) -> None:
+        """After a failed write, once check_writable() passes: a new writer on the same log, cut
+        back to `last_applied` (a failed batch may have reached the disk after all; it was never
+        applied nor acknowledged, so it must not come back at the next start)."""
+        self.close_log()
+        self.log = TxnLog(
+            self.log_dir,
+            prealloc_size=self.config.pre_alloc_size_kb * 1024,
+            force_sync=self.config.force_sync,
+        )
+        if self.log.last_zxid > last_applied:
+            log.warning("dropping the failed batch's records after 0x%x from the log", last_applied)
+            self.log.truncate_after(last_applied)
+
     def resynced(self) -> None:
         """A leader's sync is durable here: this server may vote again."""
         (self.snap_dir / RESYNC_MARKER).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import trio
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
 from zkpy.server.node import VERSION, StartupError, ZooKeeperServer, open_client_listeners
+from zkpy.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ async def _serve(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
+        nursery.start_soon(resume_writes_when_the_disk_works, server, store)
         await nursery.start(server.serve, listeners)
         log.info("%s", startup_banner(server.config, listeners, store))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -113,6 +115,29 @@ async def _serve(
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 return
+
+
+async def resume_writes_when_the_disk_works(server: ZooKeeperServer, store: DurableStore) -> None:
+    """A standalone server whose log failed refuses writes (nothing of the failed batch was
+    acknowledged); probe the disk with growing pauses and take writes again once a log file fits
+    (a full disk that was cleaned up, say). An ensemble member steps aside instead (peer.py)."""
+    pipeline = server.pipeline
+    pause = 1.0
+    while True:
+        await trio.sleep(pause)
+        if pipeline.write_error is None:
+            pause = 1.0
+            continue
+        try:
+            await trio.to_thread.run_sync(store.check_writable)
+            store.reopen_log(server.tree.last_zxid)
+        except (StorageError, OSError) as e:
+            pause = min(pause * 2, 30.0)
+            log.error("the disk still fails (%s); writes stay refused, next try in %.0fs", e, pause)
+            continue
+        log.info("the disk works again: taking writes (last zxid 0x%x)", server.tree.last_zxid)
+        pipeline.write_error = None
+        pause = 1.0
 
 
 def is_ensemble(config: ServerConfig) -> bool:
