@@ -68,7 +68,10 @@ class QuorumPeer:
             tree = self.store.recover(lambda zxid, raw: replayed.append((zxid, raw)))
         except (CorruptLogError, CorruptSnapshotError) as e:
             # Never serve or vote on damaged data; the ensemble has the data, so start empty and
-            # take it back from a leader (a standalone server refuses to start instead).
+            # take it back from a leader (a standalone server refuses to start instead, and so
+            # does the only voter: no leader could ever be elected without its vote).
+            if self.quorum.voters == frozenset({self.my_id}):
+                raise
             where = self.store.discard_damaged(str(e))
             log.error(
                 "damaged data: %s. Moved aside (to %s); this server re-syncs from the leader and does "
