@@ -547,6 +547,19 @@ def test_five_thousand_operations_check_in_seconds() -> None:
     assert elapsed < 30.0
 
 
+def test_a_long_run_on_three_registers_checks_in_seconds() -> None:
+    """What a 10-minute Jepsen-style run records: tens of thousands of operations per register,
+    checked in one search each (the bound only catches a pathological slowdown; speed itself
+    is measured by scripts/bench_history.py)."""
+    sim = simulate(random.Random(11), 5, 60_000, ["/r0", "/r1", "/r2"], p_unknown=0.01, overlap=0.5)
+    start = time.perf_counter()
+    result = History(sim.ops).check()
+    elapsed = time.perf_counter() - start
+    print(f"60,000 ops, 3 znodes, 5 clients: {elapsed:.2f}s; {result.report().splitlines()[0]}")
+    assert result.ok, result.report()
+    assert elapsed < 30.0
+
+
 def test_a_violation_among_five_thousand_operations_with_unknown_outcomes_is_found_in_seconds() -> None:
     rng = random.Random(3)
     sim = simulate(rng, 5, 5000, ["/hot"], p_unknown=0.05, overlap=3.0)

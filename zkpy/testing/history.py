@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -330,7 +331,6 @@ class _Partition:
         self.comp = [
             o.completed if o.outcome != "unknown" and o.completed is not None else _INF for o in self.ops
         ]
-        self.definite_mask = sum(1 << i for i in range(n) if self.definite[i])
         # every definite op, by completion: writes wait for all of them (a write invoked after a
         # read completed cannot be what that read saw)
         self.by_comp_all = sorted((i for i in range(n) if self.definite[i]), key=lambda i: self.comp[i])
@@ -339,6 +339,21 @@ class _Partition:
         lin_writes = [i for i in range(n) if self.roles[i] in (_MUTATE, _OBSERVE)]
         self.writes_def = [i for i in lin_writes if self.definite[i]]  # by invocation
         self.writes_unknown = [i for i in lin_writes if not self.definite[i]]
+        # Unknown-outcome writes stay candidates for the rest of the search, so they are looked up
+        # by what they need of the state (absent / present / present at a data version) rather
+        # than scanned at every step: a long history has thousands of them.
+        self.unknown_if_absent: list[int] = []
+        self.unknown_if_present: list[int] = []
+        self.unknown_at_version: dict[int, list[int]] = {}
+        for i in self.writes_unknown:
+            o = self.ops[i]
+            expected = o.version if o.version is not None and o.version >= 0 else None
+            if o.kind == "create":
+                self.unknown_if_absent.append(i)
+            elif expected is None or o.kind not in ("cas", "delete"):
+                self.unknown_if_present.append(i)
+            else:
+                self.unknown_at_version.setdefault(expected, []).append(i)
         # session order: each op's previous definite op of its session (FIFO per session)
         self.sessions: list[list[int]] = []
         self.session_of = [-1] * n
@@ -393,34 +408,60 @@ class _Found:
     stuck: int  # the first definite op (by completion) the deepest sequence could not place
 
 
-def _first_unset(order: list[int], lo: int, mask: int) -> int:
-    while lo < len(order) and mask >> order[lo] & 1:
+def _first_unset(order: list[int], lo: int, placed: bytearray) -> int:
+    while lo < len(order) and placed[order[lo]]:
         lo += 1
     return lo
 
 
 def _search(part: _Partition, initial: State, max_states: int) -> _Found:
-    """Depth-first Wing & Gong search with memoization; see the module docstring."""
+    """Depth-first Wing & Gong search with memoization; see the module docstring.
+
+    Which operations are placed is a bytearray kept in step with `path` (set on append, cleared
+    when a backtrack cuts the path), so a membership test is O(1) however long the history. The
+    memo key is a 128-bit Zobrist hash of the placed definite operations (updated by XOR as they
+    are placed) plus the znode state; the placed unknown-outcome writes are a bitmask over those
+    writes only, for the subsumption check."""
     ops, roles, inv, comp = part.ops, part.roles, part.inv, part.comp
     spred, zpred, sessions, values, uclass = part.spred, part.zpred, part.sessions, part.values, part.uclass
-    by_all, by_lin, writes_def, writes_unknown = (
-        part.by_comp_all,
-        part.by_comp_lin,
-        part.writes_def,
-        part.writes_unknown,
-    )
-    full = part.definite_mask
+    by_all, by_lin, writes_def = part.by_comp_all, part.by_comp_lin, part.writes_def
+    definite = part.definite
+    n = len(ops)
+    n_definite = sum(definite)
+    rng = random.Random(0x5EED)
+    zobrist = [rng.getrandbits(128) if definite[i] else 0 for i in range(n)]
+    unknown_bit = [0] * n
+    for k, i in enumerate(part.writes_unknown):
+        unknown_bit[i] = 1 << k
+    placed = bytearray(n)
     path: list[int] = []
     path_states: list[State] = []
 
-    def closure(mask: int, state: State, lo_all: int, lo_lin: int, sptr: list[int]) -> tuple[int, int, int]:
+    def place(i: int, state: State, key: list[int]) -> None:
+        """Append `i` to the path; key = [definite hash, unknown mask, definite count]."""
+        placed[i] = 1
+        path.append(i)
+        path_states.append(state)
+        if definite[i]:
+            key[0] ^= zobrist[i]
+            key[2] += 1
+        else:
+            key[1] |= unknown_bit[i]
+
+    def cut(length: int) -> None:
+        keep_best(length)
+        for i in path[length:]:
+            placed[i] = 0
+        del path[length:], path_states[length:]
+
+    def closure(state: State, key: list[int], lo_all: int, lo_lin: int, sptr: list[int]) -> tuple[int, int]:
         """Place every non-mutating op that can go now and fits the state: never loses a
         solution, because such an op only gets more constrained later."""
         changed = True
         while changed:
             changed = False
-            lo_all = _first_unset(by_all, lo_all, mask)
-            lo_lin = _first_unset(by_lin, lo_lin, mask)
+            lo_all = _first_unset(by_all, lo_all, placed)
+            lo_lin = _first_unset(by_lin, lo_lin, placed)
             min_all = comp[by_all[lo_all]] if lo_all < len(by_all) else _INF
             min_lin = comp[by_lin[lo_lin]] if lo_lin < len(by_lin) else _INF
             for s, queue in enumerate(sessions):
@@ -434,42 +475,51 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
                         if inv[i] > min_lin:
                             break
                     elif role == _OBSERVE:
-                        if inv[i] > min_all or (zpred[i] >= 0 and not mask >> zpred[i] & 1):
+                        if inv[i] > min_all or (zpred[i] >= 0 and not placed[zpred[i]]):
                             break
                         if not _step(state, ops[i], role)[0]:
                             break
                     elif not _step(state, ops[i], role)[0]:
                         break
-                    mask |= 1 << i
-                    path.append(i)
-                    path_states.append(state)
+                    place(i, state, key)
                     p += 1
                     changed = True
                 sptr[s] = p
-        return mask, lo_all, lo_lin
+        return lo_all, lo_lin
 
-    def _ready(i: int, mask: int) -> bool:
-        return (spred[i] < 0 or bool(mask >> spred[i] & 1)) and (zpred[i] < 0 or bool(mask >> zpred[i] & 1))
+    def _ready(i: int) -> bool:
+        return (spred[i] < 0 or bool(placed[spred[i]])) and (zpred[i] < 0 or bool(placed[zpred[i]]))
 
-    def candidates(mask: int, lo_all: int, lo_w: int) -> tuple[list[int], int]:
-        """Writes that may go next: all their real-time, session and zxid predecessors placed."""
-        lo_w = _first_unset(writes_def, lo_w, mask)
+    def unknown_for(state: State) -> list[list[int]]:
+        if state is None:
+            return [part.unknown_if_absent]
+        return [part.unknown_if_present, part.unknown_at_version.get(state[1], [])]
+
+    def candidates(state: State, lo_all: int, lo_w: int) -> tuple[list[int], int]:
+        """Writes that may go next: all their real-time, session and zxid predecessors placed
+        (unknown-outcome ones only if they could apply to `state`)."""
+        lo_w = _first_unset(writes_def, lo_w, placed)
         min_all = comp[by_all[lo_all]] if lo_all < len(by_all) else _INF
         out: list[int] = []
         for j in range(lo_w, len(writes_def)):
             i = writes_def[j]
             if inv[i] > min_all:
                 break
-            if roles[i] == _MUTATE and not mask >> i & 1 and _ready(i, mask):
+            if roles[i] == _MUTATE and not placed[i] and _ready(i):
                 out.append(i)
         out.sort(key=lambda i: comp[i])
         offered: set[tuple[str, int | None, bytes | None]] = set()
-        for i in writes_unknown:
-            if inv[i] > min_all:
-                break
+        unknown: list[int] = []
+        for bucket in unknown_for(state):
+            for i in bucket:
+                if inv[i] > min_all:
+                    break
+                if not placed[i] and _ready(i):
+                    unknown.append(i)
+        for i in sorted(unknown):
             # of interchangeable unknown writes (same effect, both already invoked) only the
             # first is offered: any order using another one maps onto one using the first
-            if not mask >> i & 1 and _ready(i, mask) and uclass[i] not in offered:
+            if uclass[i] not in offered:
                 offered.add(uclass[i])
                 out.append(i)
         return out, lo_w
@@ -478,6 +528,10 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     best_path: list[int] = []
     best_states: list[State] = []
     best_stuck = -1
+    # The deepest sequence is copied out of `path` lazily, only when a backtrack is about to cut
+    # it: copying at every new depth made a long history quadratic.
+    best_len = 0
+    best_live = False  # path[:best_len] is the deepest sequence, not yet copied
     # Memoization with subsumption: an unknown-outcome write is optional and constrains no other
     # operation, so of two search states with the same definite operations placed and the same
     # znode state, the one that placed a subset of the other's unknown writes has every option
@@ -485,40 +539,50 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     visited: dict[tuple[int, State], list[int]] = {}
     explored = 0
 
-    def seen_before(mask: int, state: State) -> bool:
+    def seen_before(key: list[int], state: State) -> bool:
         nonlocal explored
-        key = (mask & full, state)
-        placed = mask & ~full
-        known = visited.get(key)
+        memo = (key[0], state)
+        unknown_placed = key[1]
+        known = visited.get(memo)
         if known is None:
-            visited[key] = [placed]
-        elif any(p & ~placed == 0 for p in known):
+            visited[memo] = [unknown_placed]
+        elif any(u & ~unknown_placed == 0 for u in known):
             return True
         else:
-            known[:] = [p for p in known if placed & ~p != 0]
-            known.append(placed)
+            known[:] = [u for u in known if unknown_placed & ~u != 0]
+            known.append(unknown_placed)
         explored += 1
         return False
 
-    def note(mask: int, lo_all: int) -> None:
-        nonlocal best, best_path, best_states, best_stuck
-        depth = (mask & full).bit_count()
-        if depth > best:
-            best, best_path, best_states = depth, list(path), list(path_states)
+    def note(key: list[int], lo_all: int) -> None:
+        nonlocal best, best_len, best_live, best_stuck
+        if key[2] > best:
+            best, best_len, best_live = key[2], len(path), True
             best_stuck = by_all[lo_all] if lo_all < len(by_all) else -1
 
+    def keep_best(length: int) -> None:
+        """`path` is about to be cut to `length` entries: save the deepest sequence first."""
+        nonlocal best_path, best_states, best_live
+        if best_live and length < best_len:
+            best_path, best_states, best_live = path[:best_len], path_states[:best_len], False
+
+    def found_none(exhausted: bool) -> _Found:
+        keep_best(-1)
+        return _Found(False, exhausted, explored, best_path, best_states, best_stuck)
+
     sptr0 = [0] * len(sessions)
-    mask0, lo_all0, lo_lin0 = closure(0, initial, 0, 0, sptr0)
-    if mask0 & full == full:
+    key0 = [0, 0, 0]
+    lo_all0, lo_lin0 = closure(initial, key0, 0, 0, sptr0)
+    if key0[2] == n_definite:
         return _Found(True, False, 1, [], [], -1)
-    note(mask0, lo_all0)
-    cands0, lo_w0 = candidates(mask0, lo_all0, 0)
-    # frame: [mask, state, lo_all, lo_lin, lo_w, sptr, candidates, next candidate, path length]
-    stack: list[list[Any]] = [[mask0, initial, lo_all0, lo_lin0, lo_w0, sptr0, cands0, 0, len(path)]]
-    seen_before(mask0, initial)
+    note(key0, lo_all0)
+    cands0, lo_w0 = candidates(initial, lo_all0, 0)
+    # frame: [key, state, lo_all, lo_lin, lo_w, sptr, candidates, next candidate, path length]
+    stack: list[list[Any]] = [[key0, initial, lo_all0, lo_lin0, lo_w0, sptr0, cands0, 0, len(path)]]
+    seen_before(key0, initial)
     while stack:
         frame = stack[-1]
-        mask, state, lo_all, lo_lin, lo_w, sptr, cands, ci, plen = frame
+        key, state, lo_all, lo_lin, lo_w, sptr, cands, ci, plen = frame
         if ci >= len(cands):
             stack.pop()
             continue
@@ -527,26 +591,26 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
         possible, new_state = _step(state, ops[i], _MUTATE, values[i])
         if not possible:
             continue
-        del path[plen:], path_states[plen:]
-        path.append(i)
-        path_states.append(new_state)
+        cut(plen)
+        new_key = list(key)
+        place(i, new_state, new_key)
         new_sptr = list(sptr)
         s = part.session_of[i]
         if s >= 0:
             new_sptr[s] += 1  # a definite write goes only when it heads its session's queue
-        new_mask, new_lo_all, new_lo_lin = closure(mask | 1 << i, new_state, lo_all, lo_lin, new_sptr)
-        if new_mask & full == full:
+        new_lo_all, new_lo_lin = closure(new_state, new_key, lo_all, lo_lin, new_sptr)
+        if new_key[2] == n_definite:
             return _Found(True, False, explored, list(path), list(path_states), -1)
-        if seen_before(new_mask, new_state):
+        if seen_before(new_key, new_state):
             continue
         if explored > max_states:
-            return _Found(False, True, explored, best_path, best_states, best_stuck)
-        note(new_mask, new_lo_all)
-        new_cands, new_lo_w = candidates(new_mask, new_lo_all, lo_w)
+            return found_none(True)
+        note(new_key, new_lo_all)
+        new_cands, new_lo_w = candidates(new_state, new_lo_all, lo_w)
         stack.append(
-            [new_mask, new_state, new_lo_all, new_lo_lin, new_lo_w, new_sptr, new_cands, 0, len(path)]
+            [new_key, new_state, new_lo_all, new_lo_lin, new_lo_w, new_sptr, new_cands, 0, len(path)]
         )
-    return _Found(False, False, explored, best_path, best_states, best_stuck)
+    return found_none(False)
 
 
 # --- explaining a violation --------------------------------------------------------------------
