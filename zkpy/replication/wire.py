@@ -17,6 +17,9 @@ import msgpack
 
 HEADER = struct.Struct(">II")
 MAX_FRAME = 256 * 1024 * 1024  # a SNAP of a large tree travels as one frame
+# What a connection may send before it has said which server it is (a hello or an info: a few
+# bytes): a stranger's announced frame is refused before it is buffered, not after.
+MAX_HANDSHAKE_FRAME = 64 * 1024
 
 
 _short = reprlib.Repr()
