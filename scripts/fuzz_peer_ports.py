@@ -889,19 +889,26 @@ def status_kb(pid: int, key: str) -> int:
 
 
 class Monitor(threading.Thread):
-    """Peak RSS of every server (sampled, and VmHWM), each server's role every second."""
+    """Peak RSS of every server (sampled, and VmHWM) and its RSS every 30 s (does it keep
+    growing?), each server's role every second."""
 
     def __init__(self, members: list[Member]) -> None:
         super().__init__(daemon=True)
         self.members = members
         self.peak_kb = {m.sid: 0 for m in members}
         self.modes: dict[int, Counter[str]] = {m.sid: Counter() for m in members}
+        self.timeline: dict[int, list[float]] = {m.sid: [] for m in members}
         self.stop = threading.Event()
 
     def run(self) -> None:
-        last_modes = 0.0
+        last_modes = last_rss = 0.0
         while not self.stop.wait(0.2):
             self.sample()
+            if time.monotonic() - last_rss >= 30.0:
+                last_rss = time.monotonic()
+                for m in self.members:
+                    pid = m.server.proc.pid if m.server.proc is not None else 0
+                    self.timeline[m.sid].append(round(status_kb(pid, "VmRSS") / 1024, 1))
             if time.monotonic() - last_modes >= 1.0:
                 last_modes = time.monotonic()
                 for m in self.members:
@@ -1029,6 +1036,7 @@ def run(args: argparse.Namespace, members: list[Member]) -> dict[str, Any]:
         "role_changes_seen": role_changes,
         "crashed_servers": crashed,
         "peak_rss_mb": {f"s{sid}": round(kb / 1024, 1) for sid, kb in monitor.peak_kb.items()},
+        "rss_every_30s_mb": {f"s{sid}": t for sid, t in monitor.timeline.items()},
         "server_logs": logs,
     }
     failures = []
