@@ -104,3 +104,32 @@ def test_hostile_peers_do_not_disturb_a_running_simulated_ensemble() -> None:
     assert seen["after"] == seen["before"]
     assert seen["links_kept"] and seen["same_follower_role"]
     assert seen["leader"][0] == seen["leader"][1]
+
+
+def test_connections_that_never_identify_leave_nothing_behind_in_the_leader() -> None:
+    """Found by the fuzzer: a quorum connection that ended before its learner said who it was
+    (junk, a bad frame, or just a hang-up) stayed in the leader's links and scopes with its
+    buffer, for the rest of the leadership: the leader's RSS grew by ~30 MB a minute under fuzzing."""
+    seen: dict[str, Any] = {}
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader_sid = cluster.leader()
+        assert leader_sid is not None
+        peer = cluster.servers[leader_sid].peer
+        assert peer is not None and isinstance(peer.role, Leader)
+        role = peer.role
+        seen["before"] = (len(role.links), len(role.scopes), len(role.core.learners))
+        net = cluster.network.host("stranger")
+        openings = [b"", b"junk" * 100, encode_frame(["vote", 1]), HEADER.pack(1 << 20, 0), b"\x00\x00"]
+        for opening in openings * 10:
+            stream = await net.connect(cluster.servers[leader_sid].host, PEER_PORT)
+            if opening:
+                await stream.send_all(opening)
+            await trio.sleep(0.01)
+            await stream.aclose()
+        await trio.sleep(1)
+        seen["after"] = (len(role.links), len(role.scopes), len(role.core.learners))
+
+    simulate(11, scenario)
+    assert seen["after"] == seen["before"] == (2, 2, 2)

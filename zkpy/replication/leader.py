@@ -138,6 +138,11 @@ class Leader:
                     self._identified(conn)
                 elif kind == "gone":
                     effects = self.core.disconnected(conn)
+                    # Also a link the core never knew by a sid (it hung up or sent junk before
+                    # its info): nothing else would forget it, and its buffer with it.
+                    self.links.pop(conn, None)
+                    self.scopes.pop(conn, None)
+                    self._sync_started.pop(conn, None)
                 else:
                     effects = self.core.tick(trio.current_time())
                 await self._carry_out(effects)
