@@ -45,19 +45,25 @@ election, or a peak RSS above --max-rss-mb.
 
 What is defended and what is not (the servers have no peer authentication, as Apache ZooKeeper
 without quorum SASL):
-- defended: junk of any shape costs only its own connection; a stranger's first frame may be at
-  most 64 KiB (pre-handshake buffers stay small) and a connection that does not identify itself
-  within a few seconds is closed; a hello or info from a sid not in the config is refused; a
-  second quorum link claiming a voter that is synced and heard from is refused (the real one
-  keeps its link); election connections are kept to one per claimed sid; well-formed votes that
-  disagree with a settled ensemble change nothing in it; ill-typed fields in an otherwise
-  well-formed learner message close that link only.
+- defended: junk of any shape costs only its own connection, never the server, and nothing of it
+  stays behind when the connection ends; before a connection has said which server it is, a
+  frame may be at most 64 KiB (quorum port; the election port's frames never more); a quorum
+  connection that does not finish its handshake is closed after initLimit, an election
+  connection that names no peer after 5 s; a hello or info from a sid not in the config (or not
+  an int) is refused; a second quorum link claiming a learner that is synced and heard from is
+  refused, so the real one keeps its link; a claimed sid keeps at most 4 election connections;
+  well-formed votes that disagree with a settled ensemble change nothing in it; votes with
+  numbers beyond 64 bits (election epochs beyond 2^62) and learner messages with fields of the
+  wrong arity, type or range close that connection only.
 - not defended: whoever can connect can claim a sid that is configured but not connected (here
-  the observer slot) and act as that server: take a snapshot of the whole tree, forward writes
-  and session closes, keep sessions alive. Someone claiming a real sid during an election can
-  sway it. Connections are not limited in number (each costs a socket and a task until its
-  timeout), and a forged learner that keeps pinging but never reads makes the leader queue the
-  proposal stream for it (bounded by time only: it is dropped after syncLimit without pings).
+  the observer slot) and act as that server: have the whole history or tree sent to it (as
+  often as it reconnects: with the observer slot the good clients' worst latency goes from
+  ~0.3 s to ~2.5 s, as the leader builds those syncs), forward writes, create and close
+  sessions, keep sessions alive. Someone claiming a real sid during an election can sway it
+  (votes are not authenticated). A learner still syncing can be replaced by a link claiming its
+  sid. Connections are not limited in number (each costs a socket and a task until it is
+  closed), and a forged learner that keeps pinging but never reads has the leader queue the
+  proposal stream for it for as long as it keeps pinging.
 """
 
 from __future__ import annotations
@@ -999,6 +1005,15 @@ def run(args: argparse.Namespace, members: list[Member]) -> dict[str, Any]:
     monitor.sample()
     time.sleep(0.5)
     after = ensemble_view(members)
+    keep = (
+        "zk_global_sessions",
+        "zk_znode_count",
+        "zk_num_alive_connections",
+        "zk_open_file_descriptor_count",
+    )
+    mntr_after = {
+        f"s{m.sid}": {k.removeprefix("zk_"): v for k, v in mntr(m).items() if k in keep} for m in members
+    }
     crashed = [m.sid for m in members if m.server.proc is None or m.server.proc.poll() is not None]
     stats = fuzz_result["stats"]
     frames_by_kind = {
@@ -1037,6 +1052,7 @@ def run(args: argparse.Namespace, members: list[Member]) -> dict[str, Any]:
         "crashed_servers": crashed,
         "peak_rss_mb": {f"s{sid}": round(kb / 1024, 1) for sid, kb in monitor.peak_kb.items()},
         "rss_every_30s_mb": {f"s{sid}": t for sid, t in monitor.timeline.items()},
+        "mntr_after": mntr_after,
         "server_logs": logs,
     }
     failures = []
