@@ -11,7 +11,13 @@ Kept deliberately thin so the pure ``election`` state machine holds all the logi
   latest view, and a peer that is down for minutes must not come back to a backlog of stale
   votes. ``send`` therefore never blocks, whatever the network does.
 * A malformed frame (or a notification claiming another sender) closes only that connection,
-  with a warning: a confused or hostile client cannot disturb the rest of the election.
+  with a warning: a confused or hostile client cannot disturb the rest of the election. Votes
+  must be seven scalars with 64-bit numbers (Apache's longs): junk is never repr'd whole (a deeply
+  nested list would raise RecursionError) and a huge number never reaches our own clock.
+* A connection that names no peer within ``connect_timeout`` is closed (Apache's cnxTimeout),
+  and a peer keeps at most MAX_INCOMING_PER_PEER incoming connections: a newer hello for its
+  sid closes the oldest (a peer that came back after a crash, or a stranger claiming its sid,
+  cannot pile up sockets).
 
 Losing a notification (a connection that breaks mid-write) is fine: the election re-sends on
 its own back-off timer.
@@ -21,18 +27,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 
 import trio
 
 from zkpy.replication.election import Notification
 from zkpy.replication.environment import Network, TcpNetwork
 from zkpy.replication.link import root_cause
-from zkpy.replication.wire import FrameDecoder, WireError, encode_frame
+from zkpy.replication.wire import FrameDecoder, WireError, brief, encode_frame
 
 log = logging.getLogger(__name__)
 
 # Election frames are under a hundred bytes; refuse anything big before buffering it.
 MAX_ELECTION_FRAME = 64 * 1024
+INT64 = range(-(2**63), 2**63)
+MAX_ELECTION_EPOCH = 2**62
+# A peer needs one incoming connection (two while a reconnect overlaps a dead one): more claiming
+# its sid close the oldest, so nobody piles up sockets in its name.
+MAX_INCOMING_PER_PEER = 4
 
 
 class ElectionNet:
@@ -64,6 +76,7 @@ class ElectionNet:
         self._pending: dict[int, Notification] = {}
         self._wakeups: dict[int, trio.Event] = {sid: trio.Event() for sid in self.peers}
         self._incoming_send, self.incoming = trio.open_memory_channel[Notification](incoming_buffer)
+        self._incoming_by_sid: dict[int, list[trio.CancelScope]] = {}  # per peer, oldest first
         self.ports: list[int] = []  # what we are bound to, once run() has started
 
     def send(self, sid: int, n: Notification) -> None:
@@ -136,7 +149,12 @@ class ElectionNet:
                 await event.wait()
             n = self._pending.pop(sid)
             try:
-                await stream.send_all(encode_frame(n.pack()))
+                frame = encode_frame(n.pack())
+            except (ValueError, OverflowError) as e:  # cannot be sent (a number beyond 64 bits)
+                log.error("election: dropping a notification to server %d that cannot be encoded: %s", sid, e)
+                continue
+            try:
+                await stream.send_all(frame)
             except BaseException:
                 # Not (known to be) sent: keep it for the next connection unless superseded.
                 self._pending.setdefault(sid, n)
@@ -151,17 +169,30 @@ class ElectionNet:
     # -- incoming: connections that only receive --------------------------------------------
 
     async def _receive_from(self, stream: trio.abc.Stream) -> None:
+        scope = trio.CancelScope()
         async with stream:
             try:
-                await self._read_notifications(stream)
+                with scope:
+                    await self._read_notifications(stream, scope)
+                if scope.cancelled_caught:
+                    log.debug("election: connection from %s closed: silent, or replaced", _peer_name(stream))
             except (WireError, ValueError) as e:
                 log.warning("election: closing connection from %s: %s", _peer_name(stream), e)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 log.debug("election: connection from %s lost: %s", _peer_name(stream), e)
+            except Exception:  # a bug in handling one connection must not stop the server
+                log.exception("election: closing connection from %s", _peer_name(stream))
+            finally:
+                for sid, scopes in list(self._incoming_by_sid.items()):
+                    if scope in scopes:
+                        scopes.remove(scope)
+                        if not scopes:
+                            del self._incoming_by_sid[sid]
 
-    async def _read_notifications(self, stream: trio.abc.Stream) -> None:
+    async def _read_notifications(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         decoder = FrameDecoder(MAX_ELECTION_FRAME)
         sid: int | None = None
+        scope.deadline = trio.current_time() + self.connect_timeout  # to say who it is
         while True:
             data = await stream.receive_some()
             if not data:
@@ -170,7 +201,13 @@ class ElectionNet:
             while (msg := decoder.next_message()) is not None:
                 if sid is None:
                     sid = self._hello(msg)
+                    scope.deadline = math.inf
+                    mine = self._incoming_by_sid.setdefault(sid, [])
+                    mine.append(scope)
+                    if len(mine) > MAX_INCOMING_PER_PEER:
+                        mine.pop(0).cancel()
                     continue
+                _check_vote_shape(msg)
                 n = Notification.unpack(msg)
                 if n.sid != sid:
                     raise ValueError(f"server {sid} sent a notification signed by {n.sid}")
@@ -181,11 +218,24 @@ class ElectionNet:
 
     def _hello(self, msg: list[object]) -> int:
         if len(msg) != 2 or msg[0] != "hello":
-            raise ValueError(f"expected hello, got {msg!r}")
+            raise ValueError(f"expected hello, got {brief(msg)}")
         sid = msg[1]
         if not isinstance(sid, int) or isinstance(sid, bool) or sid not in self.peers:
-            raise ValueError(f"hello from unknown server {sid!r}")
+            raise ValueError(f"hello from unknown server {brief(sid)}")
         return sid
+
+
+def _check_vote_shape(msg: list[object]) -> None:
+    """Seven scalars, numbers within 64 bits, before Notification.unpack looks (and reprs).
+    The election epoch stays below 2**62: a clock counts on from the highest it has seen, and
+    must never count past what it can send."""
+    if len(msg) != 7 or msg[0] != "vote" or not isinstance(msg[2], str) or len(msg[2]) > 16:
+        raise ValueError(f"not a vote message: {brief(msg)}")
+    for value in msg[1:2] + msg[3:]:
+        if not isinstance(value, int) or isinstance(value, bool) or value not in INT64:
+            raise ValueError(f"not a 64-bit number in a vote message: {brief(value)}")
+    if msg[6] >= MAX_ELECTION_EPOCH:  # type: ignore[operator]
+        raise ValueError(f"election epoch {msg[6]} out of range")
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

@@ -34,7 +34,7 @@ from zkpy.replication.leader_core import LeaderCore
 from zkpy.replication.learner_core import RoleEnded
 from zkpy.replication.link import PeerGone, PeerLink, root_cause
 from zkpy.replication.serving import LEADER, EnsembleServer
-from zkpy.replication.wire import WireError, encode_frame
+from zkpy.replication.wire import MAX_HANDSHAKE_FRAME, WireError, encode_frame
 from zkpy.server.fourletter import LeaderStats
 from zkpy.storage.errors import StorageError
 from zkpy.tree.serialize import tree_items
@@ -135,8 +135,14 @@ class Leader:
             async for kind, conn, value in self._events:
                 if kind == "message":
                     effects = self.core.receive(conn, value, trio.current_time())
+                    self._identified(conn)
                 elif kind == "gone":
                     effects = self.core.disconnected(conn)
+                    # Also a link the core never knew by a sid (it hung up or sent junk before
+                    # its info): nothing else would forget it, and its buffer with it.
+                    self.links.pop(conn, None)
+                    self.scopes.pop(conn, None)
+                    self._sync_started.pop(conn, None)
                 else:
                     effects = self.core.tick(trio.current_time())
                 await self._carry_out(effects)
@@ -277,10 +283,8 @@ class Leader:
             await stream.aclose()
             return
         conn = next(self._conn_ids)
-        # Learners send acks, pings and forwarded client requests (each at most jute.maxbuffer):
-        # a bigger frame is garbage, refused before it is buffered.
-        max_frame = self.peer.config.jute_max_buffer + 64 * 1024
-        link = PeerLink(stream, self._point_hook("leader sent"), max_frame)
+        # Until it has said which server it is, a connection may send only a small frame.
+        link = PeerLink(stream, self._point_hook("leader sent"), MAX_HANDSHAKE_FRAME)
         scope = trio.CancelScope()
         done = trio.Event()
 
@@ -300,6 +304,14 @@ class Leader:
         self.scopes[conn] = scope
         self.core.connected(conn, trio.current_time())
         await done.wait()
+
+    def _identified(self, conn: int) -> None:
+        """Once a link's learner is known, it may send acks, pings and forwarded client requests
+        (each at most jute.maxbuffer): a bigger frame is garbage, refused before it is buffered."""
+        link = self.links.get(conn)
+        learner = self.core.learners.get(conn)
+        if link is not None and learner is not None and learner.sid >= 0:
+            link.max_frame = self.peer.config.jute_max_buffer + 64 * 1024
 
     async def _serve_link(self, conn: int, link: PeerLink) -> None:
         try:

@@ -20,11 +20,14 @@ the whole history) -> BROADCAST (proposals, cumulative acks, commits).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zkpy.jute.ops import OpCode
 from zkpy.replication.learner_core import RoleEnded
 from zkpy.replication.quorum import Quorum
+from zkpy.replication.wire import brief
 from zkpy.tree.txn import Txn
 
 DISCOVERY, EPOCH, SYNC, BROADCAST = "discovery", "epoch", "sync", "broadcast"
@@ -32,6 +35,52 @@ COUNTER_MASK = 0xFFFFFFFF
 
 # A learner link's stages, in order.
 WAIT_INFO, WAIT_EPOCH, WAIT_ACKEPOCH, WAIT_SYNC_TURN, WAIT_ACKNL, WAIT_ESTABLISHED, SYNCED = range(7)
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v < high
+
+
+_EPOCH = _int_in(0, 2**31 - 1)  # an epoch is a zxid's high half, and the next one must fit too
+_ZXID = _int_in(-1, 2**63)
+_INT64 = _int_in(-(2**63), 2**63)
+_INT32 = _int_in(-(2**31), 2**31)
+
+
+def _auth(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(a, list) and len(a) == 2 and all(isinstance(x, str) for x in a) for a in v
+    )
+
+
+# What each learner message carries after its tag (learner_core sends these), checked before the
+# message is looked at: a field of the wrong type or range costs the link, never the leader (an
+# ill-typed zxid kept in `acks` would fail every later commit; one in a SyncLearner, the glue).
+SHAPES: dict[str, tuple[Callable[[Any], bool], ...]] = {
+    "info": (_INT64, _EPOCH, lambda v: isinstance(v, str)),
+    "ackepoch": (_EPOCH, _ZXID, _ZXID),
+    "acknl": (_ZXID,),
+    "ack": (_ZXID,),
+    "ping": (lambda v: isinstance(v, list) and all(map(_INT64, v)),),
+    "request": (_INT64, _INT32, _INT32, lambda v: isinstance(v, bytes), _auth),
+    "sync": (_INT64, _INT32),
+}
+
+
+def check_shape(message: list[Any]) -> None:
+    """ValueError unless `message` is a learner message whose fields have the right types."""
+    tag = message[0]
+    shape = SHAPES.get(tag)
+    if shape is None:
+        raise ValueError(f"unknown message {brief(tag)}")
+    if len(message) != len(shape) + 1:
+        raise ValueError(f"{tag} with {len(message) - 1} fields, not {len(shape)}")
+    for i, (valid, value) in enumerate(zip(shape, message[1:], strict=True), 1):
+        if not valid(value):
+            raise ValueError(f"{tag}: field {i} is {brief(value)}")
+    if tag == "request" and message[3] == OpCode.CREATE_SESSION and len(message[4]) < 4:
+        # The body holds the session's timeout; one without it could not be applied.
+        raise ValueError("a createSession without a timeout")
 
 
 @dataclass
@@ -178,6 +227,7 @@ class LeaderCore:
             return []
         learner.last_heard = now
         try:
+            check_shape(message)
             return self._dispatch(learner, message)
         except (ValueError, TypeError, IndexError) as e:
             return [*self.disconnected(conn), Close(conn, f"protocol error: {e}")]
@@ -244,16 +294,25 @@ class LeaderCore:
                 # Everything acknowledged to any client before this sync is committed by now;
                 # the learner answers once it has applied up to here (the commits go first).
                 return [SendTo(learner.conn, ["syncreply", message[1], message[2], self.committed])]
-        raise ValueError(f"unexpected {tag!r} from learner {learner.sid} at stage {learner.stage}")
+        raise ValueError(f"unexpected {tag} from learner {learner.sid} at stage {learner.stage}")
 
     def _on_info(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
-        tag, sid, accepted = message[0], message[1], message[2]
-        if tag != "info" or sid not in self.servers or sid == self.my_id:
-            raise ValueError(f"not a learner of this ensemble: {tag} from {sid}")
+        if message[0] != "info":
+            raise ValueError(f"{message[0]} before info")
+        _, sid, accepted, _role = message
+        if sid not in self.servers or sid == self.my_id:
+            raise ValueError(f"not a learner of this ensemble: {sid}")
         effects: list[Effect] = []
-        for other in list(self.learners.values()):  # a reconnecting learner replaces its old link
-            if other.sid == sid and other is not learner:
-                effects += [*self.disconnected(other.conn), Close(other.conn, "replaced by a new link")]
+        for other in list(self.learners.values()):
+            if other.sid != sid or other is learner:
+                continue
+            if other.stage == SYNCED and self.now - other.last_heard <= self.sync_limit:
+                # A synced learner we hear from keeps its link: a second one claiming its sid is
+                # a stranger (or a stale connection), and letting it in would cut the real one off.
+                # A learner that really reconnected is let in once its old link is dropped.
+                raise ValueError(f"server {sid} is already synced on link {other.conn}")
+            # A reconnecting learner replaces its old link (one still syncing, or gone silent).
+            effects += [*self.disconnected(other.conn), Close(other.conn, "replaced by a new link")]
         learner.sid = sid
         learner.voter = sid in self.quorum.voters
         learner.stage = WAIT_EPOCH

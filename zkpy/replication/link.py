@@ -44,6 +44,15 @@ class PeerLink:
         self._wake = trio.Event()
         self.closed = False
 
+    @property
+    def max_frame(self) -> int:
+        """The largest frame `receive` accepts (raise it once the peer has identified itself)."""
+        return self._decoder.max_frame
+
+    @max_frame.setter
+    def max_frame(self, value: int) -> None:
+        self._decoder.max_frame = value
+
     def send(self, message: list[Any] | tuple[Any, ...]) -> None:
         tag = message[0]
         if tag == "syncdata":

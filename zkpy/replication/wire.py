@@ -8,6 +8,7 @@ closes that link and nothing else. Pure: bytes in, messages out.
 
 from __future__ import annotations
 
+import reprlib
 import struct
 import zlib
 from typing import Any
@@ -16,6 +17,19 @@ import msgpack
 
 HEADER = struct.Struct(">II")
 MAX_FRAME = 256 * 1024 * 1024  # a SNAP of a large tree travels as one frame
+# What a connection may send before it has said which server it is (a hello or an info: a few
+# bytes): a stranger's announced frame is refused before it is buffered, not after.
+MAX_HANDSHAKE_FRAME = 64 * 1024
+
+
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxdict, _short.maxstring, _short.maxother = 2, 6, 4, 40, 40
+
+
+def brief(value: Any) -> str:
+    """A short repr of something a peer sent, for error messages: a plain repr of a deeply nested
+    list raises RecursionError, and one of a big frame would flood the log."""
+    return _short.repr(value)
 
 
 class WireError(ValueError):
