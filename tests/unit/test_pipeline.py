@@ -67,3 +67,25 @@ async def test_a_failed_persist_applies_nothing_and_refuses_later_writes() -> No
     assert [r.err for r in results] == [Code.SYSTEM_ERROR, Code.SYSTEM_ERROR]
     assert "/a" not in tree.nodes and tree.last_zxid == 0
     assert pipeline.write_error is not None and "No space left" in pipeline.write_error
+
+
+async def test_a_malformed_create_session_fails_alone_and_the_server_goes_on() -> None:
+    """A createSession without its timeout (only a forged learner sends one; the leader refuses
+    it now) fails alone; the server's session bookkeeping is left alone."""
+    from zkpy.server.config import parse_config
+    from zkpy.server.node import ZooKeeperServer
+
+    async def persist(txns: list[Txn]) -> None:
+        pass
+
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="test.cfg")
+    server = ZooKeeperServer(config, persist=persist, tree=DataTree())
+    results: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pipeline.run)
+        server.pipeline.submit(7, 0, OpCode.CREATE_SESSION, b"\x00", callback=results.append)
+        server.pipeline.submit(1, 1, OpCode.CREATE, _create("/after"), callback=results.append)
+        await server.pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert results[0].err != 0 and results[1].err == 0
+    assert 7 not in server.tree.sessions and "/after" in server.tree.nodes

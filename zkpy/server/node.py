@@ -304,6 +304,8 @@ class ZooKeeperServer:
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:
         if txn.op == OpCode.CREATE_SESSION:
+            if result.err:  # a malformed one changed nothing (it answers MarshallingError)
+                return
             timeout = self.tree.sessions[txn.session_id][0]
             self.sessions.add(txn.session_id, timeout)
             self._expirer_wakeup.set()
