@@ -304,7 +304,7 @@ class ZooKeeperServer:
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:
         if txn.op == OpCode.CREATE_SESSION:
-            if result.err:  # a malformed one changed nothing (it answers MarshallingError)
+            if result.err:  # a malformed one changed nothing
                 return
             timeout = self.tree.sessions[txn.session_id][0]
             self.sessions.add(txn.session_id, timeout)
