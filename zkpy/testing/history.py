@@ -33,6 +33,7 @@ reached, so that a reader sees a handful of operations rather than thousands.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import random
@@ -294,10 +295,14 @@ def _role(op: Operation) -> int | None:
 
 def _partition(ops: Sequence[Operation]) -> tuple[dict[str, list[Operation]], int]:
     """Group informative operations by znode; a sync joins every znode its session touches
-    after it, since it is a barrier for all of them. Returns (partitions, ignored count)."""
+    after it, since it is a barrier for all of them. Returns (partitions, ignored count).
+
+    Of a session's syncs, a znode needs only the newest before each of the session's operations
+    on it: a later sync's barrier includes an earlier one's. (Joining every earlier sync to
+    every znode made a long run with many sequential creates quadratic.)"""
     parts: dict[str, list[Operation]] = {}
     syncs: dict[str, list[Operation]] = {}
-    last_use: dict[tuple[str, str], float] = {}
+    uses: dict[tuple[str, str], list[float]] = {}
     ignored = 0
     for op in ops:
         if _role(op) is None:
@@ -306,10 +311,20 @@ def _partition(ops: Sequence[Operation]) -> tuple[dict[str, list[Operation]], in
             syncs.setdefault(op.client, []).append(op)
         else:
             parts.setdefault(op.path, []).append(op)
-            key = (op.client, op.path)
-            last_use[key] = max(last_use.get(key, -_INF), op.invoked)
-    for (client, path), last in last_use.items():
-        parts[path].extend(s for s in syncs.get(client, ()) if s.invoked < last)
+            uses.setdefault((op.client, op.path), []).append(op.invoked)
+    for session_syncs in syncs.values():
+        session_syncs.sort(key=lambda o: o.invoked)
+    sync_times = {client: [o.invoked for o in ss] for client, ss in syncs.items()}
+    for (client, path), times in uses.items():
+        session_syncs = syncs.get(client)
+        if not session_syncs:
+            continue
+        joined: dict[int, Operation] = {}
+        for t in times:
+            k = bisect.bisect_left(sync_times[client], t) - 1  # the newest sync invoked before t
+            if k >= 0:
+                joined[k] = session_syncs[k]
+        parts[path].extend(joined[k] for k in sorted(joined))
     return parts, ignored
 
 
