@@ -335,7 +335,19 @@ def _tree_state(tree: DataTree) -> list[object]:
 
 def simulate(seed: int, scenario: Callable[[SimCluster], Awaitable[None]], **options: int) -> SimCluster:
     """Run `scenario` on a fresh simulated cluster under virtual time; returns the cluster."""
-    trio._core._run._r.seed(seed)  # trio's own scheduling choices, seeded too
-    cluster = SimCluster(seed, **options)
-    trio.run(cluster.run, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    # trio's own scheduling choices, seeded too, and made independent of what ran before in this
+    # process: by default each batch of runnable tasks runs in the order they were woken, and
+    # tasks woken at one instant by timers are woken in the order of their cancel scopes'
+    # addresses (trio's deadline tie-breaker), which differ from process to process. The
+    # deterministic mode pytest-trio turns on sorts each batch by task creation, then shuffles it
+    # with the seeded generator; outside pytest (scripts/simulate.py) it must be turned on here.
+    run_module = trio._core._run
+    run_module._r.seed(seed)
+    deterministic = run_module._ALLOW_DETERMINISTIC_SCHEDULING
+    run_module._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    try:
+        cluster = SimCluster(seed, **options)
+        trio.run(cluster.run, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        run_module._ALLOW_DETERMINISTIC_SCHEDULING = deterministic  # type: ignore[misc]
     return cluster
