@@ -35,7 +35,7 @@ async def writer(cluster: SimCluster, name: str, until: float) -> int:
     while trio.current_time() < until:
         try:
             if client._stream is None:
-                await client.connect()
+                await client.connect(until=until)
             path = f"/{name}-{n:05d}"
             n += 1
             op = await client.record(
@@ -83,7 +83,7 @@ async def register_client(cluster: SimCluster, name: str, until: float) -> None:
     while trio.current_time() < until:
         try:
             if client._stream is None:
-                await client.connect()
+                await client.connect(until=until)  # then the run heals: no point trying on
             path = rng.choice(REGISTERS)
             if rng.random() < 0.2:
                 await client.record("sync", OpCode.SYNC, PathRequest(path), path)
