@@ -191,6 +191,7 @@ class SimStream(trio.abc.Stream):
 
     async def _receive(self, max_bytes: int) -> bytes:
         inp, net = self._inp, self._net
+        waited = False  # a wait is a checkpoint already: no need for another before returning
         while True:
             # A wake-up (a heal, say) and the crash of our own host can come in one instant: the
             # cancellation must win, or the dead host's code would see an error and act on it.
@@ -203,18 +204,24 @@ class SimStream(trio.abc.Stream):
                 if due <= now:
                     if payload is _EOF:
                         inp.end_seen = True
-                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        if not waited:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
                         return b""
                     if payload is _RESET:
                         inp.end_seen = True
                         raise trio.BrokenResourceError("connection reset by peer")
                     data = self._take_due(now, max_bytes)
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if not waited:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 wait_until = due
             event = inp.event
-            with trio.move_on_at(wait_until):
-                await event.wait()
+            if wait_until == math.inf:
+                await event.wait()  # (a cancel scope with no deadline would only cost time)
+            else:
+                with trio.move_on_at(wait_until):
+                    await event.wait()
+            waited = True
 
     def _take_due(self, now: float, max_bytes: int) -> bytes:
         """Coalesce the data chunks that have arrived, as a socket's receive buffer does."""
