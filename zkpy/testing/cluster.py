@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -211,6 +212,8 @@ class SimCluster:
         self._nursery: trio.Nursery | None = None
         self.events: list[str] = []  # what happened, in order: the run's trace
         self.clients: list[SimClient] = []  # whose histories are checked at the end
+        self.faults: Counter[str] = Counter()  # faults the nemesis injected, by kind
+        self.nemesis_busy: set[str] = set()  # what a timed fault of the nemesis holds right now
         # Called as (sid, point name) at each protocol step a server reports; a scripted scenario
         # crashes servers from here (cluster.crash) to hit an exact interleaving.
         self.point_hooks: list[Callable[[int, str], None]] = []
