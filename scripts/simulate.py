@@ -1,6 +1,6 @@
 """Long simulation runs: many seeds of the faulty workload on the deterministic simulator.
 
-    python scripts/simulate.py --seeds 10000 [--first 0] [--duration 8] [--voters 3] [--observers 0]
+    python scripts/simulate.py --seeds 10000 [--first 0] [--duration 8] [--think 0] [--voters 3] [--observers 0]
 
 Each seed runs a whole ensemble (the real server code on virtual time, simulated links and disks)
 under the nemesis's faults (zkpy/testing/workload.py FAULTS: crashes, restarts, partitions,
@@ -36,10 +36,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=1000)
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--duration", type=float, default=8.0, help="virtual seconds of faults per seed")
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="clients pause up to this long between operations (CI: 0.02)"
+    )
     parser.add_argument("--voters", type=int, default=3)
     parser.add_argument("--observers", type=int, default=0)
     args = parser.parse_args()
-    logging.disable(logging.WARNING)
+    logging.disable(logging.ERROR)  # the servers log the injected faults (disk errors) at ERROR
     started = time.monotonic()
     failures: list[int] = []
     committed = acknowledged = epochs = expired = 0
@@ -49,7 +52,7 @@ def main() -> int:
         try:
             simulate(
                 seed,
-                _keep(clusters, faulty_scenario(args.duration)),
+                _keep(clusters, faulty_scenario(args.duration, args.think)),
                 voters=args.voters,
                 observers=args.observers,
             )
