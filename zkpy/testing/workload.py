@@ -252,11 +252,9 @@ async def inject_fault(
         cluster.note(f"cut s{a} -> s{b}")
     elif fault == "delay_spike":
         extra, duration = rng.uniform(0.05, 1.5), rng.uniform(0.5, 3.0)
-        hosts = None if rng.random() < 0.5 else [f"s{rng.choice(sids)}"]
-        network.delay_spike(extra, duration, hosts)
-        cluster.note(
-            f"delay spike +{extra:.3f}s for {duration:.3f}s on {hosts[0] if hosts else 'every link'}"
-        )
+        spiked = None if rng.random() < 0.5 else f"s{rng.choice(sids)}"
+        network.delay_spike(extra, duration, None if spiked is None else [spiked])
+        cluster.note(f"delay spike +{extra:.3f}s for {duration:.3f}s on {spiked or 'every link'}")
     elif fault == "slow_disk":
         sid, duration = rng.choice(sids), rng.uniform(1.0, 4.0)
         disk = cluster.servers[sid].disk
@@ -278,10 +276,10 @@ async def inject_fault(
         cluster.note(f"pause {host} for {duration:.3f}s")
         later.start_soon(_resume_later, cluster, host, duration)
     elif fault == "reset":
-        a = rng.choice(sids)
-        b = f"s{rng.choice([sid for sid in sids if sid != a])}" if rng.random() < 0.5 else None
-        ends = network.reset(f"s{a}", b)
-        cluster.note(f"reset s{a} <-> {b or 'everyone'}: {ends} connection ends")
+        sid = rng.choice(sids)
+        other = f"s{rng.choice([s for s in sids if s != sid])}" if rng.random() < 0.5 else None
+        ends = network.reset(f"s{sid}", other)
+        cluster.note(f"reset s{sid} <-> {other or 'everyone'}: {ends} connection ends")
     elif fault == "expire_client":
         client = next((c for c in cluster.clients if c.name == EXPIRING_CLIENT), None)
         duration = rng.uniform(1.6, 3.0)  # longer than its session timeout (and the expirer's tick)
