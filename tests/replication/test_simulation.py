@@ -16,7 +16,19 @@ from zkpy.replication.leader import Leader
 from zkpy.replication.wire import encode_frame
 from zkpy.testing.cluster import CLIENT_PORT, ELECTION_PORT, PEER_PORT, SimCluster, simulate
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
-from zkpy.testing.workload import OPEN, one_write, writer
+from zkpy.testing.workload import (
+    EXPIRING_CLIENT,
+    EXPIRING_SESSION_MS,
+    FAULTS,
+    OPEN,
+    check_history,
+    inject_fault,
+    make_registers,
+    one_write,
+    recover_everything,
+    register_client,
+    writer,
+)
 from zkpy.testing.workload import faulty_scenario as faulty
 
 
@@ -34,33 +46,41 @@ def test_steady_writes_commit_everywhere() -> None:
     assert len(cluster.invariants.committed) > 50
 
 
+# The seeded runs below: 210 random schedules per CI run across the whole fault catalogue
+# (zkpy/testing/workload.py FAULTS), each with its invariants, trees, acknowledged writes and
+# clients' histories checked. The clients pause up to THINK seconds between operations: about
+# half the operations of a run without pauses, and about half its cost, with as many requests
+# caught by the faults (scripts/simulate.py runs them without pauses by default).
+THINK = 0.02
+
+
 def test_same_seed_same_run() -> None:
-    first = simulate(7, faulty(6.0))
-    second = simulate(7, faulty(6.0))
+    first = simulate(7, faulty(6.0, THINK))
+    second = simulate(7, faulty(6.0, THINK))
     assert first.events == second.events
     assert first.invariants.committed == second.invariants.committed
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_faults_lose_nothing(seed: int) -> None:
-    simulate(seed, faulty(8.0))
+    simulate(seed, faulty(8.0, THINK))
 
 
-@pytest.mark.parametrize("seed", range(100, 115))
+@pytest.mark.parametrize("seed", range(100, 120))
 def test_faults_with_an_observer(seed: int) -> None:
-    simulate(seed, faulty(8.0), observers=1)
+    simulate(seed, faulty(8.0, THINK), observers=1)
 
 
-@pytest.mark.parametrize("seed", range(200, 215))
+@pytest.mark.parametrize("seed", range(200, 220))
 def test_faults_five_voters(seed: int) -> None:
-    simulate(seed, faulty(8.0), voters=5)
+    simulate(seed, faulty(8.0, THINK), voters=5)
 
 
-@pytest.mark.timeout(900)  # 100 whole-ensemble runs, about a second each
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.timeout(900)  # 110 whole-ensemble runs, about half a second each
+@settings(max_examples=110, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_schedules(seed: int) -> None:
-    simulate(seed, faulty(6.0))
+    simulate(seed, faulty(5.0, THINK))
 
 
 def test_an_exhausted_zxid_counter_forces_a_new_epoch() -> None:
@@ -285,3 +305,256 @@ def test_a_restarted_leader_syncs_from_the_log_behind_its_snapshot() -> None:
         cluster.check_trees()
 
     simulate(8, scenario, snap_count=10, commit_log_count=1000)
+
+
+# -- the nemesis's newer faults, one at a time: each happens, and the ensemble stays correct ------
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_each_fault_of_the_catalogue_takes_effect(fault: str) -> None:
+    """Each fault of the nemesis on its own, on a healthy ensemble under load: it finds something
+    to act on (a fault that silently did nothing would leave the random runs blind to it), and
+    after everything is recovered the usual checks hold."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        await make_registers(cluster)
+        rng = random.Random(11)
+        until = trio.current_time() + 6.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, THINK)
+            nursery.start_soon(register_client, cluster, EXPIRING_CLIENT, until, EXPIRING_SESSION_MS, THINK)
+            async with trio.open_nursery() as later:
+                await trio.sleep(0.5)
+                if fault == "restart":
+                    cluster.crash(rng.choice(sorted(cluster.servers)))  # someone to restart
+                assert await inject_fault(cluster, fault, rng, later, until)
+                await trio.sleep(until - trio.current_time())
+                later.cancel_scope.cancel()
+        if fault == "expire_client":
+            assert any(e.endswith(f"session expired {EXPIRING_CLIENT}") for e in cluster.events)
+        await recover_everything(cluster)
+        await _all_correct_after(cluster)
+
+    simulate(4, scenario)
+
+
+def _rejoins(cluster: SimCluster) -> list[tuple[float, int]]:
+    """(time, sid) each time a learner (re)connects to a leader, from now on."""
+    joins: list[tuple[float, int]] = []
+    cluster.point_hooks.append(
+        lambda sid, name: joins.append((trio.current_time(), sid)) if name == "learner sent info" else None
+    )
+    return joins
+
+
+async def _all_correct_after(cluster: SimCluster) -> None:
+    """The end of every fault test: serving, a write goes through, everyone caught up, and the
+    trees, the acknowledged writes and the register clients' histories check out."""
+    await cluster.wait_all_serving()
+    await one_write(cluster, "after", timeout=30.0)
+    await cluster.wait_until(lambda: _caught_up(cluster), 30.0, "every server caught up")
+    cluster.check_trees()
+    cluster.check_acknowledged()
+    check_history(cluster)
+
+
+@pytest.mark.parametrize(("seed", "extra", "drops"), [(1, 1.0, True), (2, 0.8, True), (3, 0.1, False)])
+def test_a_delay_spike_past_sync_limit_drops_followers_who_rejoin(
+    seed: int, extra: float, drops: bool
+) -> None:
+    """Every trip takes `extra` seconds longer for 2 s. Order holds, so the first message after
+    the spike starts comes `extra` late: past syncLimit (0.5 s) the followers give up on their
+    leader (or it on them) and join again; below it nothing happens."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        await make_registers(cluster)
+        epochs = len(cluster.invariants.leaders)
+        joins = _rejoins(cluster)
+        until = trio.current_time() + 5.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, cluster, "c1", until, THINK)
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, THINK)
+            await trio.sleep(1.0)
+            cluster.network.delay_spike(extra, duration=2.0)
+        if drops:
+            assert joins, "no learner joined a leader again"
+        else:
+            assert not joins and len(cluster.invariants.leaders) == epochs
+        await _all_correct_after(cluster)
+
+    simulate(seed, scenario)
+
+
+@pytest.mark.parametrize(("seed", "who"), [(1, "leader"), (2, "follower")])
+def test_slow_fsyncs_slow_the_leader_but_not_a_quorum_without_the_slow_follower(seed: int, who: str) -> None:
+    """One server's every fsync takes 0.5-3 s for 3 s. On the leader every write waits for it (the
+    leader counts its own ack only once logged); on a follower the other two still commit fast."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        victim = leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+        disk = cluster.servers[victim].disk
+        start = trio.current_time()
+        disk.slow_until = start + 3.0
+        acked = await writer(cluster, "c1", start + 5.0)
+        assert acked > 5 and disk.slow_fsyncs > 0
+        slow = [op for op in cluster.invariants.acknowledged if start < op.invoked < start + 2.5]
+        assert slow
+        latencies = [op.completed - op.invoked for op in slow if op.completed is not None]
+        if who == "leader":
+            assert min(latencies) >= 0.5
+        else:
+            assert max(latencies) < 0.5
+        await _all_correct_after(cluster)
+
+    simulate(seed, scenario)
+
+
+@pytest.mark.parametrize(("seed", "who"), [(1, "leader"), (2, "follower")])
+def test_a_full_disk_steps_its_server_aside_until_there_is_room(
+    seed: int, who: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Log writes fail with ENOSPC on one server for 2 s: it steps aside saying the disk is full
+    (a leader gives up leadership), and it comes back once there is room. (The others carry on
+    only if it does not win the next election: see the xfail test below.)"""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        victim = leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+        disk = cluster.servers[victim].disk
+        disk.full_until = trio.current_time() + 2.0
+        acked = await writer(cluster, "c1", trio.current_time() + 4.0)
+        assert acked > 10 and disk.full_refusals > 0
+        if who == "leader":
+            assert len(cluster.invariants.leaders) > 1  # it gave up leadership
+        await _all_correct_after(cluster)
+        assert cluster.servers[victim].serving
+
+    simulate(seed, scenario)
+    full = [r.getMessage() for r in caplog.records if r.getMessage().startswith("disk failed")]
+    assert full and all("No space left on device" in message for message in full), full
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="peer.py's disk probe (recover) never writes, so a server whose disk is full rejoins "
+    "elections 0.1 s after each failure; with the highest id and no later zxid than the others it "
+    "wins, fails its first log write and steps aside, over and over: no write commits while its "
+    "disk is full, though the two others are a healthy quorum",
+)
+def test_a_leader_with_a_full_disk_does_not_keep_winning_elections() -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader == 3
+        start = trio.current_time()
+        cluster.servers[leader].disk.full_until = start + 10.0
+        await writer(cluster, "c1", start + 10.0)
+        during = [op for op in cluster.invariants.acknowledged if op.completed is not None]
+        assert during, f"no write committed in 10 s; epochs and leaders: {cluster.invariants.leaders}"
+
+    simulate(3, scenario)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_paused_leader_is_replaced_and_its_stale_messages_arrive_late(seed: int) -> None:
+    """The leader is frozen for 4 s (past syncLimit and the clients' session timeouts): the others
+    elect a new leader meanwhile; on resume everything it sent and was sent arrives at once, stale,
+    and it rejoins as a follower of the new epoch without harming anything."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        await make_registers(cluster)
+        old = cluster.leader()
+        assert old is not None
+        first_epoch = max(cluster.invariants.leaders)
+        until = trio.current_time() + 7.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, cluster, "c1", until, THINK)
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, THINK)
+            nursery.start_soon(register_client, cluster, "e1", until, 1000, THINK)
+            await trio.sleep(1.0)
+            cluster.network.pause(f"s{old}")
+            await trio.sleep(4.0)
+            replaced = {sid for epoch, sid in cluster.invariants.leaders.items() if epoch > first_epoch}
+            assert replaced and old not in replaced, "no new leader while the old one was frozen"
+            held = cluster.network.resume(f"s{old}")
+            assert held > 0
+        await _all_correct_after(cluster)
+        peer = cluster.servers[old].peer
+        assert peer is not None and not isinstance(peer.role, Leader)
+
+    simulate(seed, scenario)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_connection_resets_lose_messages_not_writes(seed: int) -> None:
+    """Every connection of the leader is reset three times under load (its learners' links and its
+    clients'): requests and replies in flight are lost, their outcomes unknown; the learners and
+    clients connect again at once, and nothing acknowledged is lost."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        await make_registers(cluster)
+        leader = cluster.leader()
+        assert leader is not None
+        joins = _rejoins(cluster)
+        until = trio.current_time() + 5.0
+        resets: list[float] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer, cluster, "c1", until, THINK)
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, THINK)
+            nursery.start_soon(register_client, cluster, "r2", until, 4000, THINK)
+            for _ in range(3):
+                await trio.sleep(1.0)
+                assert cluster.network.reset(f"s{leader}") > 0
+                resets.append(trio.current_time())
+        assert {sid for _, sid in joins} == set(cluster.servers) - {leader}
+        assert all(any(t < when < t + 0.5 for when, _ in joins) for t in resets), "slow to reconnect"
+        after = [op for op in cluster.invariants.acknowledged if op.invoked > resets[-1]]
+        assert after, "no write went through after the last reset"
+        await _all_correct_after(cluster)
+
+    simulate(seed, scenario)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_client_cut_off_past_its_session_timeout_mid_write_gets_session_expired(seed: int) -> None:
+    """A client with a 1 s session is cut off from every server for 4 s while a write of its is
+    outstanding: the write's outcome is unknown, the ensemble expires the session meanwhile, and
+    when the client comes back it is told SessionExpired and starts a new session. Its history,
+    across both sessions, is checked with the others'."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        await make_registers(cluster)
+        until = trio.current_time() + 8.0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(register_client, cluster, "e1", until, 1000)
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, THINK)
+            await trio.sleep(0.5)
+            client = next(c for c in cluster.clients if c.name == "e1")
+            while not (client.outstanding and client.history[-1].kind == "set"):
+                await trio.sleep(0.0005)
+            pending, old_session = client.history[-1], client.session_id
+            cluster.network.isolate("e1")
+            await trio.sleep(4.0)
+            leader = cluster.leader()
+            assert leader is not None
+            peer = cluster.servers[leader].peer
+            assert peer is not None and old_session not in peer.tree.sessions, "not expired"
+            cluster.network.rejoin("e1")
+            rejoined = trio.current_time()
+        assert pending.outcome == "unknown"
+        assert any(e.endswith("session expired e1") for e in cluster.events)
+        assert client.session_id not in (0, old_session)
+        assert any(op.outcome == "ok" and op.kind == "set" and op.invoked > rejoined for op in client.history)
+        await _all_correct_after(cluster)
+
+    simulate(seed, scenario)

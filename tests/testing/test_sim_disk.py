@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from typing import Any
 
@@ -219,3 +220,41 @@ async def test_same_seed_same_fsync_times(autojump_clock: trio.testing.MockClock
 
     assert await run(5) == await run(5)
     assert await run(5) != await run(6)
+
+
+async def test_a_slow_spell_makes_every_fsync_slow_until_it_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    disk = MemoryDisk()
+    store = fresh(disk)
+    store.recover()
+    disk.slow_until = trio.current_time() + 6.0
+    start = trio.current_time()
+    await store.persist(make_txns(1, 2))
+    await store.truncate_after(1 << 32 | 1)  # every durable step is slow, not only log appends
+    assert 2 * 0.5 <= trio.current_time() - start <= 2 * 3.0
+    assert disk.slow_fsyncs == 2
+    await trio.sleep_until(disk.slow_until)
+    start = trio.current_time()
+    await store.persist(make_txns(2, 2))
+    assert trio.current_time() - start < 0.01
+    assert disk.slow_fsyncs == 2
+    assert [z & 0xFFFFFFFF for z, _ in disk.log] == [1, 2, 3]
+
+
+async def test_a_full_disk_refuses_log_writes_with_enospc(autojump_clock: trio.testing.MockClock) -> None:
+    disk = MemoryDisk()
+    store = fresh(disk)
+    store.recover()
+    disk.full_until = trio.current_time() + 1.0
+    with pytest.raises(StorageError, match="No space left on device") as raised:
+        await store.persist(make_txns(1, 2))
+    assert isinstance(raised.value.__cause__, OSError) and raised.value.__cause__.errno == errno.ENOSPC
+    assert disk.log == [] and disk.full_refusals == 1
+    await trio.sleep(2.0)  # space again, but as after EIO the log refuses writes until recovered
+    with pytest.raises(StorageError):
+        await store.persist(make_txns(1, 2))
+    store.close_log()
+    store.recover()
+    await store.persist(make_txns(1, 2))
+    assert len(disk.log) == 2 and disk.full_refusals == 1

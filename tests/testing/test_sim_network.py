@@ -300,3 +300,122 @@ async def test_same_seed_same_delivery_times(autojump_clock: trio.testing.MockCl
     first = await run(11)
     assert first == await run(11)
     assert first != await run(12)
+
+
+async def test_delay_spike_on_one_hosts_links(autojump_clock: trio.testing.MockClock) -> None:
+    net = SimNetwork(random.Random(14))
+    to_s1, at_s1 = await serve_one(net, "s1")
+    (listener,) = await net.host("s2").listen("", PORT)
+    to_s2 = await net.host("c1").connect("s2", PORT)
+    at_s2 = await listener.accept()
+    net.delay_spike(0.5, duration=1.0, hosts=["s1"])
+    start = trio.current_time()
+    await to_s2.send_all(b"fast")
+    assert await at_s2.receive_some() == b"fast"
+    assert trio.current_time() - start < 0.01  # c1 -> s2 does not touch s1
+    await at_s1.send_all(b"slow")  # s1 -> c1 does
+    assert await to_s1.receive_some() == b"slow"
+    assert 0.5 < trio.current_time() - start < 0.51
+    net.end_spikes()
+    start = trio.current_time()
+    await to_s1.send_all(b"fast again")
+    assert await at_s1.receive_some() == b"fast again"
+    assert trio.current_time() - start < 0.01
+
+
+async def test_reset_breaks_both_ends_and_loses_what_was_unread(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = SimNetwork(random.Random(15))
+    client, server = await serve_one(net, "s1")
+    other_client, other_server = await serve_one(net, "s2")
+    await client.send_all(b"in flight")
+    await server.send_all(b"arrived, never read")
+    await trio.sleep(1)
+    outcome: list[str] = []
+    reading = trio.Event()
+
+    async def blocked_reader() -> None:
+        # a reader waiting on the other connection of s1 is woken and fails too
+        (listener,) = await net.host("s1").listen("", PORT + 1)
+        waiting = await net.host("s3").connect("s1", PORT + 1)
+        await listener.accept()
+        reading.set()
+        try:
+            await waiting.receive_some()
+        except trio.BrokenResourceError:
+            outcome.append("reset")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(blocked_reader)
+        await reading.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert net.reset("s1") == 4  # c1 <-> s1 and s3 <-> s1, both ends of each
+    assert outcome == ["reset"]
+    for end in (client, server):
+        with pytest.raises(trio.BrokenResourceError):
+            await end.receive_some()  # the unread bytes are gone with the connection
+        with pytest.raises(trio.BrokenResourceError):
+            await end.send_all(b"x")
+        await end.aclose()
+    await other_client.send_all(b"untouched")  # c1 <-> s2 is another pair of hosts
+    assert await receive_exactly(other_server, 9) == b"untouched"
+    again, accepted = await serve_one(net, "s1", PORT + 2)  # new connections are not hindered
+    await again.send_all(b"new")
+    assert await receive_exactly(accepted, 3) == b"new"
+    assert net.reset("s1", "s9") == 0
+
+
+async def test_pause_holds_both_ways_then_delivers_the_backlog_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = SimNetwork(random.Random(16))
+    client, server = await serve_one(net, "s1")
+    net.pause("s1")
+    assert net.paused("s1") and net.blocked("c1", "s1") and net.blocked("s1", "c1")
+    for i in range(5):
+        await client.send_all(b"to%d;" % i)
+        await server.send_all(b"from%d;" % i)  # the paused host's own code still runs
+    with trio.move_on_after(10) as waited:
+        await client.receive_some()
+    assert waited.cancelled_caught
+    # the kernel of a paused host still answers a handshake: a connect completes, its bytes wait
+    (listener,) = await net.host("s1").listen("", PORT + 1)
+    late = await net.host("c2").connect("s1", PORT + 1)
+    late_server = await listener.accept()
+    await late.send_all(b"hello?")
+    with trio.move_on_after(1) as waited:
+        await late_server.receive_some()
+    assert waited.cancelled_caught
+    resumed_at = trio.current_time()
+    assert net.resume("s1") == 11  # five chunks each way and the late hello
+    assert not net.paused("s1") and net.resume("s1") == 0
+    assert await receive_exactly(client, 5 * 6) == b"".join(b"from%d;" % i for i in range(5))
+    assert await receive_exactly(server, 5 * 4) == b"".join(b"to%d;" % i for i in range(5))
+    assert await late_server.receive_some() == b"hello?"
+    assert trio.current_time() == resumed_at  # all of it at once
+
+
+async def test_a_paused_host_that_crashes_is_resumed_first(autojump_clock: trio.testing.MockClock) -> None:
+    net = SimNetwork(random.Random(17))
+    client, server = await serve_one(net, "s1")
+    net.pause("s1")
+    await server.send_all(b"stale")
+    net.crash_host("s1")
+    assert not net.paused("s1")
+    assert await client.receive_some() == b"stale"
+    with pytest.raises(trio.BrokenResourceError):
+        await client.receive_some()
+
+
+async def test_heal_resumes_paused_hosts_and_rejoin_undoes_one_isolation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = SimNetwork(random.Random(18))
+    net.pause("s1")
+    net.isolate("c1")
+    net.partition({"s2"}, {"s3"})
+    net.rejoin("c1")
+    assert not net.blocked("c1", "s2") and net.blocked("s2", "s3") and net.blocked("c1", "s1")
+    net.heal()
+    assert not net.paused("s1") and not net.blocked("c1", "s1") and not net.blocked("s2", "s3")

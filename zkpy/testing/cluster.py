@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -211,6 +212,8 @@ class SimCluster:
         self._nursery: trio.Nursery | None = None
         self.events: list[str] = []  # what happened, in order: the run's trace
         self.clients: list[SimClient] = []  # whose histories are checked at the end
+        self.faults: Counter[str] = Counter()  # faults the nemesis injected, by kind
+        self.nemesis_busy: set[str] = set()  # what a timed fault of the nemesis holds right now
         # Called as (sid, point name) at each protocol step a server reports; a scripted scenario
         # crashes servers from here (cluster.crash) to hit an exact interleaving.
         self.point_hooks: list[Callable[[int, str], None]] = []
@@ -335,7 +338,19 @@ def _tree_state(tree: DataTree) -> list[object]:
 
 def simulate(seed: int, scenario: Callable[[SimCluster], Awaitable[None]], **options: int) -> SimCluster:
     """Run `scenario` on a fresh simulated cluster under virtual time; returns the cluster."""
-    trio._core._run._r.seed(seed)  # trio's own scheduling choices, seeded too
-    cluster = SimCluster(seed, **options)
-    trio.run(cluster.run, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    # trio's own scheduling choices, seeded too, and made independent of what ran before in this
+    # process: by default each batch of runnable tasks runs in the order they were woken, and
+    # tasks woken at one instant by timers are woken in the order of their cancel scopes'
+    # addresses (trio's deadline tie-breaker), which differ from process to process. The
+    # deterministic mode pytest-trio turns on sorts each batch by task creation, then shuffles it
+    # with the seeded generator; outside pytest (scripts/simulate.py) it must be turned on here.
+    run_module = trio._core._run
+    run_module._r.seed(seed)
+    deterministic = run_module._ALLOW_DETERMINISTIC_SCHEDULING
+    run_module._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
+    try:
+        cluster = SimCluster(seed, **options)
+        trio.run(cluster.run, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        run_module._ALLOW_DETERMINISTIC_SCHEDULING = deterministic  # type: ignore[misc]
     return cluster

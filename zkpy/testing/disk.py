@@ -12,6 +12,11 @@ matters for finding bugs is *when* things become durable, so that is modelled ex
 - after a failed fsync the log refuses every further write until it is recovered again, as
   `zkpy.storage.txnlog.TxnLog` does (the kernel may have dropped the dirty pages).
 
+Disk faults are fields of the `MemoryDisk`, set by a test or the nemesis: the next log writes
+fail their fsync with EIO (`fail_next_fsync`); every fsync is slow (0.5-3 s, say) until a moment
+(`slow_until`); log writes fail at once with ENOSPC, the disk being full, until a moment
+(`full_until`; snapshots and epoch files are not refused: only the log's appends are modelled).
+
 The `MemoryDisk` is what outlives a crash: restart a server by building a new `MemoryStore` on the
 same disk. All randomness comes from the `random.Random` handed in, so one seed gives one run.
 """
@@ -19,6 +24,8 @@ same disk. All randomness comes from the `random.Random` handed in, so one seed 
 from __future__ import annotations
 
 import errno
+import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +54,13 @@ class MemoryDisk:
     fsyncs: int = 0  # completed durable writes (log batches, truncations, snapshots, epochs)
     # Fault hook: the next this-many log writes fail their fsync (after the fsync's time has passed).
     fail_next_fsync: int = 0
+    # Fault hook: until this virtual time every fsync takes a draw from `slow_fsync` seconds.
+    slow_until: float = -math.inf
+    slow_fsync: tuple[float, float] = (0.5, 3.0)
+    # Fault hook: until this virtual time the disk is full: log writes fail with ENOSPC, at once.
+    full_until: float = -math.inf
+    slow_fsyncs: int = 0  # fsyncs the slow-disk fault slowed
+    full_refusals: int = 0  # log writes refused for want of space
     # Fault hooks, damage that recovery finds (MemoryStore.recover): a bit flip in a logged record
     # that is not in the newest batch, and snapshots whose checksums fail (by zxid).
     log_damaged: bool = False
@@ -207,6 +221,10 @@ class MemoryStore:
         """The time a write plus its fsync takes. A cancellation here is a crash before the data
         reached the disk: the caller has changed nothing yet."""
         delay = self.rng.uniform(*self.fsync_delay)
+        disk = self.disk
+        if trio.current_time() < disk.slow_until:
+            delay = self.rng.uniform(*disk.slow_fsync)
+            disk.slow_fsyncs += 1
         await trio.sleep(delay)
         self.fsync_ms.record(delay * 1000)
 
@@ -218,6 +236,14 @@ class MemoryStore:
         if not records:
             await trio.lowlevel.checkpoint()
             return
+        if trio.current_time() < self.disk.full_until:
+            # No room for the batch: the write fails before anything reaches the disk, as
+            # TxnLog's preallocation does; from then on the log refuses writes, as after EIO.
+            await trio.lowlevel.checkpoint()
+            self.disk.full_refusals += 1
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._failure = f"writing {len(records)} records to the simulated log: {cause}"
+            raise StorageError(self._failure) from cause
         await self._fsync()
         if self.disk.fail_next_fsync > 0:
             self.disk.fail_next_fsync -= 1

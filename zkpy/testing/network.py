@@ -14,11 +14,27 @@ The model is TCP's, because the code under test was written against TCP:
   have to notice), connect timeouts, refused connects, and resets when a host's process dies;
 - a host whose process died (`crash_host`) has its listeners closed; its peers receive what it had
   sent and then a reset (trio.BrokenResourceError), one latency later, or later still if the reset
-  is held by a partition.
+  is held by a partition;
+- delay spikes (`delay_spike`): for a while every trip, or every trip to or from some hosts, takes
+  longer; order still holds, so the first message after the spike starts arrives late;
+- connection resets (`reset`): live connections between two hosts break mid-stream, as after an
+  RST from a middlebox or a NAT that forgot them; both ends see trio.BrokenResourceError at their
+  next send or receive, and what was in flight or unread is lost (Linux discards a reset socket's
+  receive queue). This is the only way bytes are lost on our links: TCP's own loss,
+  duplication and reordering are repaired below the programs, so they are not simulated; new
+  connections are not hindered;
+- a process pause (`pause`, SIGSTOP-like): every link to and from the host holds its bytes, both
+  ways, until `resume()` (or heal()), then the backlog arrives at once. Connects to and from it
+  still complete, as the kernel answers the handshake of a stopped process. Unlike a real
+  SIGSTOP the paused server's own code keeps running (trio cannot stop one server's tasks inside
+  the shared simulation): its timers fire, so it notices its silent peers and acts on it (a
+  leader steps down, a learner looks for a new leader) during the pause rather than on waking,
+  and what it sends meanwhile is delivered on resume. What its peers see is a real pause's:
+  silence, then a burst of stale messages from a server the ensemble may have replaced.
 
 Every random choice comes from the one `random.Random` given, and every wait is on trio's clock,
 so a seed replays a run exactly (trio's own scheduling must be seeded too; cluster.py does that).
-Faults add up until `heal()` removes them all.
+Faults add up until `heal()` removes them all (a delay spike ends by itself when its time is up).
 """
 
 from __future__ import annotations
@@ -107,6 +123,7 @@ class SimStream(trio.abc.Stream):
         self._inp = inp
         self._closed = False  # our own aclose()
         self._dead = False  # our host's process died
+        self._reset = False  # the connection was reset under us (SimNetwork.reset)
         self._sending = False
         self._receiving = False
 
@@ -119,6 +136,8 @@ class SimStream(trio.abc.Stream):
             raise trio.ClosedResourceError("this stream was closed")
         if self._dead:
             raise trio.BrokenResourceError(f"host {self.host} crashed")
+        if self._reset:
+            raise trio.BrokenResourceError("connection reset by peer")
 
     def _peer_ended(self) -> bool:
         """Has the peer's close or reset reached us? Then sending fails, as after TCP's RST."""
@@ -172,6 +191,7 @@ class SimStream(trio.abc.Stream):
 
     async def _receive(self, max_bytes: int) -> bytes:
         inp, net = self._inp, self._net
+        waited = False  # a wait is a checkpoint already: no need for another before returning
         while True:
             # A wake-up (a heal, say) and the crash of our own host can come in one instant: the
             # cancellation must win, or the dead host's code would see an error and act on it.
@@ -184,18 +204,24 @@ class SimStream(trio.abc.Stream):
                 if due <= now:
                     if payload is _EOF:
                         inp.end_seen = True
-                        await trio.lowlevel.cancel_shielded_checkpoint()
+                        if not waited:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
                         return b""
                     if payload is _RESET:
                         inp.end_seen = True
                         raise trio.BrokenResourceError("connection reset by peer")
                     data = self._take_due(now, max_bytes)
-                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    if not waited:
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                     return data
                 wait_until = due
             event = inp.event
-            with trio.move_on_at(wait_until):
-                await event.wait()
+            if wait_until == math.inf:
+                await event.wait()  # (a cancel scope with no deadline would only cost time)
+            else:
+                with trio.move_on_at(wait_until):
+                    await event.wait()
+            waited = True
 
     def _take_due(self, now: float, max_bytes: int) -> bytes:
         """Coalesce the data chunks that have arrived, as a socket's receive buffer does."""
@@ -231,6 +257,17 @@ class SimStream(trio.abc.Stream):
         self._inp.reader_gone = True
         self._inp.chunks.clear()
         self._inp.wake()  # a task blocked in receive_some gets ClosedResourceError
+        self._net._streams.pop(self, None)
+
+    def _reset_now(self) -> None:
+        """The connection was reset: this end fails at its next send or receive (a reader blocked
+        now is woken to fail), and what it had not read yet is lost."""
+        if self._closed or self._dead or self._reset:
+            return
+        self._reset = True
+        self._inp.reader_gone = True
+        self._inp.chunks.clear()
+        self._inp.wake()
         self._net._streams.pop(self, None)
 
     def _crash(self) -> None:
@@ -328,18 +365,19 @@ class HostNetwork:
         net, src, dst = self.net, self.name, self._resolve(host)
         deadline = trio.current_time() + net.connect_timeout
         while True:
-            while net.blocked(src, dst) or net.blocked(dst, src):
+            # A paused host's kernel still answers the handshake: only routes count here.
+            while net._unroutable(src, dst) or net._unroutable(dst, src):
                 if trio.current_time() >= deadline:
                     raise TimeoutError(errno.ETIMEDOUT, f"connecting {src} to {dst}:{port} timed out")
                 event = net._changed
                 with trio.move_on_at(deadline):
                     await event.wait()
-            await trio.sleep(net.latency())  # the SYN
-            if not (net.blocked(src, dst) or net.blocked(dst, src)):
+            await trio.sleep(net.latency(src, dst))  # the SYN
+            if not (net._unroutable(src, dst) or net._unroutable(dst, src)):
                 break  # else it was lost on the way: the SYN is sent again
         listener = net._listeners.get((dst, port))
         if listener is None:
-            await trio.sleep(net.latency())  # the RST coming back
+            await trio.sleep(net.latency(dst, src))  # the RST coming back
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on {dst}:{port}")
         local = (src, net._ephemeral_port())
         remote = (dst, port)
@@ -349,7 +387,7 @@ class HostNetwork:
         net._streams[client] = net._streams[server] = None
         listener._offer(server)
         try:
-            await trio.sleep(net.latency())  # the SYN-ACK
+            await trio.sleep(net.latency(dst, src))  # the SYN-ACK
         except BaseException:
             client._close_now()
             raise
@@ -379,7 +417,9 @@ class SimNetwork:
         self._partitions: list[list[frozenset[str]]] = []
         self._isolated: set[str] = set()
         self._cuts: set[tuple[str, str]] = set()
-        self._spikes: list[tuple[float, float]] = []  # (until, extra seconds)
+        self._paused: set[str] = set()
+        # (until, extra seconds, the hosts whose trips it slows; None: every trip)
+        self._spikes: list[tuple[float, float, frozenset[str] | None]] = []
         self._changed = trio.Event()  # set (and replaced) whenever connectivity changes
 
     def host(self, name: str) -> HostNetwork:
@@ -390,17 +430,28 @@ class SimNetwork:
 
     # -- what the links do ----------------------------------------------------------------
 
-    def latency(self) -> float:
-        """One trip's delay: a seeded draw, plus any delay spike in force."""
+    def latency(self, src: str | None = None, dst: str | None = None) -> float:
+        """One trip's delay (from src to dst): a seeded draw, plus any delay spike in force on it."""
         delay = self.rng.uniform(*self.latency_range)
         if self._spikes:
             now = trio.current_time()
-            self._spikes = [(until, extra) for until, extra in self._spikes if until > now]
-            delay += sum(extra for _, extra in self._spikes)
+            self._spikes = [spike for spike in self._spikes if spike[0] > now]
+            delay += sum(
+                extra
+                for _, extra, hosts in self._spikes
+                if hosts is None or src in hosts or dst in hosts or src is None
+            )
         return delay
 
     def blocked(self, src: str, dst: str) -> bool:
         """Are bytes from src to dst held right now? A host always reaches itself."""
+        if src == dst:
+            return False
+        return src in self._paused or dst in self._paused or self._unroutable(src, dst)
+
+    def _unroutable(self, src: str, dst: str) -> bool:
+        """Is the way from src to dst cut (a partition, an isolation or a one-way cut)? A paused
+        host is still reachable: its kernel holds what arrives."""
         if src == dst:
             return False
         if (src, dst) in self._cuts or src in self._isolated or dst in self._isolated:
@@ -415,14 +466,14 @@ class SimNetwork:
     def _send(self, pipe: _Pipe, data: bytes) -> None:
         if pipe.reader_gone or pipe.end_due is not None:
             return  # the peer is gone (its reset or close will tell the sender), or we ended
-        pipe.last_due = max(pipe.last_due, trio.current_time() + self.latency())
+        pipe.last_due = max(pipe.last_due, trio.current_time() + self.latency(pipe.src, pipe.dst))
         pipe.chunks.append((pipe.last_due, data))
         pipe.wake()
 
     def _end(self, pipe: _Pipe, marker: _Marker) -> None:
         if pipe.end_due is not None:
             return
-        pipe.last_due = max(pipe.last_due, trio.current_time() + self.latency())
+        pipe.last_due = max(pipe.last_due, trio.current_time() + self.latency(pipe.src, pipe.dst))
         pipe.end_due = pipe.last_due
         if not pipe.reader_gone:
             pipe.chunks.append((pipe.last_due, marker))
@@ -457,22 +508,76 @@ class SimNetwork:
         self._cuts.add((src, dst))
         self._connectivity_changed()
 
+    def rejoin(self, name: str) -> None:
+        """Undo isolate(name) alone (other faults stay)."""
+        self._isolated.discard(name)
+        self._connectivity_changed()
+
     def heal(self) -> None:
-        """Every host reaches every other again; held bytes arrive, in order."""
+        """Every host reaches every other again, paused hosts resume; held bytes arrive, in order."""
         self._partitions.clear()
         self._isolated.clear()
         self._cuts.clear()
+        self._paused.clear()
         self._connectivity_changed()
+
+    def pause(self, name: str) -> None:
+        """The host's process is stopped (SIGSTOP-like, see the module docstring): every link to and
+        from it holds its bytes, both ways, until resume(name) or heal(); connects still complete.
+        Its own code keeps running, unlike a real SIGSTOP."""
+        self._paused.add(name)
+        self._connectivity_changed()
+
+    def resume(self, name: str) -> int:
+        """The paused host runs again: its backlog, both ways, arrives at once (what other faults
+        still hold stays held). Returns how many chunks were held on its links."""
+        if name not in self._paused:
+            return 0
+        now = trio.current_time()
+        held = sum(
+            1
+            for stream in self._streams
+            if stream.host == name or stream._inp.src == name
+            for due, _ in stream._inp.chunks
+            if due <= now
+        )
+        self._paused.discard(name)
+        self._connectivity_changed()
+        return held
+
+    def paused(self, name: str) -> bool:
+        return name in self._paused
+
+    def reset(self, a: str, b: str | None = None) -> int:
+        """Reset every live connection between hosts a and b (b None: every connection of a): both
+        ends fail at their next send or receive, and bytes in flight or unread are lost. New
+        connections are not hindered. Returns how many connection ends were reset."""
+        ends = 0
+        for stream in list(self._streams):
+            here, there = stream.host, stream._inp.src
+            if (here == a and (b is None or there == b)) or (there == a and (b is None or here == b)):
+                stream._reset_now()
+                ends += 1
+        self._connectivity_changed()
+        return ends
 
     def crash_host(self, name: str) -> None:
         """The host's process died: its listeners close, every connection of its ends with a reset
-        that its peers see once everything it sent before has arrived."""
+        that its peers see once everything it sent before has arrived. A paused host is resumed
+        first (kill -9 of a stopped process: the model's backlog goes out, then the resets)."""
+        self._paused.discard(name)
         for listener in [lst for (host, _), lst in self._listeners.items() if host == name]:
             listener._close_now()
         for stream in [s for s in self._streams if s.host == name]:
             stream._crash()
         self._connectivity_changed()
 
-    def delay_spike(self, seconds: float, duration: float) -> None:
-        """For `duration` seconds from now, every trip takes `seconds` longer (order still holds)."""
-        self._spikes.append((trio.current_time() + duration, seconds))
+    def delay_spike(self, seconds: float, duration: float, hosts: Iterable[str] | None = None) -> None:
+        """For `duration` seconds from now, every trip (or every trip to or from one of `hosts`)
+        takes `seconds` longer; order still holds, so a spike longer than a peer's timeout shows
+        as silence. It ends by itself; end_spikes() ends every spike at once."""
+        chosen = None if hosts is None else frozenset(hosts)
+        self._spikes.append((trio.current_time() + duration, seconds, chosen))
+
+    def end_spikes(self) -> None:
+        self._spikes.clear()

@@ -3,8 +3,12 @@ request at a time, recording what it saw.
 
 It is deliberately small and strict: every reply is checked against the request it answers,
 every write's outcome is recorded as acknowledged (with its zxid), failed, or unknown (the
-connection broke before the reply), which is what a history checker needs. On a broken
-connection it moves to another server and resumes its session, as real clients do.
+connection broke before the reply, or the reply said the session had expired), which is what a
+history checker needs. On a broken connection it moves to another server and resumes its
+session, as real clients do; when the ensemble says the session expired (on reconnecting, or in
+a reply) it raises SessionExpired and its next connect() starts a new session. The client's name
+stays: the history checks the new session's reads against the old one's, which holds because
+the client hands the ensemble the newest zxid it saw whenever it connects.
 """
 
 from __future__ import annotations
@@ -70,9 +74,12 @@ class SimClient:
     _frames: FrameBuffer = field(default_factory=FrameBuffer)
     _xid: int = 0
 
-    async def connect(self, attempts: int = 1000) -> None:
-        """Connect to some server, resuming the session when there is one."""
+    async def connect(self, attempts: int = 1000, until: float | None = None) -> None:
+        """Connect to some server, resuming the session when there is one; ConnectionLost after
+        `attempts` tries, or once the virtual time `until` has come."""
         for _ in range(attempts):
+            if until is not None and trio.current_time() >= until:
+                break
             host, port = self.rng.choice(self.servers)
             try:
                 with trio.fail_after(self.request_timeout):
@@ -133,11 +140,14 @@ class SimClient:
                     if header.err == 0 and OpCode(op) in RESPONSE_RECORDS:
                         result = decode(RESPONSE_RECORDS[OpCode(op)], data[off:])
                     if header.err == int(Code.SESSION_EXPIRED):
-                        raise SessionExpired(self.name)
+                        break
                     return header.err, header.zxid, result
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             await self._drop()
             raise ConnectionLost(f"{self.name}: {type(e).__name__}") from None
+        await self._drop()  # the server ends the connection too; the next connect starts afresh
+        self.session_id = 0
+        raise SessionExpired(self.name)
 
     async def record(
         self,
@@ -157,10 +167,21 @@ class SimClient:
             entry.outcome = "unknown"
             entry.completed = trio.current_time()
             return entry
+        except SessionExpired:
+            # Answered SessionExpired: the caller learns it; for the history the request's fate
+            # stays unknown (it may have been ordered before the session's close).
+            entry.outcome = "unknown"
+            entry.completed = trio.current_time()
+            raise
         entry.completed = trio.current_time()
         entry.zxid, entry.err, entry.result = zxid, err, result
         entry.outcome = "ok" if err == 0 else "error"
         return entry
+
+    @property
+    def outstanding(self) -> bool:
+        """Is a request of this client waiting for its reply?"""
+        return bool(self.history) and self.history[-1].outcome == "pending"
 
     async def close(self) -> None:
         if self._stream is not None:

@@ -3,6 +3,7 @@ from the run's seed."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -20,28 +21,34 @@ if TYPE_CHECKING:
 OPEN = [ACL(31, Id("world", "anyone"))]
 
 
-def new_client(cluster: SimCluster, name: str) -> SimClient:
+def new_client(cluster: SimCluster, name: str, session_timeout_ms: int = 4000) -> SimClient:
     return SimClient(
-        name, cluster.network.host(name), cluster.client_addresses, random.Random(cluster.rng.getrandbits(64))
+        name,
+        cluster.network.host(name),
+        cluster.client_addresses,
+        random.Random(cluster.rng.getrandbits(64)),
+        session_timeout_ms=session_timeout_ms,
     )
 
 
-async def writer(cluster: SimCluster, name: str, until: float) -> int:
-    """Create /name-N nodes one after another until `until`; returns how many were acknowledged.
-    A connection lost mid-request leaves that create's outcome unknown: it moves on to N+1."""
+async def writer(cluster: SimCluster, name: str, until: float, think: float = 0.0) -> int:
+    """Create /name-N nodes one after another until `until`, up to `think` seconds apart (a
+    random pause); returns how many were acknowledged. A connection lost mid-request leaves that
+    create's outcome unknown: it moves on to N+1."""
     client = new_client(cluster, name)
     acked = 0
     n = 0
     while trio.current_time() < until:
         try:
             if client._stream is None:
-                await client.connect()
+                await client.connect(until=until)
             path = f"/{name}-{n:05d}"
             n += 1
             op = await client.record(
                 "create", OpCode.CREATE, CreateRequest(path, path.encode(), OPEN, 0), path
             )
         except SessionExpired:
+            cluster.note(f"session expired {name}")
             continue  # a new session next time round
         except ConnectionLost:
             await trio.sleep(0.05)
@@ -49,6 +56,8 @@ async def writer(cluster: SimCluster, name: str, until: float) -> int:
         if op.outcome == "ok":
             cluster.invariants.acknowledged_write(op)
             acked += 1
+        if think:
+            await trio.sleep(client.rng.uniform(0, think))
     await client.close()
     return acked
 
@@ -73,17 +82,21 @@ async def make_registers(cluster: SimCluster) -> None:
             await trio.sleep(0.1)
 
 
-async def register_client(cluster: SimCluster, name: str, until: float) -> None:
+async def register_client(
+    cluster: SimCluster, name: str, until: float, session_timeout_ms: int = 4000, think: float = 0.0
+) -> None:
     """Compare-and-set on a few znodes: read the value and version, write a new value at that
-    version; now and then a sync first. Every operation goes into the client's history."""
-    client = new_client(cluster, name)
+    version; now and then a sync first; up to `think` seconds (a random pause) before the next.
+    Every operation goes into the client's history. When its session expires it starts a new
+    one (the history keeps its name: see simclient)."""
+    client = new_client(cluster, name, session_timeout_ms)
     cluster.clients.append(client)
     rng = client.rng
     n = 0
     while trio.current_time() < until:
         try:
             if client._stream is None:
-                await client.connect()
+                await client.connect(until=until)  # then the run heals: no point trying on
             path = rng.choice(REGISTERS)
             if rng.random() < 0.2:
                 await client.record("sync", OpCode.SYNC, PathRequest(path), path)
@@ -98,7 +111,10 @@ async def register_client(cluster: SimCluster, name: str, until: float) -> None:
             )
             if op.outcome == "ok":
                 cluster.invariants.acknowledged_write(op)
+            if think:
+                await trio.sleep(rng.uniform(0, think))
         except SessionExpired:
+            cluster.note(f"session expired {name}")
             continue
         except ConnectionLost:
             await trio.sleep(0.05)
@@ -136,76 +152,179 @@ async def one_write(cluster: SimCluster, name: str, timeout: float) -> None:
     raise AssertionError(f"seed {cluster.seed}: no write succeeded within {timeout}s after healing")
 
 
-FAULTS = (
-    "disk_fail",
-    "damage_disk",
-    "crash",
-    "crash_leader",
-    "crash_quorum",
-    "restart",
-    "restart",
-    "isolate_leader",
-    "partition",
-    "one_way",
-    "heal",
-)
+# Every fault the nemesis injects, with its weight (how often it is drawn). A crash needs a later
+# restart, so "restart" weighs about as much as the crashes together; timed faults end by
+# themselves (and "heal" or the final heal ends them sooner).
+FAULTS: dict[str, int] = {
+    "crash": 2,  # kill -9 of a random server
+    "crash_leader": 2,
+    "crash_quorum": 1,  # a power cut of a majority at one instant
+    "restart": 4,  # a crashed server comes back from its disk
+    "isolate_leader": 2,
+    "partition": 2,  # two random groups of servers
+    "one_way": 2,  # bytes from one server to another are held
+    "heal": 2,  # every partition, isolation, cut and pause ends
+    "disk_fail": 2,  # the next 1-3 log fsyncs fail with EIO
+    "damage_disk": 2,  # kill -9 of a server, then bit flips in its log or snapshots
+    "delay_spike": 2,  # 0.05-1.5 s more per trip for 0.5-3 s, on every link or one server's
+    "slow_disk": 2,  # every fsync of one server takes 0.5-3 s, for 1-4 s
+    "disk_full": 1,  # one server's log writes fail with ENOSPC for 0.5-3 s
+    "pause": 2,  # one server (the leader half the time) is frozen for 1-5 s (SimNetwork.pause)
+    "reset": 2,  # the live connections between two servers, or all of one server's, are reset
+    "expire_client": 2,  # the short-session client is cut off mid-request, past its session timeout
+}
+
+# The client of faulty_scenario whose session the nemesis makes expire, and its session timeout:
+# the servers grant 200-2000 ms (2 to 20 ticks); it asks for 1 s.
+EXPIRING_CLIENT = "e1"
+EXPIRING_SESSION_MS = 1000
 
 
 async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None:
-    """Random faults, any of them, at random moments; a crashed server comes back later."""
+    """Random faults, any of them, at random moments; a crashed server comes back later. Faults
+    still in force at `until` are left to recover_everything."""
+    names, weights = list(FAULTS), list(FAULTS.values())
+    async with trio.open_nursery() as later:  # the ends of timed faults
+        while trio.current_time() < until:
+            await trio.sleep(rng.uniform(0.1, 1.5))
+            fault = rng.choices(names, weights)[0]
+            if await inject_fault(cluster, fault, rng, later, until):
+                cluster.faults[fault] += 1
+        later.cancel_scope.cancel()
+
+
+async def inject_fault(
+    cluster: SimCluster, fault: str, rng: random.Random, later: trio.Nursery, until: float
+) -> bool:
+    """Inject one fault of FAULTS; False when it had nothing to act on (no leader, nobody down,
+    ...). Timed faults end by tasks started in `later`; `until` is when the workload ends."""
     sids = sorted(cluster.servers)
-    while trio.current_time() < until:
-        await trio.sleep(rng.uniform(0.1, 1.5))
-        fault = rng.choice(FAULTS)
-        if fault == "crash":
-            cluster.crash(rng.choice(sids))
-        elif fault == "crash_leader":
-            leader = cluster.leader()
-            if leader is not None:
-                cluster.crash(leader)
-        elif fault == "disk_fail":  # the next fsyncs fail with EIO (then the disk works again)
-            sid = rng.choice(sids)
-            cluster.servers[sid].disk.fail_next_fsync = rng.randint(1, 3)
-            cluster.note(f"disk_fail s{sid}")
-        elif fault == "damage_disk":
-            # kill -9, then bit flips that its next start finds. At most one server at a time
-            # may be without its data: two would leave a 3-server ensemble no quorum of voters.
-            disks = [cluster.servers[sid].disk for sid in sids]
-            if not any(d.damaged or d.resync_marker is not None for d in disks):
-                sid = rng.choice(sids)
-                what = rng.choice(("log", "newest snapshot", "every snapshot"))
-                cluster.crash(sid)
-                cluster.servers[sid].disk.damage(what)
-                cluster.note(f"damage_disk s{sid} ({what})")
-        elif fault == "crash_quorum":  # a power cut of most of the ensemble at one instant
-            for sid in rng.sample(sids, len(sids) // 2 + 1):
-                cluster.crash(sid)
-        elif fault == "restart":
-            down = [sid for sid in sids if not cluster.servers[sid].alive]
-            if down:
-                await cluster.start(rng.choice(down))
-        elif fault == "isolate_leader":
-            leader = cluster.leader()
-            if leader is not None:
-                cluster.network.isolate(f"s{leader}")
-                cluster.note(f"isolate s{leader}")
-        elif fault == "partition":
-            hosts = [f"s{sid}" for sid in sids]
-            rng.shuffle(hosts)
-            cut = rng.randint(1, len(hosts) - 1)
-            cluster.network.partition(set(hosts[:cut]), set(hosts[cut:]))
-            cluster.note(f"partition {sorted(hosts[:cut])} | {sorted(hosts[cut:])}")
-        elif fault == "one_way":
-            a, b = rng.sample(sids, 2)
-            cluster.network.cut(f"s{a}", f"s{b}")
-            cluster.note(f"cut s{a} -> s{b}")
-        else:
-            cluster.network.heal()
-            cluster.note("heal")
+    network = cluster.network
+    now = trio.current_time()
+    if fault == "crash":
+        sid = rng.choice(sids)
+        if not cluster.servers[sid].alive:
+            return False
+        cluster.crash(sid)
+    elif fault == "crash_leader":
+        leader = cluster.leader()
+        if leader is None:
+            return False
+        cluster.crash(leader)
+    elif fault == "disk_fail":  # the next fsyncs fail with EIO (then the disk works again)
+        sid = rng.choice(sids)
+        cluster.servers[sid].disk.fail_next_fsync = rng.randint(1, 3)
+        cluster.note(f"disk_fail s{sid}")
+    elif fault == "damage_disk":
+        # kill -9, then bit flips that its next start finds. At most one server at a time
+        # may be without its data: two would leave a 3-server ensemble no quorum of voters.
+        disks = [cluster.servers[sid].disk for sid in sids]
+        if any(d.damaged or d.resync_marker is not None for d in disks):
+            return False
+        sid = rng.choice(sids)
+        what = rng.choice(("log", "newest snapshot", "every snapshot"))
+        cluster.crash(sid)
+        cluster.servers[sid].disk.damage(what)
+        cluster.note(f"damage_disk s{sid} ({what})")
+    elif fault == "crash_quorum":  # a power cut of most of the ensemble at one instant
+        for sid in rng.sample(sids, len(sids) // 2 + 1):
+            cluster.crash(sid)
+    elif fault == "restart":
+        down = [sid for sid in sids if not cluster.servers[sid].alive]
+        if not down:
+            return False
+        await cluster.start(rng.choice(down))
+    elif fault == "isolate_leader":
+        leader = cluster.leader()
+        if leader is None:
+            return False
+        network.isolate(f"s{leader}")
+        cluster.note(f"isolate s{leader}")
+    elif fault == "partition":
+        hosts = [f"s{sid}" for sid in sids]
+        rng.shuffle(hosts)
+        cut = rng.randint(1, len(hosts) - 1)
+        network.partition(set(hosts[:cut]), set(hosts[cut:]))
+        cluster.note(f"partition {sorted(hosts[:cut])} | {sorted(hosts[cut:])}")
+    elif fault == "one_way":
+        a, b = rng.sample(sids, 2)
+        network.cut(f"s{a}", f"s{b}")
+        cluster.note(f"cut s{a} -> s{b}")
+    elif fault == "delay_spike":
+        extra, duration = rng.uniform(0.05, 1.5), rng.uniform(0.5, 3.0)
+        spiked = None if rng.random() < 0.5 else f"s{rng.choice(sids)}"
+        network.delay_spike(extra, duration, None if spiked is None else [spiked])
+        cluster.note(f"delay spike +{extra:.3f}s for {duration:.3f}s on {spiked or 'every link'}")
+    elif fault == "slow_disk":
+        sid, duration = rng.choice(sids), rng.uniform(1.0, 4.0)
+        disk = cluster.servers[sid].disk
+        disk.slow_until = max(disk.slow_until, now + duration)
+        cluster.note(f"slow disk s{sid} for {duration:.3f}s")
+    elif fault == "disk_full":
+        sid, duration = rng.choice(sids), rng.uniform(0.5, 3.0)
+        disk = cluster.servers[sid].disk
+        disk.full_until = max(disk.full_until, now + duration)
+        cluster.note(f"disk full s{sid} for {duration:.3f}s")
+    elif fault == "pause":
+        leader = cluster.leader()
+        sid = leader if leader is not None and rng.random() < 0.5 else rng.choice(sids)
+        duration = rng.uniform(1.0, 5.0)
+        host = f"s{sid}"
+        if not cluster.servers[sid].alive or network.paused(host):
+            return False
+        network.pause(host)
+        cluster.note(f"pause {host} for {duration:.3f}s")
+        later.start_soon(_resume_later, cluster, host, duration)
+    elif fault == "reset":
+        sid = rng.choice(sids)
+        other = f"s{rng.choice([s for s in sids if s != sid])}" if rng.random() < 0.5 else None
+        ends = network.reset(f"s{sid}", other)
+        cluster.note(f"reset s{sid} <-> {other or 'everyone'}: {ends} connection ends")
+    elif fault == "expire_client":
+        client = next((c for c in cluster.clients if c.name == EXPIRING_CLIENT), None)
+        duration = rng.uniform(1.6, 3.0)  # longer than its session timeout (and the expirer's tick)
+        if client is None or EXPIRING_CLIENT in cluster.nemesis_busy or now + duration + 2.0 > until:
+            return False  # (near the end the client would stop before it learnt of the expiry)
+        cluster.nemesis_busy.add(EXPIRING_CLIENT)
+        later.start_soon(_cut_off_client, cluster, client, duration)
+    elif fault == "heal":
+        network.heal()
+        cluster.note("heal")
+    else:
+        raise ValueError(f"no such fault: {fault}")
+    return True
+
+
+async def _resume_later(cluster: SimCluster, host: str, delay: float) -> None:
+    await trio.sleep(delay)
+    if cluster.network.paused(host):  # else it was healed or crashed meanwhile
+        held = cluster.network.resume(host)
+        cluster.note(f"resume {host}: {held} held chunks delivered at once")
+
+
+async def _cut_off_client(cluster: SimCluster, client: SimClient, duration: float) -> None:
+    """Cut `client` off from every server while it waits for a reply, for `duration` seconds:
+    longer than its session timeout, so the ensemble expires the session meanwhile."""
+    try:
+        with trio.move_on_after(0.5):
+            while not client.outstanding:
+                await trio.sleep(0.001)
+        cluster.network.isolate(client.name)
+        cluster.note(f"isolate {client.name} for {duration:.3f}s, request outstanding: {client.outstanding}")
+        await trio.sleep(duration)
+        cluster.network.rejoin(client.name)
+        cluster.note(f"rejoin {client.name}")
+    finally:
+        cluster.nemesis_busy.discard(client.name)
 
 
 async def recover_everything(cluster: SimCluster) -> None:
+    """End every fault: links heal, paused servers resume, spikes end, disks work (their slow or
+    full spells end; injected EIO failures are left to be hit), crashed servers restart."""
     cluster.network.heal()
+    cluster.network.end_spikes()
+    for server in cluster.servers.values():
+        server.disk.slow_until = server.disk.full_until = -math.inf
     cluster.note("heal all")
     for sid, server in cluster.servers.items():
         if not server.alive:
@@ -213,9 +332,12 @@ async def recover_everything(cluster: SimCluster) -> None:
     await cluster.wait_all_serving(timeout=120.0)
 
 
-def faulty_scenario(duration: float) -> Callable[[SimCluster], Awaitable[None]]:
-    """Two writers and the nemesis for `duration` virtual seconds, then heal everything: a write
-    must succeed again, every server catch up, and the final checks hold."""
+def faulty_scenario(duration: float, think: float = 0.0) -> Callable[[SimCluster], Awaitable[None]]:
+    """Two writers, three compare-and-set clients (one with a short session, which the nemesis
+    makes expire) and the nemesis for `duration` virtual seconds, then heal everything: a write
+    must succeed again, every server catch up, the final checks hold and every register client's
+    history is checked. `think`: the clients pause up to that long between operations (fewer
+    operations, so a cheaper run; with none they keep the ensemble as busy as it goes)."""
 
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
@@ -223,10 +345,11 @@ def faulty_scenario(duration: float) -> Callable[[SimCluster], Awaitable[None]]:
         until = trio.current_time() + duration
         rng = random.Random(cluster.rng.getrandbits(64))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer, cluster, "c1", until)
-            nursery.start_soon(writer, cluster, "c2", until)
-            nursery.start_soon(register_client, cluster, "r1", until)
-            nursery.start_soon(register_client, cluster, "r2", until)
+            nursery.start_soon(writer, cluster, "c1", until, think)
+            nursery.start_soon(writer, cluster, "c2", until, think)
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, think)
+            nursery.start_soon(register_client, cluster, "r2", until, 4000, think)
+            nursery.start_soon(register_client, cluster, EXPIRING_CLIENT, until, EXPIRING_SESSION_MS, think)
             nursery.start_soon(nemesis, cluster, until, rng)
         await recover_everything(cluster)
         await one_write(cluster, "after-heal", timeout=60.0)
