@@ -420,7 +420,7 @@ def test_a_full_disk_steps_its_server_aside_until_there_is_room(
 ) -> None:
     """Log writes fail with ENOSPC on one server for 2 s: it steps aside saying the disk is full
     (a leader gives up leadership), and it comes back once there is room. (The others carry on
-    only if it does not win the next election: see the xfail test below.)"""
+    only if it does not win the next election: see the test below.)"""
 
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
@@ -441,14 +441,11 @@ def test_a_full_disk_steps_its_server_aside_until_there_is_room(
     assert full and all("No space left on device" in message for message in full), full
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="peer.py's disk probe (recover) never writes, so a server whose disk is full rejoins "
-    "elections 0.1 s after each failure; with the highest id and no later zxid than the others it "
-    "wins, fails its first log write and steps aside, over and over: no write commits while its "
-    "disk is full, though the two others are a healthy quorum",
-)
 def test_a_leader_with_a_full_disk_does_not_keep_winning_elections() -> None:
+    """Its disk probe (a log file's preallocation) fails while the disk is full, so it stays out
+    of elections and the two others, a healthy quorum, go on committing. (When the probe only
+    re-read the disk, the full server rejoined 0.1 s after each failure, won with the highest
+    id, failed its first write, and no write committed for as long as its disk was full.)"""
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()

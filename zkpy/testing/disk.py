@@ -183,8 +183,10 @@ class MemoryStore:
         return "the simulated void"
 
     def check_writable(self) -> None:
-        """A simulated disk that fails its fsyncs still takes a probe: what fails is found by the
-        writes themselves."""
+        """DurableStore's probe preallocates a log file: a full disk refuses it. (A disk whose
+        fsyncs fail still takes a probe: that is found by the writes themselves.)"""
+        if trio.current_time() < self.disk.full_until:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def resynced(self) -> None:
         self.disk.resync_marker = None
