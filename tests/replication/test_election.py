@@ -258,6 +258,18 @@ def test_joiner_learns_a_running_leader(voters: set[int], reports: list[Notifica
         assert e.state == LOOKING and e.decided is None
 
 
+def test_joiner_follows_a_leader_whose_followers_report_older_peer_epochs() -> None:
+    """Server 1 joined leader 2 through the reports of an earlier election, so its vote says peer
+    epoch 2 while leader 2's own says 3: a quorum follows 2 all the same (seed 37487 of the
+    simulator: server 3 stayed out for good)."""
+    e = Election(3, frozenset({1, 2, 3}))
+    e.start(0.0, 3, 0x20000007B)
+    e.receive(0.0, Notification(2, LEADING, Vote(2, 0x300000001, 3), 4))
+    assert e.decided is None
+    e.receive(0.0, Notification(1, FOLLOWING, Vote(2, 0x20000007B, 2), 3))
+    assert e.decided is not None and e.decided.leader == 2 and e.state == FOLLOWING
+
+
 def test_decided_server_answers_only_looking_peers() -> None:
     e = Election(3, frozenset({1, 2, 3}))
     e.start(0.0, 0, 0)

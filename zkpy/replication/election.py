@@ -257,11 +257,13 @@ class Election:
             if self._count(n.vote) >= self.quorum and self._leader_confirmed(n.vote.leader, n.election_epoch):
                 self._decide(n.vote)
                 return
-        # Any round: a quorum of decided voters agreeing on a live leader is a running ensemble.
+        # Any round: a quorum of decided voters following one live leader is a running ensemble.
+        # Their votes need not be equal: a server that joined through such reports keeps the vote
+        # of the election it heard about, whose peer epoch may be older than the leader's latest
+        # one (comparing it left a third server unable to join, seed 37487). Following the wrong
+        # leader is harmless anyway: the ZAB handshake's epochs decide who syncs with whom.
         agreeing = sum(
-            1
-            for sid, (_, v) in self._reports.items()
-            if sid in self.voters and v.leader == n.vote.leader and v.peer_epoch == n.vote.peer_epoch
+            1 for sid, (_, v) in self._reports.items() if sid in self.voters and v.leader == n.vote.leader
         )
         if agreeing >= self.quorum and self._leader_confirmed(n.vote.leader, n.election_epoch):
             self.logical_clock = n.election_epoch

@@ -316,14 +316,13 @@ def _partition(ops: Sequence[Operation]) -> tuple[dict[str, list[Operation]], in
         session_syncs.sort(key=lambda o: o.invoked)
     sync_times = {client: [o.invoked for o in ss] for client, ss in syncs.items()}
     for (client, path), times in uses.items():
-        session_syncs = syncs.get(client)
-        if not session_syncs:
+        if client not in syncs:
             continue
         joined: dict[int, Operation] = {}
         for t in times:
             k = bisect.bisect_left(sync_times[client], t) - 1  # the newest sync invoked before t
             if k >= 0:
-                joined[k] = session_syncs[k]
+                joined[k] = syncs[client][k]
         parts[path].extend(joined[k] for k in sorted(joined))
     return parts, ignored
 
