@@ -42,7 +42,18 @@ pytestmark = pytest.mark.skipif(not SUITE.exists(), reason="needs ../shared/tool
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(
     ("cluster_size", "expected_failures", "least_passed"),
-    [("1", STANDALONE_FAILURES, 305), ("3", ENSEMBLE_FAILURES, 307)],
+    [
+        pytest.param(
+            "1",
+            STANDALONE_FAILURES,
+            305,
+            marks=pytest.mark.skipif(
+                not os.environ.get("ZKPY_KAZOO_STANDALONE"),
+                reason="CI's time: the ensemble run covers the protocol; ZKPY_KAZOO_STANDALONE=1 runs it",
+            ),
+        ),
+        ("3", ENSEMBLE_FAILURES, 307),
+    ],
     ids=["standalone", "ensemble"],
 )
 def test_kazoo_suite(
