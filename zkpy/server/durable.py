@@ -25,8 +25,8 @@ import trio
 
 from zkpy.server.config import ServerConfig
 from zkpy.server.latency import Summary
-from zkpy.storage.errors import StorageError
-from zkpy.storage.files import LOG_PREFIX, SNAP_PREFIX, TMP_SUFFIX, fsync_dir
+from zkpy.storage.errors import CorruptSnapshotError, StorageError
+from zkpy.storage.files import LOG_PREFIX, SNAP_PREFIX, TMP_SUFFIX, fsync_dir, list_zxid_files
 from zkpy.storage.purge import purge
 from zkpy.storage.snapshot import load_latest_snapshot, write_snapshot
 from zkpy.storage.txnlog import TxnLog, recover
@@ -107,6 +107,13 @@ class DurableStore:
             replayed += 1
             if replayed_hook is not None:
                 replayed_hook(zxid, payload)
+        newest = max((zxid for zxid, _ in list_zxid_files(self.snap_dir, SNAP_PREFIX)), default=-1)
+        if tree.last_zxid < newest:
+            # The newest snapshot was skipped as damaged, and the log does not reach its zxid: this
+            # server once had (and may have acknowledged) transactions that are gone now.
+            raise CorruptSnapshotError(
+                f"{self.snap_dir}: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x}"
+            )
         self.log = TxnLog(
             self.log_dir,
             prealloc_size=self.config.pre_alloc_size_kb * 1024,

@@ -161,6 +161,10 @@ class MemoryStore:
             count += 1
             if replayed is not None:
                 replayed(zxid, payload)
+        if tree.last_zxid < max(snaps, default=-1):  # as DurableStore: a skipped snapshot was ahead
+            raise CorruptSnapshotError(
+                f"simulated: snapshot {max(snaps):#x} is damaged and the log reaches only {tree.last_zxid:#x}"
+            )
         self._open = True
         self._failure = None  # a reopened log starts afresh, as a new TxnLog does
         self._since_snap = count
