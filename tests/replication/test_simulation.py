@@ -49,9 +49,9 @@ def test_steady_writes_commit_everywhere() -> None:
 # The seeded runs below: 210 random schedules per CI run across the whole fault catalogue
 # (zkpy/testing/workload.py FAULTS), each with its invariants, trees, acknowledged writes and
 # clients' histories checked. The clients pause up to THINK seconds between operations: about
-# half the operations of a run without pauses, and about half its cost, with as many requests
-# caught by the faults (scripts/simulate.py runs them without pauses by default).
-THINK = 0.02
+# half the operations of a run without pauses, and a bit more than half its cost, with as many
+# requests caught by the faults (scripts/simulate.py runs them without pauses by default).
+THINK = 0.05
 
 
 def test_same_seed_same_run() -> None:
@@ -208,7 +208,7 @@ def test_garbage_on_the_quorum_and_election_ports_harms_nobody(seed: int) -> Non
 )
 def test_seeds_that_found_bugs(seed: int) -> None:
     if seed in (37487, 105304):
-        simulate(seed, faulty(5.0, THINK))
+        simulate(seed, faulty(5.0, 0.02))  # found when the seeded runs' THINK was 0.02
     else:
         simulate(seed, faulty(8.0 if seed == 40 else 6.0))
 
@@ -331,7 +331,7 @@ def test_each_fault_of_the_catalogue_takes_effect(fault: str) -> None:
         await cluster.wait_all_serving()
         await make_registers(cluster)
         rng = random.Random(11)
-        until = trio.current_time() + 6.0
+        until = trio.current_time() + 5.0
         async with trio.open_nursery() as nursery:
             nursery.start_soon(register_client, cluster, "r1", until, 4000, THINK)
             nursery.start_soon(register_client, cluster, EXPIRING_CLIENT, until, EXPIRING_SESSION_MS, THINK)
@@ -457,6 +457,7 @@ def test_a_leader_with_a_full_disk_does_not_keep_winning_elections() -> None:
     of elections and the two others, a healthy quorum, go on committing. (When the probe only
     re-read the disk, the full server rejoined 0.1 s after each failure, won with the highest
     id, failed its first write, and no write committed for as long as its disk was full.)"""
+
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()
@@ -504,8 +505,10 @@ def test_a_paused_leader_is_replaced_and_its_stale_messages_arrive_late(seed: in
 @pytest.mark.parametrize("seed", range(3))
 def test_connection_resets_lose_messages_not_writes(seed: int) -> None:
     """Every connection of the leader is reset three times under load (its learners' links and its
-    clients'): requests and replies in flight are lost, their outcomes unknown; the learners and
-    clients connect again at once, and nothing acknowledged is lost."""
+    clients'): requests and replies in flight are lost, their outcomes unknown; the learners go
+    back to election (as Apache's followers do when their leader's link breaks), the leader loses
+    its quorum, everyone is back within half a second and the clients reconnect; nothing
+    acknowledged is lost."""
 
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
@@ -523,7 +526,8 @@ def test_connection_resets_lose_messages_not_writes(seed: int) -> None:
                 await trio.sleep(1.0)
                 assert cluster.network.reset(f"s{leader}") > 0
                 resets.append(trio.current_time())
-        assert {sid for _, sid in joins} == set(cluster.servers) - {leader}
+        # every follower joined again (the leader too, if the resets cost it its quorum meanwhile)
+        assert {sid for _, sid in joins} >= set(cluster.servers) - {leader}
         assert all(any(t < when < t + 0.5 for when, _ in joins) for t in resets), "slow to reconnect"
         after = [op for op in cluster.invariants.acknowledged if op.invoked > resets[-1]]
         assert after, "no write went through after the last reset"
