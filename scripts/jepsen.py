@@ -12,7 +12,8 @@ What it does:
   through a small TCP proxy in this process (one per ordered pair of members and per port, quorum
   and election; server.N lines of member i name proxy ports for every other member), so the
   nemesis can cut links;
-* `--clients` kazoo workers (threads), each with its own KazooClient/session on the connection
+* `--clients` kazoo workers and `--zkpy-clients` zkpy.client workers (its blocking SyncClient)
+  (threads), each with its own client/session on the connection
   string of all servers, loop over: compare-and-set on one of `--registers` register znodes
   (get, then set at the version read), sync then get, plain get, sequential creates under /seq
   (acknowledged names are remembered) and one ephemeral /eph/wN per worker session;
@@ -69,6 +70,7 @@ from zkpy.testing.procs import Ensemble, ServerProcess, free_port, write_config
 HOST = "127.0.0.1"
 OP_TIMEOUT = 10.0  # seconds a client waits for one reply before calling the outcome unknown
 DEFINITE = {BadVersionError: "BadVersion", NodeExistsError: "NodeExists", NoNodeError: "NoNode"}
+DEFINITE_NAMES = {cls.__name__: name for cls, name in DEFINITE.items()}
 
 
 def log(msg: str) -> None:
@@ -489,10 +491,11 @@ class Worker(threading.Thread):
         try:
             result = start().get(timeout=OP_TIMEOUT)
             outcome = "ok"
-        except tuple(DEFINITE) as e:
-            outcome, error = "fail", DEFINITE[type(e)]
-        except Exception as e:
-            outcome, error = "unknown", type(e).__name__
+        except Exception as e:  # kazoo's and zkpy.client's errors have the same names
+            if type(e).__name__ in DEFINITE_NAMES:
+                outcome, error = "fail", DEFINITE_NAMES[type(e).__name__]
+            else:
+                outcome, error = "unknown", type(e).__name__
         completed = time.monotonic()
         sid1 = self.session()
         if outcome == "unknown":
@@ -604,6 +607,68 @@ class Worker(threading.Thread):
             self.zk.close()
 
 
+class _Done:
+    """kazoo's async result, for a blocking zkpy.client call: get() runs it."""
+
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def get(self, timeout: float):
+        return self.fn()
+
+
+class _ZkpyAsync:
+    """The few kazoo *_async methods Worker.step uses, over zkpy.client's blocking SyncClient."""
+
+    def __init__(self, hosts: str, session_timeout: float) -> None:
+        from zkpy.client.sync import SyncClient
+
+        self.client = SyncClient(hosts, timeout=session_timeout, auto_restart=True)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
+
+    @property
+    def _session_id(self) -> int:
+        return int(self.client.session_id)
+
+    def get_async(self, path: str):
+        return _Done(lambda: self.client.get(path))
+
+    def set_async(self, path: str, value: bytes, version: int = -1):
+        return _Done(lambda: self.client.set(path, value, version=version))
+
+    def sync_async(self, path: str):
+        return _Done(lambda: self.client.sync(path))
+
+    def create_async(self, path: str, value: bytes, ephemeral: bool = False, sequence: bool = False):
+        return _Done(lambda: self.client.create(path, value, ephemeral=ephemeral, sequence=sequence))
+
+    def stop(self) -> None:
+        self.client.close()
+
+    def close(self) -> None:
+        pass
+
+
+class ZkpyWorker(Worker):
+    """The same workload through zkpy.client (its blocking facade) instead of kazoo."""
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.zk = _ZkpyAsync(self.hosts, self.session_timeout)  # type: ignore[assignment]
+                break
+            except Exception:
+                self.stop_event.wait(1.0)
+        while not self.stop_event.is_set():
+            if not self.zk.connected:
+                self.stop_event.wait(0.1)
+                continue
+            self.step()
+
+
 def run_bounded(fn, seconds: float) -> bool:
     """Run fn in a daemon thread; False when it did not finish in `seconds`."""
     t = threading.Thread(target=fn, daemon=True)
@@ -700,6 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", type=int, choices=[3, 5], default=3)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of faults and load")
     ap.add_argument("--clients", type=int, default=5)
+    ap.add_argument("--zkpy-clients", type=int, default=0, help="more workers, through zkpy.client")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--registers", type=int, default=3)
     ap.add_argument("--session-timeout", type=float, default=6.0)
@@ -713,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     partitions = not args.no_partitions
     log(
         f"jepsen: --server {args.server} --servers {args.servers} --duration {args.duration:g} "
-        f"--clients {args.clients} --seed {seed}{'' if partitions else ' --no-partitions'}"
+        f"--clients {args.clients} --zkpy-clients {args.zkpy_clients} --seed {seed}"
+        f"{'' if partitions else ' --no-partitions'}"
     )
 
     # Ctrl-C and SIGTERM both unwind through the finally blocks below
@@ -756,8 +823,9 @@ def main(argv: list[str] | None = None) -> int:
         initial = {reg: (b"init", 0) for reg in shared.registers}
 
         t0 = time.monotonic()
-        for i in range(args.clients):
-            w = Worker(i + 1, cluster.hosts, shared, rng.randrange(1 << 31), args.session_timeout, t0)
+        for i in range(args.clients + args.zkpy_clients):
+            kind = Worker if i < args.clients else ZkpyWorker
+            w = kind(i + 1, cluster.hosts, shared, rng.randrange(1 << 31), args.session_timeout, t0)
             workers.append(w)
             w.start()
         nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions)
@@ -858,7 +926,8 @@ def main(argv: list[str] | None = None) -> int:
         # --- report
         print("\n==== jepsen report ====")
         print(
-            f"server {args.server} x{args.servers}, seed {seed}, {args.clients} clients, "
+            f"server {args.server} x{args.servers}, seed {seed}, {args.clients} kazoo + "
+            f"{args.zkpy_clients} zkpy.client clients, "
             f"partitions {'on' if partitions else 'off'}"
         )
         print(f"load {load_seconds:.1f}s, healed in {healed_after:.1f}s, elapsed {elapsed:.1f}s")
