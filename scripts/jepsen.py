@@ -536,11 +536,16 @@ class Worker(threading.Thread):
             self.error = f"{type(e).__name__}: {e}"
             log(f"worker w{self.n} failed: {self.error}")
 
+    def connect(self) -> None:
+        """A started client in self.zk, or an exception (retried)."""
+        if self.zk is None:
+            self.zk = new_client(self.hosts, self.session_timeout)
+        self.zk.start(timeout=15)
+
     def _run(self) -> None:
-        self.zk = new_client(self.hosts, self.session_timeout)
         while not self.stop_event.is_set():
             try:
-                self.zk.start(timeout=15)
+                self.connect()
                 break
             except Exception:
                 self.stop_event.wait(1.0)
@@ -655,18 +660,8 @@ class _ZkpyAsync:
 class ZkpyWorker(Worker):
     """The same workload through zkpy.client (its blocking facade) instead of kazoo."""
 
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.zk = _ZkpyAsync(self.hosts, self.session_timeout)  # type: ignore[assignment]
-                break
-            except Exception:
-                self.stop_event.wait(1.0)
-        while not self.stop_event.is_set():
-            if not self.zk.connected:
-                self.stop_event.wait(0.1)
-                continue
-            self.step()
+    def connect(self) -> None:
+        self.zk = _ZkpyAsync(self.hosts, self.session_timeout)  # type: ignore[assignment]
 
 
 def run_bounded(fn, seconds: float) -> bool:
