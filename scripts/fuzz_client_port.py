@@ -61,6 +61,7 @@ from zkpy.jute.ops import (
     WatchesRequest,
 )
 from zkpy.jute.records import ACL, CREATOR_ALL_ACL, OPEN_ACL_UNSAFE, AuthPacket, ConnectRequest, Id
+from zkpy.testing.procs import status_kb
 
 _LEN = struct.Struct(">i")
 _HDR = struct.Struct(">ii")
@@ -605,17 +606,6 @@ def good_client(host: str, port: int, stop: Any, out: Any) -> None:
 
 
 # -- the server's memory -------------------------------------------------------------------------------
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def server_pids(leader: int) -> list[int]:
     """The processes in the server's process group (Apache: bash, then the JVM)."""
     pids = []
@@ -644,7 +634,7 @@ class MemoryWatch(threading.Thread):
 
     def sample(self) -> None:
         for pid in self.pids:
-            self.peak_kb = max(self.peak_kb, _status_kb(pid, "VmHWM"), _status_kb(pid, "VmRSS"))
+            self.peak_kb = max(self.peak_kb, status_kb(pid, "VmHWM"), status_kb(pid, "VmRSS"))
 
 
 def four_letter(host: str, port: int, word: str) -> str:

@@ -99,6 +99,7 @@ from zkpy.testing.procs import (
     ServerProcess,
     four_letter,
     free_port,
+    status_kb,
     write_config,
 )
 
@@ -700,19 +701,8 @@ def slow_loris(targets: list[Target], seed: int, hold: float, stop: threading.Ev
             time.sleep(0.5)
             continue
         t0 = time.monotonic()
-        closed = False
         with sock:
-            while not stop.is_set() and time.monotonic() - t0 < hold:
-                sock.settimeout(0.5)
-                try:
-                    if not sock.recv(4096):
-                        closed = True
-                        break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    closed = True
-                    break
+            closed = closed_by_peer(sock, stop, t0 + hold)
         held = time.monotonic() - t0
         with lock:
             rec = out.setdefault(target.kind if target.kind == "election" else f"quorum-{target.sid}", {
@@ -725,6 +715,21 @@ def slow_loris(targets: list[Target], seed: int, hold: float, stop: threading.Ev
                 rec["held_full_time"] += 1
             else:
                 rec["cut_by_end"] += 1
+
+
+def closed_by_peer(sock: socket.socket, stop: threading.Event, until: float) -> bool:
+    """Read (and drop) what the server sends until it closes the connection (True), or until
+    `until` or the stop signal (False)."""
+    while not stop.is_set() and time.monotonic() < until:
+        sock.settimeout(0.5)
+        try:
+            if not sock.recv(4096):
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
 
 
 def hoarder(
@@ -748,14 +753,7 @@ def hoarder(
                     n = min(len(chunk), length - 64 - sent)
                     sock.sendall(chunk[:n])
                     sent += n
-                while not stop.is_set() and time.monotonic() - t0 < 30:
-                    sock.settimeout(0.5)
-                    try:
-                        if not sock.recv(4096):
-                            closed = True
-                            break
-                    except TimeoutError:
-                        continue
+                closed = closed_by_peer(sock, stop, t0 + 30)
         except OSError:
             closed = True
         with lock:
@@ -883,17 +881,6 @@ def good_clients(hosts: list[str], stop: Any, out: Any) -> None:
 
 
 # -- memory and the monitor ------------------------------------------------------------------------
-def status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class Monitor(threading.Thread):
     """Peak RSS of every server (sampled, and VmHWM) and its RSS every 30 s (does it keep
     growing?), each server's role every second."""

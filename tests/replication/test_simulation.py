@@ -259,10 +259,7 @@ def test_a_failing_disk_steps_its_server_aside_until_it_works(seed: int, who: st
     it rejoins and catches up."""
 
     async def scenario(cluster: SimCluster) -> None:
-        await cluster.wait_all_serving()
-        leader = cluster.leader()
-        assert leader is not None
-        victim = leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+        victim = await _serving_victim(cluster, who)
         cluster.servers[victim].disk.fail_next_fsync = 3  # the first retries fail too
         acked = await writer(cluster, "c1", trio.current_time() + 4.0)
         assert acked > 20
@@ -359,6 +356,14 @@ def _rejoins(cluster: SimCluster) -> list[tuple[float, int]]:
     return joins
 
 
+async def _serving_victim(cluster: SimCluster, who: str) -> int:
+    """Once every server serves: the leader's id (who="leader") or a follower's."""
+    await cluster.wait_all_serving()
+    leader = cluster.leader()
+    assert leader is not None
+    return leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+
+
 async def _all_correct_after(cluster: SimCluster) -> None:
     """The end of every fault test: serving, a write goes through, everyone caught up, and the
     trees, the acknowledged writes and the register clients' histories check out."""
@@ -404,10 +409,7 @@ def test_slow_fsyncs_slow_the_leader_but_not_a_quorum_without_the_slow_follower(
     leader counts its own ack only once logged); on a follower the other two still commit fast."""
 
     async def scenario(cluster: SimCluster) -> None:
-        await cluster.wait_all_serving()
-        leader = cluster.leader()
-        assert leader is not None
-        victim = leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+        victim = await _serving_victim(cluster, who)
         disk = cluster.servers[victim].disk
         start = trio.current_time()
         disk.slow_until = start + 3.0
@@ -434,10 +436,7 @@ def test_a_full_disk_steps_its_server_aside_until_there_is_room(
     only if it does not win the next election: see the test below.)"""
 
     async def scenario(cluster: SimCluster) -> None:
-        await cluster.wait_all_serving()
-        leader = cluster.leader()
-        assert leader is not None
-        victim = leader if who == "leader" else next(sid for sid in cluster.servers if sid != leader)
+        victim = await _serving_victim(cluster, who)
         disk = cluster.servers[victim].disk
         disk.full_until = trio.current_time() + 2.0
         acked = await writer(cluster, "c1", trio.current_time() + 4.0)

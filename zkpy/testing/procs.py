@@ -189,6 +189,18 @@ class ServerProcess:
             return ""
 
 
+def status_kb(pid: int, key: str) -> int:
+    """A kB figure from /proc/PID/status (VmRSS, VmHWM...), 0 when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def write_config(path: Path, port: int, data_dir: Path, extra: dict[str, str] | None = None) -> None:
     settings = {
         "tickTime": "2000",
