@@ -60,6 +60,7 @@ class DurableStore:
         self._next_snap_after = self._pick_snap_interval()
         self._since_snap = 0
         self._snapshot_pid: int | None = None
+        self._snapshot_discarded = False  # the running writer was stopped: ignore its outcome
         self._roll_pending = False
         self.last_snapshot_zxid = -1
         self.recovery_seconds = 0.0
@@ -188,7 +189,9 @@ class DurableStore:
             # Abandoned on shutdown: close() then kills the child and reaps it.
             _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0, abandon_on_cancel=True)
             self._snapshot_pid = None
-            if os.waitstatus_to_exitcode(status) == 0:
+            if self._snapshot_discarded:  # stopped by install_snapshot: its zxid means nothing now
+                self._snapshot_discarded = False
+            elif os.waitstatus_to_exitcode(status) == 0:
                 self.last_snapshot_zxid = self._snapshot_zxid
                 log.info("snapshot at zxid 0x%x written", self._snapshot_zxid)
             else:
@@ -300,13 +303,35 @@ class DurableStore:
 
     async def install_snapshot(self, zxid: int, items: list[Any]) -> None:
         """ZAB's SNAP: the leader's tree becomes ours. The snapshot is made durable first (temp
-        file, fsync, rename), and only then is the old log dropped, so a crash in between leaves
-        either the old state or the new snapshot, never a partial snapshot that loads."""
+        file, fsync, rename), then every snapshot numbered above it is deleted, and only then is
+        the old log dropped: a crash in between leaves the old state or the new, never a mix.
+
+        A SNAP is sent when this server's own snapshot lies beyond the point it shares with the
+        leader, so the tree received can be older than a snapshot on disk; recovery loads the
+        highest snapshot, and one left above `zxid` would bring back a history the ensemble cut
+        (and the leader's new epoch would be replayed on top of it). A snapshot still being
+        written by a forked child of an earlier role is stopped first for the same reason, and
+        its result is not reported (it would set last_snapshot_zxid back)."""
         assert self.log is not None
+        await self._stop_snapshot_writer()
         await trio.to_thread.run_sync(write_snapshot, self.snap_dir, zxid, items)
+        await trio.to_thread.run_sync(_delete_snapshots_above, self.snap_dir, zxid)
         self.last_snapshot_zxid = zxid
         self._since_snap = 0
         await trio.to_thread.run_sync(self.log.truncate_after, -1)
+
+    async def _stop_snapshot_writer(self) -> None:
+        """Kill a forked snapshot writer and wait until reap_snapshots has collected it."""
+        pid = self._snapshot_pid
+        if pid is None:
+            return
+        self._snapshot_discarded = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while self._snapshot_pid == pid:
+            await trio.sleep(0.01)
+        for stale in self.snap_dir.glob(f"{SNAP_PREFIX}*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
 
     def snapshot_now(self, tree: DataTree) -> Path:
         """Write a snapshot synchronously (clean shutdown, tests, benchmarks)."""
@@ -325,6 +350,15 @@ class DurableStore:
         if self.log is not None:
             self.log.close()
         os.close(self._lock_fd)
+
+
+def _delete_snapshots_above(snap_dir: Path, zxid: int) -> None:
+    doomed = [path for snap_zxid, path in list_zxid_files(snap_dir, SNAP_PREFIX) if snap_zxid > zxid]
+    for path in doomed:
+        log.info("deleting snapshot %s: beyond the snapshot 0x%x the leader sent", path.name, zxid)
+        path.unlink()
+    if doomed:
+        fsync_dir(snap_dir)
 
 
 def _max_fd() -> int:

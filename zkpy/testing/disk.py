@@ -280,6 +280,11 @@ class MemoryStore:
         self.disk.snapshots[zxid] = snapshot
         self.disk.damaged_snapshots.discard(zxid)  # written anew
         self.disk.fsyncs += 1
+        # As DurableStore: snapshots above the one sent hold a history the ensemble cut.
+        for above in [z for z in self.disk.snapshots if z > zxid]:
+            del self.disk.snapshots[above]
+            self.disk.damaged_snapshots.discard(above)
+        self.disk.fsyncs += 1
         self.last_snapshot_zxid = zxid
         self._since_snap = 0
         if self.on_point is not None:
