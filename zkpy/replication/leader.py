@@ -205,7 +205,7 @@ class Leader:
     def _sync(self, effect: core.SyncLearner) -> None:
         """Bring one learner to the leader's history and into the broadcast, in one step."""
         peer = self.peer
-        plan = peer.history.plan_sync(effect.last_zxid, effect.snap_zxid, peer.tree.last_zxid)
+        plan = peer.history.plan_sync(effect.last_zxid, effect.snap_zxid, peer.tree.last_zxid, effect.committed)
         items: list[Any] | None = list(tree_items(peer.tree)) if plan.mode == SNAP else None
         link = self.links.get(effect.conn)
         if link is None:
@@ -242,6 +242,8 @@ class Leader:
         assert self._nursery is not None
         await self._nursery.start(server.serve_role)
         peer.serving = server
+        if observer is not None:
+            observer.serving(self.me, peer.tree.last_zxid)
         self.established.set()
         log.info(
             "leading epoch %d: %d of %d voters synced in %.3fs; serving clients",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zkpy.jute.ops import OpCode
-from zkpy.replication.learner_core import RoleEnded
+from zkpy.replication.learner_core import NOT_COUNTED, RoleEnded
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.wire import brief
 from zkpy.tree.txn import Txn
@@ -58,7 +58,7 @@ def _auth(v: Any) -> bool:
 # ill-typed zxid kept in `acks` would fail every later commit; one in a SyncLearner, the glue).
 SHAPES: dict[str, tuple[Callable[[Any], bool], ...]] = {
     "info": (_INT64, _EPOCH, lambda v: isinstance(v, str)),
-    "ackepoch": (_EPOCH, _ZXID, _ZXID),
+    "ackepoch": (_int_in(-1, 2**31 - 1), _ZXID, _ZXID),  # -1: not counted (learner_core.NOT_COUNTED)
     "acknl": (_ZXID,),
     "ack": (_ZXID,),
     "ping": (lambda v: isinstance(v, list) and all(map(_INT64, v)),),
@@ -130,6 +130,7 @@ class SyncLearner:
     sid: int
     last_zxid: int
     snap_zxid: int
+    committed: int | None  # the commit point to cut the learner back to (None: the whole history)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ class LeaderCore:
         _, current, last_zxid, snap_zxid = message
         learner.last_zxid, learner.snap_zxid = last_zxid, snap_zxid
         learner.stage = WAIT_SYNC_TURN
-        if learner.voter and self.phase == EPOCH:
+        if learner.voter and self.phase == EPOCH and current != NOT_COUNTED:
             if (current, last_zxid) > (self.current_epoch, self.last_logged):
                 raise RoleEnded(
                     f"learner {learner.sid} is ahead (epoch {current}, zxid {last_zxid:#x}) of this leader "
@@ -367,7 +368,10 @@ class LeaderCore:
     def _sync(self, learner: LearnerState) -> list[Effect]:
         learner.stage = WAIT_ACKNL
         learner.in_broadcast = True
-        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, learner.snap_zxid)]
+        # Before the history is established the whole of it is what a NEWLEADER quorum commits;
+        # in broadcast, proposals past the commit point may still be lost.
+        committed = self.committed if self.phase == BROADCAST else None
+        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, learner.snap_zxid, committed)]
 
     def _on_acknl(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
         zxid = message[1]

@@ -157,6 +157,8 @@ class Learner(Forwarder):
                 assert self.server is not None
                 await nursery.start(self.server.serve_role)
                 peer.serving = self.server
+                if peer.env.observer is not None:
+                    peer.env.observer.serving(peer.my_id, peer.tree.last_zxid)
                 log.info(
                     "following leader %d (%s); serving clients, %.3fs after the election",
                     self.leader_id, self.role, trio.current_time() - self.started_at,

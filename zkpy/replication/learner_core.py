@@ -39,6 +39,10 @@ EXPECTED: dict[str, frozenset[str]] = {
 }
 
 
+# An ackepoch's currentEpoch when the learner had already accepted the offered epoch.
+NOT_COUNTED = -1
+
+
 class RoleEnded(Exception):
     """This server stops following; it goes back to election."""
 
@@ -195,8 +199,14 @@ class LearnerCore:
         if epoch < self.accepted_epoch:
             raise RoleEnded(f"the leader offers epoch {epoch}, older than accepted {self.accepted_epoch}")
         self.epoch = epoch
-        self.accepted_epoch = epoch
         self.state = WAIT_SYNC
+        if epoch == self.accepted_epoch:
+            # Already promised to a leader of this epoch: ZAB lets a learner acknowledge an epoch
+            # once. Apache's Learner answers -1 in place of currentEpoch, and its leader does not
+            # count it (it still syncs the learner): two leaders establishing one epoch with a
+            # learner in both quorums would commit different transactions at the same zxids.
+            return [Send(["ackepoch", NOT_COUNTED, self.last_logged, self.snapshot_zxid])]
+        self.accepted_epoch = epoch
         return [
             AcceptEpoch(epoch),
             Send(["ackepoch", self.current_epoch, self.last_logged, self.snapshot_zxid]),

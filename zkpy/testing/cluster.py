@@ -107,6 +107,12 @@ class ClusterInvariants:
         """A learner's tree was replaced or rolled back by its leader (SNAP/TRUNC)."""
         self.applied_last[sid] = tree_zxid
 
+    def serving(self, sid: int, tree_zxid: int) -> None:
+        """What a server serves is committed: a tree recovered from a log that ends in proposals
+        nobody committed must be cut back before it is served (ensemble safety item 3)."""
+        if tree_zxid > 0 and tree_zxid not in self.committed:
+            self.fail(f"server {sid} serves a tree at zxid {tree_zxid:#x}, which no leader committed")
+
     def acknowledged_write(self, op: Op) -> None:
         if op.zxid not in self.committed:
             self.fail(f"{op.client} was acknowledged {op.kind} {op.path} at zxid {op.zxid:#x}, not committed")
@@ -138,6 +144,9 @@ class _ObserverAdapter:
 
     def synced(self, sid: int, tree_zxid: int) -> None:
         self.inv.synced(sid, tree_zxid)
+
+    def serving(self, sid: int, tree_zxid: int) -> None:
+        self.inv.serving(sid, tree_zxid)
 
     def point(self, sid: int, name: str) -> None:
         for hook in list(self.points):
