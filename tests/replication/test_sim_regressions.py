@@ -569,6 +569,46 @@ def test_a_restarted_follower_never_serves_its_uncommitted_tail(seed: int) -> No
     simulate(seed, restarted_follower_with_an_uncommitted_tail(), voters=5)
 
 
+# -- ensemble safety item 7: a leader's host vanishes right after the election --------------------
+
+
+def leader_vanishes_after_its_election() -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        cluster.network.connect_timeout = 130.0  # a real kernel's SYN retries, not the sim's 1 s
+        await cluster.wait_all_serving()
+        first = cluster.leader()
+        assert first is not None
+        state: dict[str, int] = {}
+
+        def hook(sid: int, name: str) -> None:
+            if "gone" not in state and name.startswith("elected ") and sid != first:
+                state["gone"] = int(name.split()[1])  # the moment one server has decided
+                cluster.network.isolate(f"s{state['gone']}")
+                cluster.note(f"isolate s{state['gone']}, just elected")
+
+        cluster.point_hooks.append(hook)
+        cluster.crash(first)
+        await cluster.wait_until(lambda: "gone" in state, 10.0, "a new election decided")
+        vanished = state["gone"]
+        t0 = trio.current_time()
+        # initLimit is 1 s here: the others give up on it and elect another well within 10 s.
+        await new_leader(cluster, vanished, timeout=10.0)
+        assert trio.current_time() - t0 < 10.0
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_followers_of_a_leader_that_vanished_give_up_within_init_limit(seed: int) -> None:
+    """Ensemble safety item 7: a learner's connect to its leader had no deadline of its own; if
+    the leader's host vanished after the election, its followers waited for the kernel's SYN
+    timeout (about 2 minutes; the simulated connect timeout is raised to 130 s here) instead of
+    initLimit, telling looking peers all the while that they followed it. Fails on 7a18865 (no
+    leader other than the vanished one within 10 s of virtual time)."""
+    simulate(seed, leader_vanishes_after_its_election(), voters=5)
+
+
 # -- the checker catches a broken build ------------------------------------------------------------
 
 

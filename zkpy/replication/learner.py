@@ -137,7 +137,7 @@ class Learner(Forwarder):
                 self.pipeline.synced(effect.session_id, effect.cxid)
             elif isinstance(effect, Refuse):
                 assert self.pipeline is not None
-                self.pipeline.refused(effect.session_id, effect.cxid, effect.code, effect.zxid)
+                self.pipeline.refused(effect.session_id, effect.cxid, effect.code)
             elif isinstance(effect, AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
             elif isinstance(effect, MakeCurrent):
@@ -171,13 +171,18 @@ class Learner(Forwarder):
         deadline = trio.current_time() + self.init_limit
         while True:
             try:
-                stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
+                # A leader whose host vanished answers nothing: without a deadline the connect
+                # waits for the kernel's SYN timeout (minutes), all the while this server telling
+                # looking peers that it follows that leader.
+                with trio.fail_at(deadline):
+                    stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
                 self.link = PeerLink(stream, self._sent_hook())
                 return self.link
-            except OSError as e:
-                if trio.current_time() > deadline:
+            except (OSError, trio.TooSlowError) as e:
+                if trio.current_time() >= deadline:
                     raise RoleEnded(
-                        f"cannot reach leader {self.leader_id} at {spec.host}:{spec.peer_port}: {e}"
+                        f"cannot reach leader {self.leader_id} at {spec.host}:{spec.peer_port} "
+                        f"within initLimit ({self.init_limit:.1f}s): {e or 'no answer'}"
                     ) from None
                 await trio.sleep(min(self.tick, 0.1))
 

@@ -169,6 +169,8 @@ class QuorumPeer:
             "election: leader is %d (zxid 0x%x, epoch %d), decided in %.3fs",
             vote.leader, vote.zxid, vote.peer_epoch, trio.current_time() - started,
         )  # fmt: skip
+        if self.env.observer is not None:
+            self.env.observer.point(self.my_id, f"elected {vote.leader}")
         try:
             if vote.leader == self.my_id:
                 self.state = "leading"

@@ -106,10 +106,13 @@ class LearnerPipeline(CommitPipeline):
         waiting = self.waiting
         self.apply_batch(txns, [waiting.pop((t.session_id, t.cxid), None) for t in txns])
 
-    def refused(self, session_id: int, cxid: int, code: int, zxid: int) -> None:
+    def refused(self, session_id: int, cxid: int, code: int) -> None:
+        """The leader would not order this write. The reply carries this server's zxid, not the
+        leader's: a client's lastZxidSeen must never pass the server it is connected to, or it is
+        refused at its next connect to this server (and could read older data elsewhere)."""
         callback = self.waiting.pop((session_id, cxid), None)
         if callback is not None:
-            callback(Result(zxid, code))
+            callback(Result(self.applier.tree.last_zxid, code))
 
     def synced(self, session_id: int, cxid: int) -> None:
         entry = self.syncs.pop((session_id, cxid), None)
@@ -235,7 +238,7 @@ class ReadOnlyServer(EnsembleServer):
         self.use_pipeline(ReadOnlyPipeline(self.applier, self.watches))
 
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
-        if not request.read_only:
+        if not request.read_only or self.client_is_ahead(conn, request):
             return False  # a read-write client looks for a server with a quorum
         config = self.config
         timeout = max(config.min_session_timeout, min(config.max_session_timeout, request.timeout))

@@ -248,11 +248,7 @@ class ZooKeeperServer:
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
         """Start or resume a session; False means close the connection at once."""
         tree = self.tree
-        if request.last_zxid_seen > tree.last_zxid:
-            log.info(
-                "refusing session from %s: it has seen zxid 0x%x, our last zxid is 0x%x",
-                conn.remote[0], request.last_zxid_seen, tree.last_zxid,
-            )  # fmt: skip
+        if self.client_is_ahead(conn, request):
             return False
         config = self.config
         timeout = max(config.min_session_timeout, min(config.max_session_timeout, request.timeout))
@@ -276,6 +272,17 @@ class ZooKeeperServer:
             return True
         self.sessions.timeouts[request.session_id] = timeout
         self._attach(conn, request.session_id, timeout, known[1], read_only)
+        return True
+
+    def client_is_ahead(self, conn: ClientConnection, request: ConnectRequest) -> bool:
+        """The client has seen a newer zxid than this server has: serving it would take it back in
+        time. It is refused (the connection closed) and tries another server, as Apache's."""
+        if request.last_zxid_seen <= self.tree.last_zxid:
+            return False
+        log.info(
+            "refusing session from %s: it has seen zxid 0x%x, our last zxid is 0x%x",
+            conn.remote[0], request.last_zxid_seen, self.tree.last_zxid,
+        )  # fmt: skip
         return True
 
     def _attach(
