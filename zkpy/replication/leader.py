@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from zkpy.jute.ops import OpCode
 from zkpy.replication import leader_core as core
 from zkpy.replication.history import SNAP
 from zkpy.replication.leader_core import LeaderCore
@@ -254,16 +255,15 @@ class Leader:
     def _forward(self, effect: core.ForwardRequest) -> None:
         server = self.server
         assert server is not None
-        refusal = server.refuse_write(effect.op, effect.body)
+        refusal = server.refuse_write(effect.session_id, effect.op, effect.body)
         if refusal:
             link = self.links.get(effect.conn)
             if link is not None:
                 link.send(["refused", effect.session_id, effect.cxid, refusal, server.tree.last_zxid])
             return
-        from zkpy.jute.ops import OpCode
-
         if effect.op == OpCode.CLOSE_SESSION:
-            server.sessions.mark_closing(effect.session_id)
+            server.close_session(effect.session_id, effect.cxid, effect.auth)
+            return
         server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, effect.auth, None)
 
     def _report_committed(self, point: int) -> None:

@@ -258,6 +258,10 @@ class ZooKeeperServer:
             password = self.random_bytes(16)
 
             def created(result: Result) -> None:
+                if result.err:  # refused (a failing disk): no session exists; the client retries
+                    log.warning("creating a session for %s failed (error %d)", conn.remote[0], result.err)
+                    conn.close()
+                    return
                 self._attach(conn, session_id, timeout, password, read_only)
 
             self.pipeline.submit(
@@ -296,7 +300,7 @@ class ZooKeeperServer:
         conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
         conn.attach(session_id, timeout)
 
-    def refuse_write(self, op: int, body: bytes) -> int:
+    def refuse_write(self, session_id: int, op: int, body: bytes) -> int:
         """An error code for a write this server will not order at all (0: go ahead).
 
         Decisions that depend on this server's state or config are made here, before the
@@ -306,7 +310,38 @@ class ZooKeeperServer:
             return int(Code.SYSTEM_ERROR)
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
-        return 0
+        return self.check_session(session_id, op)
+
+    def check_session(self, session_id: int, op: int) -> int:
+        """Apache's SessionTracker.checkSession, asked of every request but a session's own create
+        and close: a session that is closing (closeSession taken, or expired) or unknown gets
+        SessionExpired. A request sent after closeSession must not run: a create(ephemeral)
+        ordered after the close would leave a node no session owns."""
+        if op in (OpCode.CREATE_SESSION, OpCode.CLOSE_SESSION) or self.sessions.is_alive(session_id):
+            return 0
+        return int(Code.SESSION_EXPIRED)
+
+    def close_session(
+        self,
+        session_id: int,
+        cxid: int = 0,
+        auth: tuple[tuple[str, str], ...] = SERVER_AUTH,
+        callback: Callable[[Result], None] | None = None,
+    ) -> None:
+        """Order a closeSession (the client's, or the expirer's). The session is closing from now
+        on; if the close is refused (a failing disk), it is live again and expires anew after its
+        timeout, so its ephemerals go once writes work again instead of staying for ever."""
+        self.sessions.mark_closing(session_id)
+
+        def closed(result: Result) -> None:
+            if result.err and session_id in self.sessions.closing:
+                self.sessions.closing.discard(session_id)
+                if self.sessions.touch(session_id):
+                    self._expirer_wakeup.set()
+            if callback is not None:
+                callback(result)
+
+        self.pipeline.submit(session_id, cxid, OpCode.CLOSE_SESSION, b"", auth, closed)
 
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:
@@ -331,7 +366,7 @@ class ZooKeeperServer:
                 conn = self.by_session.get(session_id)
                 if conn is not None:
                     conn.close()  # the client learns of the expiry when it reconnects
-                self.pipeline.submit(session_id, 0, OpCode.CLOSE_SESSION, b"", SERVER_AUTH)
+                self.close_session(session_id)
 
     async def _sweep_containers(self) -> None:
         """ZooKeeper's ContainerManager: every checkInterval, delete the collectable nodes.

@@ -28,6 +28,7 @@ from zkpy.replication.environment import Environment
 from zkpy.replication.leader import Leader
 from zkpy.replication.peer import QuorumPeer
 from zkpy.server.config import ServerConfig, parse_config
+from zkpy.server.sessions import orphan_ephemerals, session_problems
 from zkpy.testing.disk import MemoryDisk, MemoryStore
 from zkpy.testing.network import SimNetwork
 from zkpy.testing.simclient import Op, SimClient
@@ -307,7 +308,8 @@ class SimCluster:
 
     # -- final checks -------------------------------------------------------------------
     def check_trees(self) -> None:
-        """Every serving server's tree is the committed history applied up to its last zxid."""
+        """Every serving server's tree is the committed history applied up to its last zxid, and
+        the session invariant holds (zkpy.server.sessions.session_problems)."""
         for sid, server in self.servers.items():
             if not server.serving:
                 continue
@@ -318,6 +320,16 @@ class SimCluster:
                 raise InvariantViolation(
                     f"seed {self.seed}: server {sid}'s tree differs from its committed log"
                 )
+            serving = server.peer.serving
+            assert serving is not None
+            # The session invariant: the leader's tracker is the one that expires sessions, so
+            # every session must be in it (scheduled or closing); ephemerals need their owner.
+            if serving.state == "leader":
+                problems = session_problems(tree, serving.sessions)
+            else:
+                problems = orphan_ephemerals(tree)
+            if problems:
+                raise InvariantViolation(f"seed {self.seed}: server {sid}: {'; '.join(problems)}")
 
     def check_acknowledged(self) -> None:
         """Acknowledged creates exist on every serving server (after the run has healed; the
