@@ -120,3 +120,50 @@ async def test_the_session_invariant_names_what_is_wrong() -> None:
     assert f"ephemeral /e is owned by 0x{SESSION:x}, which is no session" in session_problems(
         server.tree, server.sessions
     )
+
+
+async def test_a_read_queued_behind_a_write_of_a_closed_connection_leaves_no_watch() -> None:
+    """Sessions issue item 10: a getData with a watch, queued behind the same connection's write,
+    ran when the write committed even though the connection had closed meanwhile (after close had
+    removed its watches): the watch stayed for ever (a persistent one too). Fails on 7a18865."""
+    from zkpy.jute.ops import PathWatchRequest, SetDataRequest
+    from zkpy.jute.records import RequestHeader
+    from zkpy.server.connection import ClientConnection
+
+    release = trio.Event()
+
+    async def slow_persist(txns: list[Txn]) -> None:
+        if any(t.op == OpCode.SET_DATA for t in txns):
+            await release.wait()
+
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
+    server = ZooKeeperServer(config, persist=slow_persist, tree=DataTree())
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+
+    def frame(*records: object) -> bytes:
+        body = b"".join(encode(r) for r in records)
+        return len(body).to_bytes(4, "big") + body
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pipeline.run)
+        await write(server, OpCode.CREATE, encode(CreateRequest("/n", b"", OPEN_ACL_UNSAFE, 0)), session=0)
+        nursery.start_soon(conn.serve)
+        await client.send_all(frame(ConnectRequest(timeout=4000)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.session_id
+        await client.send_all(
+            frame(RequestHeader(1, OpCode.SET_DATA), SetDataRequest("/n", b"x", -1))
+            + frame(RequestHeader(2, OpCode.GET_DATA), PathWatchRequest("/n", True))
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.queued == 2  # the read waits behind the write
+        await client.aclose()  # the client goes away
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn not in server.connections
+        release.set()
+        await server.pipeline.wait_idle()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.tree.nodes["/n"].data == b"x"
+        assert server.watches.count() == 0 and server.watches.paths_of(conn) == []
+        nursery.cancel_scope.cancel()
