@@ -134,3 +134,28 @@ async def test_a_snapshot_writer_of_an_earlier_role_does_not_outlive_a_snap(
         assert sorted(p.name for p in (tmp_path / SUBDIR).glob("snapshot.*")) == ["snapshot.3"]
     finally:
         store.close()
+
+
+def test_ephemerals_of_sessions_that_are_gone_are_deleted_at_start_up(tmp_path: Path) -> None:
+    """Sessions issue item 1: data written before requests were checked against their session can
+    hold an ephemeral whose session is gone; zkpy re-armed only the sessions in its table, so the
+    node stayed for ever. As Apache's loadData, recovery deletes it. Fails on 7a18865."""
+    from zkpy.tree.txn import session_body
+
+    tree = DataTree()
+    applier = Applier(tree)
+    applier.apply(Txn(1, 0, 0x51, 0, OpCode.CREATE_SESSION, session_body(4000, b"p" * 16)))
+    applier.apply(Txn(2, 0, 0x51, 1, OpCode.CREATE, encode(CreateRequest("/lock", b"", OPEN_ACL_UNSAFE, 1))))
+    applier.apply(Txn(3, 0, 0x52, 0, OpCode.CREATE_SESSION, session_body(4000, b"q" * 16)))
+    applier.apply(Txn(4, 0, 0x52, 1, OpCode.CREATE, encode(CreateRequest("/alive", b"", OPEN_ACL_UNSAFE, 1))))
+    del tree.sessions[0x51]  # as a closeSession that ran before the create it should have stopped
+    config = parse_config(f"tickTime=2000\ndataDir={tmp_path}\nclientPort=2181\n", "/", source="t.cfg")
+    (tmp_path / SUBDIR).mkdir()
+    write_snapshot(tmp_path / SUBDIR, 4, tree_items(tree))
+    store = DurableStore(config)
+    try:
+        recovered = store.recover()
+    finally:
+        store.close()
+    assert "/lock" not in recovered.nodes and "/alive" in recovered.nodes
+    assert 0x51 not in recovered.ephemerals

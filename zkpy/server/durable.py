@@ -115,6 +115,8 @@ class DurableStore:
             raise CorruptSnapshotError(
                 f"{self.snap_dir}: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x}"
             )
+        for path in tree.drop_orphan_ephemerals():
+            log.warning("deleted ephemeral %s at start-up: the session that owned it is gone", path)
         self.log = TxnLog(
             self.log_dir,
             prealloc_size=self.config.pre_alloc_size_kb * 1024,
