@@ -15,6 +15,7 @@ from zkpy.replication.leader_core import (
     Establish,
     ForwardRequest,
     LeaderCore,
+    Revalidate,
     SendTo,
     SyncLearner,
     TouchSessions,
@@ -111,9 +112,10 @@ def test_synced_learners_forward_requests_pings_and_syncs() -> None:
     established(core)
     assert core.receive(10, ["ping", [7, 8]], 0.5) == [TouchSessions([7, 8])]
     assert core.receive(10, ["request", 7, 3, 1, b"x", [["digest", "a"]]], 0.5) == [
-        ForwardRequest(10, 7, 3, 1, b"x", (("digest", "a"),))
+        ForwardRequest(10, 1, 7, 3, 1, b"x", (("digest", "a"),))
     ]
     assert core.receive(10, ["sync", 7, 4], 0.5) == [SendTo(10, ["syncreply", 7, 4, z(1, 9)])]
+    assert core.receive(10, ["revalidate", 7, 4000], 0.5) == [Revalidate(10, 1, 7, 4000)]
 
 
 def test_a_protocol_error_closes_only_that_link() -> None:

@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 import trio
 
+from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
+from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner_core import Effect, LearnerCore, Send
-from zkpy.testing.cluster import InvariantViolation, SimCluster, _tree_state, simulate
+from zkpy.testing.cluster import CLIENT_PORT, InvariantViolation, SimCluster, _tree_state, simulate
 from zkpy.testing.disk import MemoryDisk, copy_items
-from zkpy.testing.workload import nemesis, one_write, recover_everything, writer
+from zkpy.testing.workload import nemesis, new_client, one_write, recover_everything, writer
 from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
 
@@ -607,6 +609,66 @@ def test_followers_of_a_leader_that_vanished_give_up_within_init_limit(seed: int
     initLimit, telling looking peers all the while that they followed it. Fails on 7a18865 (no
     leader other than the vanished one within 10 s of virtual time)."""
     simulate(seed, leader_vanishes_after_its_election(), voters=5)
+
+
+# -- ensemble safety item 4: a write from the server a client left ------------------------------
+
+
+def write_from_the_server_a_client_left(arrivals: list[tuple[float, int, int]]) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        old, new = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        client = new_client(cluster, "mover")
+        client.servers = [(f"s{old}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        cluster.network.cut(f"s{old}", f"s{leader}")  # its forward is held, the link kept
+        client.request_timeout = 0.05
+        stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert stale.outcome == "unknown"  # the client gave up on that server
+        client.request_timeout = 3.0
+        client.servers = [(f"s{new}", CLIENT_PORT)]
+        await client.connect()  # the same session, through another server
+        moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
+        assert moved.outcome == "ok"
+        acknowledged = trio.current_time()
+        cluster.network.heal()  # the held forward reaches the leader now
+        await cluster.wait_until(
+            lambda: any(t >= acknowledged and owner == old for t, owner, _ in arrivals), 5.0,
+            "the stale forward reached the leader after the acknowledged write",
+        )
+        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
+        for sid, server in cluster.servers.items():
+            assert server.peer is not None
+            value = server.peer.tree.nodes["/k"].data
+            assert value == b"2", f"s{sid} has /k={value!r} after the client's acknowledged /k=2"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_a_write_from_the_server_a_client_left_is_not_applied_after_its_next(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ensemble safety item 4 (FIFO client order): sessions had no owner, so the leader applied
+    any forwarded request. The client sets /k=1 through F1, F1's forward is held in flight while
+    the client gives up on F1, reconnects to F2 and sets /k=2 (acknowledged); then /k=1 arrived
+    and was applied after it. As Apache's, the leader now makes the server that revalidated the
+    session its owner and refuses the stale forward with SessionMoved. Fails on 7a18865 (/k=1 on
+    seeds 41 and 42; on 43 the held forward is ordered before the move)."""
+    arrivals: list[tuple[float, int, int]] = []
+    forward = Leader._forward
+
+    def recording(self: Leader, effect: Any) -> None:
+        if effect.op == OpCode.SET_DATA:
+            arrivals.append((trio.current_time(), effect.owner, effect.cxid))
+        forward(self, effect)
+
+    monkeypatch.setattr(Leader, "_forward", recording)
+    simulate(seed, write_from_the_server_a_client_left(arrivals), voters=3)
 
 
 # -- the checker catches a broken build ------------------------------------------------------------

@@ -190,6 +190,11 @@ class Leader:
                 self._commit_changed = trio.Event()
             elif isinstance(effect, core.SyncLearner):
                 self._sync(effect)
+            elif isinstance(effect, core.Revalidate):
+                valid = self.server is not None and self.server.revalidated(effect.session_id, effect.sid)
+                link = self.links.get(effect.conn)
+                if link is not None:
+                    link.send(["revalidated", effect.session_id, valid])
             elif isinstance(effect, core.Close | core.DropLearner):
                 scope = self.scopes.pop(effect.conn, None)
                 self.links.pop(effect.conn, None)
@@ -255,7 +260,7 @@ class Leader:
     def _forward(self, effect: core.ForwardRequest) -> None:
         server = self.server
         assert server is not None
-        refusal = server.refuse_write(effect.session_id, effect.op, effect.body)
+        refusal = server.refuse_write(effect.session_id, effect.op, effect.body, effect.owner)
         if refusal:
             link = self.links.get(effect.conn)
             if link is not None:

@@ -64,6 +64,7 @@ SHAPES: dict[str, tuple[Callable[[Any], bool], ...]] = {
     "ping": (lambda v: isinstance(v, list) and all(map(_INT64, v)),),
     "request": (_INT64, _INT32, _INT32, lambda v: isinstance(v, bytes), _auth),
     "sync": (_INT64, _INT32),
+    "revalidate": (_INT64, _INT32),
 }
 
 
@@ -151,11 +152,23 @@ class Committed:
 @dataclass(frozen=True)
 class ForwardRequest:
     conn: int
+    owner: int  # the learner's server id: the session's owner must be it (SessionMoved otherwise)
     session_id: int
     cxid: int
     op: int
     body: bytes
     auth: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Revalidate:
+    """A client moved its session to learner `sid`: answer whether it lives (and make `sid` its
+    owner if so)."""
+
+    conn: int
+    sid: int
+    session_id: int
+    timeout: int
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,7 @@ class DropLearner:
 
 Effect = (
     SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
-    | DropLearner
+    | DropLearner | Revalidate
 )
 
 
@@ -290,7 +303,10 @@ class LeaderCore:
                 return [TouchSessions(list(message[1]))]
             if tag == "request":
                 _, session_id, cxid, op, body, auth = message
-                return [ForwardRequest(learner.conn, session_id, cxid, op, body, tuple((s, i) for s, i in auth))]
+                auth_ids = tuple((s, i) for s, i in auth)
+                return [ForwardRequest(learner.conn, learner.sid, session_id, cxid, op, body, auth_ids)]
+            if tag == "revalidate":
+                return [Revalidate(learner.conn, learner.sid, message[1], message[2])]
             if tag == "sync":
                 # Everything acknowledged to any client before this sync is committed by now;
                 # the learner answers once it has applied up to here (the commits go first).

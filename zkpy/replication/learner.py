@@ -31,6 +31,7 @@ from zkpy.replication.learner_core import (
     MakeCurrent,
     Pong,
     Refuse,
+    Revalidated,
     Send,
     Serve,
     TakeSync,
@@ -63,6 +64,7 @@ class Learner(Forwarder):
         self.started_at = trio.current_time()
         self._events_in, self._events = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
+        self._revalidations: dict[int, list[Callable[[bool], None]]] = {}
 
     async def run(self) -> None:
         try:
@@ -135,6 +137,9 @@ class Learner(Forwarder):
             elif isinstance(effect, AnswerSync):
                 assert self.pipeline is not None
                 self.pipeline.synced(effect.session_id, effect.cxid)
+            elif isinstance(effect, Revalidated):
+                for answer in self._revalidations.pop(effect.session_id, []):
+                    answer(effect.valid)
             elif isinstance(effect, Refuse):
                 assert self.pipeline is not None
                 self.pipeline.refused(effect.session_id, effect.cxid, effect.code)
@@ -217,6 +222,7 @@ class Learner(Forwarder):
         peer = self.peer
         # After a restart the tree already holds the whole log; what it lacks the core applies.
         server = EnsembleServer(peer.config, peer.tree, self.role, epoch, peer.env)
+        server.forwarder = self
         pipeline = LearnerPipeline(server.applier, server.watches, self)
         server.use_pipeline(pipeline)
         pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
@@ -245,3 +251,10 @@ class Learner(Forwarder):
     def forward_sync(self, session_id: int, cxid: int) -> None:
         assert self.link is not None
         self.link.send(["sync", session_id, cxid])
+
+    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
+        assert self.link is not None
+        waiting = self._revalidations.setdefault(session_id, [])
+        waiting.append(answer)
+        if len(waiting) == 1:  # one question in flight per session answers every waiter
+            self.link.send(["revalidate", session_id, timeout])

@@ -34,8 +34,8 @@ EXPECTED: dict[str, frozenset[str]] = {
     WAIT_LEADERINFO: frozenset({"leaderinfo"}),
     WAIT_SYNC: frozenset({"syncdata"}),
     WAIT_NEWLEADER: frozenset({"newleader"}),
-    WAIT_UPTODATE: frozenset({"uptodate", "proposal", "commit", "ping", "refused", "syncreply"}),
-    BROADCAST: frozenset({"proposal", "commit", "ping", "refused", "syncreply"}),
+    WAIT_UPTODATE: frozenset({"uptodate", "proposal", "commit", "ping", "refused", "syncreply", "revalidated"}),
+    BROADCAST: frozenset({"proposal", "commit", "ping", "refused", "syncreply", "revalidated"}),
 }
 
 
@@ -115,7 +115,17 @@ class Refuse:
     zxid: int
 
 
-Effect = Send | AcceptEpoch | MakeCurrent | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse
+@dataclass(frozen=True)
+class Revalidated:
+    """The leader's answer about a session a client moved here."""
+
+    session_id: int
+    valid: bool
+
+
+Effect = (
+    Send | AcceptEpoch | MakeCurrent | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse | Revalidated
+)
 
 
 class LearnerCore:
@@ -245,6 +255,10 @@ class LearnerCore:
     def _on_refused(self, message: list[Any]) -> list[Effect]:
         _, session_id, cxid, code, zxid = message
         return [Refuse(session_id, cxid, code, zxid)]
+
+    def _on_revalidated(self, message: list[Any]) -> list[Effect]:
+        _, session_id, valid = message
+        return [Revalidated(session_id, bool(valid))]
 
     def _on_syncreply(self, message: list[Any]) -> list[Effect]:
         _, session_id, cxid, zxid = message

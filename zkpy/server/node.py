@@ -270,13 +270,24 @@ class ZooKeeperServer:
             return True
         known = tree.sessions.get(request.session_id)
         if known is None or known[1] != request.passwd or not self.sessions.is_alive(request.session_id):
-            conn.send(connect_response(ConnectResponse(0, 0, 0, b"\x00" * 16, read_only)))
-            conn.close()
-            conn.attach(0, 0)
+            self._refuse_session(conn, read_only)
             return True
-        self.sessions.timeouts[request.session_id] = timeout
-        self._attach(conn, request.session_id, timeout, known[1], read_only)
+        self.resume_session(conn, request.session_id, timeout, known[1], read_only)
         return True
+
+    def resume_session(
+        self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
+    ) -> None:
+        """A known, live session moves to this connection (an ensemble's learner asks its leader
+        first: see EnsembleServer)."""
+        self.sessions.timeouts[session_id] = timeout
+        self._attach(conn, session_id, timeout, password, read_only)
+
+    def _refuse_session(self, conn: ClientConnection, read_only: bool | None) -> None:
+        """The session is gone: a zero session id and timeout tell the client it expired."""
+        conn.send(connect_response(ConnectResponse(0, 0, 0, b"\x00" * 16, read_only)))
+        conn.close()
+        conn.attach(0, 0)
 
     def client_is_ahead(self, conn: ClientConnection, request: ConnectRequest) -> bool:
         """The client has seen a newer zxid than this server has: serving it would take it back in
@@ -300,7 +311,7 @@ class ZooKeeperServer:
         conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
         conn.attach(session_id, timeout)
 
-    def refuse_write(self, session_id: int, op: int, body: bytes) -> int:
+    def refuse_write(self, session_id: int, op: int, body: bytes, owner: int | None = None) -> int:
         """An error code for a write this server will not order at all (0: go ahead).
 
         Decisions that depend on this server's state or config are made here, before the
@@ -310,13 +321,14 @@ class ZooKeeperServer:
             return int(Code.SYSTEM_ERROR)
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
-        return self.check_session(session_id, op)
+        return self.check_session(session_id, op, owner)
 
-    def check_session(self, session_id: int, op: int) -> int:
+    def check_session(self, session_id: int, op: int, owner: int | None = None) -> int:
         """Apache's SessionTracker.checkSession, asked of every request but a session's own create
         and close: a session that is closing (closeSession taken, or expired) or unknown gets
         SessionExpired. A request sent after closeSession must not run: a create(ephemeral)
-        ordered after the close would leave a node no session owns."""
+        ordered after the close would leave a node no session owns. `owner` is the server the
+        request came through (an ensemble's leader checks it; see EnsembleServer)."""
         if op in (OpCode.CREATE_SESSION, OpCode.CLOSE_SESSION) or self.sessions.is_alive(session_id):
             return 0
         return int(Code.SESSION_EXPIRED)

@@ -102,6 +102,11 @@ class SimClient:
                 await self._drop()
                 await trio.sleep(0.05 + self.rng.random() * 0.1)
                 continue
+            except BaseException:
+                # Cancelled mid-handshake: the server may still answer it on this stream later,
+                # where the next call would take its ConnectResponse for a reply.
+                await self._drop()
+                raise
             if response.timeout <= 0:
                 await self._drop()
                 if self.session_id:
