@@ -157,3 +157,94 @@ def test_no_server_means_exit_status_2_with_one_line(server: ServerProcess) -> N
         result.stderr.startswith("zkpy shell: cannot connect to 127.0.0.1:")
         and result.stderr.count("\n") == 1
     )
+
+
+# -- beside Apache's zkCli --------------------------------------------------------------------------
+
+# One script, run by Apache's zkCli.sh and by zkpy shell against the same server. Left out on purpose:
+# whoami (the zkpy server lists a session's ids in another order than Apache's), version, help, and
+# removewatches (Java's client fires *WatchRemoved events to the watcher; zkpy.client does not).
+COMPARED_SCRIPT = """\
+create ROOT data
+create ROOT/a 1
+create -s ROOT/s- x
+create -e ROOT/e
+create ROOT data
+ls ROOT
+ls -s ROOT
+ls -R ROOT
+get ROOT
+get -s ROOT/a
+set ROOT/a 2
+set -s ROOT/a 3
+set -v 99 ROOT/a 4
+stat ROOT/a
+stat ROOT/nope
+get ROOT/nope
+delete ROOT
+getAcl ROOT
+setAcl ROOT world:anyone:cdrw,nonsense
+getAcl -s ROOT
+addauth digest bob:pw
+getAllChildrenNumber ROOT
+sync ROOT
+create -c -e ROOT/bad
+create -t x ROOT/bad
+ls
+deleteall ROOT/a
+deleteall ROOT/nope
+history
+redo 5
+printwatches off
+printwatches
+quit
+"""
+
+
+def _normalized(text: str, root: str) -> list[str]:
+    """Lines with what differs between two runs masked: the root path, zxids, dates, session ids."""
+    text = text.replace(root, "ROOT")
+    text = re.sub(r"^(cZxid|mZxid|pZxid|ephemeralOwner) = 0x[0-9a-f]+$", r"\1 = 0x?", text, flags=re.M)
+    text = re.sub(r"^(ctime|mtime) = .*$", r"\1 = ?", text, flags=re.M)
+    return text.splitlines()
+
+
+def _apache_noise(line: str) -> bool:
+    """zkCli's banner, its client's log lines and stack traces, and the session's own state events."""
+    return (
+        re.match(r"^\[[\w.-]+(\([^)]*\))?\] (INFO|WARN|ERROR|DEBUG) ", line) is not None
+        or line.startswith(("\tat ", "Connecting to ", "Welcome to ZooKeeper!", "JLine support is"))
+        or line.startswith(("java.", "EndOfStreamException", "WATCHER::", "WatchedEvent state:"))
+        or line == ""
+    )
+
+
+@pytest.mark.apache
+def test_a_script_prints_what_apaches_zkcli_prints(server: ServerProcess) -> None:
+    """Every line of output and every error line of zkCli 3.8 for the same script, in the same order."""
+    from zkpy.testing.procs import APACHE_ZK_TOOL, ensure_apache_installed
+
+    if not APACHE_ZK_TOOL.exists():
+        pytest.skip(f"needs {APACHE_ZK_TOOL} (Apache's zkCli shell)")
+    ensure_apache_installed()
+    roots = [f"/cmp-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    try:
+        apache = subprocess.run(
+            ["bash", str(APACHE_ZK_TOOL), "--shell", server.hosts, "-waitforconnection"],
+            input=COMPARED_SCRIPT.replace("ROOT", roots[0]),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        ours = shell(server.hosts, stdin=COMPARED_SCRIPT.replace("ROOT", roots[1]))
+    finally:
+        with SyncClient(server.hosts) as zk:
+            for root in roots:
+                zk.delete(root, recursive=True)
+    for stream in ("stdout", "stderr"):
+        theirs = [line for line in _normalized(getattr(apache, stream), roots[0]) if not _apache_noise(line)]
+        mine = [line for line in _normalized(getattr(ours, stream), roots[1]) if line != ""]
+        assert mine == theirs, stream
+    # zkCli exits with the last command's status (printwatches: 0); zkpy with the last failure's, so a
+    # script that went wrong anywhere says so.
+    assert (apache.returncode, ours.returncode) == (0, 1)
