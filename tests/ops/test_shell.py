@@ -135,7 +135,7 @@ def test_commands_from_a_non_terminal_stdin(server: ServerProcess, node: str) ->
     out = result.stdout.splitlines()
     assert out[:4] == [node, f"{node}/eph", f"{node}/p", f"{node}/seq-0000000001"]
     assert "with space" in out and "'world,'anyone" in out and ": cdrwa" in out
-    at = out.index("Auth scheme: User")
+    at = out.index("Auth scheme: User")  # in the server's order (Java's hash order, as Apache's)
     assert sorted(out[at + 1 : at + 3]) == ["digest: alice", "ip: 127.0.0.1"]
     assert "Sync is OK" in out and "numChildren = 0" in out and "3" in out
     assert re.search(r"^ephemeralOwner = 0x[1-9a-f][0-9a-f]*$", result.stdout, re.M)
@@ -162,8 +162,8 @@ def test_no_server_means_exit_status_2_with_one_line(server: ServerProcess) -> N
 # -- beside Apache's zkCli --------------------------------------------------------------------------
 
 # One script, run by Apache's zkCli.sh and by zkpy shell against the same server. Left out on purpose:
-# whoami (the zkpy server lists a session's ids in another order than Apache's), version, help, and
-# removewatches (Java's client fires *WatchRemoved events to the watcher; zkpy.client does not).
+# version, help, and removewatches (Java's client fires *WatchRemoved events to the watcher; zkpy.client
+# does not).
 COMPARED_SCRIPT = """\
 create ROOT data
 create ROOT/a 1
@@ -186,6 +186,7 @@ getAcl ROOT
 setAcl ROOT world:anyone:cdrw,nonsense
 getAcl -s ROOT
 addauth digest bob:pw
+whoami
 getAllChildrenNumber ROOT
 sync ROOT
 create -c -e ROOT/bad
