@@ -2,6 +2,7 @@
 
 The expected texts were taken from zkCli.sh 3.8 (`apache-zk --shell`) run against a server: the Stat
 block, `'world,'anyone` / `: cdrwa` for getAcl, `Node does not exist: /x`, `WatchedEvent state:...`.
+Before zkpy.ops existed these fail at import (ModuleNotFoundError).
 """
 
 from __future__ import annotations
