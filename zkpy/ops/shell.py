@@ -13,6 +13,7 @@ failed or malformed command, 127 for an unknown one. 2 when the shell could not 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections import deque
@@ -400,7 +401,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """`zkpy shell`: run -c commands, stdin's lines when it is not a terminal, or an interactive prompt."""
     shell = Shell(args.hosts, args.timeout, args.connect_timeout)
-    interactive = not args.commands and sys.stdin.isatty()
+    interactive = not args.commands and sys.stdin is not None and sys.stdin.isatty()
     try:
         shell.connect()
     except (errors.ZooKeeperError, ConnectionClosedError, OSError, ValueError) as e:
@@ -410,11 +411,14 @@ def run(args: argparse.Namespace) -> int:
         if args.commands:
             return shell.run_lines(args.commands)
         if not interactive:
-            return shell.run_lines(sys.stdin)
+            return shell.run_lines(sys.stdin or ())  # None when started with stdin closed
         from zkpy.ops.shell_prompt import interact
 
         return interact(shell)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return shell.last_failure
     finally:
         shell.close()
