@@ -1,4 +1,4 @@
-"""The `zkpy` command: server, status, dump."""
+"""The `zkpy` command: server, status, dump, shell."""
 
 from __future__ import annotations
 
@@ -171,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="print a transaction log or snapshot file")
     dump.add_argument("path")
     dump.set_defaults(func=cmd_dump)
+    from zkpy.ops import shell as zkshell
+
+    shell = sub.add_parser("shell", help="an interactive ZooKeeper shell in the manner of zkCli.sh")
+    zkshell.add_arguments(shell)
+    shell.set_defaults(func=zkshell.run)
     return parser
 
 
