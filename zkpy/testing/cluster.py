@@ -57,6 +57,7 @@ class ClusterInvariants:
         self.applied_last: dict[int, int] = {}  # sid -> last zxid applied this incarnation
         self.max_applied: dict[int, int] = {}  # sid -> highest zxid ever applied (across restarts)
         self.acknowledged: list[Op] = []
+        self.last_cxid: dict[int, int] = {}  # session id -> cxid of its newest committed request
 
     def fail(self, message: str) -> None:
         raise InvariantViolation(message)
@@ -72,8 +73,24 @@ class ClusterInvariants:
         if known is None:
             self.committed[zxid] = packed
             bisect.insort(self._sorted, zxid)
+            self._check_session_order(zxid, packed)
         elif known != packed:
             self.fail(f"leader {sid} commits a different transaction at zxid {zxid:#x}")
+
+    def _check_session_order(self, zxid: int, packed: bytes) -> None:
+        """FIFO client order: a session's requests are committed in the order it sent them (its
+        cxids increase). Server-made transactions (the expirer's close, sweeps) carry cxid 0.
+        Committed transactions are reported in zxid order, each once."""
+        txn = Txn.unpack(packed)
+        if txn.cxid <= 0 or txn.session_id == 0:
+            return
+        last = self.last_cxid.get(txn.session_id, 0)
+        if txn.cxid <= last:
+            self.fail(
+                f"session 0x{txn.session_id:x}'s request cxid {txn.cxid} is committed at zxid {zxid:#x}, "
+                f"after its later request cxid {last}: FIFO client order broken"
+            )
+        self.last_cxid[txn.session_id] = txn.cxid
 
     def applied(self, sid: int, zxid: int, packed: bytes) -> None:
         known = self.committed.get(zxid)
