@@ -1,0 +1,111 @@
+"""Scripted simulations written to break the ensemble-safety fixes of issue 14 (items 1, 3, 5):
+each drives the interleaving a review of the fix suspected, through protocol-point hooks, and
+leaves the verdict to the simulator's invariants and final checks (tests/replication/
+test_sim_regressions.py has the helpers and the style)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from tests.replication.test_sim_regressions import (
+    Points,
+    Scenario,
+    finish,
+    logged_uncommitted,
+    new_leader,
+    store_points,
+    uncommitted_tail,
+    write_for,
+)
+from zkpy.testing.cluster import SimCluster, simulate
+
+# -- ensemble safety item 1, end to end: the issue's five-server scenario ----------------------------
+
+
+def stale_snapshot_above_a_snap() -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        points = Points(cluster)
+        await cluster.wait_all_serving()
+        await write_for(cluster, 0.3, "a")
+        l1 = cluster.leader()
+        assert l1 is not None
+        x, a, *rest = sorted(sid for sid in cluster.servers if sid != l1)
+        cluster.crash(x)  # X falls behind L1's 5-transaction window: it will need a SNAP
+        await write_for(cluster, 1.0, "b")
+        for sid in cluster.servers:
+            if sid != l1:  # what L1 proposes from now on reaches nobody
+                cluster.network.cut(f"s{l1}", f"s{sid}")
+        state: dict[str, Any] = {}
+
+        def tail_hook(sid: int, name: str) -> None:
+            if "tail" not in state and sid == l1 and name == "leader logged" and logged_uncommitted(cluster, l1):
+                state["tail"] = uncommitted_tail(cluster, l1)
+                for other in cluster.servers:  # a power cut: T' is on L1's disk only
+                    cluster.crash(other)
+
+        cluster.point_hooks.append(tail_hook)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_for, cluster, 3.0, "c")
+            await cluster.wait_until(lambda: "tail" in state, 3.0, "L1 logged T' alone, then the power cut")
+            nursery.cancel_scope.cancel()
+        cluster.point_hooks.remove(tail_hook)
+        cluster.network.heal()
+        tail = state["tail"]
+
+        # L1 (highest zxid) is elected by {L1, X, A}. Once A has acknowledged the epoch, L1 -> A is
+        # cut (A never gets the DIFF with T'); X is SNAPped at T', and the moment the snapshot is
+        # on its disk (before it could take the NEWLEADER behind it) X and L1 die: no NEWLEADER
+        # quorum ever formed, and X holds a snapshot of a history no quorum has.
+        current_before = cluster.servers[x].disk.epochs.get("currentEpoch", 0)
+
+        def l1_hook(sid: int, name: str) -> None:
+            if sid == a and name == "learner sent ackepoch" and "a_acked" not in state:
+                state["a_acked"] = True
+                cluster.network.cut(f"s{l1}", f"s{a}")
+            elif sid == x and name == "store snapshot written" and "x_snap" not in state:
+                state["x_snap"] = max(cluster.servers[x].disk.snapshots)
+                cluster.crash(x)  # out of the next election (it would win it with T')
+                cluster.crash(l1)
+
+        cluster.point_hooks.append(l1_hook)
+        await cluster.start(l1)
+        await cluster.start(x)
+        store_points(cluster, x)
+        await cluster.start(a)
+        await cluster.wait_until(lambda: "x_snap" in state, 10.0, "X installed L1's SNAP at T'")
+        assert state["x_snap"] == tail, (hex(state["x_snap"]), hex(tail))
+        assert cluster.servers[x].disk.epochs.get("currentEpoch", 0) == current_before  # no NEWLEADER
+        assert all(z != tail for z, _ in cluster.servers[a].disk.log)  # A never logged T'
+        cluster.point_hooks.remove(l1_hook)
+
+        # L2 (without T') is elected by A and the two others; nothing written in its epoch yet.
+        await trio.sleep(1.5)  # A gives up on silent L1 (initLimit)
+        cluster.network.heal()
+        for sid in rest:
+            await cluster.start(sid)
+        l2 = await new_leader(cluster, l1)
+        assert l2 != x
+        joined = trio.current_time()
+        await cluster.start(x)  # T' is on its disk as a snapshot above what L2 can send
+        await cluster.wait_until(lambda: cluster.servers[x].serving, 10.0, "X serving under L2")
+        assert points.count("leader sent syncdata:snap", l2, since=joined) >= 1, points.seen[-30:]
+        assert tail not in cluster.invariants.committed
+        await write_for(cluster, 0.5, "d")  # L2's epoch, logged by X after the SNAP
+        await cluster.start(l1)
+        await finish(cluster)  # power cycle: X recovers from its disk
+        assert tail not in cluster.invariants.committed
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [71, 72, 73])
+def test_item1_a_snap_below_our_own_snapshot_survives_a_restart(seed: int) -> None:
+    """Ensemble safety item 1, the issue's scenario end to end on five simulated servers: L1 comes
+    back from a power cut with a tail T' only it logged, is elected, SNAPs learner X at T' and
+    dies before a NEWLEADER quorum; L2, elected without T', SNAPs X at its own tree, below T'.
+    X's snapshot at T' must not come back at its next start (the final power cycle). Fails with
+    77a74db's deletion of higher snapshots reverted (zkpy/testing/disk.py)."""
+    simulate(seed, stale_snapshot_above_a_snap(), voters=5, commit_log_count=5)
