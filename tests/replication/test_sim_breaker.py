@@ -41,7 +41,12 @@ def stale_snapshot_above_a_snap() -> Scenario:
         state: dict[str, Any] = {}
 
         def tail_hook(sid: int, name: str) -> None:
-            if "tail" not in state and sid == l1 and name == "leader logged" and logged_uncommitted(cluster, l1):
+            if (
+                "tail" not in state
+                and sid == l1
+                and name == "leader logged"
+                and logged_uncommitted(cluster, l1)
+            ):
                 state["tail"] = uncommitted_tail(cluster, l1)
                 for other in cluster.servers:  # a power cut: T' is on L1's disk only
                     cluster.crash(other)
