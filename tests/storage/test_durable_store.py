@@ -159,3 +159,23 @@ def test_ephemerals_of_sessions_that_are_gone_are_deleted_at_start_up(tmp_path: 
         store.close()
     assert "/lock" not in recovered.nodes and "/alive" in recovered.nodes
     assert 0x51 not in recovered.ephemerals
+
+
+def test_a_damaged_snap_snapshot_is_not_replaced_by_an_older_one_and_a_new_epoch(tmp_path: Path) -> None:
+    """After a SNAP at 5 the log starts after it; here with a new epoch's first transactions, as when
+    a lagging learner joins a new leader before its first write. With the snapshot at 5 damaged,
+    recovery fell back to the one at 2 and replayed the new epoch on top: follows(2, (1, 1)) holds
+    (a new epoch's counter starts at 1), so no hole was seen and /n3../n5 were silently missing.
+    The log must hold the skipped snapshot's own transaction. Fails on 9819316 (recover() returned
+    a tree at 0x100000002)."""
+    store = _store(tmp_path, logged=0, snapshots=[2, 5], damaged=5)
+    store.close()
+    new_epoch = [(1 << 32 | c, _txn(1 << 32 | c).pack()) for c in (1, 2)]
+    with TxnLog(tmp_path / SUBDIR, prealloc_size=4096) as log:
+        log.write_batch(new_epoch)
+    store = DurableStore(store.config)
+    try:
+        with pytest.raises(CorruptSnapshotError, match="snapshot 0x5 is damaged"):
+            store.recover()
+    finally:
+        store.close()

@@ -98,22 +98,28 @@ class DurableStore:
             snap_zxid, items = loaded
             tree = load_tree(items)
             self.last_snapshot_zxid = snap_zxid
+        newest = max((zxid for zxid, _ in list_zxid_files(self.snap_dir, SNAP_PREFIX)), default=-1)
         applier = Applier(tree)
         replayed = 0
+        passed_newest = newest <= tree.last_zxid
         for zxid, payload in recover(self.log_dir, max(snap_zxid, tree.last_zxid)):
             txn = Txn.unpack(payload)
             if txn.zxid != zxid:
                 raise ValueError(f"log record framed as zxid {zxid:#x} holds transaction {txn.zxid:#x}")
             applier.apply(txn)
             replayed += 1
+            passed_newest = passed_newest or zxid == newest
             if replayed_hook is not None:
                 replayed_hook(zxid, payload)
-        newest = max((zxid for zxid, _ in list_zxid_files(self.snap_dir, SNAP_PREFIX)), default=-1)
-        if tree.last_zxid < newest:
-            # The newest snapshot was skipped as damaged, and the log does not reach its zxid: this
-            # server once had (and may have acknowledged) transactions that are gone now.
+        if not passed_newest:
+            # The newest snapshot was skipped as damaged, and the log does not hold its transaction:
+            # it does not reach that far (this server once had, and may have acknowledged,
+            # transactions that are gone now), or it starts after it, as after a SNAP, where an
+            # older snapshot plus a log beginning with a new epoch's first zxid looks whole
+            # (follows() holds) but lacks everything in between.
             raise CorruptSnapshotError(
-                f"{self.snap_dir}: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x}"
+                f"{self.snap_dir}: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x} "
+                f"without holding its transaction"
             )
         for path in tree.drop_orphan_ephemerals():
             log.warning("deleted ephemeral %s at start-up: the session that owned it is gone", path)
