@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
 import zkpy.client
 from zkpy import errors
@@ -90,4 +91,43 @@ async def test_a_server_that_never_answers_the_handshake_is_skipped_for_the_next
             with trio.fail_after(10):
                 async with zkpy.client.connect(host_list, timeout=2.0) as zk:
                     assert await zk.exists("/") is not None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_followed_by_an_over_long_frame_in_one_read_wakes_its_caller() -> None:
+    """Issue 15 item 3, through the IO task. Fails before the fix (the first get hangs for ever: its
+    reply was decoded and dropped with the ProtocolError the next frame raised, and connection_lost
+    no longer knew it). Now it returns its data, the second call fails with ConnectionLoss, and the
+    client reconnects."""
+
+    async def script(stream: trio.SocketStream, frames: FrameBuffer, n: int) -> None:
+        first = await next_request(stream, frames)
+        if first[1] == -11:
+            await stream.send_all(frame(encode(ReplyHeader(first[0], 5, 0))))
+            return
+        if n > 1:
+            await trio.sleep_forever()
+        await next_request(stream, frames)  # the second get
+        ok = frame(encode(ReplyHeader(first[0], 5, 0)) + encode(GetDataResponse(b"small", STAT)))
+        await stream.send_all(ok + struct.pack(">i", 0x100000 + 10) + b"\x00" * 32)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake_server, script)
+        async with zkpy.client.connect(f"127.0.0.1:{port}", timeout=3.0) as zk:
+            results: dict[str, object] = {}
+
+            async def get(path: str) -> None:
+                try:
+                    results[path] = await zk.get(path)
+                except errors.ConnectionLossError as exc:
+                    results[path] = exc
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(get, "/small")
+                    await trio.testing.wait_all_tasks_blocked()
+                    calls.start_soon(get, "/big")
+            assert results["/small"] == (b"small", STAT)
+            assert isinstance(results["/big"], errors.ConnectionLossError)
         nursery.cancel_scope.cancel()

@@ -381,8 +381,18 @@ class Connection:
                 if not data:
                     raise _ConnectionDropped("server closed the connection")
                 scope.deadline = trio.current_time() + read_timeout
-                self._handle(self.protocol.receive_data(data))
+                self._receive(data)
         raise _ConnectionDropped(f"no answer in {read_timeout:.2f}s")
+
+    def _receive(self, data: bytes) -> None:
+        """Feed the protocol and deliver what it decoded; on a bad frame, deliver what came before
+        it first (those replies have left the in-flight queue), then drop the connection."""
+        try:
+            events = self.protocol.receive_data(data)
+        except ProtocolError as exc:
+            self._handle(exc.events)
+            raise
+        self._handle(events)
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:
