@@ -131,3 +131,46 @@ async def test_a_reply_followed_by_an_over_long_frame_in_one_read_wakes_its_call
             assert results["/small"] == (b"small", STAT)
             assert isinstance(results["/big"], errors.ConnectionLossError)
         nursery.cancel_scope.cancel()
+
+
+async def test_the_socket_fd_is_withdrawn_from_callers_before_the_socket_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15 item 11. Fails before the fix: when the writer task was cancelled while idle (the
+    server hung up), the descriptor it had lent to callers for direct writes was left set, so a
+    call() made during the stream's aclose() checkpoint could os.write to a closed (and possibly
+    already reused) descriptor number. Checked at the moment the client's stream closes."""
+    open_fds_at_close: list[tuple[int, int]] = []
+    original = trio.SocketStream.aclose
+    connections: list[object] = []
+
+    async def spying_aclose(self: trio.SocketStream) -> None:
+        fd = self.socket.fileno()
+        for conn in connections:
+            open_fds_at_close.append((fd, conn._fd))  # type: ignore[attr-defined]
+        await original(self)
+
+    monkeypatch.setattr(trio.SocketStream, "aclose", spying_aclose)
+
+    async def script(stream: trio.SocketStream, frames: FrameBuffer, n: int) -> None:
+        xid, _ = await next_request(stream, frames)
+        await stream.send_all(frame(encode(ReplyHeader(xid, 5, 0)) + encode(GetDataResponse(b"", STAT))))
+        if n == 1:
+            await stream.aclose()  # hang up on an idle client
+            return
+        while True:
+            xid, _ = await next_request(stream, frames)
+            await stream.send_all(frame(encode(ReplyHeader(xid, 5, 0))))
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake_server, script)
+        async with zkpy.client.connect(f"127.0.0.1:{port}", timeout=3.0) as zk:
+            connections.append(zk._conn)
+            states = zk.states()
+            await zk.get("/x")
+            with trio.fail_after(5):
+                assert await states.get() == State.SUSPENDED
+        nursery.cancel_scope.cancel()
+    client_side = [(fd, lent) for fd, lent in open_fds_at_close if lent == fd]
+    assert client_side == [], "a closing socket's fd was still lent to callers"
+    assert open_fds_at_close, "the spy saw no stream close"

@@ -407,9 +407,13 @@ class Connection:
         while True:
             if not self._leftover and not protocol.has_data_to_send():
                 self._fd = stream.socket.fileno()  # idle: callers may write directly (see _flush)
-                with trio.move_on_after(ping_interval) as scope:
-                    await self._writer_lot.park()
-                self._fd = -1
+                try:
+                    with trio.move_on_after(ping_interval) as scope:
+                        await self._writer_lot.park()
+                finally:
+                    # Also when cancelled (the connection dropped): the socket closes next, and its
+                    # number may be reused at once; a caller must never write to it after that.
+                    self._fd = -1
                 if scope.cancelled_caught and not self._leftover and not protocol.has_data_to_send():
                     protocol.ping()
             data, self._leftover = self._leftover + protocol.data_to_send(), b""
