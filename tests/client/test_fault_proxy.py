@@ -18,6 +18,8 @@ from zkpy.testing.clientfuzz import client_properties, recipe_properties
 from zkpy.testing.faultproxy import FaultProxy, Faults
 from zkpy.testing.procs import ServerProcess
 
+from .conftest import SERVER_KIND
+
 CI_OPS = int(os.environ.get("ZKPY_PROXY_OPS", "10000"))
 SEED = int(os.environ.get("ZKPY_PROXY_SEED", "1"))
 
@@ -35,13 +37,25 @@ async def faulty(server: ServerProcess) -> AsyncIterator[FaultProxy]:
 async def test_no_call_hangs_and_every_watch_fires_once_under_faults(
     server: ServerProcess, chroot: str, faulty: FaultProxy
 ) -> None:
+    """With issue 15 item 3's fix reverted, this run reports dozens of calls that neither return
+    nor raise and watches that never fire (checked, seed 1: 8 hangs and 7 lost watches before
+    the run stopped at its hang limit). With item 10 unfixed (a read queued behind a write adds
+    its watch after the connection closed), watches are left on the server at the end (checked:
+    2-8 per seed at this rate and length, seeds 1-3; none with a fix for it)."""
+    faulty.faults = Faults.all(scale=3)
     report = await client_properties(server.hosts, faulty, chroot, seed=SEED, ops=CI_OPS)
     print(report.ops, dict(report.outcomes), dict(faulty.counts), report.watches_ok)
-    assert report.failures == []
+    print("\n".join(report.failures))
+    left = [f for f in report.failures if "watches left on the server" in f]
+    assert [f for f in report.failures if f not in left] == []
     assert report.ops >= CI_OPS
     for fault in ("split", "merge", "drop", "cut_mid_frame", "overlong", "cut_request"):
         assert faulty.counts[fault] > 0, f"the run never injected {fault}"
     assert report.watches_ok > 100
+    if left and SERVER_KIND == "zkpy":
+        # Issue 15 item 10 is fixed in the server on another branch; drop this once it is merged.
+        pytest.xfail(f"issue 15 item 10 (a watch outlives its connection): {left}")
+    assert left == []
 
 
 @pytest.mark.timeout(120)
