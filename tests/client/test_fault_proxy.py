@@ -37,7 +37,7 @@ async def faulty(server: ServerProcess) -> AsyncIterator[FaultProxy]:
 async def test_no_call_hangs_and_every_watch_fires_once_under_faults(
     server: ServerProcess, chroot: str, faulty: FaultProxy
 ) -> None:
-    """With issue 15 item 3's fix reverted, this run reports dozens of calls that neither return
+    """With issue 15 item 3's fix reverted, this run reports calls that neither return
     nor raise and watches that never fire (checked, seed 1: 8 hangs and 7 lost watches before
     the run stopped at its hang limit). With item 10 unfixed (a read queued behind a write adds
     its watch after the connection closed), watches are left on the server at the end (checked:

@@ -12,11 +12,13 @@ and checks:
   delivered to that watch, counts as its one firing); a watch whose call failed fires at most
   once.
 
-`recipe_properties` runs the queue, counter and lock recipes through the same proxy and checks
-exactly-once: every `put` that returned enqueued exactly one item and one that raised at most
-one; every `add` that returned is counted once (the total lies between the sum of the adds that
-returned and that plus the ones that raised); the lock is never held twice at once and leaves no
-node behind.
+`recipe_properties` runs the queue, counter, lock, election and double-barrier recipes through
+the same proxy and checks exactly-once: every `put` that returned enqueued exactly one item and
+one that raised at most one; every `add` that returned is counted once (the total lies between
+the sum of the adds that returned and that plus the ones that raised) and no two adds return the
+same value; the lock and the leadership are never held twice at once and leave no node behind
+(a contender whose create reply was lost must not leave a twin); nobody passes a barrier's
+enter or leave before the other participant got there.
 
 A violation is reported as text in `Report.failures` (with the seed), never raised, so a run
 can go on and report them all.
@@ -24,6 +26,7 @@ can go on and report them all.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 from collections import Counter
@@ -281,10 +284,18 @@ async def _one_client(
 
 
 async def recipe_properties(
-    direct_hosts: str, proxy: Any, root: str, *, seed: int, rounds: int = 30, session_timeout: float = 2.0
+    direct_hosts: str,
+    proxy: Any,
+    root: str,
+    *,
+    seed: int,
+    rounds: int = 30,
+    barrier_rounds: int = 5,
+    session_timeout: float = 2.0,
 ) -> Report:
-    """Queue puts, counter adds and lock holds through `proxy`, from two clients each; checked
-    through a fault-free client afterwards."""
+    """Queue puts, counter adds, lock holds and elections through `proxy`, `rounds` of them from
+    each of two clients, then `barrier_rounds` double barriers the two pass together; checked as
+    they go and through a fault-free client afterwards."""
     report = Report(seed)
     bounded = _Bounded(report, 2 * session_timeout + 35.0)  # recipes retry up to 30 s
     put_ok: list[bytes] = []
@@ -294,6 +305,8 @@ async def recipe_properties(
     holders: list[str] = []
     overlaps = [0]
 
+    leaders: list[str] = []
+    progress: dict[tuple[int, str], int] = {}
     finished = [0]
     all_finished = trio.Event()
     checked = trio.Event()
@@ -315,15 +328,20 @@ async def recipe_properties(
                         add_ok.append(result)
                     else:
                         add_failed[0] += 1
-                else:
+                elif roll < 0.9:
                     await bounded("lock", lambda: _hold_lock(zk, f"{c}", holders, overlaps))
+                else:
+                    await bounded("election", lambda: _lead(zk, f"{c}", leaders, overlaps))
+            for r in range(barrier_rounds):  # both clients, in step
+                await bounded("barrier", lambda r=r: _barrier_round(zk, c, r, progress, report))  # type: ignore[misc]
             finished[0] += 1
             if finished[0] == 2:
                 all_finished.set()
             await all_finished.wait()
             if c == 0:  # both sessions still open: a lock node now would block the next holder
-                if await admin.exists("/lock") and (left := await admin.get_children("/lock")):
-                    report.fail(f"lock nodes left behind after every holder released: {left}")
+                for line in ("/lock", "/election"):
+                    if await admin.exists(line) and (left := await admin.get_children(line)):
+                        report.fail(f"{line}: nodes left behind after every holder stepped down: {left}")
                 checked.set()
             await checked.wait()
 
@@ -349,8 +367,39 @@ async def recipe_properties(
         if len(set(add_ok)) != len(add_ok):
             report.fail(f"two counter adds returned the same value: {sorted(add_ok)}")
         if overlaps[0]:
-            report.fail(f"the lock was held by two clients at once {overlaps[0]} times")
+            report.fail(f"the lock or the leadership was held by two clients at once {overlaps[0]} times")
     return report
+
+
+async def _lead(zk: zkpy.client.Client, me: str, leaders: list[str], overlaps: list[int]) -> None:
+    async def lead() -> None:
+        if leaders:
+            overlaps[0] += 1
+        leaders.append(me)
+        try:
+            await trio.sleep(0.005)
+        finally:
+            leaders.remove(me)
+
+    with contextlib.suppress(recipes.LeadershipLost):  # lost on a suspension: allowed, not a failure
+        await recipes.Election(zk, "/election", me.encode()).run(lead)
+
+
+async def _barrier_round(
+    zk: zkpy.client.Client, c: int, r: int, progress: dict[tuple[int, str], int], report: Report
+) -> None:
+    """Both clients enter and leave /barrier-<r> (count 2): neither may pass `enter` before the
+    other has begun entering, nor pass `leave` before the other has begun leaving."""
+    barrier = recipes.DoubleBarrier(zk, f"/barrier-{r}", 2, identifier=f"c{c}")
+    other = 1 - c
+    progress[c, "enter"] = r
+    await barrier.enter()
+    if progress.get((other, "enter"), -1) < r:
+        report.fail(f"client {c} passed barrier {r}'s enter before client {other} had entered")
+    progress[c, "leave"] = r
+    await barrier.leave()
+    if progress.get((other, "leave"), -1) < r:
+        report.fail(f"client {c} passed barrier {r}'s leave before client {other} had left")
 
 
 async def _hold_lock(zk: zkpy.client.Client, me: str, holders: list[str], overlaps: list[int]) -> None:
