@@ -47,9 +47,7 @@ async def one_seed(
     proxy = FaultProxy((host, port), faults, seed=seed)
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.run)
-        report = await client_properties(
-            hosts, proxy, root, seed=seed, ops=args.ops, server_watches=args.server == "zkpy"
-        )
+        report = await client_properties(hosts, proxy, root, seed=seed, ops=args.ops)
         if args.recipe_rounds:
             report.merge(await recipe_properties(hosts, proxy, root, seed=seed, rounds=args.recipe_rounds))
         nursery.cancel_scope.cancel()
