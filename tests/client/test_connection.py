@@ -174,3 +174,31 @@ async def test_the_socket_fd_is_withdrawn_from_callers_before_the_socket_closes(
     client_side = [(fd, lent) for fd, lent in open_fds_at_close if lent == fd]
     assert client_side == [], "a closing socket's fd was still lent to callers"
     assert open_fds_at_close, "the spy saw no stream close"
+
+
+async def test_a_get_whose_reply_is_over_the_frame_limit_does_not_strand_the_get_before_it(
+    zk: zkpy.client.Client,
+) -> None:
+    """Issue 15 item 3 as the hunt found it, against the real server: setData of 1,048,500 bytes is
+    within jute.maxbuffer, but getData's reply (data + Stat + header) is not. A small get sent
+    just before it is answered in the same read as the big reply's header. Fails before the fix:
+    the small get hung for ever (seen with this test on the commit before the fix)."""
+    await zk.create("/big", b"x" * 1_048_500)
+    await zk.create("/small", b"s")
+    for _ in range(3):  # the two replies usually share a read; try a few times to be sure
+        results: dict[str, object] = {}
+
+        async def get(path: str, results: dict[str, object] = results) -> None:
+            try:
+                results[path] = (await zk.get(path))[0]
+            except errors.ConnectionLossError as exc:
+                results[path] = exc
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as calls:
+                calls.start_soon(get, "/small")
+                calls.start_soon(get, "/big")
+            await zk.wait_connected()
+        # trio may start either task first: if the big get went first, the small one fails too
+        assert results["/small"] == b"s" or isinstance(results["/small"], errors.ConnectionLossError)
+        assert isinstance(results["/big"], errors.ConnectionLossError)
