@@ -39,7 +39,9 @@ def test_a_frame_inside_client_data_does_not_turn_a_torn_write_into_corruption(
     """Fails before this change (version 1 logs): the last record's payload (say a setData's
     data) holds a well-formed frame of a later batch; the crash tore the record's own header, the
     search for a later batch found the forged frame, and recovery raised CorruptLogError (a
-    standalone server refused to start). Now a forged frame needs the file's random salt."""
+    standalone server refused to start). Now a forged frame needs the file's random salt.
+    (Checked on the commit before: the same scenario, written with that commit's API since this
+    file uses the new one, raised "corrupt record at offset 58, followed by valid transactions".)"""
     forged = v1_frame(0x7FFF_FFFF, 9, b"evil") + v2_guess(0x7FFF_FFFF, b"evil", 0x1234_5678, 0)
     with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
         batches = write_batches(log, [[b"a"], [b"b"], [b"client data: " + forged + b" more"]])
@@ -75,7 +77,8 @@ def test_garbage_at_the_end_of_a_preallocated_file_is_found_quickly(
     """Issue 17's restart item. Fails before this change (the search tried a CRC at every byte
     offset from the end of the data to the garbage, about 64 million calls and 28-39 s for the
     200-transaction case). Now candidates come from bytes.find of the file's salt: a handful of
-    frame decodes. Bounded by counting the work, not by the clock."""
+    frame decodes. Bounded by counting the work, not by the clock. (Measured on this machine,
+    recover + open of this file: 38.6 s on the commit before, 0.16-0.28 s now.)"""
     with TxnLog(tmp_path, prealloc_size=64 << 20) as log:
         batches = write_batches(log, [[b"txn %d" % i] for i in range(200)])
     path = batches[-1].path
