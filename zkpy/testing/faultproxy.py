@@ -60,6 +60,10 @@ class _Cut(Exception):
     pass
 
 
+class _Blackhole(Exception):
+    pass
+
+
 class Listening:
     """A TCP server on an ephemeral 127.0.0.1 port, each connection handed to `_handle`."""
 
@@ -138,10 +142,14 @@ class FaultProxy(Listening):
     ) -> None:
         buf = bytearray()
         first = True  # the handshake frame: no xid
+        raw = False  # forward untouched
         try:
             while True:
                 data = await src.receive_some(65536)
-                if not data:
+                if not data:  # a half-close: pass it on, and let the other direction finish
+                    if buf:
+                        await dst.send_all(bytes(buf))
+                    await dst.send_eof()
                     return
                 buf += data
                 if to_client and self._roll("merge", rng):
@@ -149,6 +157,11 @@ class FaultProxy(Listening):
                         while more := await src.receive_some(65536):
                             buf += more
                 out = bytearray()
+                if first and len(buf) >= 4 and not 0 <= _LEN.unpack_from(buf, 0)[0] <= 2 * _FRAME_LIMIT:
+                    raw = True  # not a ZooKeeper session (a four-letter word such as isro)
+                if raw:
+                    out += buf
+                    buf.clear()
                 while len(buf) >= 4:
                     (n,) = _LEN.unpack_from(buf, 0)
                     if n < 0 or len(buf) < 4 + n:
@@ -166,13 +179,17 @@ class FaultProxy(Listening):
                                 await dst.send_all(bytes(out))
                             raise _Cut
                     first = False
-                    await self._one(frame, out, dst, rng, to_client)
+                    try:
+                        await self._one(frame, out, dst, rng, to_client)
+                    except _Blackhole:
+                        # Swallow everything from now on; the client's read timeout ends this.
+                        while await src.receive_some(65536):
+                            pass
+                        raise _Cut from None
                 if out:
                     await dst.send_all(bytes(out))
         except (_Cut, OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            scope.cancel()
+            scope.cancel()  # a fault, or a side gone: end both directions
 
     async def _one(
         self, frame: bytes, out: bytearray, dst: trio.SocketStream, rng: random.Random, to_client: bool
@@ -181,7 +198,7 @@ class FaultProxy(Listening):
         if self._roll("blackhole", rng):
             if out:
                 await dst.send_all(bytes(out))
-            await trio.sleep_forever()  # the client's read timeout ends this connection
+            raise _Blackhole
         if not to_client:
             if self._roll("cut_request", rng):
                 await dst.send_all(bytes(out) + frame[: rng.randrange(len(frame))])
