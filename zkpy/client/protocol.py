@@ -333,6 +333,10 @@ class ClientProtocol:
         self._handshaking = False
         return failed
 
+    def in_flight_op(self, op: int) -> Pending | None:
+        """The first request in flight with opcode `op`, if any."""
+        return next((p for p in self._pending if p.op == op), None)
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)
