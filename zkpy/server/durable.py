@@ -219,7 +219,7 @@ class DurableStore:
         """The newest `limit` logged records at or below `zxid`, oldest first: what a restarted
         leader can still sync learners from by DIFF, behind its newest snapshot."""
         records: deque[tuple[int, bytes]] = deque(maxlen=limit)
-        for record_zxid, payload in recover(self.log_dir, -1, repair=False):
+        for record_zxid, payload in recover(self.log_dir, -1, repair=False, tail_after_gap=True):
             if record_zxid > zxid:
                 break
             records.append((record_zxid, bytes(payload)))
