@@ -18,8 +18,6 @@ from zkpy.testing.clientfuzz import client_properties, recipe_properties
 from zkpy.testing.faultproxy import FaultProxy, Faults
 from zkpy.testing.procs import ServerProcess
 
-from .conftest import SERVER_KIND
-
 CI_OPS = int(os.environ.get("ZKPY_PROXY_OPS", "10000"))
 SEED = int(os.environ.get("ZKPY_PROXY_SEED", "1"))
 
@@ -52,10 +50,7 @@ async def test_no_call_hangs_and_every_watch_fires_once_under_faults(
     for fault in ("split", "merge", "drop", "cut_mid_frame", "overlong", "cut_request"):
         assert faulty.counts[fault] > 0, f"the run never injected {fault}"
     assert report.watches_ok > 100
-    if left and SERVER_KIND == "zkpy":
-        # Issue 15 item 10 is fixed in the server on another branch; drop this once it is merged.
-        pytest.xfail(f"issue 15 item 10 (a watch outlives its connection): {left}")
-    assert left == []
+    assert left == []  # issue 15 item 10: a watch outlived its connection (2-8 per seed before)
 
 
 @pytest.mark.timeout(120)
