@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     dump = sub.add_parser("dump", help="print a transaction log or snapshot file")
     dump.add_argument("path")
     dump.set_defaults(func=cmd_dump)
+    from zkpy.ops import ensemble
+
+    ensemble.add_parser(sub)
     return parser
 
 

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zkpy.ops.layout import HOST, member_home, members_on_free_ports, write_config, write_member
+from zkpy.ops.status import four_letter
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APACHE_ZK_TOOL = Path(os.environ.get("ZKPY_APACHE_ZK", REPO_ROOT.parent / "shared" / "tools" / "apache-zk"))
 
@@ -61,19 +64,6 @@ class NotWhitelistedError(RuntimeError):
 
 # What zkpy ("clientPort=N on ADDR is already in use") and Apache (java.net.BindException) print.
 _IN_USE_MARKERS = ("already in use", "Address already in use")
-
-
-def four_letter(host: str, port: int, word: str, timeout: float = 5.0) -> str:
-    """Send a four-letter word and return the whole answer."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(word.encode())
-        chunks = []
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
 
 
 @dataclass
@@ -201,20 +191,6 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def write_config(path: Path, port: int, data_dir: Path, extra: dict[str, str] | None = None) -> None:
-    settings = {
-        "tickTime": "2000",
-        "dataDir": str(data_dir),
-        "clientPort": str(port),
-        "clientPortAddress": "127.0.0.1",
-        "maxClientCnxns": "0",
-        "4lw.commands.whitelist": "*",
-        "admin.enableServer": "false",
-        **(extra or {}),
-    }
-    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-
-
 @contextlib.contextmanager
 def running_server(kind: str = "zkpy", extra: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A fresh server of `kind` ('zkpy' or 'apache') on 127.0.0.1, stopped and cleaned up afterwards."""
@@ -290,24 +266,21 @@ class Ensemble:
             server.stop()
 
 
-def ensemble_servers(kind: str, tmp: Path, n: int, extra: dict[str, str] | None) -> list[ServerProcess]:
+def ensemble_servers(
+    kind: str, tmp: Path, n: int, extra: dict[str, str] | None, observers: int = 0
+) -> list[ServerProcess]:
     """The members of one quorum under `tmp` (data dirs with myid, configs), not started."""
-    ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
-    quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
+    members = members_on_free_ports(n, observers, free_port)
     servers = []
-    for i, (client_port, _, _) in enumerate(ports):
-        home = tmp / f"s{i + 1}"
-        data_dir = home / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "myid").write_text(f"{i + 1}\n")
-        settings = {"initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
-        write_config(home / "zoo.cfg", client_port, data_dir, settings)
+    for member in members:
+        home = member_home(tmp, member)
+        settings = write_member(tmp, member, members, extra)
         servers.append(
             ServerProcess(
                 kind,
-                "127.0.0.1",
-                client_port,
-                data_dir,
+                HOST,
+                member.client_port,
+                home / "data",
                 home / "zoo.cfg",
                 home / "server.log",
                 extra=settings,

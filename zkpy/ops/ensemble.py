@@ -1,0 +1,495 @@
+"""`zkpy ensemble`: a local ensemble on 127.0.0.1 in one command, for trying ZooKeeper by hand.
+
+    zkpy ensemble [--size 3] [--observers 0] [--dir DIR] [--base-port 2181]
+    zkpy ensemble kill N | start N | stop | status   [--dir DIR]
+
+DIR (default ./zkpy-ensemble) holds one home per member, sN/: zoo.cfg, data/ (myid and the data,
+kept from run to run), server.log (appended to, never truncated) and server.pid. Each server is a
+process of its own in its own session, so Ctrl-C in the terminal reaches only this command, which
+then stops every server with SIGTERM and says so. `kill N` and `start N` work from any other
+terminal through the pid files, which is how a person tries failover by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from zkpy.ops.layout import (
+    HOST,
+    LOCAL_FOUR_LETTER_WORDS,
+    Member,
+    connect_string,
+    member_home,
+    members_from_base,
+    write_member,
+)
+from zkpy.ops.status import SERVING_MODES, ServerRow, query, query_all, render_table
+
+DEFAULT_DIR = "zkpy-ensemble"
+# Short ticks so that a killed leader is replaced within seconds (syncLimit 5 ticks = 2.5 s), as in
+# the sample configs under conf/ensemble.
+SETTINGS = {
+    "tickTime": "500",
+    "4lw.commands.whitelist": LOCAL_FOUR_LETTER_WORDS,
+    "maxClientCnxns": "60",
+}
+LEADER_WAIT = 60.0  # seconds to wait for the first leader
+START_WAIT = 30.0  # seconds for `start N` to see its server serving
+STOP_WAIT = 15.0  # seconds between SIGTERM and SIGKILL
+LOG_LINES = 5  # the last lines of a dead server's log shown under the table
+
+
+class EnsembleError(Exception):
+    """What went wrong, in one line for the user."""
+
+
+@dataclass(frozen=True)
+class Home:
+    """One member's files under DIR."""
+
+    root: Path
+    member: Member
+
+    @property
+    def dir(self) -> Path:
+        return member_home(self.root, self.member)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "zoo.cfg"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "server.pid"
+
+    @property
+    def name(self) -> str:
+        return f"{self.member.sid} {HOST}:{self.member.client_port}"
+
+    def pid(self) -> int | None:
+        """The pid in server.pid when that process is alive and is this member's server."""
+        try:
+            pid = int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if _is_server(pid, self.config) else None
+
+    def log_tail(self, lines: int = LOG_LINES) -> list[str]:
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+                return f.read().decode(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return []
+
+
+def _is_server(pid: int, config: Path) -> bool:
+    """Alive (not a zombie) and running `zkpy server <config>`: a pid file can outlive its process
+    and the pid be given to another one."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").exists():  # no procfs: trust the pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X") and str(config).encode() in cmdline
+
+
+def _signal(pid: int, signum: int) -> None:
+    """To the server's whole process group (it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(home: Home) -> None:
+    for kind, port in home.member.ports.items():
+        if _port_taken(port):
+            raise EnsembleError(
+                f"port {port} ({kind} port of server {home.member.sid}) is in use on {HOST}: "
+                "stop what holds it or pick other ports with --base-port"
+            )
+
+
+def spawn(home: Home) -> subprocess.Popen[bytes]:
+    """Start one server in its own session, its output appended to its log, its pid in its pid file."""
+    with open(home.log, "ab") as log:
+        log.write(f"--- zkpy ensemble: starting server {home.member.sid} at {time.ctime()}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zkpy", "server", str(home.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=home.dir,
+        )
+    home.pid_file.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def find_homes(root: Path) -> list[Home]:
+    """The members already written under DIR (for kill, start, stop, status), from their zoo.cfg."""
+    from zkpy.server.config import ConfigError, load_config
+
+    homes = []
+    for config_path in sorted(root.glob("s*/zoo.cfg"), key=lambda p: int(p.parent.name[1:] or 0)):
+        if not config_path.parent.name[1:].isdigit():
+            continue
+        try:
+            config = load_config(config_path)
+        except ConfigError as e:
+            raise EnsembleError(str(e)) from None
+        sid = int(config_path.parent.name[1:])
+        spec = config.servers.get(sid)
+        if spec is None or config.client_port is None:
+            raise EnsembleError(f"{config_path} is not an ensemble member's config (no server.{sid} line)")
+        member = Member(sid, config.client_port, spec.peer_port, spec.election_port, spec.role == "observer")
+        homes.append(Home(root, member))
+    if not homes:
+        raise EnsembleError(f"no ensemble in {root} (start one with `zkpy ensemble --dir {root}`)")
+    return homes
+
+
+def _listing(path: Path) -> list[Path]:
+    try:
+        return list(path.iterdir())
+    except OSError:
+        return []
+
+
+def rows(homes: list[Home]) -> list[ServerRow]:
+    """The live table's rows: each running server asked srvr and mntr, a dead one shown as down."""
+    pids = {h.member.sid: h.pid() for h in homes}
+    running = [h for h in homes if pids[h.member.sid] is not None]
+    asked = dict(
+        zip(
+            (h.member.sid for h in running),
+            query_all([(HOST, h.member.client_port, h.name) for h in running], timeout=1.0),
+            strict=True,
+        )
+    )
+    out = []
+    for h in homes:
+        row = asked.get(h.member.sid) or ServerRow(h.name, "down", detail="\n".join(h.log_tail()))
+        if row.mode == "unreachable":  # alive but not listening yet
+            row.mode = "starting"
+        out.append(row)
+    return out
+
+
+def render(homes: list[Home], table: list[ServerRow]) -> str:
+    text = render_table(table)
+    for home, row in zip(homes, table, strict=True):
+        if row.mode == "down":
+            text += f"\nserver {home.member.sid} is down; the last lines of {home.log}:\n"
+            text += "\n".join(f"    {line}" for line in row.detail.splitlines() or ["(empty)"])
+    return text
+
+
+class Supervisor:
+    """The foreground `zkpy ensemble`: starts the members, shows them, stops them all at the end."""
+
+    def __init__(self, homes: list[Home], out: TextIO) -> None:
+        self.homes = homes
+        self.out = out
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def reap(self) -> None:
+        """Collect the exit of children killed from elsewhere (`zkpy ensemble kill N`)."""
+        for proc in self.children.values():
+            proc.poll()
+
+    def start_all(self) -> None:
+        for home in self.homes:
+            check_ports(home)
+        for home in self.homes:
+            self.children[home.member.sid] = spawn(home)
+
+    def wait_for_leader(self) -> None:
+        deadline = time.monotonic() + LEADER_WAIT
+        while time.monotonic() < deadline:
+            self.reap()
+            for home in self.homes:
+                proc = self.children.get(home.member.sid)
+                if proc is not None and proc.returncode is not None:
+                    tail = "\n".join(f"    {line}" for line in home.log_tail(10))
+                    raise EnsembleError(
+                        f"server {home.member.sid} exited with status {proc.returncode}; "
+                        f"the last lines of {home.log}:\n{tail}"
+                    )
+            if any(r.mode == "leader" for r in rows(self.homes)):
+                return
+            time.sleep(0.2)
+        raise EnsembleError(
+            f"no leader after {LEADER_WAIT:.0f}s:\n{render(self.homes, rows(self.homes))}\n"
+            f"(the logs are {self.homes[0].root}/s*/server.log)"
+        )
+
+    def live(self, interval: float = 1.0) -> None:
+        """Redraw the table every `interval` on a terminal; elsewhere print it when a mode changes."""
+        tty = self.out.isatty()
+        shown: list[tuple[str, str]] | None = None
+        while True:
+            self.reap()
+            table = rows(self.homes)
+            shape = [(r.server, r.mode) for r in table]
+            if tty:
+                self.out.write("\x1b[H\x1b[2J")
+                self.say(f"{time.strftime('%H:%M:%S')}  {self._hint()}\n\n{render(self.homes, table)}")
+            elif shape != shown:
+                self.say(f"\n{time.strftime('%H:%M:%S')}\n{render(self.homes, table)}")
+            shown = shape
+            time.sleep(interval)
+
+    def _hint(self) -> str:
+        root = self.homes[0].root
+        return (
+            f"{connect_string([h.member for h in self.homes])}   Ctrl-C stops all; "
+            f"`zkpy ensemble kill N --dir {root}` / `start N` in another terminal"
+        )
+
+
+def stop_all(
+    homes: list[Home], out: TextIO, children: dict[int, subprocess.Popen[bytes]] | None = None
+) -> int:
+    """SIGTERM to every running member, SIGKILL to those still there after STOP_WAIT; says what it did.
+
+    Returns how many were running."""
+    children = children or {}
+    pids = {h.member.sid: h.pid() for h in homes}
+    for pid in pids.values():
+        if pid is not None:
+            _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT
+    killed: set[int] = set()
+    while True:
+        for proc in children.values():
+            proc.poll()
+        alive = [h for h in homes if pids[h.member.sid] is not None and h.pid() is not None]
+        if not alive:
+            break
+        if time.monotonic() > deadline:
+            for h in alive:
+                pid = pids[h.member.sid]
+                assert pid is not None
+                _signal(pid, signal.SIGKILL)
+                killed.add(h.member.sid)
+            deadline = float("inf")
+        time.sleep(0.05)
+    for h in homes:
+        pid = pids[h.member.sid]
+        if pid is None:
+            out.write(f"server {h.member.sid} was not running\n")
+        elif h.member.sid in killed:
+            out.write(
+                f"server {h.member.sid} (pid {pid}) killed: still running {STOP_WAIT:.0f}s after SIGTERM\n"
+            )
+        else:
+            out.write(f"server {h.member.sid} (pid {pid}) stopped\n")
+        h.pid_file.unlink(missing_ok=True)
+    out.flush()
+    return sum(1 for pid in pids.values() if pid is not None)
+
+
+@contextlib.contextmanager
+def _interrupted_by_term() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal) stop the ensemble as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def run(root: Path, size: int, observers: int, base_port: int, out: TextIO) -> int:
+    if size < 1 or observers < 0:
+        raise EnsembleError("--size must be at least 1 and --observers at least 0")
+    members = members_from_base(size, observers, base_port)
+    if base_port < 1 or max(m.election_port for m in members) > 65535:
+        raise EnsembleError(f"--base-port {base_port} puts ports outside 1..65535")
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(EnsembleError):
+        running = [h for h in find_homes(root) if h.pid() is not None]
+        if running:
+            raise EnsembleError(
+                f"an ensemble is already running in {root} (server {', '.join(str(h.member.sid) for h in running)}): "
+                f"stop it with Ctrl-C where it runs, or `zkpy ensemble stop --dir {root}`"
+            )
+    homes = [Home(root, m) for m in members]
+    kept = [h for h in homes if any(p.name != "myid" for p in _listing(h.dir / "data"))]
+    for h in homes:
+        write_member(root, h.member, members, SETTINGS)
+    supervisor = Supervisor(homes, out)
+    with _interrupted_by_term():
+        try:
+            supervisor.start_all()
+            supervisor.say(
+                f"started {len(homes)} servers in {root}"
+                + (
+                    f" (with the data of servers {', '.join(str(h.member.sid) for h in kept)} from before)"
+                    if kept
+                    else ""
+                )
+                + f"; their logs are {root}/sN/server.log"
+            )
+            supervisor.wait_for_leader()
+            supervisor.say(f"Connection string: {connect_string(members)}")
+            supervisor.say(
+                f"Try: zkpy status {connect_string(members)}\n"
+                f"     zkpy ensemble kill N --dir {root}   (then `start N`)\n"
+                "Ctrl-C stops every server."
+            )
+            supervisor.live()
+        except KeyboardInterrupt:
+            out.write("\nstopping the ensemble...\n")
+            stopped = stop_all(homes, out, supervisor.children)
+            out.write(f"stopped {stopped} servers; the data stays in {root} for the next run\n")
+            return 0
+        except BaseException:
+            stop_all(homes, out, supervisor.children)
+            raise
+    return 0
+
+
+def kill(root: Path, sid: int, out: TextIO) -> int:
+    home = _home(root, sid)
+    pid = home.pid()
+    if pid is None:
+        raise EnsembleError(
+            f"server {sid} is not running (`zkpy ensemble start {sid} --dir {root}` starts it)"
+        )
+    _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while home.pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    home.pid_file.unlink(missing_ok=True)
+    out.write(
+        f"killed server {sid} (pid {pid}) with SIGKILL, as a crash would; "
+        f"`zkpy ensemble start {sid} --dir {root}` starts it again\n"
+    )
+    return 0
+
+
+def start(root: Path, sid: int, out: TextIO) -> int:
+    home = _home(root, sid)
+    pid = home.pid()
+    if pid is not None:
+        raise EnsembleError(f"server {sid} is already running (pid {pid})")
+    check_ports(home)
+    proc = spawn(home)
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(f"    {line}" for line in home.log_tail(10))
+            raise EnsembleError(f"server {sid} exited with status {proc.returncode}:\n{tail}")
+        row = query(HOST, home.member.client_port, home.name, timeout=1.0)
+        if row.mode in SERVING_MODES:
+            out.write(f"started server {sid} (pid {proc.pid}): {row.mode}\n")
+            return 0
+        time.sleep(0.2)
+    out.write(
+        f"started server {sid} (pid {proc.pid}), not serving yet after {START_WAIT:.0f}s: see {home.log}\n"
+    )
+    return 1
+
+
+def _home(root: Path, sid: int) -> Home:
+    homes = find_homes(root)
+    for home in homes:
+        if home.member.sid == sid:
+            return home
+    raise EnsembleError(f"no server {sid} in {root} (servers: {', '.join(str(h.member.sid) for h in homes)})")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ensemble",
+        help="run a local ensemble on 127.0.0.1 with a live table (kill N / start N to try failover)",
+        description="Without an action: write each server's zoo.cfg and myid under DIR (kept between "
+        "runs), start the servers, wait for a leader, print the connection string and a live table "
+        "until Ctrl-C, which stops them all. The actions work on the ensemble running in DIR.",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["kill", "start", "stop", "status"],
+        help="kill N (SIGKILL, as a crash), start N, stop (every server), status (the table once)",
+    )
+    p.add_argument("n", nargs="?", type=int, help="the server's number, for kill and start")
+    p.add_argument("--size", type=int, default=3, help="voting servers (default 3)")
+    p.add_argument("--observers", type=int, default=0, help="non-voting servers (default 0)")
+    p.add_argument("--dir", default=DEFAULT_DIR, help=f"where the servers live (default ./{DEFAULT_DIR})")
+    p.add_argument(
+        "--base-port",
+        type=int,
+        default=2181,
+        help="client port of server 1 (default 2181); server N uses base+N-1, quorum base+700+N-1, "
+        "election base+1700+N-1",
+    )
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    out = sys.stdout
+    try:
+        if args.action in ("kill", "start"):
+            if args.n is None:
+                raise EnsembleError(f"`zkpy ensemble {args.action}` needs the server's number N")
+            return kill(root, args.n, out) if args.action == "kill" else start(root, args.n, out)
+        if args.n is not None:
+            raise EnsembleError(f"unexpected argument {args.n}")
+        if args.action == "stop":
+            stop_all(find_homes(root), out)
+            return 0
+        if args.action == "status":
+            homes = find_homes(root)
+            table = rows(homes)
+            out.write(render(homes, table) + "\n")
+            return 0 if any(r.mode == "leader" for r in table) else 1
+        return run(root, args.size, args.observers, args.base_port, out)
+    except EnsembleError as e:
+        print(f"zkpy ensemble: error: {e}", file=sys.stderr)
+        return 2
