@@ -8,7 +8,7 @@ history, then heal, read every server's view and check.
 What it does:
 
 * starts `--servers` members of `--server` (zkpy or Apache ZooKeeper 3.8, through
-  ../shared/tools/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
+  scripts/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
   through a small TCP proxy in this process (one per ordered pair of members and per port, quorum
   and election; server.N lines of member i name proxy ports for every other member), so the
   nemesis can cut links;

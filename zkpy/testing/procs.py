@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import shutil
@@ -20,17 +19,9 @@ from pathlib import Path
 
 from zkpy.ops.layout import HOST, member_home, members_on_free_ports, write_config, write_member
 from zkpy.ops.status import four_letter
+from zkpy.testing import apache
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-APACHE_ZK_TOOL = Path(os.environ.get("ZKPY_APACHE_ZK", REPO_ROOT.parent / "shared" / "tools" / "apache-zk"))
-
-
-@functools.cache
-def ensure_apache_installed() -> None:
-    """The apache-zk tool installs Debian's zookeeper package on first use; do that once, untimed."""
-    subprocess.run(["bash", str(APACHE_ZK_TOOL), "--classpath"], check=True, stdout=subprocess.DEVNULL)
-
-
 _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
@@ -84,7 +75,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         if self.kind == "apache":
-            return ["bash", str(APACHE_ZK_TOOL), str(self.config_path)]
+            return apache.server_command(self.config_path)
         return [sys.executable, "-m", "zkpy", "server", str(self.config_path)]
 
     def start(self, wait: float | None = 90.0) -> None:
@@ -94,7 +85,7 @@ class ServerProcess:
         spawns all its members first and then waits for them together (Ensemble.wait_serving).
         """
         if self.kind == "apache":
-            ensure_apache_installed()  # before the clock starts: the first install takes minutes
+            apache.ensure_installed()  # before the clock starts: the first install takes minutes
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.log_start = log.tell()
         self.proc = subprocess.Popen(
