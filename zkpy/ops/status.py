@@ -6,10 +6,12 @@ ZooKeeper answers the same way are used, so the table works against either serve
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TextIO
 
 NOT_SERVING = "This ZooKeeper instance is not currently serving requests"
 SERVING_MODES = ("leader", "follower", "observer", "standalone", "read-only")
@@ -149,3 +151,149 @@ def render_table(rows: Sequence[ServerRow]) -> str:
     lines = ["  ".join(text.ljust(w) for text, w in zip(line, widths, strict=True)).rstrip()
              for line in [list(COLUMNS), *cells]]  # fmt: skip
     return "\n".join(lines)
+
+
+# -- `zkpy status` ------------------------------------------------------------------------------------
+
+DEFAULT_STATUS_SERVER = "127.0.0.1:2181"
+DEFAULT_CLIENT_PORT = 2181  # what ZooKeeper's own tools assume when a host has no port
+# Words zkpy answers, offered in messages; hash and stmk are ZooKeeper's too (sent on if asked, for
+# Apache servers) but a zkpy server closes the connection on them.
+NOT_ANSWERED_BY_ZKPY = frozenset({"hash", "stmk"})
+_NOT_IN_WHITELIST = "is not executed because it is not in the whitelist."
+
+
+class UsageError(ValueError):
+    """Arguments that cannot be used; str() is the one line to print."""
+
+
+def parse_server_address(address: str) -> tuple[str, int]:
+    """'host', 'host:port', ':port', '[v6]', '[v6]:port' or a bare IPv6 address -> (host, port).
+
+    A missing host is 127.0.0.1 and a missing port 2181; raises ValueError for a bad port.
+    """
+    host, port = address, ""
+    if address.startswith("["):  # [ipv6] or [ipv6]:port
+        host, _, rest = address[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise UsageError(f"cannot parse {address!r} as [host]:port")
+        port = rest[1:]
+    elif address.count(":") == 1:
+        host, _, port = address.partition(":")
+    # more than one colon and no brackets: a bare IPv6 address, default port
+    if not port:
+        return host or "127.0.0.1", DEFAULT_CLIENT_PORT
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"invalid port {port!r} in {address!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def parse_hosts(hosts: str) -> list[tuple[str, int]]:
+    """A client connect string, 'h1:p1,h2:p2[/chroot]' (the chroot is the client's business)."""
+    servers = hosts.split("/", 1)[0]
+    parsed = [parse_server_address(part.strip()) for part in servers.split(",") if part.strip()]
+    if not parsed:
+        raise UsageError(f"no server in {hosts!r}")
+    return parsed
+
+
+def _looks_like_word(arg: str) -> bool:
+    """Four letters and nothing else: meant as a four-letter word (a host like that needs `:port`)."""
+    return len(arg) == 4 and arg.isascii() and arg.isalpha()
+
+
+def _offered_words() -> str:
+    from zkpy.server.config import ALL_FOUR_LETTER_WORDS
+
+    return ", ".join(sorted(ALL_FOUR_LETTER_WORDS - NOT_ANSWERED_BY_ZKPY))
+
+
+def parse_status_args(hosts: str | None, word: str | None) -> tuple[list[tuple[str, int]], str | None]:
+    """`zkpy status [HOSTS] [WORD]` -> (servers, word or None for the table).
+
+    A lone argument of four letters is a word for the default server, not a host; the two may come
+    in either order. Raises UsageError for an unknown word (before anything is sent) or a bad port.
+    """
+    from zkpy.server.config import ALL_FOUR_LETTER_WORDS
+
+    if (
+        word is None
+        and hosts is not None
+        and (hosts.lower() in ALL_FOUR_LETTER_WORDS or _looks_like_word(hosts))
+    ):
+        hosts, word = None, hosts  # `zkpy status mntr`: a word for the default server
+    elif (
+        hosts
+        and word
+        and hosts.lower() in ALL_FOUR_LETTER_WORDS
+        and word.lower() not in ALL_FOUR_LETTER_WORDS
+    ):
+        hosts, word = word, hosts  # `zkpy status mntr host:port`
+    if word is not None:
+        word = word.lower()
+        if word not in ALL_FOUR_LETTER_WORDS:
+            raise UsageError(f"unknown four-letter word {word!r}; the words are: {_offered_words()}")
+    return parse_hosts(hosts or DEFAULT_STATUS_SERVER), word
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_resolvable(hosts: str | None, servers: list[tuple[str, int]]) -> None:
+    """`zkpy status foo`: one bare name that is no host here is more likely a mistyped word."""
+    if hosts is None or len(servers) != 1 or ":" in hosts or "," in hosts:
+        return
+    try:
+        socket.getaddrinfo(servers[0][0], None)
+    except OSError:
+        raise UsageError(
+            f"{hosts!r} is neither a host this machine can resolve nor a four-letter word "
+            f"({_offered_words()})"
+        ) from None
+
+
+def ask_word(host: str, port: int, word: str) -> str:
+    """One server's answer to `word`; UsageError (exit 2) says why there is none."""
+    where = _where(host, port)
+    try:
+        answer = four_letter(host, port, word)
+    except (OSError, UnicodeError) as e:
+        raise UsageError(f"cannot reach {where}: {e}") from None
+    if _NOT_IN_WHITELIST in answer:
+        raise UsageError(
+            f"{where} refused {word!r}: {answer.strip()} (see 4lw.commands.whitelist in zoo.cfg)"
+        )
+    if not answer:
+        why = " (zkpy servers do not answer hash and stmk)" if word in NOT_ANSWERED_BY_ZKPY else ""
+        raise UsageError(f"{where} closed the connection without answering {word!r}{why}")
+    return answer if answer.endswith("\n") else answer + "\n"
+
+
+def status_command(hosts: str | None, word: str | None, as_json: bool, out: TextIO) -> int:
+    """Exit status: 0 answered (a table with a quorum), 1 a table without a quorum, 2 an error."""
+    servers, word = parse_status_args(hosts, word)
+    _check_resolvable(hosts, servers)
+    if word is not None:
+        answers = {_where(h, p): ask_word(h, p, word) for h, p in servers}
+        if as_json:
+            out.write(json.dumps(answers, indent=2) + "\n")
+        elif len(answers) == 1:
+            out.write(next(iter(answers.values())))
+        else:
+            out.write("".join(f"--- {where}\n{answer}" for where, answer in answers.items()))
+        return 0
+    table = query_all([(h, p, None) for h, p in servers])
+    quorum = has_quorum(table)
+    if as_json:
+        out.write(json.dumps({"quorum": quorum, "servers": [r.as_json() for r in table]}, indent=2) + "\n")
+        return 0 if quorum else 1
+    out.write(render_table(table) + "\n")
+    for row in table:
+        if row.detail:
+            out.write(f"{row.server}: {row.mode} ({row.detail})\n")
+    leaders = [r.server for r in table if r.mode in ("leader", "standalone")]
+    out.write(
+        f"quorum: yes, {', '.join(leaders)} leads\n" if quorum else "no quorum: no server answers as leader\n"
+    )
+    return 0 if quorum else 1
