@@ -6,6 +6,7 @@ Fails before the `zkpy ensemble` command (zkpy.ops.ensemble): argparse rejects `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import random
@@ -209,3 +210,55 @@ def test_kill_and_start_name_what_is_wrong(root: Path) -> None:
     missing = ensemble_cmd("kill", "1", "--dir", str(root))
     assert missing.returncode == 2
     assert "no ensemble in" in missing.stderr
+
+
+def test_keys_in_the_live_view_kill_and_start_a_server_and_q_stops_all(root: Path) -> None:
+    """On a terminal (a pseudo-terminal here): pressing 2 kills server 2, pressing it again starts
+    it, q stops everything. Fails before the live view read keys: 2 and q did nothing."""
+    import pty
+
+    base = free_base_port(3)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zkpy", "ensemble", "--dir", str(root), "--base-port", str(base)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    screen: list[str] = []
+    threading.Thread(target=lambda: _drain(master, screen), daemon=True).start()
+
+    def wait_for(pattern: str, since: int, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = "".join(screen)
+            found = re.compile(pattern, re.M).search(text, since)
+            if found:
+                return found.end()
+            assert proc.poll() is None or pattern.startswith("stopped"), text[-2000:]
+            time.sleep(0.1)
+        raise AssertionError(f"no {pattern!r} on the screen:\n" + "".join(screen)[-3000:])
+
+    second = rf"^2 127\.0\.0\.1:{base + 1}\s+"
+    try:
+        at = wait_for(second + r"(leader|follower)\b", 0)
+        os.write(master, b"2")
+        at = wait_for(r"^server 2 is down; the last lines of", at)
+        os.write(master, b"2")
+        at = wait_for(second + r"(leader|follower)\b", at)
+        os.write(master, b"q")
+        wait_for(r"^stopped 3 servers", at)
+        assert proc.wait(30) == 0
+        assert server_processes(root) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def _drain(fd: int, into: list[str]) -> None:
+    with contextlib.suppress(OSError):
+        while data := os.read(fd, 65536):
+            into.append(data.decode(errors="replace").replace("\r\n", "\n"))

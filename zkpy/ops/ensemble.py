@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -263,27 +264,78 @@ class Supervisor:
         )
 
     def live(self, interval: float = 1.0) -> None:
-        """Redraw the table every `interval` on a terminal; elsewhere print it when a mode changes."""
+        """Redraw the table every `interval` on a terminal, where keys act on it too (N kills or
+        starts server N, q stops all); elsewhere print the table when a mode changes."""
         tty = self.out.isatty()
         shown: list[tuple[str, str]] | None = None
-        while True:
-            self.reap()
-            table = rows(self.homes)
-            shape = [(r.server, r.mode) for r in table]
-            if tty:
-                self.out.write("\x1b[H\x1b[2J")
-                self.say(f"{time.strftime('%H:%M:%S')}  {self._hint()}\n\n{render(self.homes, table)}")
-            elif shape != shown:
-                self.say(f"\n{time.strftime('%H:%M:%S')}\n{render(self.homes, table)}")
-            shown = shape
-            time.sleep(interval)
+        with _keys(sys.stdin if tty else None) as read_key:
+            while True:
+                self.reap()
+                table = rows(self.homes)
+                shape = [(r.server, r.mode) for r in table]
+                if tty:
+                    self.out.write("\x1b[H\x1b[2J")
+                    self.say(f"{time.strftime('%H:%M:%S')}  {self._hint()}\n\n{render(self.homes, table)}")
+                elif shape != shown:
+                    self.say(f"\n{time.strftime('%H:%M:%S')}\n{render(self.homes, table)}")
+                shown = shape
+                key = read_key(interval)
+                if key == "q":
+                    raise KeyboardInterrupt
+                if key:
+                    self.toggle(key)
+
+    def toggle(self, key: str) -> None:
+        """Key N: kill server N when it runs, start it when it does not."""
+        home = next((h for h in self.homes if str(h.member.sid) == key), None)
+        if home is None:
+            return
+        pid = home.pid()
+        if pid is not None:
+            _signal(pid, signal.SIGKILL)
+            return
+        try:
+            check_ports(home)
+        except EnsembleError:
+            return  # the table keeps showing it down; its port is someone else's for now
+        self.children[home.member.sid] = spawn(home)
 
     def _hint(self) -> str:
         root = self.homes[0].root
         return (
-            f"{connect_string([h.member for h in self.homes])}   Ctrl-C stops all; "
-            f"`zkpy ensemble kill N --dir {root}` / `start N` in another terminal"
+            f"{connect_string([h.member for h in self.homes])}\nkeys: N kills or starts server N, q (or Ctrl-C) "
+            f"stops all; from elsewhere: zkpy ensemble kill|start N --dir {root}"
         )
+
+
+@contextlib.contextmanager
+def _keys(stdin: TextIO | None) -> Iterator[Callable[[float], str | None]]:
+    """A function that waits up to its argument for one key press on a terminal's stdin (the
+    terminal in cbreak mode meanwhile, so keys need no Enter and Ctrl-C still interrupts); without
+    a terminal it only waits."""
+
+    def wait(timeout: float) -> str | None:
+        time.sleep(timeout)
+        return None
+
+    if stdin is None or not stdin.isatty():
+        yield wait
+        return
+    import termios
+    import tty
+
+    fd = stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def read(timeout: float) -> str | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 1).decode(errors="replace") if ready else None
+
+    try:
+        yield read
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 def stop_all(
