@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zkpy.ops.layout import HOST, member_home, members_on_free_ports, write_config, write_member
+from zkpy.ops.layout import HOST, Member, member_home, members_on_free_ports, write_config, write_member
 from zkpy.ops.status import four_letter
 from zkpy.testing import apache
 
@@ -262,22 +262,19 @@ def ensemble_servers(
 ) -> list[ServerProcess]:
     """The members of one quorum under `tmp` (data dirs with myid, configs), not started."""
     members = members_on_free_ports(n, observers, free_port)
-    servers = []
-    for member in members:
-        home = member_home(tmp, member)
-        settings = write_member(tmp, member, members, extra)
-        servers.append(
-            ServerProcess(
-                kind,
-                HOST,
-                member.client_port,
-                home / "data",
-                home / "zoo.cfg",
-                home / "server.log",
-                extra=settings,
-            )
-        )
-    return servers
+    return [member_process(kind, tmp, m, members, extra) for m in members]
+
+
+def member_process(
+    kind: str, root: Path, member: Member, members: list[Member], extra: dict[str, str] | None = None
+) -> ServerProcess:
+    """Write `member`'s zoo.cfg and myid under `root` (zkpy.ops.layout) and return its process,
+    not started; `extra` adds settings or overrides server.N lines (a proxy between peers, say)."""
+    home = member_home(root, member)
+    settings = write_member(root, member, members, extra)
+    return ServerProcess(
+        kind, HOST, member.client_port, home / "data", home / "zoo.cfg", home / "server.log", extra=settings
+    )
 
 
 @contextlib.contextmanager
