@@ -382,12 +382,13 @@ def stop_all(
 
 @contextlib.contextmanager
 def _interrupted_by_term() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal) stop the ensemble as Ctrl-C does."""
+    """SIGTERM and SIGHUP (a closed terminal) stop the ensemble as Ctrl-C does; SIGINT is set
+    too, as a shell starts a background job (`zkpy ensemble &`) with it ignored."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

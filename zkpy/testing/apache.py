@@ -155,7 +155,8 @@ def run_ensemble(n: int, root: Path, base_port: int) -> int:
                 )
             )
     print(f"Apache ZooKeeper ensemble: {connect_string(members)} (logs in {root}/s*/server.log)", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a shell's `cmd &` starts it ignored
+        signal.signal(signum, signal.default_int_handler)
     try:
         for proc in procs:
             proc.wait()
