@@ -41,7 +41,7 @@ class ServerRow:
     connections: int | None = None
     outstanding: int | None = None
     latency: str = ""  # min/avg/max ms
-    in_sync: str = ""  # a leader's synced followers / its learners
+    in_sync: str = ""  # a leader's learners in sync / its learners
     detail: str = ""  # why it does not serve
 
     @property
@@ -111,8 +111,10 @@ def query(host: str, port: int, name: str | None = None, timeout: float = 2.0) -
             _int(mntr.get("outstanding_requests", "")) if "outstanding_requests" in mntr else row.outstanding
         )
         row.latency = _latency(mntr) or row.latency
-        if "synced_followers" in mntr:
-            row.in_sync = f"{mntr['synced_followers']}/{mntr.get('learners', '?')}"
+        if "synced_followers" in mntr:  # a leader: its learners (followers and observers) in sync
+            kinds = ("synced_followers", "synced_non_voting_followers", "synced_observers")
+            synced = sum(_int(mntr.get(k)) or 0 for k in kinds)
+            row.in_sync = f"{synced}/{mntr.get('learners', '?')}"
     return row
 
 
@@ -133,7 +135,8 @@ COLUMNS = ("server", "mode", "zxid", "znodes", "connections", "outstanding", "la
 
 
 def render_table(rows: Sequence[ServerRow]) -> str:
-    """Fixed-width text, one line per server; latency is min/avg/max, in sync is synced/learners."""
+    """Fixed-width text, one line per server; latency is min/avg/max, in sync is a leader's learners
+    (followers and observers) in sync out of those connected."""
     cells = [
         [
             r.server,
