@@ -35,7 +35,7 @@ from zkpy.ops.layout import (
     members_from_base,
     write_member,
 )
-from zkpy.ops.status import SERVING_MODES, ServerRow, query, query_all, render_table
+from zkpy.ops.status import SERVING_MODES, ServerRow, has_quorum, query, query_all, render_table
 
 DEFAULT_DIR = "zkpy-ensemble"
 # Short ticks so that a killed leader is replaced within seconds (syncLimit 5 ticks = 2.5 s), as in
@@ -255,7 +255,7 @@ class Supervisor:
                         f"server {home.member.sid} exited with status {proc.returncode}; "
                         f"the last lines of {home.log}:\n{tail}"
                     )
-            if any(r.mode == "leader" for r in rows(self.homes)):
+            if has_quorum(rows(self.homes)):  # a leader (or, for --size 1, a standalone server)
                 return
             time.sleep(0.2)
         raise EnsembleError(
@@ -396,6 +396,10 @@ def _interrupted_by_term() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _servers(n: int) -> str:
+    return f"{n} server" if n == 1 else f"{n} servers"
+
+
 def run(root: Path, size: int, observers: int, base_port: int, out: TextIO) -> int:
     if size < 1 or observers < 0:
         raise EnsembleError("--size must be at least 1 and --observers at least 0")
@@ -419,7 +423,7 @@ def run(root: Path, size: int, observers: int, base_port: int, out: TextIO) -> i
         try:
             supervisor.start_all()
             supervisor.say(
-                f"started {len(homes)} servers in {root}"
+                f"started {_servers(len(homes))} in {root}"
                 + (
                     f" (with the data of servers {', '.join(str(h.member.sid) for h in kept)} from before)"
                     if kept
@@ -438,7 +442,7 @@ def run(root: Path, size: int, observers: int, base_port: int, out: TextIO) -> i
         except KeyboardInterrupt:
             out.write("\nstopping the ensemble...\n")
             stopped = stop_all(homes, out, supervisor.children)
-            out.write(f"stopped {stopped} servers; the data stays in {root} for the next run\n")
+            out.write(f"stopped {_servers(stopped)}; the data stays in {root} for the next run\n")
             return 0
         except BaseException:
             stop_all(homes, out, supervisor.children)
@@ -541,7 +545,7 @@ def main(args: argparse.Namespace) -> int:
             homes = find_homes(root)
             table = rows(homes)
             out.write(render(homes, table) + "\n")
-            return 0 if any(r.mode == "leader" for r in table) else 1
+            return 0 if has_quorum(table) else 1
         return run(root, args.size, args.observers, args.base_port, out)
     except EnsembleError as e:
         print(f"zkpy ensemble: error: {e}", file=sys.stderr)
