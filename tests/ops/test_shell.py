@@ -226,15 +226,13 @@ def _apache_noise(line: str) -> bool:
 @pytest.mark.apache
 def test_a_script_prints_what_apaches_zkcli_prints(server: ServerProcess) -> None:
     """Every line of output and every error line of zkCli 3.8 for the same script, in the same order."""
-    from zkpy.testing.procs import APACHE_ZK_TOOL, ensure_apache_installed
+    from zkpy.testing import apache as apache_zk
 
-    if not APACHE_ZK_TOOL.exists():
-        pytest.skip(f"needs {APACHE_ZK_TOOL} (Apache's zkCli shell)")
-    ensure_apache_installed()
+    apache_zk.require()
     roots = [f"/cmp-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     try:
         apache = subprocess.run(
-            ["bash", str(APACHE_ZK_TOOL), "--shell", server.hosts, "-waitforconnection"],
+            apache_zk.shell_command(server.hosts, "-waitforconnection"),
             input=COMPARED_SCRIPT.replace("ROOT", roots[0]),
             capture_output=True,
             text=True,
