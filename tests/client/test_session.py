@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 import zkpy.client
 from zkpy import errors
@@ -289,3 +290,21 @@ async def test_leaving_connect_by_cancellation_exits_cleanly(hosts: str) -> None
     async with zkpy.client.connect(hosts, timeout=SESSION_TIMEOUT) as zk3:
         for path in ("/eph0", "/eph1", "/eph2", "/eph-nursery"):
             assert await zk3.exists(path) is None, f"{path}: its session was not closed on the way out"
+
+
+async def test_a_request_racing_close_is_refused_by_the_client(hosts: str) -> None:
+    """Sessions issue item 1, the client's part: close() sent closeSession while call() still took
+    requests from other tasks; a racing create(ephemeral) went out behind the close and (on the
+    server before its fix) made a node no session owned, and returned its path. Now the client
+    refuses it at once. Fails on 7a18865 (the create returned '/late')."""
+    outcome: list[BaseException | str] = []
+    async with zkpy.client.connect(hosts, timeout=SESSION_TIMEOUT) as zk, trio.open_nursery() as nursery:
+        nursery.start_soon(zk.close)
+        await trio.testing.wait_all_tasks_blocked()  # close() waits for its closeSession reply
+        try:
+            outcome.append(await zk.create("/late", ephemeral=True))
+        except errors.ZooKeeperError as e:
+            outcome.append(e)
+    assert len(outcome) == 1 and isinstance(outcome[0], zkpy.client.ConnectionClosedError), outcome
+    async with zkpy.client.connect(hosts, timeout=SESSION_TIMEOUT) as other:
+        assert await other.exists("/late") is None

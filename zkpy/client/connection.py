@@ -174,6 +174,15 @@ class Connection:
     async def call(
         self, op: int, record: Any, path: str | None = None, watch: tuple[str, Any] | None = None
     ) -> Any:
+        if self._closing:
+            # close() has sent (or is sending) closeSession: a request behind it would reach a
+            # session that is gone (an ephemeral created then would have no owner).
+            raise ConnectionClosedError("client is closing")
+        return await self._call(op, record, path, watch)
+
+    async def _call(
+        self, op: int, record: Any, path: str | None = None, watch: tuple[str, Any] | None = None
+    ) -> Any:
         if self.state not in LIVE_STATES:
             await self.wait_connected()
         pending = self.protocol.request(op, record, path, watch)
@@ -235,7 +244,7 @@ class Connection:
             with trio.move_on_after(min(self.timeout, 5)):
                 self._closing = True  # the server hangs up after answering: not a suspension
                 with contextlib.suppress(ZooKeeperError):
-                    await self.call(OpCode.CLOSE_SESSION, EmptyRecord())
+                    await self._call(OpCode.CLOSE_SESSION, EmptyRecord())
         self._closing = True
         self._cancel.cancel()
         self._set_state(State.CLOSED)
