@@ -252,7 +252,7 @@ class Leader:
     def _forward(self, effect: core.ForwardRequest) -> None:
         server = self.server
         assert server is not None
-        refusal = server.refuse_write(effect.op, effect.body)
+        refusal = server.refuse_write(effect.op, effect.body, effect.session_id, effect.auth)
         if refusal:
             link = self.links.get(effect.conn)
             if link is not None:
@@ -262,7 +262,8 @@ class Leader:
 
         if effect.op == OpCode.CLOSE_SESSION:
             server.sessions.mark_closing(effect.session_id)
-        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, effect.auth, None)
+        auth = server.txn_auth(effect.op, effect.body, effect.auth)
+        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, auth, None)
 
     def _report_committed(self, point: int) -> None:
         observer = self.peer.env.observer

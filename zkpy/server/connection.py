@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 import trio
 
 from zkpy.errors import Code, ZooKeeperError
-from zkpy.jute import javaorder
 from zkpy.jute.codec import JuteError
 from zkpy.jute.ops import WRITE_OPS, XID_PING, OpCode
 from zkpy.jute.records import AuthPacket
@@ -82,7 +81,7 @@ class ClientConnection:
         self.protocol = ServerProtocol(server.config.jute_max_buffer)
         self.session_id = 0
         self.timeout = 0
-        self.auth: list[tuple[str, str]] = [("ip", remote[0])]
+        self.auth = acl.AuthIds([("ip", remote[0])])
         self._out = bytearray()
         self._out_ready = trio.Event()
         self._progress = trio.Event()  # the sender wrote a chunk, or a queued request was answered
@@ -289,7 +288,7 @@ class ClientConnection:
             self._pending.append(pending)
             if op == OpCode.CLOSE_SESSION:
                 server.sessions.mark_closing(self.session_id)
-            refusal = server.refuse_write(op, body)
+            refusal = server.refuse_write(op, body, self.session_id, self.auth)
             if refusal:
                 pending.reply = reply(xid, server.tree.last_zxid, refusal)
                 self._drain()
@@ -299,7 +298,7 @@ class ClientConnection:
                 xid,
                 op,
                 body,
-                tuple(self.auth),
+                server.txn_auth(op, body, self.auth),
                 lambda result: self._write_done(pending, result),
             )
         elif self._pending:
@@ -365,13 +364,10 @@ class ClientConnection:
             self.send(reply(xid, tree.last_zxid, int(Code.AUTH_FAILED)))
             self.close()
             return
+        # A set, as ZooKeeper's: an addauth costs O(1); the Java hash-set order whoAmI and `auth` ACLs show
+        # is built only when asked for (AuthIds.java_order).
         for ident in ids:
-            pair = (ident.scheme or "", ident.id or "")
-            if pair not in self.auth:
-                self.auth.append(pair)
-        # ZooKeeper keeps a connection's ids in a hash set: whoAmI and the ACL an `auth` id expands to
-        # list them in that set's order.
-        self.auth = javaorder.hash_order(self.auth, lambda pair: javaorder.id_hash(*pair))
+            self.auth.add((ident.scheme or "", ident.id or ""))
         self.send(reply(xid, tree.last_zxid, 0))  # the request's own xid (clients send -4)
 
     def _record(self, op: int, xid: int, started: float) -> None:

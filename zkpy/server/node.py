@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,11 +28,13 @@ from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
 from zkpy.server.latency import Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
+from zkpy.server.prep import deciding_auth, refuse_unauthorized
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
 from zkpy.server.sessions import SessionTracker
 from zkpy.server.status import build_status
 from zkpy.server.tls import server_ssl_context
+from zkpy.tree import acl as acls
 from zkpy.tree.apply import Applier, Result
 from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ttl_of
 from zkpy.tree.txn import SERVER_AUTH, Txn, session_body
@@ -289,7 +291,9 @@ class ZooKeeperServer:
         conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
         conn.attach(session_id, timeout)
 
-    def refuse_write(self, op: int, body: bytes) -> int:
+    def refuse_write(
+        self, op: int, body: bytes, session_id: int = 0, auth: Iterable[tuple[str, str]] | None = None
+    ) -> int:
         """An error code for a write this server will not order at all (0: go ahead).
 
         Decisions that depend on this server's state or config are made here, before the
@@ -299,7 +303,31 @@ class ZooKeeperServer:
             return int(Code.SYSTEM_ERROR)
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
+        if auth is not None:
+            return self._refuse_unauthorized(op, body, session_id, auth)
         return 0
+
+    @property
+    def orders_writes(self) -> bool:
+        """A standalone server or an ensemble's leader; a learner forwards its writes."""
+        return not self.forwards_sync
+
+    def _refuse_unauthorized(self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]) -> int:
+        """NoAuth, unlogged, for a write refused on the tree as it stands (zkpy.server.prep) -- only
+        where writes are ordered (a learner's tree may lag its leader's), and only when no write of
+        this session is in flight (its own setACL, still unapplied, may grant this one)."""
+        in_flight = self.pipeline.in_flight
+        if not self.orders_writes or in_flight.sessions.get(session_id):
+            return 0
+        return refuse_unauthorized(self.tree, op, body, acls.as_auth_ids(auth), in_flight.paths)
+
+    def txn_auth(self, op: int, body: bytes, auth: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        """The auth ids a write's transaction carries: those that can decide it (zkpy.server.prep),
+        chosen where the write is ordered; a learner forwards them all to its leader, which chooses."""
+        ids = acls.as_auth_ids(auth)
+        if not self.orders_writes:
+            return tuple(ids.java_order())
+        return deciding_auth(self.tree, op, body, ids, self.pipeline.in_flight)
 
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:

@@ -8,7 +8,7 @@ always reads its own writes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from zkpy.errors import (
@@ -57,7 +57,11 @@ class Caller(Protocol):
     """What a read needs to know about who asks: its session, auth ids, and where to send events."""
 
     session_id: int
-    auth: list[tuple[str, str]]
+
+    @property
+    def auth(self) -> Iterable[tuple[str, str]]:
+        """The session's ids, iterated in ZooKeeper's hash-set order (whoAmI)."""
+        ...
 
     def notify(self, event_type: int, path: str) -> None: ...
 

@@ -1,0 +1,263 @@
+"""What a write is checked for before it is ordered, and which auth ids its transaction carries.
+
+zkpy checks every write where it is applied (zkpy.tree.apply), against the state all replicas
+share, so replay never depends on anything else. Two things still have to be decided before the
+transaction exists, where the write is ordered (a standalone server, an ensemble's leader), as
+Apache's PrepRequestProcessor decides them:
+
+- `refuse_unauthorized`: a write the session may not make is answered NoAuth at once and never
+  logged, so a client that may write nothing cannot fill the disk with 1 MB refused writes. The
+  check is the one apply makes, in apply's order (an earlier check with another answer wins: the
+  write then goes on and apply answers it). The ACL can change between here and apply; apply
+  checks again, so the worst case is a logged refusal, rare and harmless.
+- `deciding_auth`: the auth ids the transaction carries are the ones that can decide it: those
+  named by the ACLs of the nodes the write checks (digest ids present there, the session's ip ids,
+  super), and the authenticated ids when an `auth` ACL entry is expanded. A session with 8,000
+  ids no longer writes all of them into every transaction. When a checked node's ACL or existence
+  may still change before this write is applied (an ACL-changing write to it is in flight, see
+  InFlight), or a multi creates it first, the ids the multi's own ACLs name are added, and for a
+  node in flight the whole set is carried: the outcome must not depend on what prep saw.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from zkpy import paths
+from zkpy.errors import Code, ZooKeeperError
+from zkpy.jute.codec import JuteError, read_buffer
+from zkpy.jute.ops import REQUEST_RECORDS, MultiRequest, OpCode
+from zkpy.jute.records import PERM_ADMIN, PERM_CREATE, PERM_DELETE, PERM_READ, PERM_WRITE
+from zkpy.tree import acl as acls
+from zkpy.tree.apply import allowed, checked_acl
+from zkpy.tree.datatree import SPECIAL_PATHS, DataTree
+
+AuthTuple = tuple[tuple[str, str], ...]
+
+_CREATE_OPS = frozenset({OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL})
+_SEQUENTIAL_FLAGS = frozenset({2, 3, 6})
+# The encoded scheme "auth" (a jute ustring): a request without these bytes has no `auth` ACL entry.
+_AUTH_SCHEME_BYTES = b"\x00\x00\x00\x04auth"
+
+
+_NODE_PERMS: dict[int, int] = {
+    OpCode.SET_DATA: PERM_WRITE,
+    OpCode.SET_ACL: PERM_ADMIN,
+    OpCode.CHECK: PERM_READ,
+}
+
+
+def _parent(path: str) -> str:
+    return path[: path.rfind("/")] or "/"
+
+
+def target(op: int, req: Any) -> tuple[str, int] | None:
+    """(the node whose ACL the write checks, the permission) or None (no ACL check, or a
+    malformed path that apply refuses before any ACL check)."""
+    path = getattr(req, "path", None)
+    if not isinstance(path, str) or "/" not in path:
+        return None
+    if op in _CREATE_OPS:
+        return _parent(path), PERM_CREATE
+    if op == OpCode.DELETE:
+        return _parent(path), PERM_DELETE
+    perm = _NODE_PERMS.get(op)
+    return None if perm is None else (path, perm)
+
+
+def changed_path(op: int, req: Any) -> str | None:
+    """The path whose existence or ACL this write changes (a sequential create's is not known)."""
+    path = getattr(req, "path", None)
+    if not isinstance(path, str):
+        return None
+    if op in _CREATE_OPS:
+        return None if getattr(req, "flags", 0) in _SEQUENTIAL_FLAGS else path
+    if op in (OpCode.DELETE, OpCode.SET_ACL):
+        return path
+    return None
+
+
+def requests_of(op: int, body: bytes) -> list[tuple[int, Any]] | None:
+    """The write's (op, request) pairs, a multi's in turn; None when it does not parse (apply
+    answers that) or is not a client write with an ACL check."""
+    try:
+        if op == OpCode.MULTI:
+            return list(MultiRequest.read(body, 0)[0].ops)
+        record = REQUEST_RECORDS.get(op)
+        if record is None or op not in _CREATE_OPS | {
+            OpCode.DELETE,
+            OpCode.SET_DATA,
+            OpCode.SET_ACL,
+            OpCode.CHECK,
+        }:
+            return None
+        return [(op, record.read(body, 0)[0])]
+    except (JuteError, ZooKeeperError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def first_path(op: int, body: bytes) -> str | None:
+    """The path a single write names (its first field), read without decoding the rest."""
+    if op == OpCode.MULTI:
+        return None
+    try:
+        raw, _ = read_buffer(body, 0)
+        return None if raw is None else bytes(raw).decode("utf-8")
+    except (JuteError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def _earlier_answer(tree: DataTree, op: int, req: Any, auth: acls.AuthIds) -> bool:
+    """Whether apply answers something other than NoAuth before it looks at the ACL (so prep must
+    not refuse): the checks apply makes first, in its order."""
+    path = req.path
+    try:
+        if op in _CREATE_OPS:
+            if req.flags not in (0, 1, 2, 3, 4, 5, 6) or "\0" in path:
+                return True
+            is_ttl = req.flags in (5, 6)
+            if is_ttl or op == OpCode.CREATE_TTL:
+                return True  # TTL rules: apply decides (a rare op; nothing to save here)
+            checked_acl(req.acl, auth)  # InvalidACL comes first
+        elif op == OpCode.DELETE:
+            if "\0" in path or path in SPECIAL_PATHS:
+                return True
+        elif op == OpCode.SET_ACL:
+            paths.validate(path)
+            checked_acl(req.acl, auth)
+        else:
+            paths.validate(path)
+    except ZooKeeperError:
+        return True
+    return False
+
+
+def refuse_unauthorized(
+    tree: DataTree, op: int, body: bytes, auth: acls.AuthIds, in_flight: Counter[str] | None = None
+) -> int:
+    """NoAuth for a single write the session may not make on the tree as it stands, else 0.
+
+    Only single writes: a multi's later ops may depend on its earlier ones, and its refusal is a
+    whole multi response, so apply answers it (its transaction carries only the deciding ids).
+    The caller makes sure this session has no write in flight (its own earlier setACL could grant
+    what this one needs); `in_flight` (InFlight.paths) names the nodes an ordered, unapplied write
+    may still change, which are left to apply."""
+    if op == OpCode.MULTI:
+        return 0
+    path = first_path(op, body)
+    if path is None:
+        return 0
+    # Cheap first: is there a node whose ACL denies? Only then decode the whole request.
+    on_parent = op in _CREATE_OPS or op == OpCode.DELETE
+    checked = path if not on_parent else _parent(path) if "/" in path else None
+    if checked is None or (in_flight is not None and checked in in_flight):
+        return 0  # an ordered write may still change this node: apply decides
+    node = tree.nodes.get(checked)
+    if node is None:
+        return 0
+    requests = requests_of(op, body)
+    if not requests:
+        return 0
+    sub_op, req = requests[0]
+    found = target(sub_op, req)
+    if found is None or found[0] != checked:
+        return 0
+    if allowed(node.acl, found[1], auth):
+        return 0
+    if _earlier_answer(tree, sub_op, req, auth):
+        return 0
+    return int(Code.NO_AUTH)
+
+
+class InFlight:
+    """Paths whose existence or ACL an ordered but not yet applied write changes, so that prep
+    knows when what it sees of a node may not be what apply will see."""
+
+    def __init__(self) -> None:
+        self.paths: Counter[str] = Counter()
+        self.sessions: Counter[int] = Counter()
+
+    def add(self, session_id: int, op: int, body: bytes) -> tuple[str, ...]:
+        """Note a write entering the pipeline; returns what `done` needs to forget it."""
+        self.sessions[session_id] += 1
+        changed: tuple[str, ...] = ()
+        if op in _CREATE_OPS or op in (OpCode.DELETE, OpCode.SET_ACL):
+            path = first_path(op, body)
+            if path is not None:
+                changed = (path,)  # a sequential create's final name differs; its parent is not changed
+        elif op == OpCode.MULTI:
+            changed = tuple(
+                p for sub_op, req in requests_of(op, body) or () if (p := changed_path(sub_op, req))
+            )
+        for path in changed:
+            self.paths[path] += 1
+        return changed
+
+    def done(self, session_id: int, changed: tuple[str, ...]) -> None:
+        _decrement(self.sessions, session_id)
+        for path in changed:
+            _decrement(self.paths, path)
+
+
+def _decrement(counter: Counter[Any], key: Any) -> None:
+    left = counter[key] - 1
+    if left > 0:
+        counter[key] = left
+    else:
+        del counter[key]
+
+
+def _ids_named(acl: Any, auth: acls.AuthIds, out: dict[tuple[str, str], None]) -> None:
+    """The session's ids an ACL (tree tuples or (perms, scheme, id) triples) names."""
+    for _perms, scheme, ident in acl:
+        if scheme == "digest" and ("digest", ident) in auth:
+            out[("digest", ident)] = None
+
+
+def deciding_auth(
+    tree: DataTree, op: int, body: bytes, auth: acls.AuthIds, in_flight: InFlight | None = None
+) -> AuthTuple:
+    """The auth ids a write's transaction carries (see the module docstring).
+
+    Deterministic replay needs nothing more: apply decides with these ids only, so a replica or a
+    restart decides the same. Order: the session's ip ids and super first, then digest ids in the
+    session's Java hash-set order when an `auth` entry is expanded (the ACL it yields lists them in
+    that order), else in the order the ACLs name them."""
+    requests = requests_of(op, body)
+    if requests is None:
+        return tuple(auth.java_order()) if op == OpCode.MULTI else _base(auth)
+    chosen: dict[tuple[str, str], None] = {}
+    own_acls: dict[str, list[tuple[int, str, str]]] = {}  # ACLs this multi sets, by path
+    nodes = tree.nodes
+    for sub_op, req in requests:
+        found = target(sub_op, req)
+        if found is not None:
+            checked = found[0]
+            if in_flight is not None and checked in in_flight.paths:
+                return tuple(auth.java_order())  # its ACL may change before apply: carry them all
+            if checked in own_acls:
+                _ids_named(own_acls[checked], auth, chosen)
+            node = nodes.get(checked)
+            if node is not None:
+                _ids_named(node.acl, auth, chosen)
+        changed = changed_path(sub_op, req)
+        request_acl = getattr(req, "acl", None)
+        if changed is not None and request_acl is not None:
+            own_acls[changed] = [
+                (a.perms, a.id.scheme or "", a.id.id or "") for a in request_acl if a and a.id
+            ]
+    if _AUTH_SCHEME_BYTES in body:  # an `auth` ACL entry expands to every authenticated id, in order
+        digests = [pair for pair in auth.java_order() if pair[0] == "digest"]
+    else:
+        digests = list(chosen)
+    return _base(auth) + tuple(digests)
+
+
+def _base(auth: acls.AuthIds) -> AuthTuple:
+    """The ids every transaction carries: the ip ids (matched by range, few) and super."""
+    base = tuple(("ip", ip) for ip in auth.ips)
+    return (*base, acls.SUPER_ID) if auth.has_super else base
+
+
+__all__ = ["InFlight", "deciding_auth", "refuse_unauthorized"]
