@@ -22,7 +22,7 @@ import trio
 from zkpy.errors import Code
 from zkpy.jute.codec import JuteError, encode
 from zkpy.jute.ops import DeleteRequest, MultiRequest, OpCode
-from zkpy.jute.records import ConnectRequest, ConnectResponse
+from zkpy.jute.records import PERM_READ, ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
@@ -35,8 +35,8 @@ from zkpy.server.sessions import SessionTracker
 from zkpy.server.status import build_status
 from zkpy.server.tls import server_ssl_context
 from zkpy.tree import acl as acls
-from zkpy.tree.apply import Applier, Result
-from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ttl_of
+from zkpy.tree.apply import Applier, Result, allowed
+from zkpy.tree.datatree import CONTAINER_OWNER, OPEN_ACL, AclTuple, DataTree, ttl_of
 from zkpy.tree.txn import SERVER_AUTH, Txn, session_body
 from zkpy.tree.watches import WatchManager
 
@@ -92,6 +92,14 @@ def collectable_nodes(tree: DataTree, now_ms: int) -> list[str]:
         elif now_ms - node.mtime > ttl_of(owner):
             found.append(path)
     return found
+
+
+def _may_read(watcher: object, acl: AclTuple) -> bool:
+    """Whether a watcher (a client connection) may hear of a change to a node with `acl`."""
+    if acl is OPEN_ACL:
+        return True
+    auth = getattr(watcher, "auth", None)
+    return auth is not None and allowed(acl, PERM_READ, auth)
 
 
 class StartupError(Exception):
@@ -167,6 +175,7 @@ class ZooKeeperServer:
         self.config = config
         self.tree = tree or DataTree()
         self.watches = WatchManager()
+        self.watches.readable = _may_read
         self.applier = Applier(self.tree)
         self.pipeline = CommitPipeline(self.applier, self.watches, persist)
         self.pipeline.on_applied = self._on_applied
@@ -368,11 +377,16 @@ class ZooKeeperServer:
 
     # -- four-letter words ------------------------------------------------------------
     def four_letter(self, word: str) -> str:
-        if word in fourletter.RESET_WORDS and word in self.config.four_letter_whitelist:
+        whitelist = self.config.four_letter_whitelist
+        if word not in whitelist or word not in fourletter.COMMANDS:
+            # Refused or unknown: answered before any work, whatever the server holds.
+            return fourletter.respond(word, ServerStatus(), whitelist)
+        if word in fourletter.RESET_WORDS:
             self.stats.reset()
             for conn in self.connections:
                 conn.reset_stats()
-        return fourletter.respond(word, self.status(), self.config.four_letter_whitelist)
+        return fourletter.respond(word, self.status(word), whitelist)
 
-    def status(self) -> ServerStatus:
-        return build_status(self)
+    def status(self, word: str | None = None) -> ServerStatus:
+        """What the four-letter word `word` shows (None: everything)."""
+        return build_status(self, word)

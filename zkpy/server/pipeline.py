@@ -135,8 +135,8 @@ class CommitPipeline:
         on_applied = self.on_applied
         for txn, callback in zip(txns, callbacks, strict=True):
             result = apply(txn)
-            for event_type, path in result.events:
-                trigger(event_type, path)
+            for event_type, path, acl in result.events:
+                trigger(event_type, path, acl)
             on_applied(txn, result)
             if callback is not None:
                 callback(result)

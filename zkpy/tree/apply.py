@@ -58,7 +58,9 @@ from zkpy.tree.watches import NODE_CHILDREN_CHANGED, NODE_CREATED, NODE_DATA_CHA
 
 log = logging.getLogger(__name__)
 
-Event = tuple[int, str]  # (event type, path)
+# (event type, path, the ACL its watchers must be able to READ: the node's, the parent's for
+# NodeChildrenChanged, the deleted node's for NodeDeleted), as ZooKeeper's triggerWatch gets it.
+Event = tuple[int, str, AclTuple]
 Undo = Callable[[], None]
 
 _CREATE_OPS = (OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL)
@@ -149,16 +151,20 @@ class Applier:
         tree = self.tree
         for path in sorted(tree.ephemerals.get(txn.session_id, ()), reverse=True):
             if path in tree.nodes:
-                tree.delete_node(path, txn.zxid)
-                self._deleted(path, result)
+                node = tree.delete_node(path, txn.zxid)
+                self._deleted(path, node.acl, result)
         tree.sessions.pop(txn.session_id, None)
 
-    def _deleted(self, path: str, result: Result) -> None:
+    def _deleted(self, path: str, acl: AclTuple, result: Result) -> None:
         """The events of a deletion. An emptied container parent stays: only the server's
         periodic sweep deletes it (ZooKeeper's ContainerManager), because recipes re-use a
         container right after its last child goes."""
-        result.events.append((NODE_DELETED, path))
-        result.events.append((NODE_CHILDREN_CHANGED, paths.parent(path)))
+        parent_path = paths.parent(path)
+        parent = self.tree.nodes.get(parent_path)
+        result.events.append((NODE_DELETED, path, acl))
+        result.events.append(
+            (NODE_CHILDREN_CHANGED, parent_path, parent.acl if parent is not None else OPEN_ACL)
+        )
 
     # -- writes -----------------------------------------------------------------
     def _create(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
@@ -211,8 +217,8 @@ class Applier:
         old_pzxid = parent.pzxid
         old_capacity = parent.child_capacity
         node = tree.create_node(path, req.data, acl, owner, parent_cversion + 1, txn.zxid, txn.time)
-        result.events.append((NODE_CREATED, path))
-        result.events.append((NODE_CHILDREN_CHANGED, parent_path))
+        result.events.append((NODE_CREATED, path, node.acl))
+        result.events.append((NODE_CHILDREN_CHANGED, parent_path, parent.acl))
 
         def undo() -> None:
             tree.delete_node(path, txn.zxid)
@@ -253,7 +259,7 @@ class Applier:
             raise NotEmptyError(path=path)
         old_pzxid = parent.pzxid
         tree.delete_node(path, txn.zxid)
-        self._deleted(path, result)
+        self._deleted(path, node.acl, result)
 
         def undo() -> None:
             tree.relink(path, node, old_pzxid)
@@ -278,7 +284,7 @@ class Applier:
         check_version(req.version, node.version, path)
         old = (node.data, node.mzxid, node.mtime, node.version)
         tree.set_data(node, path, req.data, txn.zxid, txn.time)
-        result.events.append((NODE_DATA_CHANGED, path))
+        result.events.append((NODE_DATA_CHANGED, path, node.acl))
 
         def undo() -> None:
             tree.data_size += len(old[0] or b"") - len(node.data or b"")

@@ -8,8 +8,8 @@ each event at most once, however many of its watches match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from zkpy import paths
 from zkpy.errors import MarshallingError
@@ -62,12 +62,13 @@ class _Half:
     """One of ZooKeeper's two watch managers (data watches and child watches): watchers per path, each
     with its mode there. A persistent watch is filed in both halves, so removing one half leaves the other."""
 
-    __slots__ = ("by_watcher", "recursive", "table")
+    __slots__ = ("by_watcher", "recursive", "size", "table")
 
     def __init__(self) -> None:
         self.table: _Table = {}
         self.by_watcher: dict[Watcher, set[str]] = {}  # watch2Paths
         self.recursive = 0  # how many (watcher, path) pairs are recursive: parents are looked at only then
+        self.size = 0  # (watcher, path) pairs: the watch count, kept so mntr and srvr cost O(1)
 
     def add(self, path: str, watcher: Watcher, mode: int) -> None:
         """WatchManager.addWatch: the watcher's mode at `path` becomes `mode`, whatever it was (so a
@@ -76,6 +77,7 @@ class _Half:
         if watchers is None:
             self.table[path] = watchers = {}
         old = watchers.get(watcher)
+        self.size += old is None
         self.recursive += (mode == PERSISTENT_RECURSIVE) - (old == PERSISTENT_RECURSIVE)
         watchers[watcher] = mode
         paths_of = self.by_watcher.get(watcher)
@@ -93,6 +95,7 @@ class _Half:
         if mode is not None and old != mode:
             return False
         del watchers[watcher]
+        self.size -= 1
         if not watchers:
             del self.table[path]
         if old == PERSISTENT_RECURSIVE:
@@ -160,6 +163,10 @@ class WatchManager:
     def __init__(self) -> None:
         self.data_half = _Half()
         self.child_half = _Half()
+        # May this watcher READ a node with this ACL? Asked for every watcher an event reaches, at trigger
+        # time, whatever kind of watch it has (CVE-2024-23944: ZooKeeper's ServerCnxn.process(event, acl)
+        # checks READ before sending). The server sets it; None lets every event through.
+        self.readable: Callable[[Watcher, Any], bool] | None = None
 
     @property
     def data(self) -> _Table:
@@ -204,9 +211,11 @@ class WatchManager:
         self.child_half.remove_watcher(watcher)
 
     # -- triggering ----------------------------------------------------------
-    def trigger(self, event_type: int, path: str) -> None:
+    def trigger(self, event_type: int, path: str, acl: Any = None) -> None:
         """Notify every watcher of `path` that the event concerns, once each: ZooKeeper fires the data half
-        (for NodeChildrenChanged the child half), and for NodeDeleted the child half too."""
+        (for NodeChildrenChanged the child half), and for NodeDeleted the child half too. A watcher that may
+        not READ `acl` (the ACL of the node the event is about) is not told, but its one-shot watch is
+        spent all the same, as in ZooKeeper."""
         data, child = self.data_half, self.child_half
         if event_type == NODE_CHILDREN_CHANGED:  # recursive watches never hear it: the path alone decides
             if path not in child.table:
@@ -222,13 +231,15 @@ class WatchManager:
             self.data_half.fire(event_type, path, hit)
             if event_type == NODE_DELETED:
                 self.child_half.fire(event_type, path, hit)
+        readable = self.readable if acl is not None else None
         for watcher in hit:
-            watcher.notify(event_type, path)
+            if readable is None or readable(watcher, acl):
+                watcher.notify(event_type, path)
 
     # -- introspection (wchs, wchc, wchp) ----------------------------------------
     def count(self) -> int:
         """ZooKeeper's watch count: both halves (a persistent watch counts twice)."""
-        return sum(len(ws) for half in (self.data_half, self.child_half) for ws in half.table.values())
+        return self.data_half.size + self.child_half.size
 
     def paths_of(self, watcher: Watcher) -> list[str]:
         return sorted(
