@@ -8,7 +8,7 @@ always reads its own writes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from zkpy.errors import (
@@ -50,6 +50,7 @@ from zkpy.tree.watches import (
 )
 
 _INT = struct.Struct(">i")
+SET_WATCHES_CHUNK = 4096  # paths registered between yields to the event loop (a few ms of work)
 _ADD_WATCH_OK = encode(ErrorResponse(0))
 
 
@@ -291,8 +292,20 @@ class Reads:
 
     def set_watches(self, req: Any, caller: Caller) -> bytes:
         """Re-arm a reconnecting client's watches, firing at once for what changed since it last saw."""
+        for _ in self.set_watches_steps(req, caller):
+            pass
+        return b""
+
+    def set_watches_steps(self, req: Any, caller: Caller, chunk: int = SET_WATCHES_CHUNK) -> Iterator[None]:
+        """set_watches in steps of `chunk` paths: a connection yields to the event loop between them, so
+        a 1 MB setWatches (tens of thousands of paths) never holds the loop for more than a few ms.
+
+        Events fire at once for what changed since relativeZxid, without an ACL check: ZooKeeper's
+        DataTree.setWatches calls Watcher.process(event) there, not the ACL-checking variant."""
         nodes = self.tree.nodes
         since = req.relativeZxid
+        watches = self.watches
+        done = 0
         for path in req.dataWatches or ():
             node = nodes.get(path)
             if node is None:
@@ -300,12 +313,18 @@ class Reads:
             elif node.mzxid > since:
                 caller.notify(NODE_DATA_CHANGED, path)
             else:
-                self.watches.add_data_watch(path, caller)
+                watches.add_data_watch(path, caller)
+            done += 1
+            if done % chunk == 0:
+                yield
         for path in req.existWatches or ():
             if path in nodes:
                 caller.notify(NODE_CREATED, path)
             else:
-                self.watches.add_data_watch(path, caller)
+                watches.add_data_watch(path, caller)
+            done += 1
+            if done % chunk == 0:
+                yield
         for path in req.childWatches or ():
             node = nodes.get(path)
             if node is None:
@@ -313,9 +332,13 @@ class Reads:
             elif node.pzxid > since:
                 caller.notify(NODE_CHILDREN_CHANGED, path)
             else:
-                self.watches.add_child_watch(path, caller)
-        for path in getattr(req, "persistentWatches", None) or ():
-            self.watches.add_persistent_watch(path, caller, recursive=False)
-        for path in getattr(req, "persistentRecursiveWatches", None) or ():
-            self.watches.add_persistent_watch(path, caller, recursive=True)
-        return b""
+                watches.add_child_watch(path, caller)
+            done += 1
+            if done % chunk == 0:
+                yield
+        for recursive, name in ((False, "persistentWatches"), (True, "persistentRecursiveWatches")):
+            for path in getattr(req, name, None) or ():
+                watches.add_persistent_watch(path, caller, recursive=recursive)
+                done += 1
+                if done % chunk == 0:
+                    yield
