@@ -119,6 +119,9 @@ class ClientConnection:
                 # Give the sender a bounded time to flush the last replies to a peer that may not read.
                 nursery.cancel_scope.deadline = trio.current_time() + 5
         finally:
+            with trio.CancelScope(shield=True):
+                for _ in self.server.watches.remove_watcher_steps(self):  # its watches, a few thousand at a time
+                    await trio.sleep(0)
             self.server.connection_closed(self)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()

@@ -1,0 +1,324 @@
+"""Issue 16, hostile clients: no single request may freeze the server, fill its log or take a session.
+
+Most tests run an in-process zkpy server whose persist step records the transactions it is given (what
+would be logged and replicated), with raw-socket clients in threads. The watch/ACL test runs against the
+shared suite server, so ZKPY_TEST_SERVER=apache checks that Apache ZooKeeper 3.8 (with the CVE-2024-23944
+fix) behaves the same. Each test says how it failed before the change it guards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+from suite_settings import SERVER_KIND
+from zkraw import RawClient
+
+from zkpy.errors import Code
+from zkpy.jute.codec import encode
+from zkpy.jute.ops import (
+    AddWatchRequest,
+    CreateRequest,
+    OpCode,
+    SetACLRequest,
+    SetDataRequest,
+    SetWatches2Request,
+)
+from zkpy.jute.records import ACL, OPEN_ACL_UNSAFE, PERM_ALL, PERM_READ, AuthPacket, Id, RequestHeader
+from zkpy.server.config import parse_config
+from zkpy.server.node import ZooKeeperServer
+from zkpy.testing.procs import ServerProcess, free_port
+from zkpy.tree import acl as acls
+from zkpy.tree.apply import acl_to_tuple, allowed
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.txn import Txn
+
+zkpy_only = pytest.mark.skipif(SERVER_KIND != "zkpy", reason="an in-process zkpy server")
+_LEN = 4
+
+
+def _digest_acl(n: int, perms: int = PERM_ALL) -> list[ACL]:
+    return [ACL(perms, Id("digest", acls.digest(f"user{i}:pw"))) for i in range(n)]
+
+
+# -- item 1: long ACL lists ----------------------------------------------------------------------
+def test_fix_acl_of_a_long_list_is_linear_and_keeps_apaches_order() -> None:
+    """Fails before the dict-keyed dedupe: fix_acl scanned a list per entry, 6,000 entries took ~5 s
+    (9,000 froze the server 11.9 s). The first of each duplicate is kept, in request order, as Apache's
+    removeDuplicates."""
+    entries = _digest_acl(6000)
+    request = entries + entries[::-1] + [entries[0]]
+    started = time.perf_counter()
+    fixed = acls.fix_acl(request, ())
+    assert time.perf_counter() - started < 1.0
+    assert fixed == entries
+
+
+def test_a_denied_check_of_a_long_acl_for_a_session_with_many_ids_is_linear() -> None:
+    """Fails before the set-based check: every ACL entry was compared with every auth id (and the ACL
+    rebuilt as records first), 4,000 x 4,000 took seconds; a denied getData on a 4,000-entry ACL cost
+    47 ms even with one id."""
+    acl = acl_to_tuple(_digest_acl(4000, PERM_ALL & ~PERM_READ) + _digest_acl(1, PERM_READ))
+    ids = [("digest", acls.digest(f"other{i}:pw")) for i in range(4000)] + [("ip", "127.0.0.1")]
+    started = time.perf_counter()
+    assert not allowed(acl, PERM_READ, ids)
+    assert allowed(acl, PERM_READ, [*ids, ("digest", acls.digest("user0:pw"))])
+    assert time.perf_counter() - started < 0.3
+
+
+# -- an in-process server whose log is a list ------------------------------------------------------
+@contextlib.asynccontextmanager
+async def logging_server(extra: str = "") -> AsyncIterator[tuple[ZooKeeperServer, list[Txn]]]:
+    logged: list[Txn] = []
+
+    async def persist(txns: list[Txn]) -> None:
+        logged.extend(txns)
+
+    text = f"tickTime=2000\ndataDir=/tmp\nclientPort={free_port()}\nclientPortAddress=127.0.0.1\n{extra}"
+    server = ZooKeeperServer(parse_config(text, "/", source="test.cfg"), persist=persist, tree=DataTree())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        try:
+            yield server, logged
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def _frame(xid: int, op: int, record: Any = None) -> bytes:
+    body = encode(RequestHeader(xid, op)) + (encode(record) if record is not None else b"")
+    return len(body).to_bytes(_LEN, "big") + body
+
+
+def _addauth(client: RawClient, users: range) -> None:
+    """All the addauths in one send, then one round trip (they are answered in order)."""
+    client.sock.sendall(
+        b"".join(_frame(-4, OpCode.AUTH, AuthPacket(0, "digest", f"user{i}:pw".encode())) for i in users)
+    )
+    client.ping()
+
+
+async def _in_thread(fn: Callable[[], Any]) -> Any:
+    return await trio.to_thread.run_sync(fn)
+
+
+# -- item 2: addauth floods and what a transaction carries -----------------------------------------
+@zkpy_only
+async def test_an_addauth_flood_is_cheap_and_writes_carry_only_the_deciding_ids() -> None:
+    """Fails before the auth set: 6,000 addauths in one send re-sorted the list each time (11.1 s, a 4 s
+    session lost), and every write carried all 6,001 ids into the log (351 KB per setData with 8,000)."""
+    async with logging_server() as (server, logged):
+
+        def scenario() -> tuple[float, Txn]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                client.call(
+                    OpCode.CREATE, CreateRequest("/mine", b"", _digest_acl(1), 0)
+                )  # needs no auth to create
+                started = time.monotonic()
+                _addauth(client, range(1, 6000))
+                _addauth(client, range(0, 1))  # the one the ACL names, last
+                took = time.monotonic() - started
+                client.call(OpCode.SET_DATA, SetDataRequest("/mine", b"x", -1))
+                return took, logged[-1]
+            finally:
+                client.close()
+
+        took, txn = await _in_thread(scenario)
+    assert took < 3.0
+    assert txn.op == OpCode.SET_DATA
+    assert set(txn.auth) == {("ip", "127.0.0.1"), ("digest", acls.digest("user0:pw"))}
+
+
+@zkpy_only
+async def test_an_auth_acl_still_expands_to_every_authenticated_id_in_java_order() -> None:
+    """Guards the reduced transaction auth (passes before and after): `auth` ACL entries expand to all the
+    session's digest ids, in ZooKeeper's HashSet order, so those all travel with such a create."""
+    async with logging_server() as (server, _logged):
+
+        def scenario() -> list[ACL]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                _addauth(client, range(20))
+                client.call(OpCode.CREATE, CreateRequest("/a", b"", [ACL(PERM_ALL, Id("auth", ""))], 0))
+                return [ACL(p, Id(s, i)) for p, s, i in server.tree.nodes["/a"].acl]
+            finally:
+                client.close()
+
+        acl = await _in_thread(scenario)
+    ids = acls.AuthIds([("ip", "127.0.0.1")] + [("digest", acls.digest(f"user{i}:pw")) for i in range(20)])
+    assert [(a.id.scheme, a.id.id) for a in acl] == [p for p in ids.java_order() if p[0] == "digest"]
+
+
+# -- item 3: refused writes are not logged -------------------------------------------------------
+@zkpy_only
+async def test_refused_large_writes_are_answered_noauth_without_a_log_record() -> None:
+    """Fails before the prep check: each refused 1 MB setData was logged in full before apply refused it
+    (40 of them grew Apache's log 2.2 KB and zkpy's 40 MB)."""
+    async with logging_server("jute.maxbuffer=2000000\n") as (server, logged):
+
+        def scenario() -> list[int]:
+            owner = RawClient("127.0.0.1", server.port)
+            attacker = RawClient("127.0.0.1", server.port)
+            try:
+                _addauth(owner, range(1))
+                owner.call(OpCode.CREATE, CreateRequest("/locked", b"", _digest_acl(1), 0))
+                xids = [
+                    attacker.send(OpCode.SET_DATA, SetDataRequest("/locked", b"x" * 1_000_000, -1))
+                    for _ in range(10)
+                ]
+                return [attacker.read_reply(x).err for x in xids]
+            finally:
+                owner.close()
+                attacker.close()
+
+        before = len(logged)
+        codes = await _in_thread(scenario)
+        refused = [t for t in logged[before:] if t.op == OpCode.SET_DATA]
+    assert codes == [int(Code.NO_AUTH)] * 10
+    assert sum(len(t.body) for t in refused) == 0
+
+
+@zkpy_only
+async def test_a_write_behind_the_sessions_own_setacl_is_not_refused_early() -> None:
+    """Guards the prep check (passes before and after): a setData pipelined behind the session's own setACL
+    that grants it must succeed, so prep never judges a session with a write in flight."""
+    async with logging_server() as (server, _logged):
+
+        def scenario() -> tuple[int, int]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                client.call(
+                    OpCode.CREATE, CreateRequest("/g", b"", [ACL(PERM_READ | 16, Id("world", "anyone"))], 0)
+                )
+                grant = client.send(OpCode.SET_ACL, SetACLRequest("/g", OPEN_ACL_UNSAFE, -1))
+                write = client.send(OpCode.SET_DATA, SetDataRequest("/g", b"y", -1))
+                return client.read_reply(grant).err, client.read_reply(write).err
+            finally:
+                client.close()
+
+        assert await _in_thread(scenario) == (0, 0)
+
+
+# -- item 4: watch events need READ at trigger time (zkpy and Apache) -----------------------------
+def test_watch_events_on_unreadable_nodes_are_not_delivered(server: ServerProcess, base: str) -> None:
+    """Fails before the trigger-time check: a session without READ on /secret got the NodeDataChanged of a
+    one-shot watch set through setWatches2, of a persistent watch on it, and of a persistent recursive watch
+    on its parent (CVE-2024-23944). Apache 3.8.0-11+deb12u2 suppresses all three; events on a node it can
+    read still arrive (the control)."""
+    owner = RawClient(server.host, server.port)
+    spy = RawClient(server.host, server.port)
+    try:
+        _addauth(owner, range(1))
+        path = base
+        secret, public = f"{path}/secret", f"{path}/public"
+        owner.call(OpCode.CREATE, CreateRequest(secret, b"", _digest_acl(1), 0))
+        owner.call(OpCode.CREATE, CreateRequest(public, b"", OPEN_ACL_UNSAFE, 0))
+        spy.call(OpCode.SET_WATCHES2, SetWatches2Request(owner.last_zxid, [secret, public], [], [], [], []))
+        spy.call(OpCode.ADD_WATCH, AddWatchRequest(secret, 0))
+        spy.call(OpCode.ADD_WATCH, AddWatchRequest(path, 1))
+        owner.call(OpCode.SET_DATA, SetDataRequest(secret, b"changed", -1))
+        owner.call(OpCode.SET_DATA, SetDataRequest(public, b"changed", -1))
+        events = spy.wait_events(1)
+        events += spy.take_events()
+        assert sorted((e.type, e.path) for e in events) == [(3, public)], events
+    finally:
+        owner.close()
+        spy.close()
+
+
+# -- item 5: session passwords -------------------------------------------------------------------
+def test_ensemble_session_passwords_do_not_come_from_the_seeded_generator() -> None:
+    """Fails before: EnsembleServer.random_bytes was the Environment's Mersenne Twister (randbytes), so
+    two servers with the same generator state gave the same passwords, and 156 passwords gave its state."""
+    from zkpy.replication.environment import Environment
+    from zkpy.replication.serving import LEADER, EnsembleServer
+
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="test.cfg")
+    passwords = []
+    for _ in range(2):
+        env = Environment(rng=random.Random(7))
+        passwords.append(EnsembleServer(config, DataTree(), LEADER, 1, env).random_bytes(16))
+    assert passwords[0] != passwords[1]
+    assert Environment().random_bytes is os.urandom
+
+
+# -- item 6: four-letter words -------------------------------------------------------------------
+class _NoWalk(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise AssertionError("walked every watch")
+
+    def values(self) -> Any:
+        raise AssertionError("walked every watch")
+
+
+def test_four_letter_words_refuse_first_and_srvr_does_not_walk_watches() -> None:
+    """Fails before: the whole status (every watch sorted, sessions, a directory scan) was built before the
+    whitelist was looked at (600k watches: refused words 162-187 ms, srvr 140 ms; Apache 0.7-4.7 ms)."""
+    config = parse_config(
+        "tickTime=2000\ndataDir=/tmp\nclientPort=2181\n4lw.commands.whitelist=srvr,mntr,ruok\n",
+        "/",
+        source="t.cfg",
+    )
+    server = ZooKeeperServer(config, tree=DataTree())
+
+    class Watcher:
+        def notify(self, event_type: int, path: str) -> None:
+            pass
+
+    watcher = Watcher()
+    for i in range(1000):
+        server.watches.add_data_watch(f"/w{i}", watcher)
+    server.watches.data_half.table = _NoWalk(server.watches.data_half.table)
+    server.watches.child_half.table = _NoWalk(server.watches.child_half.table)
+
+    def no_status(word: str | None = None) -> Any:
+        raise AssertionError("built a status for a refused word")
+
+    real_status = server.status
+    server.status = no_status  # type: ignore[method-assign]
+    assert server.four_letter("wchc") == "wchc is not executed because it is not in the whitelist.\n"
+    server.status = real_status  # type: ignore[method-assign]
+    assert "Node count: " in server.four_letter("srvr")
+    assert "zk_watch_count\t1000\n" in server.four_letter("mntr")
+
+
+# -- item 7 and the budget: setWatches with many paths -------------------------------------------
+@zkpy_only
+async def test_a_huge_setwatches_does_not_hold_the_event_loop() -> None:
+    """Fails before the chunked registration: one 1 MB setWatches of 75,000 paths was registered in one
+    go, holding every other client ~150 ms. The longest the loop goes without running another task must
+    stay well under the 50 ms budget (75 ms allows for a loaded test machine)."""
+    async with logging_server() as (server, _logged):
+        paths = [f"/w/{i:06d}" for i in range(75_000)]
+        worst = 0.0
+        done = trio.Event()
+
+        async def watchdog() -> None:
+            nonlocal worst
+            last = time.perf_counter()
+            while not done.is_set():
+                await trio.sleep(0.001)
+                now = time.perf_counter()
+                worst = max(worst, now - last)
+                last = now
+
+        def attack() -> tuple[int, int]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                err = client.error_of(OpCode.SET_WATCHES2, SetWatches2Request(0, [], paths, [], [], []))
+                return err, server.watches.count()  # before the connection (and its watches) goes
+            finally:
+                client.close(send_close_session=False)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watchdog)
+            err, count = await _in_thread(attack)
+            done.set()
+        assert (err, count) == (0, 75_000)
+    assert worst < 0.075, f"the event loop was held {worst * 1000:.0f} ms"
