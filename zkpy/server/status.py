@@ -74,11 +74,16 @@ def build_status(server: ZooKeeperServer, word: str | None = None) -> ServerStat
     watches_by_session: dict[int, list[str]] = {}
     # wchs/wchc/wchp show data and exists watches only, as ZooKeeper's do; zk_watch_count counts all.
     data_watchers: dict[object, list[str]] = {}
-    if word is None or word in _WATCH_WORDS:
+    watch_summary = None
+    if word == "wchs":  # counts only, as Apache's WatchesSummary: O(connections), not O(watches)
+        half = server.watches.data_half
+        watching = sum(1 for conn in server.connections if conn.session_id and conn in half.by_watcher)
+        watch_summary = (watching, len(half.table), half.size)
+    elif word is None or word in _WATCH_WORDS:
         for path, watchers in server.watches.data.items():
             for watcher in watchers:
                 data_watchers.setdefault(watcher, []).append(path)
-    listed = word is None or word in _CONNECTION_WORDS or word in _WATCH_WORDS
+    listed = word is None or word in _CONNECTION_WORDS or word in ("wchc", "wchp")
     for conn in server.connections if listed else ():
         # The connection asking a four-letter word is busy answering: ZooKeeper shows it as [0].
         asking = not conn.protocol.connected and conn.packets_received > 0
@@ -140,6 +145,7 @@ def build_status(server: ZooKeeperServer, word: str | None = None) -> ServerStat
         connections=connections,
         sessions=sessions,
         watches_by_session=watches_by_session,
+        watch_summary=watch_summary,
         ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()} if dumping else {},
         data_dir_size=data_size,
         log_dir_size=log_size,
