@@ -28,7 +28,7 @@ import trio
 
 from zkpy.errors import Code, ZooKeeperError
 from zkpy.jute.codec import JuteError
-from zkpy.jute.ops import REQUEST_RECORDS, WRITE_OPS, XID_PING, OpCode
+from zkpy.jute.ops import WRITE_OPS, XID_PING, OpCode
 from zkpy.jute.records import AuthPacket
 from zkpy.server.latency import Summary
 from zkpy.server.protocol import (
@@ -40,6 +40,7 @@ from zkpy.server.protocol import (
     reply,
     watch_event,
 )
+from zkpy.server.reads import SetWatchesParse
 from zkpy.tree import acl
 from zkpy.tree.apply import Result
 from zkpy.tree.watches import STATE_SYNC_CONNECTED
@@ -260,9 +261,10 @@ class ClientConnection:
         started = time.monotonic()
         tree = self.server.tree
         try:
-            request, _ = REQUEST_RECORDS[op].read(body, 0)
-            await trio.sleep(0)
-            for _ in self.server.reads.set_watches_steps(request, self):
+            parse = SetWatchesParse(op, body)
+            for _ in parse.steps():
+                await trio.sleep(0)
+            for _ in self.server.reads.set_watches_steps(parse.request, self):
                 await trio.sleep(0)
         except JuteError:
             self.send(reply(xid, tree.last_zxid, int(Code.MARSHALLING_ERROR)))

@@ -55,7 +55,11 @@ def _parent(path: str) -> str:
 def target(op: int, req: Any) -> tuple[str, int] | None:
     """(the node whose ACL the write checks, the permission) or None (no ACL check, or a
     malformed path that apply refuses before any ACL check)."""
-    path = getattr(req, "path", None)
+    return target_of_path(op, getattr(req, "path", None))
+
+
+def target_of_path(op: int, path: object) -> tuple[str, int] | None:
+    """target() from the op and its path alone, so a single write needs no decoding for it."""
     if not isinstance(path, str) or "/" not in path:
         return None
     if op in _CREATE_OPS:
@@ -145,27 +149,18 @@ def refuse_unauthorized(
     may still change, which are left to apply."""
     if op == OpCode.MULTI:
         return 0
-    path = first_path(op, body)
-    if path is None:
+    found = target_of_path(op, first_path(op, body))
+    if found is None:
         return 0
-    # Cheap first: is there a node whose ACL denies? Only then decode the whole request.
-    on_parent = op in _CREATE_OPS or op == OpCode.DELETE
-    checked = path if not on_parent else _parent(path) if "/" in path else None
-    if checked is None or (in_flight is not None and checked in in_flight):
+    checked, perm = found
+    if in_flight is not None and checked in in_flight:
         return 0  # an ordered write may still change this node: apply decides
     node = tree.nodes.get(checked)
-    if node is None:
+    if node is None or allowed(node.acl, perm, auth):
         return 0
+    # Denied: only now decode the whole request, for the checks apply makes before this one.
     requests = requests_of(op, body)
-    if not requests:
-        return 0
-    sub_op, req = requests[0]
-    found = target(sub_op, req)
-    if found is None or found[0] != checked:
-        return 0
-    if allowed(node.acl, found[1], auth):
-        return 0
-    if _earlier_answer(tree, sub_op, req, auth):
+    if not requests or _earlier_answer(tree, *requests[0], auth):
         return 0
     return int(Code.NO_AUTH)
 
@@ -208,6 +203,15 @@ def _decrement(counter: Counter[Any], key: Any) -> None:
         del counter[key]
 
 
+class _PathOnly:
+    """A single write's request as far as deciding_auth needs it: its path."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+
 def _ids_named(acl: Any, auth: acls.AuthIds, out: dict[tuple[str, str], None]) -> None:
     """The session's ids an ACL (tree tuples or (perms, scheme, id) triples) names."""
     for _perms, scheme, ident in acl:
@@ -224,9 +228,12 @@ def deciding_auth(
     restart decides the same. Order: the session's ip ids and super first, then digest ids in the
     session's Java hash-set order when an `auth` entry is expanded (the ACL it yields lists them in
     that order), else in the order the ACLs name them."""
-    requests = requests_of(op, body)
-    if requests is None:
-        return tuple(auth.java_order()) if op == OpCode.MULTI else _base(auth)
+    if op == OpCode.MULTI:
+        requests = requests_of(op, body)
+        if requests is None:  # apply answers MarshallingError, whatever the ids
+            return _base(auth)
+    else:  # one write: its path is all it takes (no decoding of a 1 MB body or a 9,000-entry ACL)
+        requests = [(op, _PathOnly(first_path(op, body)))]
     chosen: dict[tuple[str, str], None] = {}
     own_acls: dict[str, list[tuple[int, str, str]]] = {}  # ACLs this multi sets, by path
     nodes = tree.nodes
@@ -247,7 +254,8 @@ def deciding_auth(
             own_acls[changed] = [
                 (a.perms, a.id.scheme or "", a.id.id or "") for a in request_acl if a and a.id
             ]
-    if _AUTH_SCHEME_BYTES in body:  # an `auth` ACL entry expands to every authenticated id, in order
+    carries_acl = op in _CREATE_OPS or op in (OpCode.SET_ACL, OpCode.MULTI)
+    if carries_acl and _AUTH_SCHEME_BYTES in body:  # an `auth` ACL entry expands to every authenticated id, in order
         digests = [pair for pair in auth.java_order() if pair[0] == "digest"]
     else:
         digests = list(chosen)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from zkpy.errors import (
@@ -22,7 +23,7 @@ from zkpy.errors import (
     ZooKeeperError,
 )
 from zkpy.jute import javaorder
-from zkpy.jute.codec import JuteError, encode, write_buffer
+from zkpy.jute.codec import JuteError, encode, read_ustring, write_buffer
 from zkpy.jute.ops import (
     ADD_WATCH_PERSISTENT,
     ADD_WATCH_PERSISTENT_RECURSIVE,
@@ -50,6 +51,7 @@ from zkpy.tree.watches import (
 )
 
 _INT = struct.Struct(">i")
+_LONG = struct.Struct(">q")
 SET_WATCHES_CHUNK = 4096  # paths registered between yields to the event loop (a few ms of work)
 _ADD_WATCH_OK = encode(ErrorResponse(0))
 
@@ -65,6 +67,60 @@ class Caller(Protocol):
         ...
 
     def notify(self, event_type: int, path: str) -> None: ...
+
+
+_SET_WATCHES_FIELDS: dict[int, tuple[str, ...]] = {
+    OpCode.SET_WATCHES: ("dataWatches", "existWatches", "childWatches"),
+    OpCode.SET_WATCHES2: (
+        "dataWatches",
+        "existWatches",
+        "childWatches",
+        "persistentWatches",
+        "persistentRecursiveWatches",
+    ),
+}
+
+
+class SetWatchesParse:
+    """A setWatches/setWatches2 body decoded in steps (the same rules as the jute record's reader), so a
+    1 MB frame of 75,000 paths is never decoded in one go on the event loop: `steps()` yields after every
+    `chunk` paths; `request` has the fields once it is exhausted. Raises JuteError as the reader would."""
+
+    def __init__(self, op: int, body: bytes, chunk: int = SET_WATCHES_CHUNK) -> None:
+        self.op = op
+        self.body = body
+        self.chunk = chunk
+        self.request = SimpleNamespace(relativeZxid=0)
+
+    def steps(self) -> Iterator[None]:
+        body = self.body
+        try:
+            (self.request.relativeZxid,) = _LONG.unpack_from(body, 0)
+        except struct.error:
+            raise JuteError("truncated setWatches") from None
+        off = 8
+        done = 0
+        for name in _SET_WATCHES_FIELDS[self.op]:
+            try:
+                (n,) = _INT.unpack_from(body, off)
+            except struct.error:
+                raise JuteError("truncated vector count") from None
+            off += 4
+            if n < 0:
+                if n != -1:
+                    raise JuteError(f"negative vector count {n}")
+                setattr(self.request, name, None)
+                continue
+            if n > len(body) - off:
+                raise JuteError(f"vector count {n} larger than the frame")
+            items: list[str | None] = []
+            for _ in range(n):
+                item, off = read_ustring(body, off)
+                items.append(item)
+                done += 1
+                if done % self.chunk == 0:
+                    yield
+            setattr(self.request, name, items)
 
 
 def _vector_of_strings(out: bytearray, items: list[str]) -> None:

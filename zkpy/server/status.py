@@ -75,14 +75,13 @@ def build_status(server: ZooKeeperServer, word: str | None = None) -> ServerStat
     # wchs/wchc/wchp show data and exists watches only, as ZooKeeper's do; zk_watch_count counts all.
     data_watchers: dict[object, list[str]] = {}
     watch_summary = None
+    watches = server.watches
     if word == "wchs":  # counts only, as Apache's WatchesSummary: O(connections), not O(watches)
-        half = server.watches.data_half
-        watching = sum(1 for conn in server.connections if conn.session_id and conn in half.by_watcher)
+        half = watches.data_half
+        watching = sum(1 for conn in server.connections if conn.session_id and watches.has_data_watches(conn))
         watch_summary = (watching, len(half.table), half.size)
     elif word is None or word in _WATCH_WORDS:
-        for path, watchers in server.watches.data.items():
-            for watcher in watchers:
-                data_watchers.setdefault(watcher, []).append(path)
+        data_watchers = {watcher: list(ps) for watcher, ps in watches.data_paths_by_watcher().items()}
     listed = word is None or word in _CONNECTION_WORDS or word in ("wchc", "wchp")
     for conn in server.connections if listed else ():
         # The connection asking a four-letter word is busy answering: ZooKeeper shows it as [0].
