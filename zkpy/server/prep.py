@@ -82,12 +82,21 @@ def changed_path(op: int, req: Any) -> str | None:
     return None
 
 
+_last_multi: tuple[bytes, list[tuple[int, Any]]] | None = None
+
+
 def requests_of(op: int, body: bytes) -> list[tuple[int, Any]] | None:
     """The write's (op, request) pairs, a multi's in turn; None when it does not parse (apply
     answers that) or is not a client write with an ACL check."""
     try:
         if op == OpCode.MULTI:
-            return list(MultiRequest.read(body, 0)[0].ops)
+            # deciding_auth and InFlight.add both look at the multi just submitted: decode it once.
+            global _last_multi
+            if _last_multi is not None and _last_multi[0] is body:
+                return _last_multi[1]
+            ops = list(MultiRequest.read(body, 0)[0].ops)
+            _last_multi = (body, ops)
+            return ops
         record = REQUEST_RECORDS.get(op)
         if record is None or op not in _CREATE_OPS | {
             OpCode.DELETE,
