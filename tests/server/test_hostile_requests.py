@@ -234,6 +234,24 @@ def test_watch_events_on_unreadable_nodes_are_not_delivered(server: ServerProces
         spy.close()
 
 
+def test_setwatches_catch_up_events_are_not_acl_checked_as_in_apache(server: ServerProcess, base: str) -> None:
+    """The one case Apache 3.8.0-11+deb12u2 leaves unchecked, kept for compatibility (passes before and
+    after): the events setWatches fires at once, for changes since the client's relativeZxid, go out
+    without a READ check (DataTree.setWatches calls Watcher.process(event), not the ACL-checking form).
+    They tell a reconnecting client that something changed, never what."""
+    owner = RawClient(server.host, server.port)
+    spy = RawClient(server.host, server.port)
+    try:
+        _addauth(owner, range(1))
+        secret = f"{base}/secret"
+        owner.call(OpCode.CREATE, CreateRequest(secret, b"", _digest_acl(1), 0))
+        spy.call(OpCode.SET_WATCHES2, SetWatches2Request(0, [secret], [], [], [], []))
+        assert [(e.type, e.path) for e in spy.take_events()] == [(3, secret)]
+    finally:
+        owner.close()
+        spy.close()
+
+
 # -- item 5: session passwords -------------------------------------------------------------------
 def test_ensemble_session_passwords_do_not_come_from_the_seeded_generator() -> None:
     """Fails before: EnsembleServer.random_bytes was the Environment's Mersenne Twister (randbytes), so
