@@ -41,6 +41,7 @@ from zkpy.server.protocol import (
     watch_event,
 )
 from zkpy.server.reads import SetWatchesParse
+from zkpy.server.steps import run_in_steps
 from zkpy.tree import acl
 from zkpy.tree.apply import Result
 from zkpy.tree.watches import STATE_SYNC_CONNECTED
@@ -120,9 +121,8 @@ class ClientConnection:
                 # Give the sender a bounded time to flush the last replies to a peer that may not read.
                 nursery.cancel_scope.deadline = trio.current_time() + 5
         finally:
-            with trio.CancelScope(shield=True):
-                for _ in self.server.watches.remove_watcher_steps(self):  # its watches, a few thousand at a time
-                    await trio.sleep(0)
+            with trio.CancelScope(shield=True):  # its watches, in steps (600k of them took ~0.5 s)
+                await run_in_steps(self.server.watches.remove_watcher_steps(self))
             self.server.connection_closed(self)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -262,10 +262,8 @@ class ClientConnection:
         tree = self.server.tree
         try:
             parse = SetWatchesParse(op, body)
-            for _ in parse.steps():
-                await trio.sleep(0)
-            for _ in self.server.reads.set_watches_steps(parse.request, self):
-                await trio.sleep(0)
+            await run_in_steps(parse.steps())
+            await run_in_steps(self.server.reads.set_watches_steps(parse.request, self))
         except JuteError:
             self.send(reply(xid, tree.last_zxid, int(Code.MARSHALLING_ERROR)))
         else:

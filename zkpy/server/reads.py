@@ -52,7 +52,7 @@ from zkpy.tree.watches import (
 
 _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
-SET_WATCHES_CHUNK = 4096  # paths registered between yields to the event loop (a few ms of work)
+SET_WATCHES_CHUNK = 256  # paths between two looks at the clock (zkpy.server.steps decides when to yield)
 _ADD_WATCH_OK = encode(ErrorResponse(0))
 
 
@@ -353,8 +353,8 @@ class Reads:
         return b""
 
     def set_watches_steps(self, req: Any, caller: Caller, chunk: int = SET_WATCHES_CHUNK) -> Iterator[None]:
-        """set_watches in steps of `chunk` paths: a connection yields to the event loop between them, so
-        a 1 MB setWatches (tens of thousands of paths) never holds the loop for more than a few ms.
+        """set_watches in steps of `chunk` paths: a connection runs it with zkpy.server.steps.run_in_steps,
+        so a 1 MB setWatches (tens of thousands of paths) never holds the loop for more than a few ms.
 
         Events fire at once for what changed since relativeZxid, without an ACL check: ZooKeeper's
         DataTree.setWatches calls Watcher.process(event) there, not the ACL-checking variant."""

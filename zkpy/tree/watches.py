@@ -111,15 +111,18 @@ class _Half:
                 del self.by_watcher[watcher]
         return True
 
-    def remove_watcher(self, watcher: int, chunk: int = 8192) -> Iterator[None]:
+    def remove_watcher(self, watcher: int, chunk: int = 256) -> Iterator[None]:
         """Forget all of one watcher's watches, yielding after every `chunk` of them (see
         WatchManager.remove_watcher_steps). Its by_watcher entry goes first, so a watch that fires
-        meanwhile finds the watcher already gone from it (remove() allows for that)."""
+        meanwhile finds the watcher already gone from it (remove() allows for that). The paths are
+        popped one by one, so each is freed as it goes, not all at once at the end."""
         paths_of = self.by_watcher.pop(watcher, None)
         if not paths_of:
             return
         table = self.table
-        for done, path in enumerate(paths_of, 1):
+        done = 0
+        while paths_of:
+            path = paths_of.pop()
             watchers = table.get(path)
             if watchers is not None:
                 mode = watchers.pop(watcher, None)
@@ -128,6 +131,7 @@ class _Half:
                     self.recursive -= mode == PERSISTENT_RECURSIVE
                     if not watchers:
                         del table[path]
+            done += 1
             if done % chunk == 0:
                 yield
 
