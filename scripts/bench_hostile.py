@@ -91,7 +91,11 @@ class GoodClient:
         self.proc.join(10)
 
     def worst_between(self, start: float, end: float) -> float:
-        return max((lat for t, lat in self.samples if start <= t + lat and t <= end), default=0.0)
+        return max(self.between(start, end), default=0.0)
+
+    def between(self, start: float, end: float) -> list[float]:
+        """The latencies of the round trips that overlapped [start, end], largest first."""
+        return sorted((lat for t, lat in self.samples if start <= t + lat and t <= end), reverse=True)
 
 
 def attack_acl(host: str, port: int) -> None:
@@ -191,6 +195,7 @@ def run_server(kind: str) -> dict[str, Any]:
         for name, (start, end) in windows.items():
             attack = results["attacks"][name]
             attack["worst_stall_ms"] = round(good.worst_between(start, end) * 1000, 1)
+            attack["next_worst_ms"] = [round(lat * 1000, 1) for lat in good.between(start, end)[1:4]]
             attack["good_session_lost"] = bool(good.lost) and start <= last_sample <= end
             print(kind, name, attack, flush=True)
         results["good_client_error"] = good.lost
@@ -218,7 +223,7 @@ def main() -> int:
         for name, a in r["attacks"].items():
             print(
                 f"{r['server']:8} {name:8} {a['worst_stall_ms']:>15} {a['good_session_lost']!s:>13} "
-                f"{a['log_growth_bytes']:>13} {a['rss_growth_mb']:>7}"
+                f"{a['log_growth_bytes']:>13} {a['rss_growth_mb']:>7}  {a['next_worst_ms']}"
             )
         print(
             f"{r['server']:8} four-letter words (ms): {r['four_letter_ms']} (cons, dump: not in the whitelist)"
