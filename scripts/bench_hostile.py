@@ -197,7 +197,7 @@ def run_server(kind: str) -> dict[str, Any]:
             attack["worst_stall_ms"] = round(good.worst_between(start, end) * 1000, 1)
             attack["next_worst_ms"] = [round(lat * 1000, 1) for lat in good.between(start, end)[1:4]]
             attack["good_session_lost"] = bool(good.lost) and start <= last_sample <= end
-            print(kind, name, attack, flush=True)
+            print(kind, name, attack, file=sys.stderr, flush=True)
         results["good_client_error"] = good.lost
         results["good_round_trips"] = len(good.samples)
         with contextlib.suppress(OSError):
