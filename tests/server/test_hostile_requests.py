@@ -234,7 +234,9 @@ def test_watch_events_on_unreadable_nodes_are_not_delivered(server: ServerProces
         spy.close()
 
 
-def test_setwatches_catch_up_events_are_not_acl_checked_as_in_apache(server: ServerProcess, base: str) -> None:
+def test_setwatches_catch_up_events_are_not_acl_checked_as_in_apache(
+    server: ServerProcess, base: str
+) -> None:
     """The one case Apache 3.8.0-11+deb12u2 leaves unchecked, kept for compatibility (passes before and
     after): the events setWatches fires at once, for changes since the client's relativeZxid, go out
     without a READ check (DataTree.setWatches calls Watcher.process(event), not the ACL-checking form).
@@ -353,3 +355,57 @@ async def _huge_setwatches() -> None:
             done.set()
         assert (err, count) == (0, 75_000)
     assert worst < 0.075, f"the event loop was held {worst * 1000:.0f} ms"
+
+
+# -- the budget: children lists ------------------------------------------------------------------
+def test_the_java_order_of_many_children_is_kept_until_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails before the order cache: every getChildren of a node with many children hashed every name
+    (Java's String.hashCode, in Python) and sorted them again (100,000 children: ~0.6 s per call). Now a
+    second call hashes nothing, and a change to the children is seen at once."""
+    from zkpy.jute import javaorder
+    from zkpy.jute.ops import GetChildrenResponse, PathWatchRequest
+    from zkpy.server.reads import Reads
+    from zkpy.tree.apply import Applier
+    from zkpy.tree.watches import WatchManager
+
+    tree = DataTree()
+    applier = Applier(tree)
+    zxid = 0
+
+    def create(path: str) -> None:
+        nonlocal zxid
+        zxid += 1
+        body = encode(CreateRequest(path, b"", OPEN_ACL_UNSAFE, 0))
+        assert applier.apply(Txn(zxid, 0, 1, zxid, OpCode.CREATE, body)).err == 0
+
+    create("/p")
+    for i in range(3000):
+        create(f"/p/c{i}")
+    reads = Reads(tree, WatchManager())
+
+    class Caller:
+        session_id = 1
+        auth = (("ip", "127.0.0.1"),)
+
+        def notify(self, event_type: int, path: str) -> None:
+            pass
+
+    def children() -> list[str]:
+        body = reads.handle(OpCode.GET_CHILDREN, encode(PathWatchRequest("/p", False)), Caller())
+        return list(GetChildrenResponse.read(body, 0)[0].children)
+
+    first = children()
+    hashed = 0
+    real = javaorder.spread_string_hash
+
+    def counting(name: str) -> int:
+        nonlocal hashed
+        hashed += 1
+        return real(name)
+
+    monkeypatch.setattr(javaorder, "spread_string_hash", counting)
+    assert children() == first
+    assert hashed == 0
+    create("/p/new")
+    after = children()
+    assert hashed > 0 and sorted(after) == sorted([*first, "new"])
