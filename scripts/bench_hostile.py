@@ -7,7 +7,7 @@ For each server (started fresh, preAllocSize=1 so the log's file size is what wa
 well-behaved client (raw socket, 4 s session) does getData + ping round trips the whole time while an
 attacker, on its own connection, sends in turn:
 
-  acl       one create whose ACL has 9,000 distinct digest entries (117 KB)
+  acl       one create whose ACL has 9,000 distinct digest entries (494 KB; the issue's 117 KB had shorter ids)
   addauth   6,000 addauths in one send, then one setData the ACL refuses
   refused   40 setData of 1 MB each on a node the attacker may not write (all refused NoAuth)
   watches   ten setWatches frames of 60,000 paths each (600k watches), then srvr, mntr, wchs and a

@@ -321,7 +321,9 @@ class ZooKeeperServer:
         """A standalone server or an ensemble's leader; a learner forwards its writes."""
         return not self.forwards_sync
 
-    def _refuse_unauthorized(self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]) -> int:
+    def _refuse_unauthorized(
+        self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]
+    ) -> int:
         """NoAuth, unlogged, for a write refused on the tree as it stands (zkpy.server.prep) -- only
         where writes are ordered (a learner's tree may lag its leader's), and only when no write of
         this session is in flight (its own setACL, still unapplied, may grant this one)."""

@@ -264,7 +264,9 @@ def deciding_auth(
                 (a.perms, a.id.scheme or "", a.id.id or "") for a in request_acl if a and a.id
             ]
     carries_acl = op in _CREATE_OPS or op in (OpCode.SET_ACL, OpCode.MULTI)
-    if carries_acl and _AUTH_SCHEME_BYTES in body:  # an `auth` ACL entry expands to every authenticated id, in order
+    if (
+        carries_acl and _AUTH_SCHEME_BYTES in body
+    ):  # an `auth` ACL entry expands to every authenticated id, in order
         digests = [pair for pair in auth.java_order() if pair[0] == "digest"]
     else:
         digests = list(chosen)
