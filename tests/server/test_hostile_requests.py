@@ -73,6 +73,35 @@ def test_a_denied_check_of_a_long_acl_for_a_session_with_many_ids_is_linear() ->
     assert time.perf_counter() - started < 0.3
 
 
+def test_a_connections_ids_are_hashed_as_they_come_so_whoami_only_sorts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fails before (base: no AuthIds, each addauth re-sorted the whole list; earlier on this branch: the first
+    whoAmI after a flood worked out every id's Java hash at once, ~1 s for 100,000 ids): a connection's ids
+    are hashed as they are added, so listing them in Java's order hashes nothing more; the order is Java's."""
+    from zkpy.jute import javaorder
+
+    ids = acls.AuthIds([("ip", "127.0.0.1")], eager_hash=True)
+    for i in range(2000):
+        ids.add(("digest", acls.digest(f"user{i}:pw")))
+    real = javaorder.id_hash
+    hashed = 0
+
+    def counting(scheme: str, ident: str) -> int:
+        nonlocal hashed
+        hashed += 1
+        return real(scheme, ident)
+
+    monkeypatch.setattr(javaorder, "id_hash", counting)
+    order = ids.java_order()
+    assert hashed == 0
+    monkeypatch.setattr(javaorder, "id_hash", real)
+    assert order == javaorder.hash_order(
+        [("ip", "127.0.0.1")] + [("digest", acls.digest(f"user{i}:pw")) for i in range(2000)],
+        lambda p: real(*p),
+    )
+
+
 # -- an in-process server whose log is a list ------------------------------------------------------
 @contextlib.asynccontextmanager
 async def logging_server(extra: str = "") -> AsyncIterator[tuple[ZooKeeperServer, list[Txn]]]:

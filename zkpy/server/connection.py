@@ -84,7 +84,7 @@ class ClientConnection:
         self.protocol = ServerProtocol(server.config.jute_max_buffer)
         self.session_id = 0
         self.timeout = 0
-        self.auth = acl.AuthIds([("ip", remote[0])])
+        self.auth = acl.AuthIds([("ip", remote[0])], eager_hash=True)
         self._out = bytearray()
         self._out_ready = trio.Event()
         self._progress = trio.Event()  # the sender wrote a chunk, or a queued request was answered

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 from zkpy.errors import AuthFailedError, InvalidACLError
+from zkpy.jute import javaorder
 from zkpy.jute.records import ACL, Id
 
 AuthId = tuple[str, str]
@@ -132,14 +133,18 @@ class AuthIds(Iterable[AuthId]):
 
     ZooKeeper keeps them in a HashSet<Id>: adding is O(1), a check looks ids up, and whoAmI and
     the ACL an `auth` entry expands to list them in that set's iteration order. That order
-    (javaorder.hash_order, a sort) is built only when something iterates the ids, and kept
+    (a sort by Java's hash buckets) is built only when something iterates the ids, and kept
     until the next addauth, so an addauth flood costs O(1) per id, not a sort each.
     """
 
-    __slots__ = ("_ids", "_ip_bytes", "_ordered", "has_super", "ips")
+    __slots__ = ("_eager", "_ids", "_ip_bytes", "_ordered", "has_super", "ips")
 
-    def __init__(self, ids: Iterable[AuthId] = ()) -> None:
-        self._ids: dict[AuthId, None] = {}  # insertion order, what the Java order is built from
+    def __init__(self, ids: Iterable[AuthId] = (), eager_hash: bool = False) -> None:
+        """`eager_hash`: work out each id's Java hash as it is added (a connection's ids, which whoAmI may
+        list after any addauth: the cost is spread over the addauths instead of falling on one whoAmI)."""
+        self._eager = eager_hash
+        # Insertion order, what the Java order is built from; each id's Java hashCode once worked out.
+        self._ids: dict[AuthId, int | None] = {}
         self._ordered: list[AuthId] | None = None
         self.ips: list[str] = []  # the ip ids, matched by address range rather than looked up
         self._ip_bytes: list[bytes] | None = None
@@ -151,7 +156,7 @@ class AuthIds(Iterable[AuthId]):
         """Add one id; False when the session already had it."""
         if pair in self._ids:
             return False
-        self._ids[pair] = None
+        self._ids[pair] = javaorder.id_hash(*pair) if self._eager else None
         self._ordered = None
         if pair[0] == "ip":
             self.ips.append(pair[1])
@@ -178,11 +183,17 @@ class AuthIds(Iterable[AuthId]):
         return iter(self.java_order())
 
     def java_order(self) -> list[AuthId]:
+        """The ids as ZooKeeper's HashSet<Id> iterates them. Each id's hash is worked out once (a Python
+        loop over its characters), so whoAmI after each of many addauths costs a sort, not a rehash."""
         if self._ordered is None:
-            # Imported here: javaorder is a jute helper and acl must stay importable on its own.
-            from zkpy.jute import javaorder
-
-            self._ordered = javaorder.hash_order(self._ids, lambda pair: javaorder.id_hash(*pair))
+            ids = self._ids
+            for pair, h in ids.items():
+                if h is None:
+                    ids[pair] = javaorder.id_hash(*pair)
+            cap = javaorder.capacity(len(ids), 16)
+            bucket = javaorder.bucket
+            # sorted() is stable: ids sharing a bucket keep their insertion order, as in Java.
+            self._ordered = sorted(ids, key=lambda pair: bucket(ids[pair] or 0, cap))
         return self._ordered
 
 
