@@ -41,7 +41,7 @@ from zkpy.server.protocol import (
     watch_event,
 )
 from zkpy.server.reads import SetWatchesParse
-from zkpy.server.steps import run_in_steps
+from zkpy.server.steps import STEP_BUDGET, run_in_steps
 from zkpy.tree import acl
 from zkpy.tree.apply import Result
 from zkpy.tree.watches import STATE_SYNC_CONNECTED
@@ -219,7 +219,11 @@ class ClientConnection:
                 return
             if self.session_id:
                 server.sessions.touch(self.session_id)  # once per read, not per request
+            budget_start = time.perf_counter()
             for event in events:
+                if time.perf_counter() - budget_start >= STEP_BUDGET:  # a read of 2,000 small requests
+                    await trio.sleep(0)
+                    budget_start = time.perf_counter()
                 if isinstance(event, RequestReceived):
                     if (
                         len(self._out) > OUTPUT_HIGH_WATER
