@@ -186,7 +186,7 @@ class InFlight:
         """Note a write entering the pipeline; returns what `done` needs to forget it."""
         self.sessions[session_id] += 1
         changed: tuple[str, ...] = ()
-        if op in _CREATE_OPS or op in (OpCode.DELETE, OpCode.SET_ACL):
+        if op in _CREATE_OPS or op in (OpCode.DELETE, OpCode.DELETE_CONTAINER, OpCode.SET_ACL):
             path = first_path(op, body)
             if path is not None:
                 changed = (path,)  # a sequential create's final name differs; its parent is not changed
