@@ -216,6 +216,47 @@ async def test_refused_large_writes_are_answered_noauth_without_a_log_record() -
 
 
 @zkpy_only
+async def test_writes_certain_to_fail_before_any_acl_are_not_logged_either() -> None:
+    """Fails before the early answers: in a tree where the client may write nothing, a 1 MB setData of a
+    node that does not exist (NoNode), a 1 MB create whose path holds a NUL (BadArguments), one under a
+    missing parent (NoNode) and an undecodable setData (MarshallingError) were each logged in full before
+    apply refused them -- the last ways for such a client to grow the log."""
+    async with logging_server("jute.maxbuffer=2000000\n") as (server, logged):
+        big = b"x" * 1_000_000
+
+        def scenario() -> list[int]:
+            owner = RawClient("127.0.0.1", server.port)
+            attacker = RawClient("127.0.0.1", server.port)
+            try:
+                _addauth(owner, range(1))
+                owner.call(OpCode.CREATE, CreateRequest("/locked", b"", _digest_acl(1), 0))
+                xids = [
+                    attacker.send(OpCode.SET_DATA, SetDataRequest("/locked/missing", big, -1)),
+                    attacker.send(OpCode.CREATE, CreateRequest("/locked/bad\0path", big, OPEN_ACL_UNSAFE, 0)),
+                    attacker.send(
+                        OpCode.CREATE, CreateRequest("/locked/missing/child", big, OPEN_ACL_UNSAFE, 0)
+                    ),
+                    attacker.send(OpCode.SET_DATA),  # no body at all
+                ]
+                return [attacker.read_reply(x).err for x in xids]
+            finally:
+                owner.close()
+                attacker.close()
+
+        codes = await _in_thread(scenario)
+    assert codes == [
+        int(Code.NO_NODE),
+        int(Code.BAD_ARGUMENTS),
+        int(Code.NO_NODE),
+        int(Code.MARSHALLING_ERROR),
+    ]
+    assert [t.op for t in logged if t.op not in (OpCode.CREATE_SESSION, OpCode.CLOSE_SESSION)] == [
+        OpCode.CREATE
+    ]
+    assert max(len(t.body) for t in logged) < 1000
+
+
+@zkpy_only
 async def test_a_write_behind_the_sessions_own_setacl_is_not_refused_early() -> None:
     """Guards the prep check (passes before and after): a setData pipelined behind the session's own setACL
     that grants it must succeed, so prep never judges a session with a write in flight."""

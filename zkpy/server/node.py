@@ -28,7 +28,7 @@ from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
 from zkpy.server.latency import Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
-from zkpy.server.prep import deciding_auth, refuse_unauthorized
+from zkpy.server.prep import deciding_auth, refuse_early
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
 from zkpy.server.sessions import SessionTracker
@@ -313,7 +313,7 @@ class ZooKeeperServer:
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
         if auth is not None:
-            return self._refuse_unauthorized(op, body, session_id, auth)
+            return self._refuse_early(op, body, session_id, auth)
         return 0
 
     @property
@@ -321,16 +321,15 @@ class ZooKeeperServer:
         """A standalone server or an ensemble's leader; a learner forwards its writes."""
         return not self.forwards_sync
 
-    def _refuse_unauthorized(
-        self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]
-    ) -> int:
-        """NoAuth, unlogged, for a write refused on the tree as it stands (zkpy.server.prep) -- only
-        where writes are ordered (a learner's tree may lag its leader's), and only when no write of
-        this session is in flight (its own setACL, still unapplied, may grant this one)."""
+    def _refuse_early(self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]) -> int:
+        """The answer, unlogged, to a write certain to be refused on the tree as it stands (NoAuth, NoNode, a
+        malformed request: zkpy.server.prep) -- only where writes are ordered (a learner's tree may lag its
+        leader's), and only when no write of this session is in flight (its own setACL or create, still
+        unapplied, may change the answer)."""
         in_flight = self.pipeline.in_flight
         if not self.orders_writes or in_flight.sessions.get(session_id):
             return 0
-        return refuse_unauthorized(self.tree, op, body, acls.as_auth_ids(auth), in_flight.paths)
+        return refuse_early(self.tree, op, body, acls.as_auth_ids(auth), in_flight.paths)
 
     def txn_auth(self, op: int, body: bytes, auth: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
         """The auth ids a write's transaction carries: those that can decide it (zkpy.server.prep),

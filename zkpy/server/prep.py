@@ -5,11 +5,10 @@ share, so replay never depends on anything else. Two things still have to be dec
 transaction exists, where the write is ordered (a standalone server, an ensemble's leader), as
 Apache's PrepRequestProcessor decides them:
 
-- `refuse_unauthorized`: a write the session may not make is answered NoAuth at once and never
-  logged, so a client that may write nothing cannot fill the disk with 1 MB refused writes. The
-  check is the one apply makes, in apply's order (an earlier check with another answer wins: the
-  write then goes on and apply answers it). The ACL can change between here and apply; apply
-  checks again, so the worst case is a logged refusal, rare and harmless.
+- `refuse_early`: a write certain to be refused (NoAuth, a missing node, a malformed request) is
+  answered at once and never logged, so a client that may write nothing cannot fill the disk with
+  1 MB refused writes. The checks are the ones apply makes, in apply's order. The tree can change
+  between here and apply; apply checks again, so the worst case is a logged refusal, rare and harmless.
 - `deciding_auth`: the auth ids the transaction carries are the ones that can decide it: those
   named by the ACLs of the nodes the write checks (digest ids present there, the session's ip ids,
   super), and the authenticated ids when an `auth` ACL entry is expanded. A session with 8,000
@@ -24,14 +23,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from zkpy import paths
 from zkpy.errors import Code, ZooKeeperError
 from zkpy.jute.codec import JuteError, read_buffer
 from zkpy.jute.ops import REQUEST_RECORDS, MultiRequest, OpCode
 from zkpy.jute.records import PERM_ADMIN, PERM_CREATE, PERM_DELETE, PERM_READ, PERM_WRITE
 from zkpy.tree import acl as acls
-from zkpy.tree.apply import allowed, checked_acl
-from zkpy.tree.datatree import SPECIAL_PATHS, DataTree
+from zkpy.tree.apply import allowed, checks_before_acl
+from zkpy.tree.datatree import DataTree
 
 AuthTuple = tuple[tuple[str, str], ...]
 
@@ -121,57 +119,54 @@ def first_path(op: int, body: bytes) -> str | None:
         return None
 
 
-def _earlier_answer(tree: DataTree, op: int, req: Any, auth: acls.AuthIds) -> bool:
-    """Whether apply answers something other than NoAuth before it looks at the ACL (so prep must
-    not refuse): the checks apply makes first, in its order."""
-    path = req.path
-    try:
-        if op in _CREATE_OPS:
-            if req.flags not in (0, 1, 2, 3, 4, 5, 6) or "\0" in path:
-                return True
-            is_ttl = req.flags in (5, 6)
-            if is_ttl or op == OpCode.CREATE_TTL:
-                return True  # TTL rules: apply decides (a rare op; nothing to save here)
-            checked_acl(req.acl, auth)  # InvalidACL comes first
-        elif op == OpCode.DELETE:
-            if "\0" in path or path in SPECIAL_PATHS:
-                return True
-        elif op == OpCode.SET_ACL:
-            paths.validate(path)
-            checked_acl(req.acl, auth)
-        else:
-            paths.validate(path)
-    except ZooKeeperError:
-        return True
-    return False
+_PREP_OPS = _CREATE_OPS | {OpCode.DELETE, OpCode.SET_DATA, OpCode.SET_ACL, OpCode.CHECK}
 
 
-def refuse_unauthorized(
+def refuse_early(
     tree: DataTree, op: int, body: bytes, auth: acls.AuthIds, in_flight: Counter[str] | None = None
 ) -> int:
-    """NoAuth for a single write the session may not make on the tree as it stands, else 0.
+    """The error a single write is certain to get, answered before it is ordered (never logged), else 0.
 
-    Only single writes: a multi's later ops may depend on its earlier ones, and its refusal is a
-    whole multi response, so apply answers it (its transaction carries only the deciding ids).
-    The caller makes sure this session has no write in flight (its own earlier setACL could grant
-    what this one needs); `in_flight` (InFlight.paths) names the nodes an ordered, unapplied write
-    may still change, which are left to apply."""
-    if op == OpCode.MULTI:
+    Certain are: NoAuth; and the answers apply gives before it looks at the ACL: a request that does not
+    parse (MarshallingError), a malformed path or flags, an invalid ACL (BadArguments, InvalidACL: they
+    depend on the request alone), and a missing node (NoNode) -- the same checks, in the same order
+    (zkpy.tree.apply.checks_before_acl). So a client that may write nothing cannot grow the log at all:
+    what is still logged and refused at apply (BadVersion, NodeExists, NotEmpty) needs a permission.
+
+    Only single writes: a multi's answer depends on every op before the refused one, and its refusal is
+    a whole multi response, so apply answers it (its transaction carries only the deciding ids). The
+    caller makes sure this session has no write in flight (its own earlier setACL or create could change
+    the answer); `in_flight` (InFlight.paths) names the nodes an ordered, unapplied write may still create,
+    delete or re-ACL, which are left to apply."""
+    if op not in _PREP_OPS:
         return 0
+    # Cheap first, without decoding the request (a 1 MB setData, a 9,000-entry ACL): most writes are to an
+    # existing node the session may write, and then there is nothing to refuse here.
     found = target_of_path(op, first_path(op, body))
-    if found is None:
+    if found is not None:
+        checked, perm = found
+        if in_flight is not None and checked in in_flight:
+            return 0  # an ordered write may still change this node: apply decides
+        node = tree.nodes.get(checked)
+        if node is not None and allowed(node.acl, perm, auth):
+            return 0
+    try:
+        request, _ = REQUEST_RECORDS[op].read(body, 0)
+        checked, perm, _acl = checks_before_acl(op, request, auth)
+    except ZooKeeperError as e:
+        return int(e.code)
+    except JuteError:
+        return int(Code.MARSHALLING_ERROR)
+    except Exception:  # a bug, not a client error: apply answers it as it always has
         return 0
-    checked, perm = found
     if in_flight is not None and checked in in_flight:
-        return 0  # an ordered write may still change this node: apply decides
+        return 0
     node = tree.nodes.get(checked)
-    if node is None or allowed(node.acl, perm, auth):
-        return 0
-    # Denied: only now decode the whole request, for the checks apply makes before this one.
-    requests = requests_of(op, body)
-    if not requests or _earlier_answer(tree, *requests[0], auth):
-        return 0
-    return int(Code.NO_AUTH)
+    if node is None:
+        return int(Code.NO_NODE)
+    if not allowed(node.acl, perm, auth):
+        return int(Code.NO_AUTH)
+    return 0
 
 
 class InFlight:
@@ -279,4 +274,4 @@ def _base(auth: acls.AuthIds) -> AuthTuple:
     return (*base, acls.SUPER_ID) if auth.has_super else base
 
 
-__all__ = ["InFlight", "deciding_auth", "refuse_unauthorized"]
+__all__ = ["InFlight", "deciding_auth", "refuse_early"]

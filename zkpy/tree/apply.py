@@ -108,6 +108,49 @@ def check_version(expected: int, actual: int, path: str) -> None:
         raise BadVersionError(path=path)
 
 
+_NODE_PERMS: dict[int, int] = {OpCode.SET_DATA: PERM_WRITE, OpCode.CHECK: PERM_READ}
+
+
+def checks_before_acl(op: int, req: Any, auth: Iterable[tuple[str, str]]) -> tuple[str, int, AclTuple | None]:
+    """What a write checks before it looks at any node, in ZooKeeper's order, raising what apply answers:
+    (the node whose ACL decides -- the parent for create and delete --, the permission it needs, the
+    checked ACL a create or setACL sets). It depends only on the request and the session's ids, so the
+    server can make the same checks before a write is ordered (zkpy.server.prep)."""
+    if op in _CREATE_OPS:
+        flags = req.flags
+        if flags not in (0, 1, 2, 3, 4, 5, 6):
+            raise BadArgumentsError(path=req.path)
+        is_ttl = flags in (5, 6)
+        # EphemeralType.validateTTL: a TTL mode needs a TTL in range, any other mode no TTL.
+        if (is_ttl and not 0 < getattr(req, "ttl", -1) <= MAX_TTL) or (
+            not is_ttl and op == OpCode.CREATE_TTL
+        ):
+            raise BadArgumentsError(path=req.path)
+        path = req.path
+        if path is None:  # ZooKeeper fails on it (NullPointerException) as a marshalling error
+            raise JuteError("create without a path")
+        slash = path.rfind("/")
+        if slash < 0 or "\0" in path:
+            raise BadArgumentsError(path=path)
+        # ZooKeeper files the root under "" too.
+        return path[:slash] or "/", PERM_CREATE, checked_acl(req.acl, auth)
+    if op in (OpCode.DELETE, OpCode.DELETE_CONTAINER):
+        path = req.path
+        if path is None:
+            raise JuteError("delete without a path")
+        slash = path.rfind("/")
+        if slash < 0 or "\0" in path or path in SPECIAL_PATHS:
+            raise BadArgumentsError(path=path)
+        return path[:slash] or "/", PERM_DELETE, None
+    path = paths.validate(req.path)
+    if op == OpCode.SET_ACL:
+        return path, PERM_ADMIN, checked_acl(req.acl, auth)
+    perm = _NODE_PERMS.get(op)
+    if perm is None:
+        raise UnimplementedError()
+    return path, perm, None
+
+
 class Applier:
     def __init__(self, tree: DataTree) -> None:
         self.tree = tree
@@ -173,22 +216,12 @@ class Applier:
         only then the whole path (with the sequence number appended, so "/" with sequential flags is
         "/0000000007"), NodeExists and an ephemeral parent."""
         tree = self.tree
+        parent_path, _, acl = checks_before_acl(op, req, txn.auth)
+        assert acl is not None
         flags = req.flags
         ttl = getattr(req, "ttl", -1)
-        if flags not in (0, 1, 2, 3, 4, 5, 6):
-            raise BadArgumentsError(path=req.path)
         is_ttl = flags in (5, 6)
-        # EphemeralType.validateTTL: a TTL mode needs a TTL in range, any other mode no TTL.
-        if (is_ttl and not 0 < ttl <= MAX_TTL) or (not is_ttl and op == OpCode.CREATE_TTL):
-            raise BadArgumentsError(path=req.path)
         path = req.path
-        if path is None:  # ZooKeeper fails on it (NullPointerException) as a marshalling error
-            raise JuteError("create without a path")
-        slash = path.rfind("/")
-        if slash < 0 or "\0" in path:
-            raise BadArgumentsError(path=path)
-        parent_path = path[:slash] or "/"  # ZooKeeper files the root under "" too
-        acl = checked_acl(req.acl, txn.auth)
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise NoNodeError(path=parent_path)
@@ -235,13 +268,8 @@ class Applier:
         (NoNode), its DELETE permission, the node (NoNode), the version and the children. The path itself is
         never validated: a malformed one names no node."""
         tree = self.tree
+        parent_path, _, _ = checks_before_acl(op, req, txn.auth)
         path = req.path
-        if path is None:
-            raise JuteError("delete without a path")
-        slash = path.rfind("/")
-        if slash < 0 or "\0" in path or path in SPECIAL_PATHS:
-            raise BadArgumentsError(path=path)
-        parent_path = path[:slash] or "/"
         parent = tree.nodes.get(parent_path)
         if parent is None:
             raise NoNodeError(path=path)
@@ -275,7 +303,7 @@ class Applier:
 
     def _set_data(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
         tree = self.tree
-        path = paths.validate(req.path)
+        path, _, _ = checks_before_acl(op, req, txn.auth)
         node = tree.nodes.get(path)
         if node is None:
             raise NoNodeError(path=path)
@@ -294,8 +322,8 @@ class Applier:
 
     def _set_acl(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
         tree = self.tree
-        path = paths.validate(req.path)
-        acl = checked_acl(req.acl, txn.auth)
+        path, _, acl = checks_before_acl(op, req, txn.auth)
+        assert acl is not None
         node = tree.nodes.get(path)
         if node is None:
             raise NoNodeError(path=path)
@@ -312,7 +340,7 @@ class Applier:
         return StatResponse(node.stat()), undo
 
     def _check(self, op: int, req: Any, txn: Txn, result: Result) -> tuple[Any, Undo]:
-        path = paths.validate(req.path)
+        path, _, _ = checks_before_acl(op, req, txn.auth)
         node = self.tree.nodes.get(path)
         if node is None:
             raise NoNodeError(path=path)
