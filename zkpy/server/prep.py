@@ -35,6 +35,7 @@ AuthTuple = tuple[tuple[str, str], ...]
 
 _CREATE_OPS = frozenset({OpCode.CREATE, OpCode.CREATE2, OpCode.CREATE_CONTAINER, OpCode.CREATE_TTL})
 _SEQUENTIAL_FLAGS = frozenset({2, 3, 6})
+_PREP_OPS = _CREATE_OPS | {OpCode.DELETE, OpCode.SET_DATA, OpCode.SET_ACL, OpCode.CHECK}
 # The encoded scheme "auth" (a jute ustring): a request without these bytes has no `auth` ACL entry.
 _AUTH_SCHEME_BYTES = b"\x00\x00\x00\x04auth"
 
@@ -75,7 +76,7 @@ def changed_path(op: int, req: Any) -> str | None:
         return None
     if op in _CREATE_OPS:
         return None if getattr(req, "flags", 0) in _SEQUENTIAL_FLAGS else path
-    if op in (OpCode.DELETE, OpCode.SET_ACL):
+    if op in (OpCode.DELETE, OpCode.DELETE_CONTAINER, OpCode.SET_ACL):
         return path
     return None
 
@@ -83,29 +84,18 @@ def changed_path(op: int, req: Any) -> str | None:
 _last_multi: tuple[bytes, list[tuple[int, Any]]] | None = None
 
 
-def requests_of(op: int, body: bytes) -> list[tuple[int, Any]] | None:
-    """The write's (op, request) pairs, a multi's in turn; None when it does not parse (apply
-    answers that) or is not a client write with an ACL check."""
+def multi_ops(body: bytes) -> list[tuple[int, Any]] | None:
+    """A multi's (op, request) pairs, in turn; None when it does not parse (apply answers that)."""
+    # deciding_auth and InFlight.add both look at the multi just submitted: decode it once.
+    global _last_multi
+    if _last_multi is not None and _last_multi[0] is body:
+        return _last_multi[1]
     try:
-        if op == OpCode.MULTI:
-            # deciding_auth and InFlight.add both look at the multi just submitted: decode it once.
-            global _last_multi
-            if _last_multi is not None and _last_multi[0] is body:
-                return _last_multi[1]
-            ops = list(MultiRequest.read(body, 0)[0].ops)
-            _last_multi = (body, ops)
-            return ops
-        record = REQUEST_RECORDS.get(op)
-        if record is None or op not in _CREATE_OPS | {
-            OpCode.DELETE,
-            OpCode.SET_DATA,
-            OpCode.SET_ACL,
-            OpCode.CHECK,
-        }:
-            return None
-        return [(op, record.read(body, 0)[0])]
+        ops = list(MultiRequest.read(body, 0)[0].ops)
     except (JuteError, ZooKeeperError, ValueError, IndexError, UnicodeDecodeError):
         return None
+    _last_multi = (body, ops)
+    return ops
 
 
 def first_path(op: int, body: bytes) -> str | None:
@@ -117,9 +107,6 @@ def first_path(op: int, body: bytes) -> str | None:
         return None if raw is None else bytes(raw).decode("utf-8")
     except (JuteError, ValueError, IndexError, UnicodeDecodeError):
         return None
-
-
-_PREP_OPS = _CREATE_OPS | {OpCode.DELETE, OpCode.SET_DATA, OpCode.SET_ACL, OpCode.CHECK}
 
 
 def refuse_early(
@@ -186,9 +173,7 @@ class InFlight:
             if path is not None:
                 changed = (path,)  # a sequential create's final name differs; its parent is not changed
         elif op == OpCode.MULTI:
-            changed = tuple(
-                p for sub_op, req in requests_of(op, body) or () if (p := changed_path(sub_op, req))
-            )
+            changed = tuple(p for sub_op, req in multi_ops(body) or () if (p := changed_path(sub_op, req)))
         for path in changed:
             self.paths[path] += 1
         return changed
@@ -233,7 +218,7 @@ def deciding_auth(
     session's Java hash-set order when an `auth` entry is expanded (the ACL it yields lists them in
     that order), else in the order the ACLs name them."""
     if op == OpCode.MULTI:
-        requests = requests_of(op, body)
+        requests = multi_ops(body)
         if requests is None:  # apply answers MarshallingError, whatever the ids
             return _base(auth)
     else:  # one write: its path is all it takes (no decoding of a 1 MB body or a 9,000-entry ACL)
