@@ -502,3 +502,25 @@ def test_the_java_order_of_many_children_is_kept_until_they_change(monkeypatch: 
     create("/p/new")
     after = children()
     assert hashed > 0 and sorted(after) == sorted([*first, "new"])
+
+
+def test_a_multi_failing_on_a_malformed_op_leaves_nothing_applied() -> None:
+    """Fails before (found while reading the multi path for this issue): a multi whose second op is a
+    create without a path was answered MarshallingError with its first op left applied -- and that op's
+    watch events fired. Apache fails the whole request; nothing of it may stay."""
+    from zkpy.jute.ops import MultiRequest
+    from zkpy.tree.apply import Applier
+
+    tree = DataTree()
+    body = encode(
+        MultiRequest(
+            [
+                (OpCode.CREATE, CreateRequest("/a", b"", OPEN_ACL_UNSAFE, 0)),
+                (OpCode.CREATE, CreateRequest(None, b"", OPEN_ACL_UNSAFE, 0)),
+            ]
+        )
+    )
+    result = Applier(tree).apply(Txn(1, 0, 1, 1, OpCode.MULTI, body))
+    assert result.err == int(Code.MARSHALLING_ERROR)
+    assert "/a" not in tree.nodes and not result.events
+    assert "a" not in tree.nodes["/"].children

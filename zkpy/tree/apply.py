@@ -370,6 +370,13 @@ class Applier:
             except ZooKeeperError as e:
                 failed_at, failed_code = i, int(e.code)
                 break
+            except Exception:
+                # A malformed op (a create without a path: MarshallingError) or a bug fails the whole
+                # request: nothing of the multi may stay applied, nor fire its watches.
+                for undo in reversed(undos):
+                    undo()
+                result.events.clear()
+                raise
             undos.append(undo)
             responses.append(self._multi_result(op, req, response))
         if failed_at < 0:
