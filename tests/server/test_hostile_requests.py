@@ -257,6 +257,55 @@ async def test_writes_certain_to_fail_before_any_acl_are_not_logged_either() -> 
 
 
 @zkpy_only
+async def test_a_multi_certain_to_fail_is_logged_as_a_small_record() -> None:
+    """Fails before the compaction: a multi of a passing check and two refused 1 MB setData was logged in
+    full (2 MB) before apply refused it. Its answer cannot come before ordering (it is a whole multi
+    response), so it is still logged, but as a small multi apply answers exactly the same:
+    [0, NoAuth, RuntimeInconsistency], and a create under a missing parent [NoNode, RuntimeInconsistency]."""
+    from zkpy.jute.ops import CheckVersionRequest, MultiRequest, MultiResponse
+
+    async with logging_server("jute.maxbuffer=3000000\n") as (server, logged):
+        big = b"x" * 1_000_000
+
+        def scenario() -> list[list[int]]:
+            owner = RawClient("127.0.0.1", server.port)
+            attacker = RawClient("127.0.0.1", server.port)
+            try:
+                _addauth(owner, range(1))
+                owner.call(OpCode.CREATE, CreateRequest("/locked", b"", _digest_acl(1), 0))
+                owner.call(OpCode.CREATE, CreateRequest("/open", b"", OPEN_ACL_UNSAFE, 0))
+                multis = [
+                    [
+                        (OpCode.CHECK, CheckVersionRequest("/open", -1)),
+                        (OpCode.SET_DATA, SetDataRequest("/locked", big, -1)),
+                        (OpCode.SET_DATA, SetDataRequest("/locked", big, -1)),
+                    ],
+                    [
+                        (OpCode.CREATE, CreateRequest("/missing/x", big, OPEN_ACL_UNSAFE, 0)),
+                        (OpCode.SET_DATA, SetDataRequest("/open", big, -1)),
+                    ],
+                ]
+                codes = []
+                for ops in multis:
+                    reply = attacker.read_reply(attacker.send(OpCode.MULTI, MultiRequest(ops)))
+                    assert reply.err == 0
+                    codes.append([err for _, err, _ in MultiResponse.read(reply.body, 0)[0].results])
+                return codes
+            finally:
+                owner.close()
+                attacker.close()
+
+        codes = await _in_thread(scenario)
+    assert codes == [
+        [0, int(Code.NO_AUTH), int(Code.RUNTIME_INCONSISTENCY)],
+        [int(Code.NO_NODE), int(Code.RUNTIME_INCONSISTENCY)],
+    ]
+    multis = [t for t in logged if t.op == OpCode.MULTI]
+    assert len(multis) == 2 and max(len(t.body) for t in multis) < 200
+    assert server.tree.nodes["/open"].data == b""
+
+
+@zkpy_only
 async def test_a_write_behind_the_sessions_own_setacl_is_not_refused_early() -> None:
     """Guards the prep check (passes before and after): a setData pipelined behind the session's own setACL
     that grants it must succeed, so prep never judges a session with a write in flight."""

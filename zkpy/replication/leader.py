@@ -262,8 +262,8 @@ class Leader:
 
         if effect.op == OpCode.CLOSE_SESSION:
             server.sessions.mark_closing(effect.session_id)
-        auth = server.txn_auth(effect.op, effect.body, effect.auth)
-        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, auth, None)
+        body, auth = server.prepare_txn(effect.op, effect.body, effect.session_id, effect.auth)
+        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, body, auth, None)
 
     def _report_committed(self, point: int) -> None:
         observer = self.peer.env.observer

@@ -327,13 +327,9 @@ class ClientConnection:
                 pending.reply = reply(xid, server.tree.last_zxid, refusal)
                 self._drain()
                 return
+            txn_body, txn_auth = server.prepare_txn(op, body, self.session_id, self.auth)
             server.pipeline.submit(
-                self.session_id,
-                xid,
-                op,
-                body,
-                server.txn_auth(op, body, self.auth),
-                lambda result: self._write_done(pending, result),
+                self.session_id, xid, op, txn_body, txn_auth, lambda result: self._write_done(pending, result)
             )
         elif self._pending:
             self._pending.append(_Pending(xid, op, body, now))

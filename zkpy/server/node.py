@@ -28,7 +28,7 @@ from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
 from zkpy.server.latency import Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
-from zkpy.server.prep import deciding_auth, refuse_early
+from zkpy.server.prep import compact_failing_multi, deciding_auth, refuse_early
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
 from zkpy.server.sessions import SessionTracker
@@ -331,13 +331,19 @@ class ZooKeeperServer:
             return 0
         return refuse_early(self.tree, op, body, acls.as_auth_ids(auth), in_flight.paths)
 
-    def txn_auth(self, op: int, body: bytes, auth: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-        """The auth ids a write's transaction carries: those that can decide it (zkpy.server.prep),
-        chosen where the write is ordered; a learner forwards them all to its leader, which chooses."""
+    def prepare_txn(
+        self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]
+    ) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+        """The body and auth ids a write's transaction carries, chosen where the write is ordered (a learner
+        forwards the body and all its ids to its leader, which chooses): only the ids that can decide it,
+        and for a multi certain to fail, a small one apply answers the same (zkpy.server.prep)."""
         ids = acls.as_auth_ids(auth)
         if not self.orders_writes:
-            return tuple(ids.java_order())
-        return deciding_auth(self.tree, op, body, ids, self.pipeline.in_flight)
+            return body, tuple(ids.java_order())
+        in_flight = self.pipeline.in_flight
+        if op == OpCode.MULTI and not in_flight.sessions.get(session_id):
+            body = compact_failing_multi(self.tree, body, ids, in_flight.paths) or body
+        return body, deciding_auth(self.tree, op, body, ids, in_flight)
 
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:

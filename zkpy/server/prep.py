@@ -20,15 +20,24 @@ Apache's PrepRequestProcessor decides them:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any
 
-from zkpy.errors import Code, ZooKeeperError
-from zkpy.jute.codec import JuteError, read_buffer
-from zkpy.jute.ops import REQUEST_RECORDS, MultiRequest, OpCode
-from zkpy.jute.records import PERM_ADMIN, PERM_CREATE, PERM_DELETE, PERM_READ, PERM_WRITE
+from zkpy.errors import Code, InvalidACLError, ZooKeeperError
+from zkpy.jute.codec import JuteError, encode, read_buffer
+from zkpy.jute.ops import REQUEST_RECORDS, CheckVersionRequest, MultiRequest, OpCode
+from zkpy.jute.records import (
+    ACL,
+    OPEN_ACL_UNSAFE,
+    PERM_ADMIN,
+    PERM_CREATE,
+    PERM_DELETE,
+    PERM_READ,
+    PERM_WRITE,
+)
 from zkpy.tree import acl as acls
-from zkpy.tree.apply import allowed, checks_before_acl
+from zkpy.tree.apply import allowed, checks_before_acl, multi_create_op
 from zkpy.tree.datatree import DataTree
 
 AuthTuple = tuple[tuple[str, str], ...]
@@ -156,6 +165,72 @@ def refuse_early(
     return 0
 
 
+_PLACEHOLDER = (OpCode.CHECK, CheckVersionRequest("/", -1))  # stands for an op a failed multi never reaches
+
+
+def compact_failing_multi(
+    tree: DataTree, body: bytes, auth: acls.AuthIds, in_flight: Counter[str] | None = None
+) -> bytes | None:
+    """A small multi that apply will answer exactly as it would `body`, when `body` is certain to fail;
+    else None. A multi is still ordered and logged when it fails (its answer is a whole multi response,
+    which the leader's refusal to a learner cannot carry), but then only as a small error record: a
+    client that may write nothing cannot grow the log with 1 MB multis.
+
+    Certain, on the tree as it stands (the caller makes sure this session has nothing in flight): leading
+    check ops at version -1 on existing nodes the session may read pass and change nothing; the first
+    other op fails if it is refused before any ACL, if its node is missing, or if its ACL denies it, with
+    no ordered write in flight to that node (`in_flight`, InFlight.paths). The small multi keeps those
+    checks, that op without its data (and with only the ACL entry that makes an ACL invalid), and a
+    placeholder for each op after it: a failed multi answers [0 before, the code, RuntimeInconsistency
+    after], whatever those ops were."""
+    ops = multi_ops(body)
+    if ops is None:
+        return None
+    for i, (op, req) in enumerate(ops):
+        kind = multi_create_op(op, req.flags) if op in _CREATE_OPS else op
+        if kind < 0:
+            return None  # apply fails the whole request (MarshallingError): leave it to apply
+        try:
+            checked, perm, _acl = checks_before_acl(kind, req, auth)
+        except InvalidACLError:
+            return _compacted(ops, i, _with_acl(req, _offending_entry(req.acl, auth)))
+        except ZooKeeperError:
+            return _compacted(ops, i, _with_acl(req, OPEN_ACL_UNSAFE) if hasattr(req, "acl") else req)
+        except Exception:
+            return None  # malformed or a bug: apply answers it
+        if in_flight is not None and checked in in_flight:
+            return None
+        node = tree.nodes.get(checked)
+        if node is not None and allowed(node.acl, perm, auth):
+            if kind == OpCode.CHECK and req.version == -1:
+                continue  # passes for certain and changes nothing
+            return None  # may succeed: apply decides
+        return _compacted(ops, i, _with_acl(req, OPEN_ACL_UNSAFE) if hasattr(req, "acl") else req)
+    return None
+
+
+def _with_acl(req: Any, acl: list[ACL]) -> Any:
+    return dataclasses.replace(req, acl=acl)
+
+
+def _offending_entry(acl: list[ACL] | None, auth: acls.AuthIds) -> list[ACL]:
+    """The first entry of an invalid ACL that is invalid on its own (fix_acl fails on the same one)."""
+    for entry in acl or []:
+        try:
+            acls.fix_acl([entry], auth)
+        except InvalidACLError:
+            return [entry]
+    return list(acl or [])
+
+
+def _compacted(ops: list[tuple[int, Any]], failing: int, failing_req: Any) -> bytes:
+    op, _ = ops[failing]
+    if hasattr(failing_req, "data"):
+        failing_req = dataclasses.replace(failing_req, data=b"")
+    rest = [_PLACEHOLDER] * (len(ops) - failing - 1)
+    return encode(MultiRequest([*ops[:failing], (op, failing_req), *rest]))
+
+
 class InFlight:
     """Paths whose existence or ACL an ordered but not yet applied write changes, so that prep
     knows when what it sees of a node may not be what apply will see."""
@@ -259,4 +334,4 @@ def _base(auth: acls.AuthIds) -> AuthTuple:
     return (*base, acls.SUPER_ID) if auth.has_super else base
 
 
-__all__ = ["InFlight", "deciding_auth", "refuse_early"]
+__all__ = ["InFlight", "compact_failing_multi", "deciding_auth", "refuse_early"]

@@ -357,7 +357,7 @@ class Applier:
         failed_code = 0
         for i, (op, req) in enumerate(request.ops):
             if op in _CREATE_OPS:
-                op = _multi_create_op(op, req.flags)
+                op = multi_create_op(op, req.flags)
                 if op < 0:  # ZooKeeper fails on it (ClassCastException): all of it is a MarshallingError
                     for undo in reversed(undos):
                         undo()
@@ -408,7 +408,7 @@ def _no_undo() -> None:
     return None
 
 
-def _multi_create_op(op: int, flags: int) -> int:
+def multi_create_op(op: int, flags: int) -> int:
     """The op ZooKeeper runs for a create inside a multi: MultiOperationRecord rebuilds every create from its
     flags (Op.create), so TTL flags make a createTTL (which a create's record cannot carry: -1), container
     flags a createContainer, and any other flags a plain create, whatever the op said."""
