@@ -1,7 +1,7 @@
 """What a write is checked for before it is ordered, and which auth ids its transaction carries.
 
 zkpy checks every write where it is applied (zkpy.tree.apply), against the state all replicas
-share, so replay never depends on anything else. Two things still have to be decided before the
+share, so replay never depends on anything else. Some things still have to be decided before the
 transaction exists, where the write is ordered (a standalone server, an ensemble's leader), as
 Apache's PrepRequestProcessor decides them:
 
@@ -9,6 +9,8 @@ Apache's PrepRequestProcessor decides them:
   answered at once and never logged, so a client that may write nothing cannot fill the disk with
   1 MB refused writes. The checks are the ones apply makes, in apply's order. The tree can change
   between here and apply; apply checks again, so the worst case is a logged refusal, rare and harmless.
+- `compact_failing_multi`: a multi certain to fail cannot be answered early (its answer is a whole
+  multi response), so it is logged as a small multi that apply answers the same.
 - `deciding_auth`: the auth ids the transaction carries are the ones that can decide it: those
   named by the ACLs of the nodes the write checks (digest ids present there, the session's ip ids,
   super), and the authenticated ids when an `auth` ACL entry is expanded. A session with 8,000
