@@ -175,7 +175,8 @@ def test_close_session_deletes_its_ephemerals_and_reports_events():
     assert h.tree.ephemerals == {SESSION: {"/e"}}
     r = h.run(OpCode.CLOSE_SESSION, None)
     assert "/e" not in h.tree.nodes and "/p" in h.tree.nodes
-    assert (2, "/e") in r.events and (4, "/") in r.events
+    events = [(t, p) for t, p, _acl in r.events]
+    assert (2, "/e") in events and (4, "/") in events
     assert SESSION not in h.tree.sessions
 
 

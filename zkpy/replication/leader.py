@@ -260,16 +260,17 @@ class Leader:
     def _forward(self, effect: core.ForwardRequest) -> None:
         server = self.server
         assert server is not None
-        refusal = server.refuse_write(effect.session_id, effect.op, effect.body, effect.owner)
+        refusal = server.refuse_write(effect.op, effect.body, effect.session_id, effect.auth, effect.owner)
         if refusal:
             link = self.links.get(effect.conn)
             if link is not None:
                 link.send(["refused", effect.session_id, effect.cxid, refusal, server.tree.last_zxid])
             return
         if effect.op == OpCode.CLOSE_SESSION:
-            server.close_session(effect.session_id, effect.cxid, effect.auth)
+            server.close_session(effect.session_id, effect.cxid)
             return
-        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, effect.auth, None)
+        body, auth = server.prepare_txn(effect.op, effect.body, effect.session_id, effect.auth)
+        server.pipeline.submit(effect.session_id, effect.cxid, effect.op, body, auth, None)
 
     def _report_committed(self, point: int) -> None:
         observer = self.peer.env.observer

@@ -139,7 +139,7 @@ class EnsembleServer(ZooKeeperServer):
     def __init__(self, config: ServerConfig, tree: DataTree, role: str, epoch: int, env: Environment) -> None:
         super().__init__(config, tree=tree)
         self.pipeline.wall_clock_ms = env.wall_clock_ms
-        self.random_bytes = env.rng.randbytes
+        self.random_bytes = env.random_bytes
         self.observer = env.observer
         # ZooKeeper's session id layout: server id in the top byte, then time, then a count.
         first_id = (env.wall_clock_ms() << 24 & 0x00FFFFFFFFFFFFFF) >> 8 | (config.server_id or 0) << 56
@@ -167,8 +167,8 @@ class EnsembleServer(ZooKeeperServer):
             config.tick_time, config.server_id or 0, clock=trio.current_time, first_id=first_id
         )
 
-    def status(self) -> ServerStatus:
-        status = build_status(self)
+    def status(self, word: str | None = None) -> ServerStatus:
+        status = build_status(self, word)
         status.read_only = self.state == READ_ONLY
         status.peer_state = self.peer_state
         status.quorum_size = self.quorum_size

@@ -105,6 +105,8 @@ class ServerStatus:
     # wchs/wchc/wchp: ZooKeeper lists its data and exists watches here (not child watches).
     watches_by_session: dict[int, list[str]] = field(default_factory=dict)
     watches_by_path: dict[str, list[int]] | None = None  # derived from by_session when None
+    # wchs alone: (connections watching, paths watched, total watches), counted without listing them.
+    watch_summary: tuple[int, int, int] | None = None
     ephemerals_by_session: dict[int, list[str]] = field(default_factory=dict)
     config_lines: list[str] = field(default_factory=list)  # ServerConfig.render()
     environment: list[tuple[str, str]] | None = None  # default_environment() when None
@@ -277,10 +279,12 @@ def _by_path(s: ServerStatus) -> dict[str, list[int]]:
 
 
 def wchs(s: ServerStatus) -> str:
-    total = sum(len(paths) for paths in s.watches_by_session.values())
-    return (
-        f"{len(s.watches_by_session)} connections watching {len(_by_path(s))} paths\nTotal watches:{total}\n"
-    )
+    if s.watch_summary is not None:
+        connections, paths, total = s.watch_summary
+    else:
+        connections, paths = len(s.watches_by_session), len(_by_path(s))
+        total = sum(len(p) for p in s.watches_by_session.values())
+    return f"{connections} connections watching {paths} paths\nTotal watches:{total}\n"
 
 
 def wchc(s: ServerStatus) -> str:

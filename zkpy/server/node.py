@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,19 +22,21 @@ import trio
 from zkpy.errors import Code
 from zkpy.jute.codec import JuteError, encode
 from zkpy.jute.ops import DeleteRequest, MultiRequest, OpCode
-from zkpy.jute.records import ConnectRequest, ConnectResponse
+from zkpy.jute.records import PERM_READ, ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
 from zkpy.server.latency import Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
+from zkpy.server.prep import compact_failing_multi, deciding_auth, refuse_early
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
 from zkpy.server.sessions import SessionTracker
 from zkpy.server.status import build_status
 from zkpy.server.tls import server_ssl_context
-from zkpy.tree.apply import Applier, Result
-from zkpy.tree.datatree import CONTAINER_OWNER, DataTree, ttl_of
+from zkpy.tree import acl as acls
+from zkpy.tree.apply import Applier, Result, allowed
+from zkpy.tree.datatree import CONTAINER_OWNER, OPEN_ACL, AclTuple, DataTree, ttl_of
 from zkpy.tree.txn import SERVER_AUTH, Txn, session_body
 from zkpy.tree.watches import WatchManager
 
@@ -90,6 +92,14 @@ def collectable_nodes(tree: DataTree, now_ms: int) -> list[str]:
         elif now_ms - node.mtime > ttl_of(owner):
             found.append(path)
     return found
+
+
+def _may_read(watcher: object, acl: AclTuple) -> bool:
+    """Whether a watcher (a client connection) may hear of a change to a node with `acl`."""
+    if acl is OPEN_ACL:
+        return True
+    auth = getattr(watcher, "auth", None)
+    return auth is not None and allowed(acl, PERM_READ, auth)
 
 
 class StartupError(Exception):
@@ -165,6 +175,7 @@ class ZooKeeperServer:
         self.config = config
         self.tree = tree or DataTree()
         self.watches = WatchManager()
+        self.watches.readable = _may_read
         self.applier = Applier(self.tree)
         self.pipeline = CommitPipeline(self.applier, self.watches, persist)
         self.pipeline.on_applied = self._on_applied
@@ -311,7 +322,14 @@ class ZooKeeperServer:
         conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
         conn.attach(session_id, timeout)
 
-    def refuse_write(self, session_id: int, op: int, body: bytes, owner: int | None = None) -> int:
+    def refuse_write(
+        self,
+        op: int,
+        body: bytes,
+        session_id: int,
+        auth: Iterable[tuple[str, str]] | None = None,
+        owner: int | None = None,
+    ) -> int:
         """An error code for a write this server will not order at all (0: go ahead).
 
         Decisions that depend on this server's state or config are made here, before the
@@ -321,7 +339,10 @@ class ZooKeeperServer:
             return int(Code.SYSTEM_ERROR)
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
-        return self.check_session(session_id, op, owner)
+        refusal = self.check_session(session_id, op, owner)
+        if refusal or auth is None:
+            return refusal
+        return self._refuse_early(op, body, session_id, auth)
 
     def check_session(self, session_id: int, op: int, owner: int | None = None) -> int:
         """Apache's SessionTracker.checkSession, asked of every request but a session's own create
@@ -354,6 +375,35 @@ class ZooKeeperServer:
                 callback(result)
 
         self.pipeline.submit(session_id, cxid, OpCode.CLOSE_SESSION, b"", auth, closed)
+
+    @property
+    def orders_writes(self) -> bool:
+        """A standalone server or an ensemble's leader; a learner forwards its writes."""
+        return not self.forwards_sync
+
+    def _refuse_early(self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]) -> int:
+        """The answer, unlogged, to a write certain to be refused on the tree as it stands (NoAuth, NoNode, a
+        malformed request: zkpy.server.prep) -- only where writes are ordered (a learner's tree may lag its
+        leader's), and only when no write of this session is in flight (its own setACL or create, still
+        unapplied, may change the answer)."""
+        in_flight = self.pipeline.in_flight
+        if not self.orders_writes or in_flight.sessions.get(session_id):
+            return 0
+        return refuse_early(self.tree, op, body, acls.as_auth_ids(auth), in_flight.paths)
+
+    def prepare_txn(
+        self, op: int, body: bytes, session_id: int, auth: Iterable[tuple[str, str]]
+    ) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+        """The body and auth ids a write's transaction carries, chosen where the write is ordered (a learner
+        forwards the body and all its ids to its leader, which chooses): only the ids that can decide it,
+        and for a multi certain to fail, a small one apply answers the same (zkpy.server.prep)."""
+        ids = acls.as_auth_ids(auth)
+        if not self.orders_writes:
+            return body, tuple(ids.java_order())
+        in_flight = self.pipeline.in_flight
+        if op == OpCode.MULTI and not in_flight.sessions.get(session_id):
+            body = compact_failing_multi(self.tree, body, ids, in_flight.paths) or body
+        return body, deciding_auth(self.tree, op, body, ids, in_flight)
 
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:
@@ -394,11 +444,16 @@ class ZooKeeperServer:
 
     # -- four-letter words ------------------------------------------------------------
     def four_letter(self, word: str) -> str:
-        if word in fourletter.RESET_WORDS and word in self.config.four_letter_whitelist:
+        whitelist = self.config.four_letter_whitelist
+        if word not in whitelist or word not in fourletter.COMMANDS:
+            # Refused or unknown: answered before any work, whatever the server holds.
+            return fourletter.respond(word, ServerStatus(), whitelist)
+        if word in fourletter.RESET_WORDS:
             self.stats.reset()
             for conn in self.connections:
                 conn.reset_stats()
-        return fourletter.respond(word, self.status(), self.config.four_letter_whitelist)
+        return fourletter.respond(word, self.status(word), whitelist)
 
-    def status(self) -> ServerStatus:
-        return build_status(self)
+    def status(self, word: str | None = None) -> ServerStatus:
+        """What the four-letter word `word` shows (None: everything)."""
+        return build_status(self, word)

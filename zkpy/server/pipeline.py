@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from zkpy.errors import Code
+from zkpy.server.prep import InFlight
 from zkpy.tree.apply import Applier, Result
 from zkpy.tree.txn import SERVER_AUTH, Txn
 from zkpy.tree.watches import WatchManager
@@ -48,7 +49,11 @@ class CommitPipeline:
         self.persist = persist
         self.wall_clock_ms = wall_clock_ms
         self.max_batch = max_batch
-        self._queue: list[tuple[int, int, int, bytes, tuple[tuple[str, str], ...], Callback | None]] = []
+        self._queue: list[
+            tuple[int, int, int, bytes, tuple[tuple[str, str], ...], Callback | None, tuple[str, ...]]
+        ] = []
+        # What is ordered but not applied yet, for the checks made before ordering (zkpy.server.prep).
+        self.in_flight = InFlight()
         self._work = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
@@ -73,7 +78,8 @@ class CommitPipeline:
         callback: Callback | None = None,
     ) -> None:
         """Queue a write; `callback` gets its Result once it is durable and applied."""
-        self._queue.append((session_id, cxid, op, body, auth, callback))
+        changed = self.in_flight.add(session_id, op, body)
+        self._queue.append((session_id, cxid, op, body, auth, callback, changed))
         self._work.set()
 
     async def wait_idle(self) -> None:
@@ -93,13 +99,15 @@ class CommitPipeline:
                 try:
                     await self._commit(batch)
                 finally:
+                    for item in batch:
+                        self.in_flight.done(item[0], item[6])
                     self._idle.set()
 
     async def _commit(self, batch: list) -> None:  # type: ignore[type-arg]
         zxid = max(self.applier.tree.last_zxid, self.epoch << 32)
         now = self.wall_clock_ms()
         txns = []
-        for session_id, cxid, op, body, auth, _ in batch:
+        for session_id, cxid, op, body, auth, *_ in batch:
             zxid += 1
             txns.append(Txn(zxid, now, session_id, cxid, op, body, auth))
         if self.write_error is None:
@@ -127,8 +135,8 @@ class CommitPipeline:
         on_applied = self.on_applied
         for txn, callback in zip(txns, callbacks, strict=True):
             result = apply(txn)
-            for event_type, path in result.events:
-                trigger(event_type, path)
+            for event_type, path, acl in result.events:
+                trigger(event_type, path, acl)
             on_applied(txn, result)
             if callback is not None:
                 callback(result)

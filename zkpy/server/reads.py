@@ -8,7 +8,9 @@ always reads its own writes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from zkpy.errors import (
@@ -22,7 +24,7 @@ from zkpy.errors import (
     ZooKeeperError,
 )
 from zkpy.jute import javaorder
-from zkpy.jute.codec import JuteError, encode, write_buffer
+from zkpy.jute.codec import JuteError, encode, read_ustring, write_buffer
 from zkpy.jute.ops import (
     ADD_WATCH_PERSISTENT,
     ADD_WATCH_PERSISTENT_RECURSIVE,
@@ -50,16 +52,78 @@ from zkpy.tree.watches import (
 )
 
 _INT = struct.Struct(">i")
+_LONG = struct.Struct(">q")
+SET_WATCHES_CHUNK = 256  # paths between two looks at the clock (zkpy.server.steps decides when to yield)
 _ADD_WATCH_OK = encode(ErrorResponse(0))
+_ORDER_CACHE_MIN = 1024  # children from which a node's getChildren order is kept
+_ORDER_CACHE_SIZE = 16  # nodes whose order is kept
 
 
 class Caller(Protocol):
     """What a read needs to know about who asks: its session, auth ids, and where to send events."""
 
     session_id: int
-    auth: list[tuple[str, str]]
+
+    @property
+    def auth(self) -> Iterable[tuple[str, str]]:
+        """The session's ids, iterated in ZooKeeper's hash-set order (whoAmI)."""
+        ...
 
     def notify(self, event_type: int, path: str) -> None: ...
+
+
+_SET_WATCHES_FIELDS: dict[int, tuple[str, ...]] = {
+    OpCode.SET_WATCHES: ("dataWatches", "existWatches", "childWatches"),
+    OpCode.SET_WATCHES2: (
+        "dataWatches",
+        "existWatches",
+        "childWatches",
+        "persistentWatches",
+        "persistentRecursiveWatches",
+    ),
+}
+
+
+class SetWatchesParse:
+    """A setWatches/setWatches2 body decoded in steps (the same rules as the jute record's reader), so a
+    1 MB frame of 75,000 paths is never decoded in one go on the event loop: `steps()` yields after every
+    `chunk` paths; `request` has the fields once it is exhausted. Raises JuteError as the reader would."""
+
+    def __init__(self, op: int, body: bytes, chunk: int = SET_WATCHES_CHUNK) -> None:
+        self.op = op
+        self.body = body
+        self.chunk = chunk
+        self.request = SimpleNamespace(relativeZxid=0)
+
+    def steps(self) -> Iterator[None]:
+        body = self.body
+        try:
+            (self.request.relativeZxid,) = _LONG.unpack_from(body, 0)
+        except struct.error:
+            raise JuteError("truncated setWatches") from None
+        off = 8
+        done = 0
+        for name in _SET_WATCHES_FIELDS[self.op]:
+            try:
+                (n,) = _INT.unpack_from(body, off)
+            except struct.error:
+                raise JuteError("truncated vector count") from None
+            off += 4
+            if n < 0:
+                if n != -1:
+                    raise JuteError(f"negative vector count {n}")
+                setattr(self.request, name, None)
+                continue
+            if n > len(body) - off:
+                raise JuteError(f"vector count {n} larger than the frame")
+            items: list[str | None] = []
+            for _ in range(n):
+                item, off = read_ustring(body, off)
+                items.append(item)
+                done += 1
+                if done % self.chunk == 0:
+                    yield
+            setattr(self.request, name, items)
 
 
 def _vector_of_strings(out: bytearray, items: list[str]) -> None:
@@ -99,6 +163,8 @@ class Reads:
     def __init__(self, tree: DataTree, watches: WatchManager) -> None:
         self.tree = tree
         self.watches = watches
+        # getChildren orders of nodes with many children (see _children_in_java_order), least recent first.
+        self._orders: OrderedDict[str, tuple[Any, tuple[int, int, int], list[str]]] = OrderedDict()
         self.handlers: dict[int, Callable[[Any, Caller], bytes]] = {
             OpCode.EXISTS: self.exists,
             OpCode.GET_CHILDREN: self.get_children,
@@ -174,10 +240,31 @@ class Reads:
 
     def _children_in_java_order(self, path: str, node: Any) -> list[str]:
         """A node's children as ZooKeeper lists them: its HashSet's order, each bucket in creation order. The
-        table size is the node's child_capacity (grown with the children, never shrunk, as Java's)."""
+        table size is the node's child_capacity (grown with the children, never shrunk, as Java's).
+
+        Working the order out is O(n log n) with a Java string hash per name (100,000 children: ~0.6 s), so
+        for a node with many children it is kept until the children change: the same node object with the
+        same pzxid (every child creation and deletion sets it; a rolled-back multi restores it with the
+        children it had), count and table size has the same children, in the same order."""
         children = node.children
         if len(children) < 2:
             return list(children)
+        if len(children) < _ORDER_CACHE_MIN:
+            return self._java_order(path, node)
+        key = (node.pzxid, len(children), node.child_capacity)
+        cached = self._orders.get(path)
+        if cached is not None and cached[0] is node and cached[1] == key:
+            self._orders.move_to_end(path)
+            return cached[2]
+        ordered = self._java_order(path, node)
+        self._orders[path] = (node, key, ordered)
+        self._orders.move_to_end(path)
+        if len(self._orders) > _ORDER_CACHE_SIZE:
+            self._orders.popitem(last=False)
+        return ordered
+
+    def _java_order(self, path: str, node: Any) -> list[str]:
+        children = node.children
         mask = node.child_capacity - 1
         spread = javaorder.spread_string_hash
         keyed = sorted([(spread(name) & mask, name) for name in children])
@@ -287,8 +374,20 @@ class Reads:
 
     def set_watches(self, req: Any, caller: Caller) -> bytes:
         """Re-arm a reconnecting client's watches, firing at once for what changed since it last saw."""
+        for _ in self.set_watches_steps(req, caller):
+            pass
+        return b""
+
+    def set_watches_steps(self, req: Any, caller: Caller, chunk: int = SET_WATCHES_CHUNK) -> Iterator[None]:
+        """set_watches in steps of `chunk` paths: a connection runs it with zkpy.server.steps.run_in_steps,
+        so a 1 MB setWatches (tens of thousands of paths) never holds the loop for more than a few ms.
+
+        Events fire at once for what changed since relativeZxid, without an ACL check: ZooKeeper's
+        DataTree.setWatches calls Watcher.process(event) there, not the ACL-checking variant."""
         nodes = self.tree.nodes
         since = req.relativeZxid
+        watches = self.watches
+        done = 0
         for path in req.dataWatches or ():
             node = nodes.get(path)
             if node is None:
@@ -296,12 +395,18 @@ class Reads:
             elif node.mzxid > since:
                 caller.notify(NODE_DATA_CHANGED, path)
             else:
-                self.watches.add_data_watch(path, caller)
+                watches.add_data_watch(path, caller)
+            done += 1
+            if done % chunk == 0:
+                yield
         for path in req.existWatches or ():
             if path in nodes:
                 caller.notify(NODE_CREATED, path)
             else:
-                self.watches.add_data_watch(path, caller)
+                watches.add_data_watch(path, caller)
+            done += 1
+            if done % chunk == 0:
+                yield
         for path in req.childWatches or ():
             node = nodes.get(path)
             if node is None:
@@ -309,9 +414,13 @@ class Reads:
             elif node.pzxid > since:
                 caller.notify(NODE_CHILDREN_CHANGED, path)
             else:
-                self.watches.add_child_watch(path, caller)
-        for path in getattr(req, "persistentWatches", None) or ():
-            self.watches.add_persistent_watch(path, caller, recursive=False)
-        for path in getattr(req, "persistentRecursiveWatches", None) or ():
-            self.watches.add_persistent_watch(path, caller, recursive=True)
-        return b""
+                watches.add_child_watch(path, caller)
+            done += 1
+            if done % chunk == 0:
+                yield
+        for recursive, name in ((False, "persistentWatches"), (True, "persistentRecursiveWatches")):
+            for path in getattr(req, name, None) or ():
+                watches.add_persistent_watch(path, caller, recursive=recursive)
+                done += 1
+                if done % chunk == 0:
+                    yield

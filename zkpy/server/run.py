@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -86,12 +87,14 @@ async def serve_until_signalled(config: ServerConfig) -> None:
     listeners = await open_client_listeners(config)
     store = DurableStore(config)
     if is_ensemble(config):
+        _freeze_startup_heap()
         try:
             await _serve_peer(config, store, listeners)
         finally:
             store.close()
         return
     tree = store.recover()
+    _freeze_startup_heap()
     server = ZooKeeperServer(config, persist=store.persist, tree=tree)
     server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
     server.metric_sources.append(store.metrics)
@@ -99,6 +102,15 @@ async def serve_until_signalled(config: ServerConfig) -> None:
         await _serve(server, store, listeners)
     finally:
         store.close()
+
+
+def _freeze_startup_heap() -> None:
+    """Move what exists at startup (modules, config, the recovered tree) out of the cycle collector's
+    reach: none of it is cyclic garbage, and a full collection walking it all held the event loop for
+    tens of ms per 100k objects (a recovered tree of 1M znodes: about half a second). Frozen objects are
+    still freed by reference counting when they go."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _serve(

@@ -57,7 +57,16 @@ def _extra_metrics(server: ZooKeeperServer) -> dict[str, int | float | str]:
     return metrics
 
 
-def build_status(server: ZooKeeperServer) -> ServerStatus:
+# What each word needs beyond the counters every status has (O(1) each). A word gets only its
+# parts, so srvr or mntr costs the same with 600k watches as with none, as Apache's do; wchc, wchp and
+# dump are proportional to what they list, as Apache's are.
+_WATCH_WORDS = frozenset({"wchs", "wchc", "wchp"})
+_CONNECTION_WORDS = frozenset({"stat", "cons", "dump"})
+_DIR_WORDS = frozenset({"conf", "dirs"})
+
+
+def build_status(server: ZooKeeperServer, word: str | None = None) -> ServerStatus:
+    """The status `word` renders (None: all of it, for tools and tests)."""
     tree = server.tree
     now_ms = int(time.time() * 1000)
     stats = server.stats
@@ -65,10 +74,16 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
     watches_by_session: dict[int, list[str]] = {}
     # wchs/wchc/wchp show data and exists watches only, as ZooKeeper's do; zk_watch_count counts all.
     data_watchers: dict[object, list[str]] = {}
-    for path, watchers in server.watches.data.items():
-        for watcher in watchers:
-            data_watchers.setdefault(watcher, []).append(path)
-    for conn in server.connections:
+    watch_summary = None
+    watches = server.watches
+    if word == "wchs":  # counts only, as Apache's WatchesSummary: O(connections), not O(watches)
+        half = watches.data_half
+        watching = sum(1 for conn in server.connections if conn.session_id and watches.has_data_watches(conn))
+        watch_summary = (watching, len(half.table), half.size)
+    elif word is None or word in _WATCH_WORDS:
+        data_watchers = {watcher: list(ps) for watcher, ps in watches.data_paths_by_watcher().items()}
+    listed = word is None or word in _CONNECTION_WORDS or word in ("wchc", "wchp")
+    for conn in server.connections if listed else ():
         # The connection asking a four-letter word is busy answering: ZooKeeper shows it as [0].
         asking = not conn.protocol.connected and conn.packets_received > 0
         connections.append(
@@ -94,12 +109,19 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         )
         if conn.session_id and conn in data_watchers:
             watches_by_session[conn.session_id] = sorted(data_watchers[conn])
-    sessions = [SessionInfo(sid, now_ms + timeout) for sid, timeout in server.sessions.timeouts.items()]
+    dumping = word is None or word == "dump"
+    sessions = (
+        [SessionInfo(sid, now_ms + timeout) for sid, timeout in server.sessions.timeouts.items()]
+        if dumping
+        else []
+    )
     soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     config = server.config
     data_dir, log_dir = _storage_dir(config.data_dir), _storage_dir(config.data_log_dir)
-    data_size = _dir_size(data_dir)
-    log_size = data_size if log_dir == data_dir else _dir_size(log_dir)
+    data_size = log_size = 0
+    if word is None or word in _DIR_WORDS:
+        data_size = _dir_size(data_dir)
+        log_size = data_size if log_dir == data_dir else _dir_size(log_dir)
     return ServerStatus(
         state=server.state,
         min_latency_ms=int(stats.latency.min),
@@ -122,11 +144,14 @@ def build_status(server: ZooKeeperServer) -> ServerStatus:
         connections=connections,
         sessions=sessions,
         watches_by_session=watches_by_session,
-        ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()},
+        watch_summary=watch_summary,
+        ephemerals_by_session={sid: sorted(p) for sid, p in tree.ephemerals.items()} if dumping else {},
         data_dir_size=data_size,
         log_dir_size=log_size,
         config_lines=config.render(
             data_dir=data_dir, data_log_dir=log_dir, data_dir_size=data_size, data_log_size=log_size
-        ),
+        )
+        if word is None or word == "conf"
+        else [],
         extra_metrics=_extra_metrics(server),
     )

@@ -256,10 +256,12 @@ class SimCluster:
     async def start(self, sid: int) -> None:
         server = self.servers[sid]
         assert self._nursery is not None and server.peer is None
+        rng = random.Random(self.rng.getrandbits(64))
         env = Environment(
             network=self.network.host(server.host),
             wall_clock_ms=lambda: WALL_CLOCK_BASE_MS + int(trio.current_time() * 1000),
-            rng=random.Random(self.rng.getrandbits(64)),
+            rng=rng,
+            random_bytes=rng.randbytes,  # seeded: one seed, one run (production uses os.urandom)
             observer=_ObserverAdapter(self.invariants, self.point_hooks),
         )
         store = MemoryStore(

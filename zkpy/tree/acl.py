@@ -12,9 +12,11 @@ import base64
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 from zkpy.errors import AuthFailedError, InvalidACLError
+from zkpy.jute import javaorder
 from zkpy.jute.records import ACL, Id
 
 AuthId = tuple[str, str]
@@ -80,6 +82,7 @@ def _ip_bytes(text: str) -> bytes | None:
     return None
 
 
+@lru_cache(maxsize=65536)  # an ACL's ip entries, parsed once however often it is checked
 def _parse_ip_expr(expr: str) -> tuple[bytes, int] | None:
     """(address bytes, prefix bits) of an ip ACL id `addr` or `addr/bits`, None when malformed."""
     addr_text, slash, bits_text = expr.partition("/")
@@ -125,53 +128,154 @@ def _valid_id(scheme: str, ident: str | None) -> bool:
     return False
 
 
-def _matches(scheme: str, auth_id: str, acl_id: str) -> bool:
+class AuthIds(Iterable[AuthId]):
+    """A session's auth ids: a set for the checks, Java's hash-set order on demand.
+
+    ZooKeeper keeps them in a HashSet<Id>: adding is O(1), a check looks ids up, and whoAmI and
+    the ACL an `auth` entry expands to list them in that set's iteration order. That order
+    (a sort by Java's hash buckets) is built only when something iterates the ids, and kept
+    until the next addauth, so an addauth flood costs O(1) per id, not a sort each.
+    """
+
+    __slots__ = ("_eager", "_ids", "_ip_bytes", "_ordered", "has_super", "ips")
+
+    def __init__(self, ids: Iterable[AuthId] = (), eager_hash: bool = False) -> None:
+        """`eager_hash`: work out each id's Java hash as it is added (a connection's ids, which whoAmI may
+        list after any addauth: the cost is spread over the addauths instead of falling on one whoAmI)."""
+        self._eager = eager_hash
+        # Insertion order, what the Java order is built from; each id's Java hashCode once worked out.
+        self._ids: dict[AuthId, int | None] = {}
+        self._ordered: list[AuthId] | None = None
+        self.ips: list[str] = []  # the ip ids, matched by address range rather than looked up
+        self._ip_bytes: list[bytes] | None = None
+        self.has_super = False
+        for pair in ids:
+            self.add(pair)
+
+    def add(self, pair: AuthId) -> bool:
+        """Add one id; False when the session already had it."""
+        if pair in self._ids:
+            return False
+        self._ids[pair] = javaorder.id_hash(*pair) if self._eager else None
+        self._ordered = None
+        if pair[0] == "ip":
+            self.ips.append(pair[1])
+            self._ip_bytes = None
+        elif pair[0] == "super":
+            self.has_super = True
+        return True
+
+    def ip_bytes(self) -> list[bytes]:
+        """The ip ids as address bytes (parsed once, not once per ACL entry)."""
+        if self._ip_bytes is None:
+            parsed = (_ip_bytes(ip) for ip in self.ips)
+            self._ip_bytes = [b for b in parsed if b is not None]
+        return self._ip_bytes
+
+    def __contains__(self, pair: object) -> bool:
+        return pair in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __iter__(self) -> Iterator[AuthId]:
+        """The ids in ZooKeeper's HashSet<Id> order (what whoAmI answers)."""
+        return iter(self.java_order())
+
+    def java_order(self) -> list[AuthId]:
+        """The ids as ZooKeeper's HashSet<Id> iterates them. Each id's hash is worked out once (a Python
+        loop over its characters), so whoAmI after each of many addauths costs a sort, not a rehash."""
+        if self._ordered is None:
+            ids = self._ids
+            for pair, h in ids.items():
+                if h is None:
+                    ids[pair] = javaorder.id_hash(*pair)
+            cap = javaorder.capacity(len(ids), 16)
+            bucket = javaorder.bucket
+            # sorted() is stable: ids sharing a bucket keep their insertion order, as in Java.
+            self._ordered = sorted(ids, key=lambda pair: bucket(ids[pair] or 0, cap))
+        return self._ordered
+
+
+def as_auth_ids(auth_ids: Iterable[AuthId]) -> AuthIds:
+    """`auth_ids` as an AuthIds (itself when it already is one): O(n) once, O(1) per lookup after."""
+    return auth_ids if isinstance(auth_ids, AuthIds) else AuthIds(auth_ids)
+
+
+def entry_matches(scheme: str, ident: str | None, ids: AuthIds) -> bool:
+    """Whether one ACL entry's id names the session (world:anyone names everyone): a lookup for
+    digest, an address-range test against the session's few ip ids."""
+    if scheme == "world":
+        return ident == "anyone"
+    if ident is None:
+        return False
     if scheme == "digest":
-        return auth_id == acl_id
-    if scheme == "ip":
-        return ip_matches(auth_id, acl_id)
+        return (scheme, ident) in ids
+    if scheme == "ip" and ids.ips:
+        parsed = _parse_ip_expr(ident)
+        if parsed is None:
+            return False
+        addr, bits = parsed
+        want = _masked(addr, bits)
+        return any(len(client) == len(addr) and _masked(client, bits) == want for client in ids.ip_bytes())
     return False
 
 
-def check(acl: list[ACL] | None, perm: int, auth_ids: Iterable[AuthId]) -> bool:
-    """ZooKeeper's checkACL: may a session holding `auth_ids` do `perm` on a node with `acl`?
+def check_entries(
+    entries: Iterable[tuple[int, str, str | None]], perm: int, auth_ids: Iterable[AuthId]
+) -> bool:
+    """checkACL over (perms, scheme, id) triples: linear in the ACL, O(1) per entry for digest ids.
 
     A super id passes everything and an empty ACL lets everyone in. Otherwise some entry must
     include `perm` and name world:anyone or an id of the session (the client's address is one,
     as an ("ip", address) auth id).
     """
+    ids = as_auth_ids(auth_ids)
+    if ids.has_super:
+        return True
+    empty = True
+    for perms, scheme, ident in entries:
+        empty = False
+        if perms & perm and entry_matches(scheme, ident, ids):
+            return True
+    return empty
+
+
+def check(acl: list[ACL] | None, perm: int, auth_ids: Iterable[AuthId]) -> bool:
+    """ZooKeeper's checkACL: may a session holding `auth_ids` do `perm` on a node with `acl`?
+
+    See check_entries; this is the same check over jute ACL records.
+    """
     if not acl:
         return True
-    ids = list(auth_ids)
-    if any(scheme == "super" for scheme, _ in ids):
-        return True
-    for entry in acl:
-        if not entry.perms & perm:
-            continue
-        scheme, ident = entry.id.scheme, entry.id.id
-        if scheme == "world" and ident == "anyone":
-            return True
-        if scheme in AUTH_SCHEMES and ident is not None:
-            for auth_scheme, auth_ident in ids:
-                if auth_scheme == scheme and _matches(scheme, auth_ident, ident):
-                    return True
-    return False
+    return check_entries(((a.perms, a.id.scheme or "", a.id.id) for a in acl), perm, auth_ids)
+
+
+def _dedupe_key(entry: ACL | None) -> object:
+    if entry is None or entry.id is None:
+        return (None if entry is None else entry.perms, None, None)
+    return (entry.perms, entry.id.scheme, entry.id.id)
 
 
 def fix_acl(acl: list[ACL] | None, auth_ids: Iterable[AuthId], path: str | None = None) -> list[ACL]:
     """Validate and expand a create/setACL ACL as PrepRequestProcessor.fixupACL does.
 
-    Duplicates in the request are dropped (first one kept); `auth` entries become one entry
-    per authenticated digest id of the session with the same perms; anything else must be
+    Duplicates in the request are dropped (first one kept, as Apache's removeDuplicates) with a
+    dict keyed by (perms, scheme, id): linear, where a list scan made a 9,000-entry ACL cost
+    seconds on the event loop. `auth` entries become one entry per authenticated digest id of
+    the session (in its Java hash-set order) with the same perms; anything else must be
     world:anyone or a well-formed digest/ip id. Raises InvalidACLError otherwise.
     """
+    seen: set[object] = set()
     unique: list[ACL] = []
     for entry in acl or []:
-        if entry not in unique:
+        key = _dedupe_key(entry)
+        if key not in seen:
+            seen.add(key)
             unique.append(entry)
     if not unique:
         raise InvalidACLError("empty ACL", path)
-    ids = list(auth_ids)
+    authenticated: list[AuthId] | None = None
     result: list[ACL] = []
     for entry in unique:
         if entry is None or entry.id is None or entry.id.scheme is None:
@@ -180,10 +284,11 @@ def fix_acl(acl: list[ACL] | None, auth_ids: Iterable[AuthId], path: str | None 
         if scheme == "world" and ident == "anyone":
             result.append(entry)
         elif scheme == "auth":
-            expanded = [ACL(entry.perms, Id(s, i)) for s, i in ids if s in _AUTHENTICATED_SCHEMES]
-            if not expanded:
+            if authenticated is None:
+                authenticated = [(s, i) for s, i in auth_ids if s in _AUTHENTICATED_SCHEMES]
+            if not authenticated:
                 raise InvalidACLError("auth ACL but the session has no authenticated id", path)
-            result.extend(expanded)
+            result.extend(ACL(entry.perms, Id(s, i)) for s, i in authenticated)
         elif _valid_id(scheme, ident):
             result.append(entry)
         else:
@@ -195,8 +300,11 @@ __all__ = [
     "AUTH_SCHEMES",
     "SUPER_ID",
     "AuthId",
+    "AuthIds",
+    "as_auth_ids",
     "authenticate",
     "check",
+    "check_entries",
     "digest",
     "fix_acl",
     "ip_matches",

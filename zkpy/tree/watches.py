@@ -8,8 +8,8 @@ each event at most once, however many of its watches match.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from zkpy import paths
 from zkpy.errors import MarshallingError
@@ -38,7 +38,7 @@ STANDARD = 0
 PERSISTENT = 1
 PERSISTENT_RECURSIVE = 2
 
-_Table = dict[str, dict[Watcher, int]]  # path -> watcher -> mode, in the order they were added
+_Table = dict[str, dict[int, int]]  # path -> watcher id -> mode, in the order they were added
 
 
 def _java_path_and_parents(path: str, parents: bool) -> Iterator[str]:
@@ -60,22 +60,28 @@ def _java_path_and_parents(path: str, parents: bool) -> Iterator[str]:
 
 class _Half:
     """One of ZooKeeper's two watch managers (data watches and child watches): watchers per path, each
-    with its mode there. A persistent watch is filed in both halves, so removing one half leaves the other."""
+    with its mode there. A persistent watch is filed in both halves, so removing one half leaves the other.
 
-    __slots__ = ("by_watcher", "recursive", "table")
+    Watchers are filed by their WatchManager id (an int), not as objects: a dict of ints is not tracked by
+    Python's cycle collector, so 600k watches add nothing to what a full collection walks (with the
+    connection objects as keys, one such collection held the event loop ~350 ms)."""
+
+    __slots__ = ("by_watcher", "recursive", "size", "table")
 
     def __init__(self) -> None:
         self.table: _Table = {}
-        self.by_watcher: dict[Watcher, set[str]] = {}  # watch2Paths
+        self.by_watcher: dict[int, set[str]] = {}  # watch2Paths
         self.recursive = 0  # how many (watcher, path) pairs are recursive: parents are looked at only then
+        self.size = 0  # (watcher, path) pairs: the watch count, kept so mntr and srvr cost O(1)
 
-    def add(self, path: str, watcher: Watcher, mode: int) -> None:
+    def add(self, path: str, watcher: int, mode: int) -> None:
         """WatchManager.addWatch: the watcher's mode at `path` becomes `mode`, whatever it was (so a
         getData watch on a path a persistent watch covers makes that half one-shot, as in ZooKeeper)."""
         watchers = self.table.get(path)
         if watchers is None:
             self.table[path] = watchers = {}
         old = watchers.get(watcher)
+        self.size += old is None
         self.recursive += (mode == PERSISTENT_RECURSIVE) - (old == PERSISTENT_RECURSIVE)
         watchers[watcher] = mode
         paths_of = self.by_watcher.get(watcher)
@@ -84,7 +90,7 @@ class _Half:
         else:
             paths_of.add(path)
 
-    def remove(self, path: str, watcher: Watcher, mode: int | None = None) -> bool:
+    def remove(self, path: str, watcher: int, mode: int | None = None) -> bool:
         """WatchManager.removeWatcher(path, watcher), or only a watch of that mode when `mode` is given."""
         watchers = self.table.get(path)
         if watchers is None or watcher not in watchers:
@@ -93,21 +99,43 @@ class _Half:
         if mode is not None and old != mode:
             return False
         del watchers[watcher]
+        self.size -= 1
         if not watchers:
             del self.table[path]
         if old == PERSISTENT_RECURSIVE:
             self.recursive -= 1
-        paths_of = self.by_watcher[watcher]
-        paths_of.discard(path)
-        if not paths_of:
-            del self.by_watcher[watcher]
+        paths_of = self.by_watcher.get(watcher)
+        if paths_of is not None:  # None: remove_watcher is forgetting this watcher
+            paths_of.discard(path)
+            if not paths_of:
+                del self.by_watcher[watcher]
         return True
 
-    def remove_watcher(self, watcher: Watcher) -> None:
-        for path in self.by_watcher.get(watcher, set()).copy():
-            self.remove(path, watcher)
+    def remove_watcher(self, watcher: int, chunk: int = 256) -> Iterator[None]:
+        """Forget all of one watcher's watches, yielding after every `chunk` of them (see
+        WatchManager.remove_watcher_steps). Its by_watcher entry goes first, so a watch that fires
+        meanwhile finds the watcher already gone from it (remove() allows for that). The paths are
+        popped one by one, so each is freed as it goes, not all at once at the end."""
+        paths_of = self.by_watcher.pop(watcher, None)
+        if not paths_of:
+            return
+        table = self.table
+        done = 0
+        while paths_of:
+            path = paths_of.pop()
+            watchers = table.get(path)
+            if watchers is not None:
+                mode = watchers.pop(watcher, None)
+                if mode is not None:
+                    self.size -= 1
+                    self.recursive -= mode == PERSISTENT_RECURSIVE
+                    if not watchers:
+                        del table[path]
+            done += 1
+            if done % chunk == 0:
+                yield
 
-    def contains(self, path: str, watcher: Watcher) -> bool:
+    def contains(self, path: str, watcher: int) -> bool:
         """WatchManager.containsWatcher, as ZooKeeper 3.8 has it: true when anyone watches `path` itself in
         this half, or when `watcher` has a recursive watch there; walking the parents (when any recursive
         watch exists) fails on a path without '/'."""
@@ -121,10 +149,10 @@ class _Half:
                 return True
         return False
 
-    def has_mode(self, path: str, watcher: Watcher, mode: int) -> bool:
+    def has_mode(self, path: str, watcher: int, mode: int) -> bool:
         return self.table.get(path, {}).get(watcher) == mode
 
-    def fire(self, event_type: int, path: str, hit: dict[Watcher, None]) -> None:
+    def fire(self, event_type: int, path: str, hit: dict[int, None]) -> None:
         """WatchManager.triggerWatch: the watchers of `path` (one-shot ones are spent) and the recursive
         watchers of it and its parents (never for NodeChildrenChanged) join `hit`."""
         table = self.table
@@ -160,24 +188,45 @@ class WatchManager:
     def __init__(self) -> None:
         self.data_half = _Half()
         self.child_half = _Half()
+        # May this watcher READ a node with this ACL? Asked for every watcher an event reaches, at trigger
+        # time, whatever kind of watch it has (CVE-2024-23944: ZooKeeper's ServerCnxn.process(event, acl)
+        # checks READ before sending). The server sets it; None lets every event through.
+        self.readable: Callable[[Watcher, Any], bool] | None = None
+        self._ids: dict[Watcher, int] = {}  # the halves file watchers by these ids (see _Half)
+        self._watchers: dict[int, Watcher] = {}
+        self._next_id = 0
 
-    @property
-    def data(self) -> _Table:
-        """The data half's watchers by path (what wchs/wchc/wchp show)."""
-        return self.data_half.table
+    def _id(self, watcher: Watcher) -> int:
+        """The watcher's id, given on its first watch (and forgotten by remove_watcher)."""
+        wid = self._ids.get(watcher)
+        if wid is None:
+            self._next_id += 1
+            wid = self._ids[watcher] = self._next_id
+            self._watchers[wid] = watcher
+        return wid
+
+    def data_paths_by_watcher(self) -> dict[Watcher, set[str]]:
+        """The data half's paths per watcher (what wchc/wchp show)."""
+        watchers = self._watchers
+        return {watchers[wid]: ps for wid, ps in self.data_half.by_watcher.items() if wid in watchers}
+
+    def has_data_watches(self, watcher: Watcher) -> bool:
+        wid = self._ids.get(watcher)
+        return wid is not None and wid in self.data_half.by_watcher
 
     # -- registration --------------------------------------------------------
     def add_data_watch(self, path: str, watcher: Watcher) -> None:
-        self.data_half.add(path, watcher, STANDARD)
+        self.data_half.add(path, self._id(watcher), STANDARD)
 
     def add_child_watch(self, path: str, watcher: Watcher) -> None:
-        self.child_half.add(path, watcher, STANDARD)
+        self.child_half.add(path, self._id(watcher), STANDARD)
 
     def add_persistent_watch(self, path: str, watcher: Watcher, recursive: bool) -> None:
         """addWatch: both halves, in that mode (the last mode set for a watcher and path wins)."""
         mode = PERSISTENT_RECURSIVE if recursive else PERSISTENT
-        self.child_half.add(path, watcher, mode)
-        self.data_half.add(path, watcher, mode)
+        wid = self._id(watcher)
+        self.child_half.add(path, wid, mode)
+        self.data_half.add(path, wid, mode)
 
     def remove_watches(self, path: str, watcher_type: int, watcher: Watcher, dry_run: bool = False) -> bool:
         """removeWatches (or checkWatches, with dry_run) of a WatcherType: Children (1) and Data (2) are the
@@ -185,28 +234,42 @@ class WatchManager:
         PersistentRecursive (5) are the watches of that mode in either half. checkWatches of 1-3 may raise
         MarshallingError (see _Half.contains)."""
         data, child = self.data_half, self.child_half
+        watcher_id = self._ids.get(watcher, 0)  # 0: no watch at all (ids start at 1)
         if watcher_type in (4, 5):
             mode = PERSISTENT if watcher_type == 4 else PERSISTENT_RECURSIVE
             if dry_run:
-                return child.has_mode(path, watcher, mode) or data.has_mode(path, watcher, mode)
-            found_child = child.remove(path, watcher, mode)
-            return data.remove(path, watcher, mode) or found_child
+                return child.has_mode(path, watcher_id, mode) or data.has_mode(path, watcher_id, mode)
+            found_child = child.remove(path, watcher_id, mode)
+            return data.remove(path, watcher_id, mode) or found_child
         halves = {1: (child,), 2: (data,), 3: (child, data)}.get(watcher_type, ())
         found = False
         for half in halves:  # every half is asked, as ZooKeeper does, even once one said yes
-            if half.contains(path, watcher) if dry_run else half.remove(path, watcher):
+            if half.contains(path, watcher_id) if dry_run else half.remove(path, watcher_id):
                 found = True
         return found
 
     def remove_watcher(self, watcher: Watcher) -> None:
         """Forget every watch of a closed connection."""
-        self.data_half.remove_watcher(watcher)
-        self.child_half.remove_watcher(watcher)
+        for _ in self.remove_watcher_steps(watcher):
+            pass
+
+    def remove_watcher_steps(self, watcher: Watcher) -> Iterator[None]:
+        """remove_watcher in steps of a few thousand watches: a server yields to its event loop between
+        them, so closing a connection with 600k watches does not hold every other client for ~0.5 s."""
+        wid = self._ids.get(watcher)
+        if wid is None:
+            return
+        yield from self.data_half.remove_watcher(wid)
+        yield from self.child_half.remove_watcher(wid)
+        del self._ids[watcher]
+        del self._watchers[wid]
 
     # -- triggering ----------------------------------------------------------
-    def trigger(self, event_type: int, path: str) -> None:
+    def trigger(self, event_type: int, path: str, acl: Any = None) -> None:
         """Notify every watcher of `path` that the event concerns, once each: ZooKeeper fires the data half
-        (for NodeChildrenChanged the child half), and for NodeDeleted the child half too."""
+        (for NodeChildrenChanged the child half), and for NodeDeleted the child half too. A watcher that may
+        not READ `acl` (the ACL of the node the event is about) is not told, but its one-shot watch is
+        spent all the same, as in ZooKeeper."""
         data, child = self.data_half, self.child_half
         if event_type == NODE_CHILDREN_CHANGED:  # recursive watches never hear it: the path alone decides
             if path not in child.table:
@@ -215,31 +278,35 @@ class WatchManager:
             event_type != NODE_DELETED or (path not in child.table and not child.recursive)
         ):
             return
-        hit: dict[Watcher, None] = {}
+        hit: dict[int, None] = {}
         if event_type == NODE_CHILDREN_CHANGED:
             self.child_half.fire(event_type, path, hit)
         else:
             self.data_half.fire(event_type, path, hit)
             if event_type == NODE_DELETED:
                 self.child_half.fire(event_type, path, hit)
-        for watcher in hit:
-            watcher.notify(event_type, path)
+        readable = self.readable if acl is not None else None
+        watchers = self._watchers
+        for wid in hit:
+            watcher = watchers.get(wid)
+            if watcher is not None and (readable is None or readable(watcher, acl)):
+                watcher.notify(event_type, path)
 
     # -- introspection (wchs, wchc, wchp) ----------------------------------------
     def count(self) -> int:
         """ZooKeeper's watch count: both halves (a persistent watch counts twice)."""
-        return sum(len(ws) for half in (self.data_half, self.child_half) for ws in half.table.values())
+        return self.data_half.size + self.child_half.size
 
     def paths_of(self, watcher: Watcher) -> list[str]:
-        return sorted(
-            self.data_half.by_watcher.get(watcher, set()) | self.child_half.by_watcher.get(watcher, set())
-        )
+        wid = self._ids.get(watcher, 0)
+        return sorted(self.data_half.by_watcher.get(wid, set()) | self.child_half.by_watcher.get(wid, set()))
 
     def by_path(self) -> dict[str, list[Watcher]]:
         out: dict[str, list[Watcher]] = {}
+        watchers = self._watchers
         for half in (self.data_half, self.child_half):
             for p, ws in half.table.items():
-                out.setdefault(p, []).extend(ws)
+                out.setdefault(p, []).extend(watchers[wid] for wid in ws if wid in watchers)
         return out
 
     def watched_paths(self) -> Iterable[str]:
