@@ -239,6 +239,10 @@ class Leader:
         observer = peer.env.observer
         if observer is not None:
             observer.established(self.me, effect.epoch)
+            # The whole history is committed now, also what lies below the in-memory window
+            # (commitLogCount): a restarted leader holds older proposals nobody committed yet.
+            for zxid, raw in peer.store.logged_before(peer.history.base, 1 << 62):
+                observer.committed(self.me, zxid, raw)
             for zxid, raw in zip(peer.history.zxids, peer.history.packed, strict=True):
                 observer.committed(self.me, zxid, raw)
         self._reported = effect.committed
