@@ -26,7 +26,7 @@ from zkpy.jute.records import ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
-from zkpy.server.latency import Summary
+from zkpy.server.latency import OpLatencies, Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
@@ -52,6 +52,14 @@ class ServerStats:
     packets_sent: int = 0
     started: float = 0.0
     latency: Summary = field(default_factory=Summary)
+    # For the metrics endpoint (never reset by srst: Prometheus counters only grow).
+    by_op: OpLatencies = field(default_factory=OpLatencies)
+    bytes_received: int = 0
+    bytes_sent: int = 0  # by connections that have closed; open ones count their own
+
+    def record(self, op: int, latency_ms: float) -> None:
+        self.latency.record(latency_ms)
+        self.by_op.record(op, latency_ms)
 
     def reset(self) -> None:
         self.packets_received = self.packets_sent = 0
@@ -243,6 +251,7 @@ class ZooKeeperServer:
             del self.by_session[conn.session_id]
         self.watches.remove_watcher(conn)
         self.stats.packets_sent += conn.packets_sent
+        self.stats.bytes_sent += conn.sent_bytes
 
     # -- handshake ------------------------------------------------------------------
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
