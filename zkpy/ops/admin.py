@@ -140,7 +140,9 @@ def znode(source: Source, path: str) -> tuple[int, dict[str, Any]]:
     if node is None:
         return 404, {"error": f"no znode {path}"}
     stat = node.stat()
-    readable = any(scheme == "world" and ident == "anyone" and perms & READ for perms, scheme, ident in node.acl)
+    readable = any(
+        scheme == "world" and ident == "anyone" and perms & READ for perms, scheme, ident in node.acl
+    )
     data: dict[str, Any] = {"shown": readable, "length": stat.dataLength}
     if readable and node.data is not None:
         raw = node.data[:MAX_DATA_SHOWN]

@@ -108,7 +108,10 @@ def _connection(c: Any, brief: bool) -> Json:
 
 def connections(source: Source, status: ServerStatus | None) -> Json:
     assert status is not None
-    return {"connections": [_connection(c, brief=False) for c in status.connections], "secure_connections": []}
+    return {
+        "connections": [_connection(c, brief=False) for c in status.connections],
+        "secure_connections": [],
+    }
 
 
 def dirs(source: Source, status: ServerStatus | None) -> Json:
@@ -309,7 +312,9 @@ def zabstate(source: Source, status: ServerStatus | None) -> Json:
         "last_zxid": f"0x{hex_id(last)}",
         "zab_epoch": last >> 32,
         "zab_counter": last & 0xFFFFFFFF,
-        "zabstate": "broadcast" if serving else ("election" if peer.state == "looking" else "synchronization"),
+        "zabstate": "broadcast"
+        if serving
+        else ("election" if peer.state == "looking" else "synchronization"),
     }
 
 

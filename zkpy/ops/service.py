@@ -70,7 +70,11 @@ async def bind_ops(config: ServerConfig) -> OpsListeners:
             busy = e.errno == errno.EADDRINUSE
             raise StartupError(
                 f"metricsProvider.httpPort={config.metrics_port} on {config.metrics_host} "
-                + ("is already in use: stop what uses it or choose another port" if busy else f"cannot be bound: {e}")
+                + (
+                    "is already in use: stop what uses it or choose another port"
+                    if busy
+                    else f"cannot be bound: {e}"
+                )
             ) from None
     if config.admin_server_wanted:
         try:
