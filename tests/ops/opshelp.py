@@ -60,3 +60,24 @@ def sample(families: dict[str, Any], name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 return float(s.value)
     raise KeyError(f"no sample {name} {labels}")
+
+
+def _is_map(value: dict[str, Any]) -> bool:
+    """A dict keyed by data (session ids, expiry times, paths), not by field names."""
+    return bool(value) and all(key.lstrip("-").isdigit() or key.startswith("/") for key in value)
+
+
+def shape(value: Any) -> Any:
+    """Field names and JSON types, values dropped: lists by their first element, maps keyed by ids
+    or paths by their first entry."""
+    if isinstance(value, dict):
+        if _is_map(value):
+            return {"<key>": shape(next(iter(value.values())))}
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "null" if value is None else type(value).__name__
