@@ -4,9 +4,12 @@ Apache names list, zoo.cfg lines for the endpoints."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,65 @@ def shape(value: Any) -> Any:
     if isinstance(value, (int, float)):
         return "number"
     return "null" if value is None else type(value).__name__
+
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=5000",  # let the page's fetches finish before the DOM is dumped
+]  # fmt: skip
+
+
+def chromium() -> str:
+    """Debian's chromium, or skip the test saying how to get it."""
+    import pytest
+
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is needed to test the admin page: apt-get install chromium")
+
+
+def browse(url: str, profile: Path, screenshot: Path | None = None) -> str:
+    """The page's DOM after its scripts ran, as a person's browser has it; a screenshot too."""
+    base = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+    if screenshot is not None:
+        subprocess.run([*base, "--window-size=1280,1000", f"--screenshot={screenshot}", url],
+                       check=True, capture_output=True, timeout=90)  # fmt: skip
+    done = subprocess.run([*base, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=90)
+    return done.stdout
+
+
+class _Texts(HTMLParser):
+    """The text inside each element that has an id (nested ids included in their parent's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: dict[str, str] = {}
+        self._open: list[tuple[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("br", "input", "meta", "link", "img"):
+            return
+        ident = dict(attrs).get("id")
+        self._open.append((tag, ident))
+        if ident:
+            self.texts.setdefault(ident, "")
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            open_tag, _ = self._open.pop()
+            if open_tag == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for _, ident in self._open:
+            if ident:
+                self.texts[ident] += data
+
+
+def texts_by_id(dom: str) -> dict[str, str]:
+    parser = _Texts()
+    parser.feed(dom)
+    return {key: " ".join(value.split()) for key, value in parser.texts.items()}

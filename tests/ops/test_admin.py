@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from opshelp import get_json, http_get, shape
+from opshelp import browse, chromium, get_json, http_get, shape, texts_by_id
 
 from zkpy.testing.procs import Ensemble, ServerProcess, ensemble_servers, free_port
 
@@ -100,3 +100,29 @@ def test_the_leaders_overview_shows_each_follower_in_sync(ensemble: list[tuple[S
     finally:
         zk.stop()
         zk.close()
+
+
+def test_page_in_chromium_shows_the_leader_and_who_is_in_sync(
+    ensemble: list[tuple[ServerProcess, str]], tmp_path: Path
+) -> None:
+    """What a person sees on the leader's page and on a follower's: the same leader; on the
+    leader's, both followers in sync, 0 transactions behind."""
+    chromium()
+    roles = by_role(ensemble)
+    leader, leader_url = roles["leader"][0]
+    leader_id = (leader.data_dir / "myid").read_text().strip()
+    deadline = time.monotonic() + 10
+    while any(m["behind"] != 0 for m in get_json(f"{leader_url}/zkpy/overview")["members"]):
+        assert time.monotonic() < deadline, "followers never caught up"
+        time.sleep(0.1)
+    shot = tmp_path / "admin-page-leader.png"
+    seen = texts_by_id(browse(f"{leader_url}/", tmp_path / "profile", screenshot=shot))
+    print(f"leader's admin page screenshot: {shot}")
+    assert seen["leader"] == leader_id
+    assert seen["state"] == "leader"
+    for server, _ in roles["follower"]:
+        sid = (server.data_dir / "myid").read_text().strip()
+        assert "in sync" in seen[f"member-{sid}"] and "0 txns" in seen[f"member-{sid}"]
+    _, follower_url = roles["follower"][0]
+    seen = texts_by_id(browse(f"{follower_url}/", tmp_path / "profile2"))
+    assert (seen["leader"], seen["state"]) == (leader_id, "follower")
