@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
 
 class Summary:
     """Count, sum, min, max and last of a stream of measurements (milliseconds here)."""
@@ -48,8 +46,8 @@ BUCKETS_MS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1
 class OpLatencies:
     """Response times by request type, as histogram buckets (for the Prometheus endpoint).
 
-    Recording is a dict lookup, a bisect and two additions per answered request; everything else
-    (cumulative buckets, names, totals) is worked out when the endpoint is scraped.
+    ServerStats.record fills it (a dict lookup, a bisect and two additions per answered request);
+    everything else (cumulative buckets, names, totals) is worked out when the endpoint is scraped.
     """
 
     __slots__ = ("rows",)
@@ -57,10 +55,3 @@ class OpLatencies:
     def __init__(self) -> None:
         # op -> counts per bucket of BUCKETS_MS, the overflow bucket, then the sum of all (ms)
         self.rows: dict[int, list[float]] = {}
-
-    def record(self, op: int, ms: float) -> None:
-        row = self.rows.get(op)
-        if row is None:
-            row = self.rows[op] = [0.0] * (len(BUCKETS_MS) + 2)
-        row[bisect_left(BUCKETS_MS, ms)] += 1
-        row[-1] += ms

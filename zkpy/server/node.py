@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from zkpy.jute.records import ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
-from zkpy.server.latency import OpLatencies, Summary
+from zkpy.server.latency import BUCKETS_MS, OpLatencies, Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
 from zkpy.server.protocol import connect_response
 from zkpy.server.reads import Reads
@@ -58,8 +59,15 @@ class ServerStats:
     bytes_sent: int = 0  # by connections that have closed; open ones count their own
 
     def record(self, op: int, latency_ms: float) -> None:
+        """Once per answered request: the srst-able summary, and the op's latency bucket (inlined
+        OpLatencies.record: this is the request path)."""
         self.latency.record(latency_ms)
-        self.by_op.record(op, latency_ms)
+        rows = self.by_op.rows
+        row = rows.get(op)
+        if row is None:
+            row = rows[op] = [0.0] * (len(BUCKETS_MS) + 2)
+        row[bisect_left(BUCKETS_MS, latency_ms)] += 1
+        row[-1] += latency_ms
 
     def reset(self) -> None:
         self.packets_received = self.packets_sent = 0
