@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,11 +35,13 @@ def test_one_line_joins_the_lines_of_a_message() -> None:
     )
 
 
-def start(tmp_path: Path, *flags: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+def start(
+    tmp_path: Path, *flags: str, env: dict[str, str], extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], int]:
     data = tmp_path / "data"
     data.mkdir(exist_ok=True)
     port = free_port()
-    write_config(tmp_path / "zoo.cfg", port, data)
+    write_config(tmp_path / "zoo.cfg", port, data, extra)
     proc = subprocess.Popen(
         [sys.executable, "-m", "zkpy", "server", str(tmp_path / "zoo.cfg"), *flags],
         env={**os.environ, **env},
@@ -98,3 +101,33 @@ def test_flag_overrides_the_environment_and_a_bad_level_is_refused(tmp_path: Pat
     assert stderr.strip() == (
         "zkpy: error: ZKPY_LOG_LEVEL=loud is not a log level: use one of debug, info, warning, error"
     )
+
+
+def test_metrics_port_in_use_stops_the_start_admin_port_in_use_does_not(tmp_path: Path) -> None:
+    """As Apache: a metrics provider that cannot start stops the server (one line, exit 2); an
+    AdminServer that cannot bind is logged and the server runs without it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        data = tmp_path / "data"
+        data.mkdir()
+        write_config(tmp_path / "zoo.cfg", free_port(), data, {"metricsProvider.httpPort": str(busy)})
+        done = subprocess.run(
+            [sys.executable, "-m", "zkpy", "server", str(tmp_path / "zoo.cfg")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1] == (
+            f"zkpy: error: metricsProvider.httpPort={busy} on 0.0.0.0 is already in use: "
+            "stop what uses it or choose another port"
+        )
+        proc, port = start(
+            tmp_path, env={}, extra={"admin.serverPort": str(busy), "admin.enableServer": "true"}
+        )
+        try:
+            wait_serving(proc, port)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+        assert f"AdminServer not started: admin.serverPort={busy} on 0.0.0.0" in stderr
