@@ -3,17 +3,21 @@ Apache names list, zoo.cfg lines for the endpoints."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from zkpy.testing.procs import Ensemble, ServerProcess, ensemble_servers, free_port
 
 APACHE_NAMES_FILE = Path(__file__).with_name("apache_metric_names.txt")
 
@@ -146,3 +150,26 @@ def texts_by_id(dom: str) -> dict[str, str]:
     parser = _Texts()
     parser.feed(dom)
     return {key: " ".join(value.split()) for key, value in parser.texts.items()}
+
+
+@contextlib.contextmanager
+def ensemble_with_ports(
+    tmp: Path, settings: Callable[[int], str]
+) -> Iterator[list[tuple[ServerProcess, int]]]:
+    """Three zkpy servers in one quorum, each with a port of its own for an endpoint: `settings`
+    turns that port into the zoo.cfg lines to add. Yields [(server, its endpoint port)]."""
+    servers = ensemble_servers("zkpy", tmp, 3, {"tickTime": "500"})
+    ports = []
+    for server in servers:
+        port = free_port()
+        with server.config_path.open("a") as cfg:
+            cfg.write(settings(port))
+        ports.append(port)
+    running = Ensemble(servers)
+    try:
+        for server in servers:
+            server.start(wait=None)
+        running.wait_serving(90)
+        yield list(zip(servers, ports, strict=True))
+    finally:
+        running.stop()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from opshelp import browse, chromium, get_json, http_get, shape, texts_by_id
+from opshelp import browse, chromium, ensemble_with_ports, get_json, http_get, shape, texts_by_id
 
-from zkpy.testing.procs import Ensemble, ServerProcess, ensemble_servers, free_port
+from zkpy.testing.procs import ServerProcess
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,21 +25,9 @@ RECORDED = ["leader", "voting_view", "zabstate", "server_stats", "configuration"
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[ServerProcess, str]]]:
     """Three zkpy servers, each with an AdminServer on its own port: [(server, base URL)]."""
-    servers = ensemble_servers("zkpy", tmp_path_factory.mktemp("admin"), 3, {"tickTime": "500"})
-    urls = []
-    for server in servers:
-        port = free_port()
-        with server.config_path.open("a") as cfg:
-            cfg.write(f"admin.enableServer=true\nadmin.serverPort={port}\nadmin.serverAddress=127.0.0.1\n")
-        urls.append(f"http://127.0.0.1:{port}")
-    running = Ensemble(servers)
-    try:
-        for server in servers:
-            server.start(wait=None)
-        running.wait_serving(90)
-        yield list(zip(servers, urls, strict=True))
-    finally:
-        running.stop()
+    lines = "admin.enableServer=true\nadmin.serverPort={}\nadmin.serverAddress=127.0.0.1\n".format
+    with ensemble_with_ports(tmp_path_factory.mktemp("admin"), lines) as members:
+        yield [(server, f"http://127.0.0.1:{port}") for server, port in members]
 
 
 def by_role(ensemble: list[tuple[ServerProcess, str]]) -> dict[str, list[tuple[ServerProcess, str]]]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
-from opshelp import apache_metric_names, http_get, sample, scrape
+from opshelp import apache_metric_names, ensemble_with_ports, http_get, sample, scrape
 
 from zkpy.ops.metrics import APACHE_NAMES, families_from_values
-from zkpy.testing.procs import Ensemble, ServerProcess, ensemble_servers, free_port, running_server
+from zkpy.testing.procs import ServerProcess, free_port, running_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,21 +119,9 @@ def test_other_paths_are_404(metered: tuple[ServerProcess, str]) -> None:
 @pytest.fixture
 def metered_ensemble(tmp_path: Path) -> Iterator[list[tuple[ServerProcess, str]]]:
     """Three zkpy servers in one quorum, each with its own metrics port."""
-    servers = ensemble_servers("zkpy", tmp_path, 3, {"tickTime": "500"})
-    urls = []
-    for server in servers:
-        port = free_port()
-        with server.config_path.open("a") as cfg:
-            cfg.write(f"metricsProvider.httpPort={port}\nmetricsProvider.httpHost=127.0.0.1\n")
-        urls.append(f"http://127.0.0.1:{port}/metrics")
-    ensemble = Ensemble(servers)
-    try:
-        for server in servers:
-            server.start(wait=None)
-        ensemble.wait_serving(90)
-        yield list(zip(servers, urls, strict=True))
-    finally:
-        ensemble.stop()
+    lines = "metricsProvider.httpPort={}\nmetricsProvider.httpHost=127.0.0.1\n".format
+    with ensemble_with_ports(tmp_path, lines) as members:
+        yield [(server, f"http://127.0.0.1:{port}/metrics") for server, port in members]
 
 
 @pytest.mark.timeout(240)

@@ -37,7 +37,7 @@ from prometheus_client.core import (
 from zkpy.jute.ops import WRITE_OPS, OpCode
 from zkpy.ops.http import Handler, Request, Response
 from zkpy.ops.source import Source
-from zkpy.server.fourletter import ServerStatus
+from zkpy.server.fourletter import mntr_values
 from zkpy.server.latency import BUCKETS_MS, OpLatencies
 
 # Apache 3.8 names zkpy exports (checked against a real server's list in tests/ops). Anything
@@ -102,44 +102,6 @@ def _op_name(op: int) -> str:
         return OpCode(op).name.lower()
     except ValueError:
         return str(op)
-
-
-def status_metrics(status: ServerStatus) -> dict[str, int | float | str]:
-    """The numbers of a ServerStatus by their mntr names (what `mntr` prints, as values)."""
-    values: dict[str, int | float | str] = {
-        "znode_count": status.znode_count,
-        "watch_count": status.watch_count,
-        "ephemerals_count": status.ephemerals_count,
-        "approximate_data_size": status.approximate_data_size,
-        "num_alive_connections": status.num_alive_connections,
-        "outstanding_requests": status.outstanding_requests,
-        "open_file_descriptor_count": status.open_file_descriptor_count,
-        "max_file_descriptor_count": status.max_file_descriptor_count,
-        "global_sessions": status.sessions_count,
-        "local_sessions": 0,
-        "uptime": status.uptime_ms,
-        "avg_latency": status.avg_latency_ms,
-        "min_latency": status.min_latency_ms,
-        "max_latency": status.max_latency_ms,
-        "packets_received": status.packets_received,
-        "packets_sent": status.packets_sent,
-        "last_zxid": status.last_zxid,
-    }
-    if status.quorum_size is not None:
-        values["quorum_size"] = status.quorum_size
-    if status.leader is not None:
-        ld = status.leader
-        values.update(
-            learners=ld.learners,
-            synced_followers=ld.synced_followers,
-            synced_non_voting_followers=ld.synced_non_voting_followers,
-            synced_observers=ld.synced_observers,
-            pending_syncs=ld.pending_syncs,
-            last_proposal_size=ld.last_proposal_size,
-            min_proposal_size=ld.min_proposal_size,
-            max_proposal_size=ld.max_proposal_size,
-        )
-    return values
 
 
 def families_from_values(values: dict[str, int | float | str]) -> Iterator[Metric]:
@@ -240,8 +202,8 @@ class ServerCollector:
         stats = server.stats
         sent = stats.bytes_sent + sum(conn.sent_bytes for conn in server.connections)
         values = {
-            **status_metrics(status),
-            **status.extra_metrics,
+            **dict(mntr_values(status)),  # what mntr prints (its strings, such as version, are skipped)
+            "last_zxid": status.last_zxid,
             "bytes_received_count": stats.bytes_received,
             "response_bytes": sent,
         }
