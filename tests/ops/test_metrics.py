@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 from opshelp import apache_metric_names, ensemble_with_ports, http_get, sample, scrape
+from prometheus_client.parser import text_string_to_metric_families
 
-from zkpy.ops.metrics import APACHE_NAMES, families_from_values
+from zkpy.ops.metrics import APACHE_NAMES, exposition, families_from_values
+from zkpy.ops.source import Source
 from zkpy.testing.procs import ServerProcess, free_port, running_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -166,3 +168,30 @@ def test_ensemble_replication_metrics(metered_ensemble: list[tuple[ServerProcess
             time.sleep(0.1)
             metrics = scrape(url)
         assert sample(metrics, "commit_propagation_latency_count") >= 1
+
+
+class Electing(Source):
+    """An ensemble member between roles: no serving server, only what the peer itself knows."""
+
+    def current(self) -> None:
+        return None
+
+    def state(self) -> str:
+        return "looking"
+
+    def idle_metrics(self) -> dict[str, int | float | str]:
+        return {
+            "cnt_election_time": 2,
+            "sum_election_time": 512.5,
+            "avg_election_time": 256.25,
+            "diff_count": 1,
+        }
+
+
+def test_a_member_that_is_electing_still_exports_what_it_knows() -> None:
+    text = exposition(Electing()).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    check_names(families)
+    assert sample(families, "zkpy_server_state", state="looking") == 1
+    assert (sample(families, "election_time_count"), sample(families, "election_time_sum")) == (2, 512.5)
+    assert "znode_count" not in families  # no tree is being served: nothing made up
