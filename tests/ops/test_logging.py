@@ -96,7 +96,12 @@ def test_flag_overrides_the_environment_and_a_bad_level_is_refused(tmp_path: Pat
     assert proc.returncode == 0, stderr
     assert " INFO " not in stderr  # warning level: the banner (INFO) is not logged
     bad, _ = start(tmp_path, env={"ZKPY_LOG_LEVEL": "loud"})
-    _, stderr = bad.communicate(timeout=30)
+    try:
+        _, stderr = bad.communicate(timeout=30)
+    finally:
+        if bad.poll() is None:  # it started after all: stop it rather than leave it behind
+            bad.kill()
+            bad.communicate()
     assert bad.returncode == 2
     assert stderr.strip() == (
         "zkpy: error: ZKPY_LOG_LEVEL=loud is not a log level: use one of debug, info, warning, error"
