@@ -3,7 +3,10 @@ parsed with prometheus_client's parser, names checked against Apache 3.8's, valu
 
 from __future__ import annotations
 
+import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,3 +198,20 @@ def test_a_member_that_is_electing_still_exports_what_it_knows() -> None:
     assert sample(families, "zkpy_server_state", state="looking") == 1
     assert (sample(families, "election_time_count"), sample(families, "election_time_sum")) == (2, 512.5)
     assert "znode_count" not in families  # no tree is being served: nothing made up
+
+
+def test_what_is_not_an_http_get_is_answered_and_the_endpoint_goes_on(
+    metered: tuple[ServerProcess, str],
+) -> None:
+    """h11 parses; zkpy answers what it refuses: 400 for bytes that are not HTTP, 405 for a POST.
+    fails before the 400 answer: a connection that sent garbage was closed without a word."""
+    _, url = metered
+    port = int(url.split(":")[2].split("/")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400 ")
+    request = urllib.request.Request(url, data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 405
+    assert "znode_count" in scrape(url)

@@ -78,7 +78,14 @@ class HttpServer:
     async def _converse(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
         while True:
-            event = await self._next_event(conn, stream)
+            try:
+                event = await self._next_event(conn, stream)
+            except h11.RemoteProtocolError as e:
+                # Not HTTP, or a head too large: say so (h11 lets a server answer then) and close.
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    status = e.error_status_hint
+                    await self._send(conn, stream, Response(status, f"bad request: {e}\n".encode()), False)
+                return
             if event is None:
                 return
             if isinstance(event, h11.Request):
