@@ -1,8 +1,11 @@
 """Master/worker on zkpy.client: workers register, one is elected master and assigns the work.
 
-    python examples/master_worker.py demo [--server apache|zkpy] [--hosts H]   # the whole story, below
-    python examples/master_worker.py worker HOSTS ID                          # one worker process
-    python examples/master_worker.py submit HOSTS N                           # queue N tasks
+    .venv/bin/python examples/master_worker.py demo [--server zkpy|apache] [--hosts H]   # the whole story
+    .venv/bin/python examples/master_worker.py worker HOSTS ID                          # one worker process
+    .venv/bin/python examples/master_worker.py submit HOSTS N                           # queue N tasks
+
+(.venv is the README's: `python3 -m venv .venv && .venv/bin/pip install -e .`.) The demo starts its own
+zkpy server unless --hosts names one; `--server apache` runs it against Apache ZooKeeper 3.8 instead.
 
 The tree under /mw:
     workers/<id>          ephemeral, one per live worker (recipes.ServiceRegistry)
@@ -33,7 +36,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import trio
+try:
+    import trio
+except ImportError:
+    sys.exit(
+        f"{sys.executable} does not have zkpy's dependencies (trio): run this with the Python of the "
+        "virtual environment zkpy is installed in, e.g. .venv/bin/python examples/master_worker.py demo"
+    )
 
 import zkpy.client
 from zkpy.client import recipes
@@ -193,13 +202,13 @@ async def demo(hosts: str) -> None:
         await zk.delete(ROOT, recursive=True)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo")
-    d.add_argument("--server", choices=["apache", "zkpy"], default="apache")
+    d.add_argument("--server", choices=["zkpy", "apache"], default="zkpy")
     d.add_argument("--hosts")
     w = sub.add_parser("worker")
     w.add_argument("hosts")
@@ -207,7 +216,11 @@ def main() -> None:
     s = sub.add_parser("submit")
     s.add_argument("hosts")
     s.add_argument("n", type=int)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.command == "worker":
         with contextlib.suppress(KeyboardInterrupt):
             trio.run(worker, args.hosts, args.id)

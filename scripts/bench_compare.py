@@ -9,7 +9,7 @@ round by round so that background load hits both alike, and prints one table of 
 (each round's figure, and zkpy/Apache over the rounds' sums).
 
 With --ensemble N both are N-server ensembles on this machine (tickTime 500, initLimit 10,
-syncLimit 5, as ../shared/tools/apache-zk --ensemble): the connections go round-robin over all
+syncLimit 5, as scripts/apache-zk --ensemble): the connections go round-robin over all
 members' client ports, and each member's CPU use is reported by role (L leader, F follower).
 Each server's log is copied to --logs (a fresh temporary directory by default) when it stops.
 """

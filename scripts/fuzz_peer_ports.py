@@ -91,6 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import msgpack
 
+from zkpy.ops.layout import members_on_free_ports
 from zkpy.replication.wire import HEADER, MAX_FRAME, encode_frame
 from zkpy.testing.procs import (
     START_ATTEMPTS,
@@ -99,8 +100,8 @@ from zkpy.testing.procs import (
     ServerProcess,
     four_letter,
     free_port,
+    member_process,
     status_kb,
-    write_config,
 )
 
 MB = 1024 * 1024
@@ -212,29 +213,13 @@ class Member:
 
 def start_ensemble(tmp: Path, observer_slot: bool) -> list[Member]:
     for attempt in range(1, START_ATTEMPTS + 1):
-        ports = [(free_port(), free_port(), free_port()) for _ in range(4 if observer_slot else 3)]
-        quorum = {
-            f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" + (":observer" if i == 3 else "")
-            for i, p in enumerate(ports)
-        }
-        members = []
-        for i in range(3):
-            home = tmp / f"a{attempt}" / f"s{i + 1}"
-            data_dir = home / "data"
-            data_dir.mkdir(parents=True)
-            (data_dir / "myid").write_text(f"{i + 1}\n")
-            settings = {"initLimit": "10", "syncLimit": "5", "forceSync": "no", **quorum}
-            write_config(home / "zoo.cfg", ports[i][0], data_dir, settings)
-            server = ServerProcess(
-                "zkpy",
-                "127.0.0.1",
-                ports[i][0],
-                data_dir,
-                home / "zoo.cfg",
-                home / "server.log",
-                extra=settings,
-            )
-            members.append(Member(i + 1, server, ports[i][1], ports[i][2]))
+        # The observer slot (server 4) is configured but never started: a forged learner claims it.
+        layout = members_on_free_ports(3, 1 if observer_slot else 0, free_port)
+        members = [
+            Member(m.sid, member_process("zkpy", tmp / f"a{attempt}", m, layout, {"forceSync": "no"}),
+                   m.quorum_port, m.election_port)
+            for m in layout[:3]
+        ]  # fmt: skip
         ensemble = Ensemble([m.server for m in members])
         try:
             for m in members:

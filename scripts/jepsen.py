@@ -8,7 +8,7 @@ history, then heal, read every server's view and check.
 What it does:
 
 * starts `--servers` members of `--server` (zkpy or Apache ZooKeeper 3.8, through
-  ../shared/tools/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
+  scripts/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
   through a small TCP proxy in this process (one per ordered pair of members and per port, quorum
   and election; server.N lines of member i name proxy ports for every other member), so the
   nemesis can cut links;
@@ -64,8 +64,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.retry import KazooRetry
 
+from zkpy.ops.layout import members_on_free_ports
 from zkpy.testing.history import History, Operation
-from zkpy.testing.procs import Ensemble, ServerProcess, free_port, write_config
+from zkpy.testing.procs import Ensemble, ServerProcess, free_port, member_process
 
 HOST = "127.0.0.1"
 OP_TIMEOUT = 10.0  # seconds a client waits for one reply before calling the outcome unknown
@@ -247,40 +248,28 @@ class Cluster:
 
 def make_cluster(kind: str, n: int, home: Path, partitions: bool) -> Cluster:
     stopping = threading.Event()
-    ports = [(free_port(), free_port(), free_port()) for _ in range(n)]  # client, quorum, election
+    members = members_on_free_ports(n, 0, free_port)
     proxies: dict[tuple[int, int], list[LinkProxy]] = {}
     if partitions:
         for i in range(1, n + 1):
             for j in range(1, n + 1):
                 if i != j:
-                    _, q, e = ports[j - 1]
-                    proxies[(i, j)] = [LinkProxy(i, j, q, stopping), LinkProxy(i, j, e, stopping)]
+                    peer = members[j - 1]
+                    proxies[(i, j)] = [
+                        LinkProxy(i, j, peer.quorum_port, stopping),
+                        LinkProxy(i, j, peer.election_port, stopping),
+                    ]
     servers = []
-    for i in range(1, n + 1):
-        quorum = {}
-        for j in range(1, n + 1):
-            if j == i or not partitions:
-                _, q, e = ports[j - 1]
-            else:
-                q, e = (p.port for p in proxies[(i, j)])
-            quorum[f"server.{j}"] = f"{HOST}:{q}:{e}"
-        member = home / f"s{i}"
-        data_dir = member / "data"
-        data_dir.mkdir(parents=True)
-        (data_dir / "myid").write_text(f"{i}\n")
-        settings = {"tickTime": "500", "initLimit": "20", "syncLimit": "10", **quorum}
-        write_config(member / "zoo.cfg", ports[i - 1][0], data_dir, settings)
-        servers.append(
-            ServerProcess(
-                kind,
-                HOST,
-                ports[i - 1][0],
-                data_dir,
-                member / "zoo.cfg",
-                member / "server.log",
-                extra=settings,
-            )
-        )
+    for member in members:
+        # Member i reaches every other member j through the proxies (i, j): its server.j lines
+        # name the proxies' ports.
+        via_proxies = {
+            f"server.{j}": f"{HOST}:{q.port}:{e.port}"
+            for (i, j), (q, e) in proxies.items()
+            if i == member.sid
+        }
+        settings = {"tickTime": "500", "initLimit": "20", "syncLimit": "10", **via_proxies}
+        servers.append(member_process(kind, home, member, members, settings))
     return Cluster(kind, home, servers, proxies, stopping)
 
 

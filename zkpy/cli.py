@@ -1,4 +1,4 @@
-"""The `zkpy` command: server, status, dump."""
+"""The `zkpy` command: server, status, dump, shell, ensemble."""
 
 from __future__ import annotations
 
@@ -58,85 +58,13 @@ def cmd_server(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_STATUS_SERVER = "127.0.0.1:2181"
-DEFAULT_CLIENT_PORT = 2181  # what ZooKeeper's own tools assume when a host has no port
-_NOT_IN_WHITELIST = "is not executed because it is not in the whitelist."
-
-
-def parse_server_address(address: str) -> tuple[str, int]:
-    """'host', 'host:port', ':port', '[v6]', '[v6]:port' or a bare IPv6 address -> (host, port).
-
-    A missing host is 127.0.0.1 and a missing port 2181; raises ValueError for a bad port.
-    """
-    host, port = address, ""
-    if address.startswith("["):  # [ipv6] or [ipv6]:port
-        host, _, rest = address[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"cannot parse {address!r} as [host]:port")
-        port = rest[1:]
-    elif address.count(":") == 1:
-        host, _, port = address.partition(":")
-    # more than one colon and no brackets: a bare IPv6 address, default port
-    if not port:
-        return host or "127.0.0.1", DEFAULT_CLIENT_PORT
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid port {port!r} in {address!r}")
-    return host or "127.0.0.1", int(port)
-
-
-def _looks_like_word(arg: str) -> bool:
-    """Four letters and nothing else: meant as a four-letter word (a host like that needs `:port`)."""
-    return len(arg) == 4 and arg.isascii() and arg.isalpha()
-
-
-def parse_status_args(server: str | None, word: str | None) -> tuple[str, int, str]:
-    """`zkpy status [HOST[:PORT]] [WORD]` -> (host, port, word); `zkpy status WORD` asks the default server.
-
-    A lone argument of four letters is a word, not a host. Raises ValueError for an unknown
-    four-letter word (checked before anything is sent) or a bad port.
-    """
-    from zkpy.server.config import ALL_FOUR_LETTER_WORDS
-
-    if (
-        word is None
-        and server is not None
-        and (server.lower() in ALL_FOUR_LETTER_WORDS or _looks_like_word(server))
-    ):
-        server, word = None, server  # `zkpy status mntr`: a word for the default server
-    elif (
-        server
-        and word
-        and server.lower() in ALL_FOUR_LETTER_WORDS
-        and word.lower() not in ALL_FOUR_LETTER_WORDS
-    ):
-        server, word = word, server  # `zkpy status mntr host:port`
-    word = (word or "srvr").lower()
-    if word not in ALL_FOUR_LETTER_WORDS:
-        raise ValueError(
-            f"unknown four-letter word {word!r}; the words are: {', '.join(sorted(ALL_FOUR_LETTER_WORDS))}"
-        )
-    host, port = parse_server_address(server or DEFAULT_STATUS_SERVER)
-    return host, port, word
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from zkpy.testing.procs import four_letter
+    from zkpy.ops.status import UsageError, status_command
 
     try:
-        host, port, word = parse_status_args(args.server, args.word)
-    except ValueError as e:
+        return status_command(args.server, args.word, args.json, sys.stdout)
+    except UsageError as e:
         return _fail(str(e))
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        answer = four_letter(host, port, word)
-    except (OSError, UnicodeError) as e:
-        return _fail(f"cannot reach {where}: {e}")
-    if _NOT_IN_WHITELIST in answer:
-        return _fail(f"{where} refused {word!r}: {answer.strip()} (see 4lw.commands.whitelist in zoo.cfg)")
-    if not answer:
-        return _fail(f"{where} closed the connection without answering {word!r}")
-    sys.stdout.write(answer if answer.endswith("\n") else answer + "\n")
-    return 0
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
@@ -153,8 +81,15 @@ def cmd_dump(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from zkpy import __version__
+
+    return f"zkpy {__version__} (speaks the protocol of Apache ZooKeeper 3.8, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zkpy", description="A ZooKeeper-compatible coordination service.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     server = sub.add_parser("server", help="run a server from a ZooKeeper zoo.cfg")
     server.add_argument("config", help="path to zoo.cfg")
@@ -165,18 +100,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--log-file", help="append the log here instead of writing it to stderr")
     server.set_defaults(func=cmd_server)
-    status = sub.add_parser("status", help="ask a server a four-letter word (default srvr)")
+    status = sub.add_parser(
+        "status",
+        help="what every server of an ensemble is doing (a table), or one four-letter word's answer",
+        description="Without a word: one table from every server's srvr and mntr, and exit status 1 "
+        "when no server leads (no quorum). With a word: each server's answer to it.",
+    )
     status.add_argument(
         "server",
         nargs="?",
-        help=f"host[:port], default {DEFAULT_STATUS_SERVER} (port {DEFAULT_CLIENT_PORT} when left out); "
-        "a four-letter word alone asks the default server",
+        metavar="HOSTS",
+        help="a connect string as clients take it, host[:port][,host[:port]...] (default 127.0.0.1:2181; "
+        "port 2181 when left out); a four-letter word alone asks the default server",
     )
-    status.add_argument("word", nargs="?", help="a four-letter word: srvr (the default), mntr, ruok, conf...")
+    status.add_argument("word", nargs="?", help="a four-letter word: srvr, mntr, ruok, conf, cons, envi...")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.set_defaults(func=cmd_status)
-    dump = sub.add_parser("dump", help="print a transaction log or snapshot file")
-    dump.add_argument("path")
+    dump = sub.add_parser(
+        "dump",
+        help="print a transaction log or snapshot file",
+        description="Print a zkpy transaction log or snapshot file (from dataDir/zkpy-N) for a person, "
+        "without changing it; a damaged file is shown up to where it stops being valid, and why.",
+    )
+    dump.add_argument("path", help="the file: a log (log.*) or a snapshot (snapshot.*) under a dataDir")
     dump.set_defaults(func=cmd_dump)
+    from zkpy.ops import ensemble
+    from zkpy.ops import shell as zkshell
+
+    shell = sub.add_parser("shell", help="an interactive ZooKeeper shell in the manner of zkCli.sh")
+    zkshell.add_arguments(shell)
+    shell.set_defaults(func=zkshell.run)
+    ensemble.add_parser(sub)
     return parser
 
 

@@ -28,9 +28,7 @@ def server() -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 def ensemble() -> Iterator[Ensemble]:
-    if SERVER_KIND != "apache":
-        pytest.skip("zkpy ensemble not implemented yet")
-    with running_ensemble("apache", 3, SERVER_CFG) as e:
+    with running_ensemble(SERVER_KIND, 3, SERVER_CFG) as e:
         yield e
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import trio
 
+from zkpy.testing.faultproxy import Listening
 
-class Proxy:
+
+class Proxy(Listening):
     """Forwards 127.0.0.1:port to a target; `cut()` drops connections, `frozen` stops the bytes."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -16,16 +18,6 @@ class Proxy:
         self.connections = 0
         self.upstream = bytearray()  # every byte clients sent through us, for counting pings
         self._scopes: list[trio.CancelScope] = []
-
-    @property
-    def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
 
     def cut(self) -> None:
         for scope in self._scopes:

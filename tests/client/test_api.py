@@ -187,3 +187,14 @@ def test_host_lists_and_chroot_parse() -> None:
     assert zkpy.client.parse_hosts("a:1,b:2/app/x") == ([("a", 1), ("b", 2)], "/app/x")
     assert zkpy.client.parse_hosts("a") == ([("a", 2181)], "")
     assert zkpy.client.parse_hosts("[::1]:3,b:4/") == ([("::1", 3), ("b", 4)], "")
+
+
+async def test_get_config_reads_zookeeper_config_outside_the_chroot(zk: zkpy.client.Client) -> None:
+    """The `zk` fixture is chrooted, so /zookeeper/config is not under it: get() cannot reach it, get_config() does.
+
+    Fails before get_config was added (AttributeError), as the shell's `config` command did.
+    """
+    with pytest.raises(errors.NoNodeError):
+        await zk.get("/zookeeper/config")
+    data, stat = await zk.get_config()
+    assert isinstance(data, bytes) and isinstance(stat, Stat)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
 import zkpy.client
 from zkpy import errors
@@ -91,3 +92,113 @@ async def test_a_server_that_never_answers_the_handshake_is_skipped_for_the_next
                 async with zkpy.client.connect(host_list, timeout=2.0) as zk:
                     assert await zk.exists("/") is not None
         nursery.cancel_scope.cancel()
+
+
+async def test_a_reply_followed_by_an_over_long_frame_in_one_read_wakes_its_caller() -> None:
+    """Issue 15 item 3, through the IO task. Fails before the fix (the first get hangs for ever: its
+    reply was decoded and dropped with the ProtocolError the next frame raised, and connection_lost
+    no longer knew it). Now it returns its data, the second call fails with ConnectionLoss, and the
+    client reconnects."""
+
+    async def script(stream: trio.SocketStream, frames: FrameBuffer, n: int) -> None:
+        first = await next_request(stream, frames)
+        if first[1] == -11:
+            await stream.send_all(frame(encode(ReplyHeader(first[0], 5, 0))))
+            return
+        if n > 1:
+            await trio.sleep_forever()
+        await next_request(stream, frames)  # the second get
+        ok = frame(encode(ReplyHeader(first[0], 5, 0)) + encode(GetDataResponse(b"small", STAT)))
+        await stream.send_all(ok + struct.pack(">i", 0x100000 + 10) + b"\x00" * 32)
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake_server, script)
+        async with zkpy.client.connect(f"127.0.0.1:{port}", timeout=3.0) as zk:
+            results: dict[str, object] = {}
+
+            async def get(path: str) -> None:
+                try:
+                    results[path] = await zk.get(path)
+                except errors.ConnectionLossError as exc:
+                    results[path] = exc
+
+            with trio.fail_after(5):
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(get, "/small")
+                    await trio.testing.wait_all_tasks_blocked()
+                    calls.start_soon(get, "/big")
+            assert results["/small"] == (b"small", STAT)
+            assert isinstance(results["/big"], errors.ConnectionLossError)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_socket_fd_is_withdrawn_from_callers_before_the_socket_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15 item 11. Fails before the fix: when the writer task was cancelled while idle (the
+    server hung up), the descriptor it had lent to callers for direct writes was left set, so a
+    call() made during the stream's aclose() checkpoint could os.write to a closed (and possibly
+    already reused) descriptor number. Checked at the moment the client's stream closes."""
+    open_fds_at_close: list[tuple[int, int]] = []
+    original = trio.SocketStream.aclose
+    connections: list[object] = []
+
+    async def spying_aclose(self: trio.SocketStream) -> None:
+        fd = self.socket.fileno()
+        for conn in connections:
+            open_fds_at_close.append((fd, conn._fd))  # type: ignore[attr-defined]
+        await original(self)
+
+    monkeypatch.setattr(trio.SocketStream, "aclose", spying_aclose)
+
+    async def script(stream: trio.SocketStream, frames: FrameBuffer, n: int) -> None:
+        xid, _ = await next_request(stream, frames)
+        await stream.send_all(frame(encode(ReplyHeader(xid, 5, 0)) + encode(GetDataResponse(b"", STAT))))
+        if n == 1:
+            await stream.aclose()  # hang up on an idle client
+            return
+        while True:
+            xid, _ = await next_request(stream, frames)
+            await stream.send_all(frame(encode(ReplyHeader(xid, 5, 0))))
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(fake_server, script)
+        async with zkpy.client.connect(f"127.0.0.1:{port}", timeout=3.0) as zk:
+            connections.append(zk._conn)
+            states = zk.states()
+            await zk.get("/x")
+            with trio.fail_after(5):
+                assert await states.get() == State.SUSPENDED
+        nursery.cancel_scope.cancel()
+    client_side = [(fd, lent) for fd, lent in open_fds_at_close if lent == fd]
+    assert client_side == [], "a closing socket's fd was still lent to callers"
+    assert open_fds_at_close, "the spy saw no stream close"
+
+
+async def test_a_get_whose_reply_is_over_the_frame_limit_does_not_strand_the_get_before_it(
+    zk: zkpy.client.Client,
+) -> None:
+    """Issue 15 item 3 as the hunt found it, against the real server: setData of 1,048,500 bytes is
+    within jute.maxbuffer, but getData's reply (data + Stat + header) is not. A small get sent
+    just before it is answered in the same read as the big reply's header. Fails before the fix:
+    the small get hung for ever (seen with this test on the commit before the fix)."""
+    await zk.create("/big", b"x" * 1_048_500)
+    await zk.create("/small", b"s")
+    for _ in range(3):  # the two replies usually share a read; try a few times to be sure
+        results: dict[str, object] = {}
+
+        async def get(path: str, results: dict[str, object] = results) -> None:
+            try:
+                results[path] = (await zk.get(path))[0]
+            except errors.ConnectionLossError as exc:
+                results[path] = exc
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as calls:
+                calls.start_soon(get, "/small")
+                calls.start_soon(get, "/big")
+            await zk.wait_connected()
+        # trio may start either task first: if the big get went first, the small one fails too
+        assert results["/small"] == b"s" or isinstance(results["/small"], errors.ConnectionLossError)
+        assert isinstance(results["/big"], errors.ConnectionLossError)

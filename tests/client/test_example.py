@@ -54,3 +54,23 @@ async def test_master_worker_demo_survives_the_master_being_killed(hosts: str) -
     assigned = re.findall(r"\] assigned (task-\d+) -> ", out)
     assert len(assigned) == 20 and len(set(assigned)) == 20, out
     assert "reassigned" not in out and "already assigned" not in out, out
+
+
+def test_master_worker_demo_runs_against_zkpy_by_default() -> None:
+    """Fails before the default changed: `demo` alone chose `--server apache`, which needs Java and
+    Apache ZooKeeper that a fresh machine does not have."""
+    import runpy
+
+    example = runpy.run_path(str(EXAMPLE), run_name="master_worker")
+    assert example["build_parser"]().parse_args(["demo"]).server == "zkpy"
+
+
+def test_master_worker_run_with_a_python_without_zkpy_says_which_python_to_use() -> None:
+    """Fails before this change: a Python without trio (here: the venv's with -S, no site-packages)
+    died with ModuleNotFoundError's traceback instead of naming the venv's Python."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-S", str(EXAMPLE), "demo"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert ".venv/bin/python examples/master_worker.py demo" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -194,3 +194,39 @@ def test_many_watches_are_re_armed_in_several_set_watches_frames() -> None:
         assert struct.unpack_from(">ii", f) == (-8, 105)
         rearmed += SetWatches2Request.read(f, 8)[0].dataWatches
     assert sorted(rearmed) == paths
+
+
+def test_replies_and_events_before_an_over_long_frame_are_handed_out_with_the_error() -> None:
+    """Issue 15 item 3. Fails before the fix in receive_data: the ProtocolError carried nothing, so
+    the request answered by the first frame (already popped off the in-flight queue) was neither
+    returned nor failed by connection_lost (its caller hung), and the notification's one-shot watch
+    callbacks were consumed and thrown away."""
+    proto = ClientProtocol()
+    handshake(proto)
+    cb = object()
+    proto.watches.add("data", "/w", cb)
+    a = proto.request(OpCode.GET_DATA, PathWatchRequest("/a", True), "/a", ("data", cb))
+    b = proto.request(OpCode.GET_DATA, PathWatchRequest("/big", False), "/big")
+    note = frame(encode(ReplyHeader(-1, -1, 0)) + encode(WatcherEvent(3, 3, "/w")))
+    too_long = struct.pack(">i", proto.max_frame + 1) + b"\x00" * 64
+    with pytest.raises(ProtocolError) as caught:
+        proto.receive_data(note + reply(a.xid, 7, 0, GetDataResponse(b"hi", STAT)) + too_long)
+    events = caught.value.events
+    assert [type(e) for e in events] == [Notification, Replied]
+    assert events[0].callbacks == (cb,) and events[0].event.path == "/w"
+    assert events[1] == Replied(a) and a.done and a.result.data == b"hi"
+    assert proto.watches.has("data", "/a")  # the watch the reply armed stays for the next connection
+    assert proto.connection_lost() == [b] and isinstance(b.error, ConnectionLossError)
+
+
+def test_a_malformed_reply_body_leaves_its_request_for_connection_lost() -> None:
+    """Issue 15 item 3 (the same class). Fails before the fix: _frame popped the request before
+    decoding its body, so a reply that did not decode orphaned its caller (connection_lost returned
+    nothing for it and it was never marked done)."""
+    proto = ClientProtocol()
+    handshake(proto)
+    a = proto.request(OpCode.GET_DATA, PathWatchRequest("/a", False), "/a")
+    truncated = frame(encode(ReplyHeader(a.xid, 7, 0)) + b"\x00\x00\x00\x09ab")
+    with pytest.raises(ProtocolError):
+        proto.receive_data(truncated)
+    assert proto.connection_lost() == [a] and a.done and isinstance(a.error, ConnectionLossError)

@@ -8,7 +8,6 @@ with readonlymode.enabled, where two members die and come back.
 
 from __future__ import annotations
 
-import shutil
 import struct
 from collections.abc import AsyncIterator, Callable
 
@@ -23,7 +22,6 @@ from zkpy.jute.ops import XID_PING, OpCode
 from zkpy.jute.records import ConnectRequest, ConnectResponse
 from zkpy.server.protocol import connect_response, reply
 from zkpy.testing.procs import (
-    APACHE_ZK_TOOL,
     ServerProcess,
     free_port,
     java_properties,
@@ -173,8 +171,6 @@ async def test_ensemble_losing_and_regaining_its_quorum() -> None:
 )
 async def test_apache_ensemble_losing_and_regaining_its_quorum() -> None:
     """The same against Apache ZooKeeper 3.8 (readonlymode.enabled is a Java system property there)."""
-    if shutil.which("java") is None or not APACHE_ZK_TOOL.exists():
-        pytest.skip("needs java and ../shared/tools/apache-zk")
 
     def respawn(server: ServerProcess) -> None:
         with java_properties({"readonlymode.enabled": "true"}):

@@ -10,7 +10,7 @@ from zkpy import errors
 from zkpy.client import EventType, State, WatchedEvent
 from zkpy.client.retry import retry
 
-from .conftest import expire_session
+from .conftest import SESSION_TIMEOUT, expire_session
 from .proxy import Proxy
 
 
@@ -260,3 +260,32 @@ async def test_a_server_killed_and_restarted_under_the_client_keeps_session_ephe
             async with zkpy.client.connect(server.hosts) as other:
                 await other.set("/per", b"w")
             assert await drain(watch, 1) == [WatchedEvent(EventType.CHANGED, "/per")]
+
+
+async def test_leaving_connect_by_cancellation_exits_cleanly(hosts: str) -> None:
+    """Issue 15 item 6. Fails before the fix: the cancel also ended the event task, so close()
+    setting the CLOSED state raised trio.BrokenResourceError out of `connect()` instead of the
+    cancellation being absorbed by its cancel scope. And the session must be closed on the way
+    out, not left to expire with its ephemerals: before the IO task said goodbye itself when
+    cancelled, close() could not reach the server any more (4 of 5 ephemerals were still there
+    right after the block, in a check of that commit). Now a move_on_after or a nursery cancel
+    around a client block leaves it quietly, and the session is closed."""
+    for i in range(3):
+        with trio.move_on_after(5) as outer:
+            async with zkpy.client.connect(hosts, timeout=SESSION_TIMEOUT) as zk:
+                await zk.create(f"/eph{i}", ephemeral=True)
+                outer.cancel()
+                await trio.sleep_forever()
+        assert outer.cancelled_caught
+    async with trio.open_nursery() as nursery:
+
+        async def block() -> None:
+            async with zkpy.client.connect(hosts, timeout=SESSION_TIMEOUT) as zk2:
+                await zk2.create("/eph-nursery", ephemeral=True)
+                nursery.cancel_scope.cancel()
+                await trio.sleep_forever()
+
+        nursery.start_soon(block)
+    async with zkpy.client.connect(hosts, timeout=SESSION_TIMEOUT) as zk3:
+        for path in ("/eph0", "/eph1", "/eph2", "/eph-nursery"):
+            assert await zk3.exists(path) is None, f"{path}: its session was not closed on the way out"

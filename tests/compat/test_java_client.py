@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from zkpy.testing.procs import APACHE_ZK_TOOL, running_server
+from zkpy.testing import apache
+from zkpy.testing.procs import running_server
 
 SOURCE = Path(__file__).parent / "java" / "ZkOps.java"
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
@@ -44,19 +45,13 @@ pytestmark = [
     pytest.mark.skipif(
         shutil.which("javac") is None or shutil.which("java") is None, reason="needs javac and java"
     ),
-    pytest.mark.skipif(
-        not ZOOKEEPER_JAR.exists() or not APACHE_ZK_TOOL.exists(),
-        reason="needs Debian's zookeeper package and ../shared/tools/apache-zk",
-    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def zkops_classpath(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The client library's classpath plus ZkOps, compiled once for the module."""
-    library = subprocess.run(
-        ["bash", str(APACHE_ZK_TOOL), "--classpath"], capture_output=True, text=True, timeout=60, check=True
-    ).stdout.strip()
+    library = apache.classpath()
     classes = tmp_path_factory.mktemp("zkops-classes")
     compiled = subprocess.run(
         ["javac", "-d", str(classes), "-cp", library, str(SOURCE)],

@@ -1,5 +1,5 @@
 """kazoo's own test suite (313 tests, from the installed kazoo package) against one zkpy server
-and against 3-server zkpy ensembles, through the shared harness in ../shared/tools/kazoo-suite.
+and against 3-server zkpy ensembles, through the harness in tests/compat/kazoo_suite.
 
 Apache ZooKeeper 3.8 passes 304 of them standalone and 309 with ensembles. zkpy must fail none but
 the ones listed here: two TreeCache tests that fail on Apache too (they count objects with
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from zkpy.testing.procs import REPO_ROOT, free_port
+from zkpy.testing.procs import free_port
 
-SUITE = REPO_ROOT.parent / "shared" / "tools" / "kazoo-suite" / "run.sh"
+SUITE = Path(__file__).parent / "kazoo_suite" / "run.sh"
 
 ENSEMBLE_FAILURES = {
     # fail on Apache ZooKeeper 3.8 as well
@@ -35,9 +35,6 @@ STANDALONE_FAILURES = ENSEMBLE_FAILURES | {
     "test_client.py::TestClient::test_update_host_list",
     "test_connection.py::TestReadOnlyMode::test_read_only",
 }
-
-pytestmark = pytest.mark.skipif(not SUITE.exists(), reason="needs ../shared/tools/kazoo-suite")
-
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(

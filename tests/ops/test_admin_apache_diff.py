@@ -9,7 +9,6 @@ three of its own) the test says exactly what is allowed.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,8 @@ import pytest
 from kazoo.client import KazooClient
 from opshelp import get_json, shape
 
-from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess, free_port, running_server
+from zkpy.testing import apache
+from zkpy.testing.procs import ServerProcess, free_port, running_server
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.apache]
 
@@ -34,12 +34,6 @@ ZKPY_ONLY_MONITOR = {"committed_txns", "commit_batches", "last_snapshot_zxid"}
 SHARED_ENVIRONMENT = {
     "zookeeper.version", "host.name", "os.name", "os.arch", "os.version", "user.name", "user.home", "user.dir",
 }  # fmt: skip
-
-
-def apache_available() -> bool:
-    return APACHE_ZK_TOOL.exists() and (
-        shutil.which("java") is not None or shutil.which("apt-get") is not None
-    )
 
 
 def exercise(server: ServerProcess) -> KazooClient:
@@ -59,13 +53,10 @@ def admin_settings(port: int) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def answers() -> Iterator[dict[str, dict[str, Any]]]:
     """{"apache": {command: json}, "zkpy": {command: json}} with a client connected to each."""
-    if not apache_available():
-        pytest.skip(
-            f"Java and the Apache ZooKeeper runner ({APACHE_ZK_TOOL}) are needed to diff against Apache"
-        )
+    apache.require()  # skips, saying why, where Apache ZooKeeper 3.8 cannot be installed or run
     found: dict[str, dict[str, Any]] = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("APACHE_ZK_ADMIN", "1")  # the runner puts Jetty and Jackson on Apache's classpath
+        mp.setenv("APACHE_ZK_ADMIN", "1")  # Jetty and Jackson join Apache's classpath: its AdminServer runs
         for kind in ("apache", "zkpy"):
             port = free_port()
             with running_server(kind, admin_settings(port)) as server:

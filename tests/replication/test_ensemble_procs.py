@@ -17,7 +17,7 @@ from kazoo.exceptions import ConnectionLoss, SessionExpiredError
 from kazoo.retry import KazooRetry
 
 from zkpy.storage import frames
-from zkpy.testing.procs import ServerProcess, four_letter, free_port, write_config
+from zkpy.testing.procs import ServerProcess, ensemble_servers, four_letter, write_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -43,33 +43,8 @@ def wait_for(condition, what: str, timeout: float = 60.0):  # type: ignore[no-un
 
 class Cluster:
     def __init__(self, root: Path, n: int, observers: int = 0, extra: dict[str, str] | None = None) -> None:
-        ports = [(free_port(), free_port(), free_port()) for _ in range(n + observers)]
-        quorum = {
-            f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" + (":observer" if i >= n else "")
-            for i, p in enumerate(ports)
-        }
-        self.servers: list[ServerProcess] = []
-        for i, (client_port, _, _) in enumerate(ports):
-            home = root / f"s{i + 1}"
-            data_dir = home / "data"
-            data_dir.mkdir(parents=True)
-            (data_dir / "myid").write_text(f"{i + 1}\n")
-            settings = {
-                "tickTime": "200",
-                "commitLogCount": "40",
-                "initLimit": "10",
-                "syncLimit": "5",
-                **quorum,
-                **(extra or {}),
-            }
-            if i >= n:
-                settings["peerType"] = "observer"
-            write_config(home / "zoo.cfg", client_port, data_dir, settings)
-            self.servers.append(
-                ServerProcess(
-                    "zkpy", "127.0.0.1", client_port, data_dir, home / "zoo.cfg", home / "server.log"
-                )
-            )
+        settings = {"tickTime": "200", "commitLogCount": "40", **(extra or {})}
+        self.servers: list[ServerProcess] = ensemble_servers("zkpy", root, n, settings, observers)
 
     @property
     def hosts(self) -> str:

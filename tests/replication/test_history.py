@@ -42,6 +42,26 @@ def test_plan_from_the_start(
     assert plan.txns == [f"{x:x}".encode() for x in sent]
 
 
+@pytest.mark.parametrize(
+    ("learner_last", "learner_snap", "mode", "point", "sent"),
+    [
+        (z(2, 1), 0, DIFF, z(2, 1), [z(2, 2)]),  # committed: DIFF as before
+        (z(2, 2), 0, TRUNC, z(2, 1), [z(2, 2)]),  # logged, not committed: cut back, sent again
+        (z(2, 2), z(2, 2), SNAP, z(2, 1), [z(2, 2)]),  # its snapshot holds it: the leader's tree
+        (z(2, 7), 0, TRUNC, z(2, 1), [z(2, 2)]),  # beyond the leader too
+    ],
+)
+def test_a_learner_past_the_commit_point_is_cut_back_to_it(
+    learner_last: int, learner_snap: int, mode: str, point: int, sent: list[int]
+) -> None:
+    """Ensemble safety item 3 (Apache's TRUNC to maxCommittedLog): a follower that logged a
+    proposal, restarted (its recovery applies the whole log) and rejoined by DIFF served a
+    transaction no quorum had committed. Fails before this change (the second row was a DIFF)."""
+    plan = history(0, LEADER).plan_sync(learner_last, learner_snap, tree_zxid=z(2, 1), committed=z(2, 1))
+    assert (plan.mode, plan.zxid) == (mode, point)
+    assert plan.txns == [f"{x:x}".encode() for x in sent]
+
+
 def test_snap_when_the_learner_is_older_than_the_window() -> None:
     h = history(z(1, 2), [z(1, 3), z(2, 1), z(2, 2)])
     plan = h.plan_sync(z(1, 1), 0, tree_zxid=z(2, 1))

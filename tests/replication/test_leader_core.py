@@ -6,6 +6,8 @@ import pytest
 
 from zkpy.replication.leader_core import (
     BROADCAST,
+    EPOCH,
+    SYNC,
     AcceptEpoch,
     Broadcast,
     Close,
@@ -13,6 +15,7 @@ from zkpy.replication.leader_core import (
     Establish,
     ForwardRequest,
     LeaderCore,
+    Revalidate,
     SendTo,
     SyncLearner,
     TouchSessions,
@@ -60,10 +63,27 @@ def test_a_learner_ahead_of_the_leader_ends_the_leadership() -> None:
         core.receive(10, ["ackepoch", 1, z(1, 12), 0], 0.2)
 
 
+def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
+    """Ensemble safety item 5: an ackepoch of -1 (the learner had already promised this epoch to
+    another leader) is not part of the epoch quorum, and is not judged ahead of the leader; the
+    learner is synced once a quorum of others has acknowledged. Fails before this change."""
+    core = leader(voters=(1, 2, 3, 4, 5), servers=(1, 2, 3, 4, 5))
+    join(core, 10, 1)
+    join(core, 11, 2)
+    assert core.phase == EPOCH
+    assert core.receive(10, ["ackepoch", -1, z(1, 12), 0], 0.2) == []  # would be "ahead" if counted
+    assert core.receive(11, ["ackepoch", 1, z(1, 7), 0], 0.2) == []
+    assert core.phase == EPOCH  # the leader and 2: not three of five
+    join(core, 12, 4)
+    effects = core.receive(12, ["ackepoch", 1, z(1, 8), 0], 0.3)
+    assert core.phase == SYNC
+    assert {e.conn for e in effects if isinstance(e, SyncLearner)} == {10, 11, 12}
+
+
 def test_a_quorum_of_newleader_acks_commits_the_whole_history() -> None:
     core = leader()
     join(core, 10, 1)
-    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), 0)]
+    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), 0, None)]
     effects = core.receive(10, ["acknl", z(1, 9)], 0.3)
     assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, ["uptodate", z(1, 9)])]
     assert core.committed == z(1, 9)
@@ -83,7 +103,7 @@ def test_a_learner_that_joins_a_running_leader_is_synced_at_once() -> None:
     core = leader()
     established(core)
     join(core, 11, 2, now=1.0)
-    assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [SyncLearner(11, 2, z(1, 5), 0)]
+    assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [SyncLearner(11, 2, z(1, 5), 0, z(1, 9))]
     assert core.receive(11, ["acknl", z(1, 9)], 1.2)[0] == SendTo(11, ["uptodate", z(1, 9)])
 
 
@@ -92,9 +112,10 @@ def test_synced_learners_forward_requests_pings_and_syncs() -> None:
     established(core)
     assert core.receive(10, ["ping", [7, 8]], 0.5) == [TouchSessions([7, 8])]
     assert core.receive(10, ["request", 7, 3, 1, b"x", [["digest", "a"]]], 0.5) == [
-        ForwardRequest(10, 7, 3, 1, b"x", (("digest", "a"),))
+        ForwardRequest(10, 1, 7, 3, 1, b"x", (("digest", "a"),))
     ]
     assert core.receive(10, ["sync", 7, 4], 0.5) == [SendTo(10, ["syncreply", 7, 4, z(1, 9)])]
+    assert core.receive(10, ["revalidate", 7, 4000], 0.5) == [Revalidate(10, 1, 7, 4000)]
 
 
 def test_a_protocol_error_closes_only_that_link() -> None:

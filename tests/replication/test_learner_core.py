@@ -53,6 +53,17 @@ def test_handshake_reports_epochs_and_where_the_log_ends() -> None:
     assert c.receive(["leaderinfo", 2], now=0.1) == [AcceptEpoch(2), Send(["ackepoch", 1, z(1, 5), z(1, 2)])]
 
 
+def test_an_epoch_already_accepted_is_acknowledged_without_being_counted() -> None:
+    """Ensemble safety item 5: a learner offered the epoch it had already accepted (promised to
+    another would-be leader) answered with its real currentEpoch, and that leader counted it too.
+    As Apache's Learner.registerWithLeader it answers -1, and accepts nothing anew. Fails before
+    this change."""
+    c = core(accepted=2)
+    c.start()
+    assert c.receive(["leaderinfo", 2], now=0.1) == [Send(["ackepoch", -1, z(1, 5), z(1, 2)])]
+    assert c.state == "wait-sync"  # still synced by that leader, if it establishes without it
+
+
 def test_an_epoch_older_than_accepted_ends_the_role() -> None:
     c = core(accepted=3)
     c.start()

@@ -1,7 +1,7 @@
 """The history checker inside the simulator catches what a broken server shows clients.
 
-A session writes through one server, then moves to a follower that lags behind (the leader's
-link to it is cut). ZooKeeper refuses that reconnect (the client has seen a newer zxid than the
+A session writes through one server, then moves to a follower that lags behind (its disk logs
+new proposals seconds late). ZooKeeper refuses that reconnect (the client has seen a newer zxid than the
 server has), so the session never reads older than its own write. A build that drops that
 check lets the session read a stale value: the history checker must report it."""
 
@@ -29,7 +29,12 @@ async def scenario(cluster: SimCluster, histories: list[History]) -> None:
     client = SimClient("c1", cluster.network.host("c1"), [(f"s{ahead}", CLIENT_PORT)], random.Random(1))
     await client.connect()
     path = REGISTERS[0]
-    cluster.network.cut(f"s{leader}", f"s{lagging}")  # the lagging follower hears nothing new
+    # The lagging follower logs (so applies) new proposals seconds late. (Cutting the leader's
+    # link to it no longer makes a stale server a client can move to: the move's revalidation
+    # needs the leader's answer.)
+    disk = cluster.servers[lagging].disk
+    disk.slow_fsync = (2.0, 2.0)
+    disk.slow_until = trio.current_time() + 5.0
     read = await client.record("get", OpCode.GET_DATA, PathWatchRequest(path, False), path)
     version = read.result.stat.version
     wrote = await client.record(
@@ -38,7 +43,7 @@ async def scenario(cluster: SimCluster, histories: list[History]) -> None:
     assert wrote.outcome == "ok"
     await client._drop()
     client.servers = [(f"s{lagging}", CLIENT_PORT)]  # the session moves to the lagging follower
-    with trio.move_on_after(0.3):  # within syncLimit: the follower still serves, stale
+    with trio.move_on_after(0.3):  # while the follower still serves a stale tree
         while True:
             try:
                 await client.connect(attempts=1)

@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 import trio
 
+from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
+from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner_core import Effect, LearnerCore, Send
-from zkpy.testing.cluster import InvariantViolation, SimCluster, _tree_state, simulate
+from zkpy.testing.cluster import CLIENT_PORT, InvariantViolation, SimCluster, _tree_state, simulate
 from zkpy.testing.disk import MemoryDisk, copy_items
-from zkpy.testing.workload import nemesis, one_write, recover_everything, writer
+from zkpy.testing.workload import nemesis, new_client, one_write, recover_everything, writer
 from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
 
@@ -516,6 +518,157 @@ def test_zk2872_interrupted_snap_recovers_and_resyncs(seed: int, crash_point: st
     NEWLEADER's acknowledgement. It restarts from that disk and must sync again (asserted: a
     second install) and hold only committed history."""
     simulate(seed, zk2872(crash_point), commit_log_count=5)
+
+
+# -- ensemble safety item 3: a restarted follower's uncommitted tail ------------------------------
+
+
+def restarted_follower_with_an_uncommitted_tail() -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        points = Points(cluster)
+        await cluster.wait_all_serving()
+        await write_for(cluster, 0.5, "a")
+        old = cluster.leader()
+        assert old is not None
+        follower, *slow = sorted(sid for sid in cluster.servers if sid != old)
+        for sid in slow:  # they log the next proposals seconds late: no quorum acks them yet
+            disk = cluster.servers[sid].disk
+            disk.slow_fsync = (3.0, 3.0)
+            disk.slow_until = trio.current_time() + 20.0
+        state: dict[str, Any] = {}
+
+        def hook(sid: int, name: str) -> None:
+            # Crashed the moment the proposal is on its disk, before its ack leaves.
+            first = "tail" not in state and sid == follower and name == "learner logged"
+            if first and logged_uncommitted(cluster, follower):
+                state["tail"] = uncommitted_tail(cluster, follower)
+                cluster.crash(follower)
+
+        cluster.point_hooks.append(hook)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_for, cluster, 2.0, "b")
+            await cluster.wait_until(lambda: "tail" in state, 2.0, "the follower logged a proposal, then crashed")
+            restarted = trio.current_time()
+            await cluster.start(follower)  # recovery applies its whole log, the tail included
+            await cluster.wait_until(lambda: cluster.servers[follower].serving, 10.0, "the follower serving")
+        assert cluster.leader() == old  # it rejoined the same leader, in broadcast
+        assert state["tail"] not in cluster.invariants.committed or points.count(
+            "leader sent syncdata:trunc", old, since=restarted
+        )
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_a_restarted_follower_never_serves_its_uncommitted_tail(seed: int) -> None:
+    """Ensemble safety item 3: a follower logged a proposal, crashed before acknowledging it and
+    restarted; recovery applied its whole log, the leader DIFFed it (its last zxid was in the
+    leader's history) and at UPTODATE it served a transaction no quorum had committed (Apache
+    truncates such a learner to maxCommittedLog). Three followers log slowly here, so the proposal
+    stays uncommitted while the restarted follower rejoins the same leader. The simulator's
+    serving oracle fails on 7a18865 ("serves a tree at zxid ..., which no leader committed")."""
+    simulate(seed, restarted_follower_with_an_uncommitted_tail(), voters=5)
+
+
+# -- ensemble safety item 7: a leader's host vanishes right after the election --------------------
+
+
+def leader_vanishes_after_its_election() -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        cluster.network.connect_timeout = 130.0  # a real kernel's SYN retries, not the sim's 1 s
+        await cluster.wait_all_serving()
+        first = cluster.leader()
+        assert first is not None
+        state: dict[str, int] = {}
+
+        def hook(sid: int, name: str) -> None:
+            if "gone" not in state and name.startswith("elected ") and sid != first:
+                state["gone"] = int(name.split()[1])  # the moment one server has decided
+                cluster.network.isolate(f"s{state['gone']}")
+                cluster.note(f"isolate s{state['gone']}, just elected")
+
+        cluster.point_hooks.append(hook)
+        cluster.crash(first)
+        await cluster.wait_until(lambda: "gone" in state, 10.0, "a new election decided")
+        vanished = state["gone"]
+        t0 = trio.current_time()
+        # initLimit is 1 s here: the others give up on it and elect another well within 10 s.
+        await new_leader(cluster, vanished, timeout=10.0)
+        assert trio.current_time() - t0 < 10.0
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_followers_of_a_leader_that_vanished_give_up_within_init_limit(seed: int) -> None:
+    """Ensemble safety item 7: a learner's connect to its leader had no deadline of its own; if
+    the leader's host vanished after the election, its followers waited for the kernel's SYN
+    timeout (about 2 minutes; the simulated connect timeout is raised to 130 s here) instead of
+    initLimit, telling looking peers all the while that they followed it. Fails on 7a18865 (no
+    leader other than the vanished one within 10 s of virtual time)."""
+    simulate(seed, leader_vanishes_after_its_election(), voters=5)
+
+
+# -- ensemble safety item 4: a write from the server a client left ------------------------------
+
+
+def write_from_the_server_a_client_left(arrivals: list[tuple[float, int, int]]) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        old, new = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        client = new_client(cluster, "mover")
+        client.servers = [(f"s{old}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        cluster.network.cut(f"s{old}", f"s{leader}")  # its forward is held, the link kept
+        client.request_timeout = 0.05
+        stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert stale.outcome == "unknown"  # the client gave up on that server
+        client.request_timeout = 3.0
+        client.servers = [(f"s{new}", CLIENT_PORT)]
+        await client.connect()  # the same session, through another server
+        moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
+        assert moved.outcome == "ok"
+        acknowledged = trio.current_time()
+        cluster.network.heal()  # the held forward reaches the leader now
+        await cluster.wait_until(
+            lambda: any(t >= acknowledged and owner == old for t, owner, _ in arrivals), 5.0,
+            "the stale forward reached the leader after the acknowledged write",
+        )
+        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
+        for sid, server in cluster.servers.items():
+            assert server.peer is not None
+            value = server.peer.tree.nodes["/k"].data
+            assert value == b"2", f"s{sid} has /k={value!r} after the client's acknowledged /k=2"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [41, 42, 43])
+def test_a_write_from_the_server_a_client_left_is_not_applied_after_its_next(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ensemble safety item 4 (FIFO client order): sessions had no owner, so the leader applied
+    any forwarded request. The client sets /k=1 through F1, F1's forward is held in flight while
+    the client gives up on F1, reconnects to F2 and sets /k=2 (acknowledged); then /k=1 arrived
+    and was applied after it. As Apache's, the leader now makes the server that revalidated the
+    session its owner and refuses the stale forward with SessionMoved. Fails on 7a18865 (/k=1 on
+    seeds 41 and 42; on 43 the held forward is ordered before the move)."""
+    arrivals: list[tuple[float, int, int]] = []
+    forward = Leader._forward
+
+    def recording(self: Leader, effect: Any) -> None:
+        if effect.op == OpCode.SET_DATA:
+            arrivals.append((trio.current_time(), effect.owner, effect.cxid))
+        forward(self, effect)
+
+    monkeypatch.setattr(Leader, "_forward", recording)
+    simulate(seed, write_from_the_server_a_client_left(arrivals), voters=3)
 
 
 # -- the checker catches a broken build ------------------------------------------------------------

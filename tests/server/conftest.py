@@ -4,7 +4,7 @@ ZKPY_TEST_SERVER=zkpy|apache picks the server (default zkpy). The same tests run
 3.8 as the reference, so each assertion is something Apache itself does.
 
 Settings Apache takes as Java system properties are given to it through JAVA_TOOL_OPTIONS (every JVM reads
-it); zkpy gets them as zoo.cfg lines under the same property names, as the shared kazoo-suite shim does.
+it); zkpy gets them as zoo.cfg lines under the same property names, as the kazoo-suite shim (tests/compat/kazoo_suite) does.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from kazoo.client import KazooClient
 from kazoo.protocol.states import KazooState
-from zkraw import RawClient, connection_closed_by_server
+from zkraw import ConnectionClosed, RawClient, connection_closed_by_server
 from zkwait import Events, wait_until
 
 from zkpy.jute.codec import encode
@@ -264,3 +264,27 @@ def test_closing_a_session_only_removes_ephemerals_it_still_owns(
     assert zk.get(f"{base}/e")[0] == b"persistent now"
     assert zk.exists(f"{base}/e").ephemeralOwner == 0
     assert zk.exists(f"{base}/f") is None
+
+
+def test_requests_after_close_session_are_refused_and_leave_no_ephemeral(
+    server: ServerProcess, zk: KazooClient, base: str
+) -> None:
+    """Sessions issue item 1: requests pipelined behind a closeSession on the same connection were
+    still applied; a create(ephemeral) made a node owned by a session that no longer existed,
+    which nothing ever removed (not even a restart). As Apache's: what follows the close is never
+    run (its checkSession refuses it) nor answered (the connection ends with the close's reply).
+    Fails on 7a18865 (the create returned /late, and /late stayed)."""
+    raw = RawClient(server.host, server.port)
+    close = raw.send(OpCode.CLOSE_SESSION)
+    create = raw.send(OpCode.CREATE, CreateRequest(f"{base}/late", b"", OPEN_ACL_UNSAFE, EPHEMERAL))
+    read = raw.send(OpCode.EXISTS, PathWatchRequest(base, False))
+    answers = []
+    try:
+        for xid in (close, create, read):
+            answers.append(raw.read_reply(xid).err)
+    except ConnectionClosed:
+        pass  # the connection ends after the close's reply; what was not answered was not run
+    raw.sock.close()
+    assert answers == [0]  # as Apache: the connection ends with the close's reply
+    assert zk.exists(f"{base}/late") is None
+    assert zk.get_children(base) == []

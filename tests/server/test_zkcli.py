@@ -3,24 +3,20 @@ set, stat, delete and a watch, as an operator would type them."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 
 import pytest
 
-from zkpy.testing.procs import APACHE_ZK_TOOL, ServerProcess, ensure_apache_installed
+from zkpy.testing import apache
+from zkpy.testing.procs import ServerProcess
 
-pytestmark = pytest.mark.skipif(
-    not APACHE_ZK_TOOL.exists() or (shutil.which("apt-get") is None and shutil.which("java") is None),
-    reason="needs ../shared/tools/apache-zk (Apache's zkCli shell)",
-)
+pytestmark = pytest.mark.apache  # Apache's zkCli comes with Debian's zookeeper package
 
 
 def zkcli(server: ServerProcess, script: str) -> str:
-    ensure_apache_installed()  # the shell comes with Debian's zookeeper package
     result = subprocess.run(
-        ["bash", str(APACHE_ZK_TOOL), "--shell", server.hosts],
+        apache.shell_command(server.hosts),
         input=script,
         capture_output=True,
         text=True,

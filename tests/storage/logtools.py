@@ -25,7 +25,7 @@ def write_batches(
     log: TxnLog, batches: list[list[bytes]], first_zxid: int = 1, prior: list[Written] | None = None
 ) -> list[Written]:
     """Write each list of payloads as one batch with consecutive zxids (offsets from the format:
-    a 16-byte file header, then a 20-byte frame header before each payload). `prior`: what
+    a HEADER.size-byte file header, then a FRAME.size-byte frame header before each payload). `prior`: what
     earlier calls wrote with the same log."""
     out: list[Written] = list(prior or [])
     zxid = first_zxid

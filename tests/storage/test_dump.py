@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from zkpy.jute.codec import encode
 from zkpy.jute.ops import CreateRequest, DeleteRequest, MultiRequest, OpCode, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE
-from zkpy.storage import TxnLog, write_snapshot
+from zkpy.storage import TxnLog, frames, write_snapshot
 from zkpy.storage.dump import dump
 from zkpy.storage.snapshot import SNAP_MAGIC
 from zkpy.tree.datatree import OPEN_ACL, DataTree
@@ -62,7 +62,7 @@ def test_log_records_show_zxid_time_session_cxid_op_and_path(tmp_path: Path) -> 
 def test_damaged_log_is_dumped_up_to_the_damage_and_not_repaired(tmp_path: Path) -> None:
     txn = Txn(1, T0, 1, 1, OpCode.DELETE, encode(DeleteRequest("/gone", -1)))
     path = write_txns(tmp_path, [txn])
-    end = 16 + 20 + len(txn.pack())  # file header, frame header, payload
+    end = frames.HEADER.size + frames.FRAME.size + len(txn.pack())  # file header, frame header, payload
     raw = bytearray(path.read_bytes())
     raw[end : end + 4] = b"\xff\xff\xff\xff"  # garbage after the only record (before the zero tail)
     path.write_bytes(bytes(raw))
@@ -147,7 +147,7 @@ def test_dump_of_a_damaged_log_reports_instead_of_crashing(tmp_path: Path, junk:
     try:
         lines = dumped(damaged)
     except ValueError:
-        assert pos < 16  # only a damaged file header is refused outright
+        assert pos < frames.HEADER.size  # only a damaged file header is refused outright
     else:
         if bytes(raw[:4]) == SNAP_MAGIC:  # the junk made it claim to be a snapshot: shown as one
             assert lines[0].startswith("snapshot ")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.storage.logtools import Written, flatten, recovered, write_batches
 from zkpy.storage import CorruptLogError, TxnLog
+from zkpy.storage.frames import HEADER
 
 PREALLOC = 512  # small, so batches often cross preallocation blocks
 SECTOR = 512
@@ -118,7 +119,7 @@ def test_torn_or_overwritten_tail_recovers_whole_batches(
             cut = data.draw(st.integers(0, data_end), label="cut")
             del raw[cut:]
         else:
-            at = data.draw(st.integers(16, data_end), label="overwrite from")
+            at = data.draw(st.integers(HEADER.size, data_end), label="overwrite from")
             junk = data.draw(st.binary(min_size=data_end - at, max_size=data_end - at + 64), label="junk")
             original = bytes(raw[at : at + len(junk)])
             raw[at : at + len(junk)] = junk
@@ -195,7 +196,7 @@ def test_any_damage_gives_a_whole_batch_prefix_or_a_corruption_error(
             return originals[name][start:end] != after[name][start:end]
 
         damaged = [i for i, b in enumerate(written) if changed(b.path.name, b.start, b.end)]
-        headers_damaged = any(changed(name, 0, 16) for name in files)
+        headers_damaged = any(changed(name, 0, HEADER.size) for name in files)
         older_file_damaged = any(originals[name] != after[name] for name in files[:-1])
         first_damaged = damaged[0] if damaged else len(written)
         survivor_after_damage = any(i not in damaged for i in range(first_damaged, len(written)))

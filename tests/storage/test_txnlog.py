@@ -11,7 +11,7 @@ import pytest
 
 from tests.storage.logtools import flatten, recovered, write_batches
 from zkpy.storage import CorruptLogError, StorageError, TxnLog, recover
-from zkpy.storage.frames import HEADER
+from zkpy.storage.frames import FRAME, HEADER_V1
 
 PREALLOC = 4096
 
@@ -215,7 +215,7 @@ def test_torn_tail_is_cut_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptu
     flip(torn.path, torn.end - 1)
     with caplog.at_level(logging.WARNING):
         assert recovered(tmp_path) == flatten(batches[:-1])
-    damaged_frame = torn.start + 20 + 1  # the second record of the batch ("c")
+    damaged_frame = torn.start + FRAME.size + 1  # the second record of the batch ("c")
     assert f"{torn.path}: torn tail at offset {damaged_frame}" in caplog.text
     assert f"truncating the file to {torn.start} bytes" in caplog.text
     assert torn.path.stat().st_size == torn.start
@@ -271,7 +271,7 @@ def test_empty_and_missing_directories(tmp_path: Path) -> None:
 
 
 def test_header_only_file_after_crash_is_dropped(tmp_path: Path) -> None:
-    (tmp_path / "log.7").write_bytes(HEADER.pack(b"ZKPL", 1, 7) + bytes(100))
+    (tmp_path / "log.7").write_bytes(HEADER_V1.pack(b"ZKPL", 1, 7) + bytes(100))  # an old-format file
     with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
         assert log.last_zxid == -1
         log.write_batch([(7, b"a")])
@@ -291,3 +291,22 @@ def test_reading_a_live_log_changes_nothing(tmp_path: Path) -> None:
         assert path.read_bytes() == before  # nothing truncated under the writer
         log.write_batch([(4, b"d")])  # its 21-byte frame covers the half-written one
         assert list(recover(tmp_path, repair=False)) == [(1, b"a"), (2, b"b"), (3, b"c"), (4, b"d")]
+
+
+def test_a_missing_file_in_the_middle_is_reported(tmp_path: Path) -> None:
+    """Issue 15 item 9. Fails before this change: continuity was checked only between the
+    snapshot's zxid and the first file, so with log.3 gone recovery yielded 1, 2, 4, 5 without a
+    word. Now every file whose records are needed must follow the records before it."""
+    with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
+        write_batches(log, [[b"a"], [b"b"]])
+        log.roll()
+        write_batches(log, [[b"c"]], first_zxid=3)
+        log.roll()
+        later = write_batches(log, [[b"d", b"e"]], first_zxid=4)
+    (tmp_path / "log.3").unlink()
+    for after in (-1, 0, 1, 2):
+        with pytest.raises(CorruptLogError, match=r"log\.4: .* 0x4 .* end at 0x2.*missing"):
+            recovered(tmp_path, after)
+    assert recovered(tmp_path, 3) == flatten(later)  # a snapshot at 3 covers the missing file
+    # A reader that wants the newest unbroken history (a leader's DIFF window) gets it.
+    assert list(recover(tmp_path, -1, repair=False, tail_after_gap=True)) == flatten(later)

@@ -155,6 +155,24 @@ async def test_install_snapshot_then_recover(autojump_clock: trio.testing.MockCl
     assert restarted.metrics()["last_snapshot_zxid"] == f"0x{zxid:x}"
 
 
+async def test_a_snap_below_our_own_snapshot_is_what_recovery_loads(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Ensemble safety item 1, on the simulated disk as on DurableStore: snapshots above the SNAP
+    the leader sent are deleted with it. Fails before that change (recovery loaded our own)."""
+    disk = MemoryDisk()
+    store = fresh(disk, snap_count=2)
+    tree = store.recover()
+    ours = make_txns(1, 9, epoch=3)  # a history the ensemble cut, snapshotted here
+    await store.persist(ours)
+    store.maybe_snapshot(applied(ours))
+    assert max(disk.snapshots) == ours[-1].zxid
+    leader = applied(make_txns(1, 4, epoch=2))
+    await store.install_snapshot(leader.last_zxid, list(tree_items(leader)))
+    tree = fresh(disk).recover()
+    assert canon(tree) == canon(leader)
+
+
 async def test_crash_inside_install_snapshot_leaves_snapshot_and_old_log(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

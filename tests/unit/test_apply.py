@@ -32,6 +32,7 @@ class Harness:
     def __init__(self) -> None:
         self.tree = DataTree()
         self.applier = Applier(self.tree)
+        self.tree.sessions[SESSION] = (30000, b"\x00" * 16)  # as its createSession would
         self.zxid = 0
         self.time = 1_000_000
 
@@ -306,3 +307,30 @@ def test_any_operation_sequence_keeps_the_tree_consistent_and_multis_atomic(step
             for code, rec in records:
                 h.run(code, rec)
         _check_consistent(h.tree)
+
+
+def test_an_ephemeral_for_a_session_that_is_gone_is_refused():
+    """Sessions issue item 1: a create(ephemeral) ordered after its session's closeSession made a
+    node owned by no session, which no expiry ever removed (it survived restarts). Apply refuses it
+    (the servers also refuse it before ordering, as Apache's checkSession). Fails before this change."""
+    h = Harness()
+    assert h.run(OpCode.CLOSE_SESSION, None).err == 0
+    r = h.create("/late", flags=1)
+    assert r.err == Code.SESSION_EXPIRED and r.events == []
+    assert "/late" not in h.tree.nodes and SESSION not in h.tree.ephemerals
+
+
+def test_a_multi_with_a_null_path_changes_nothing_and_fires_nothing():
+    """Sessions issue item 4: an op with a null path raised JuteError mid-multi; the ops before it
+    stayed applied and their watches fired while the client was answered MarshallingError.
+    Fails before this change (/first existed after the multi)."""
+    h = Harness()
+    ops = [
+        (OpCode.CREATE, CreateRequest("/first", b"", OPEN_ACL_UNSAFE, 0)),
+        (OpCode.CREATE, CreateRequest(None, b"", OPEN_ACL_UNSAFE, 0)),
+    ]
+    r = h.run(OpCode.MULTI, MultiRequest(ops))
+    assert r.err == Code.MARSHALLING_ERROR
+    assert r.events == []
+    assert "/first" not in h.tree.nodes
+    assert h.tree.nodes["/"].cversion == 0

@@ -3,6 +3,7 @@ parses what users type and exits non-zero on anything but an answer."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import zkpy.cli
+import zkpy.ops.status
+from zkpy.ops.status import parse_status_args
 from zkpy.testing.procs import ServerProcess, four_letter, free_port, running_server
 
 
@@ -109,21 +112,25 @@ def _status(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("server", "word", "expected"),
     [
-        (None, None, ("127.0.0.1", 2181, "srvr")),
-        ("mntr", None, ("127.0.0.1", 2181, "mntr")),
-        ("localhost", None, ("localhost", 2181, "srvr")),
-        ("localhost", "srvr", ("localhost", 2181, "srvr")),
-        ("zk1.example.com:2182", "ruok", ("zk1.example.com", 2182, "ruok")),
-        (":2183", "conf", ("127.0.0.1", 2183, "conf")),
-        ("[::1]:2184", "srvr", ("::1", 2184, "srvr")),
-        ("[::1]", "srvr", ("::1", 2181, "srvr")),
-        ("::1", "srvr", ("::1", 2181, "srvr")),
-        ("mntr", "localhost:2185", ("localhost", 2185, "mntr")),
-        ("MNTR", None, ("127.0.0.1", 2181, "mntr")),
+        (None, None, ([("127.0.0.1", 2181)], None)),
+        ("mntr", None, ([("127.0.0.1", 2181)], "mntr")),
+        ("localhost", None, ([("localhost", 2181)], None)),
+        ("localhost", "srvr", ([("localhost", 2181)], "srvr")),
+        ("zk1.example.com:2182", "ruok", ([("zk1.example.com", 2182)], "ruok")),
+        (":2183", "conf", ([("127.0.0.1", 2183)], "conf")),
+        ("[::1]:2184", "srvr", ([("::1", 2184)], "srvr")),
+        ("[::1]", "srvr", ([("::1", 2181)], "srvr")),
+        ("::1", "srvr", ([("::1", 2181)], "srvr")),
+        ("mntr", "localhost:2185", ([("localhost", 2185)], "mntr")),
+        ("MNTR", None, ([("127.0.0.1", 2181)], "mntr")),
+        # a client connect string, chroot and all
+        ("zk1:2181,zk2:2182,zk3/app", None, ([("zk1", 2181), ("zk2", 2182), ("zk3", 2181)], None)),
     ],
 )
-def test_status_arguments(server: str | None, word: str | None, expected: tuple[str, int, str]) -> None:
-    assert zkpy.cli.parse_status_args(server, word) == expected
+def test_status_arguments(
+    server: str | None, word: str | None, expected: tuple[list[tuple[str, int]], str | None]
+) -> None:
+    assert parse_status_args(server, word) == expected
 
 
 @pytest.mark.parametrize(
@@ -138,7 +145,7 @@ def test_status_arguments(server: str | None, word: str | None, expected: tuple[
 )
 def test_status_arguments_refused(server: str | None, word: str | None, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        zkpy.cli.parse_status_args(server, word)
+        parse_status_args(server, word)
 
 
 def test_status_with_host_and_port_answers(limited_server: ServerProcess) -> None:
@@ -151,12 +158,12 @@ def test_status_word_alone_and_host_alone_ask_the_default_server_and_port(
     limited_server: ServerProcess, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The defaults are 127.0.0.1:2181; point them at the test server rather than take over 2181.
-    monkeypatch.setattr(zkpy.cli, "DEFAULT_STATUS_SERVER", limited_server.hosts)
+    monkeypatch.setattr(zkpy.ops.status, "DEFAULT_STATUS_SERVER", limited_server.hosts)
     assert zkpy.cli.main(["status", "mntr"]) == 0
     assert "zk_server_state" in capsys.readouterr().out
-    monkeypatch.setattr(zkpy.cli, "DEFAULT_CLIENT_PORT", limited_server.port)
-    assert zkpy.cli.main(["status", limited_server.host]) == 0
-    assert "Mode: standalone" in capsys.readouterr().out
+    monkeypatch.setattr(zkpy.ops.status, "DEFAULT_CLIENT_PORT", limited_server.port)
+    assert zkpy.cli.main(["status", limited_server.host]) == 0  # no word: the table
+    assert re.search(rf"^{limited_server.hosts}\s+standalone\s", capsys.readouterr().out, re.M)
     assert zkpy.cli.main(["status", "localhost", "srvr"]) == 0
     assert "Mode: standalone" in capsys.readouterr().out
 
@@ -187,5 +194,7 @@ def test_status_of_a_server_that_is_not_there_exits_non_zero() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))  # bound, not listening: connection refused
         port = s.getsockname()[1]
-        result = _status(f"127.0.0.1:{port}")
+        table = _status(f"127.0.0.1:{port}")
+        result = _status(f"127.0.0.1:{port}", "srvr")
+    assert table.returncode == 1 and f"127.0.0.1:{port}: unreachable (Connection refused)" in table.stdout
     assert result.returncode == 2 and "cannot reach" in _error_line(result)

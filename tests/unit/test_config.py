@@ -193,7 +193,7 @@ def test_each_key_is_warned_about_once() -> None:
 
 def test_unknown_keys_become_warnings() -> None:
     c = parse_config(MINIMAL + "tikTime=2000\n", "/", source="conf/zoo.cfg")
-    assert c.warnings == ["conf/zoo.cfg:3: unknown key 'tikTime' ignored"]
+    assert c.warnings == ["conf/zoo.cfg:3: unknown key 'tikTime' ignored: did you mean tickTime?"]
     assert c.extra == {"tikTime": "2000"}
 
 

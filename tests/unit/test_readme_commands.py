@@ -20,13 +20,23 @@ def _first_command(section: str) -> str:
     return match.group(1)
 
 
-def test_the_run_command_installs_into_a_virtual_environment() -> None:
-    steps = _first_command(_section("Run a server")).split(" && ")
+def test_the_run_command_installs_into_a_virtual_environment_and_starts_an_ensemble() -> None:
+    steps = _first_command(_section("Start a local ensemble")).split(" && ")
     assert steps == [
         "python3 -m venv .venv",
         ".venv/bin/pip install -e .",
-        ".venv/bin/zkpy server conf/zoo.cfg",
+        ".venv/bin/zkpy ensemble",
     ]
+
+
+def test_the_readme_points_nowhere_outside_the_repository() -> None:
+    """A fresh clone has nothing beside it: no ../shared tools, no commit hashes to look up."""
+    text = (ROOT / "README.md").read_text()
+    assert "../" not in text
+    assert not re.search(r"\b(?=[0-9]*[a-f])[0-9a-f]{7,40}\b", text)
+    for link in re.findall(r"\]\(([^)#]+)", text):
+        if not link.startswith("http"):
+            assert (ROOT / link).exists(), link
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -23,6 +23,7 @@ from zkpy.jute import ops
 from zkpy.jute.ops import OpCode
 from zkpy.jute.records import ACL, OPEN_ACL_UNSAFE, Stat
 
+CONFIG_PATH = "/zookeeper/config"  # not chrooted: every client sees the one ensemble configuration
 _WATCHER_KINDS = {
     "data": (DATA, EXIST),
     "children": (CHILD,),
@@ -241,6 +242,19 @@ class Client:
             OpCode.GET_DATA,
             ops.PathWatchRequest(self._path(path), watch is not None),
             path,
+            watch and (DATA, watch),
+        )
+        return reply.data or b"", reply.stat
+
+    async def get_config(self, watch: Callback | None = None) -> tuple[bytes, Stat]:
+        """The ensemble's dynamic configuration: /zookeeper/config, outside any chroot (Java's getConfig).
+
+        A watch fires when the configuration changes; its event's path is /zookeeper/config.
+        """
+        reply = await self._call(
+            OpCode.GET_DATA,
+            ops.PathWatchRequest(CONFIG_PATH, watch is not None),
+            CONFIG_PATH,
             watch and (DATA, watch),
         )
         return reply.data or b"", reply.stat

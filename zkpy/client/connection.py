@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import random
 from typing import Any
@@ -326,12 +327,41 @@ class Connection:
             self._seen_rw_server = True
             self._set_state(State.CONNECTED if outcome.new_session else State.RECONNECTED)
         self._handle(leftover)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._until_dropped, self._writer, stream, nursery.cancel_scope)
-            if outcome.read_only and len(self.hosts) > 1:
-                nursery.start_soon(self._until_dropped, self._seek_rw_server, host, nursery.cancel_scope)
-            await self._until_dropped(self._reader, stream, nursery.cancel_scope)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._until_dropped, self._writer, stream, nursery.cancel_scope)
+                if outcome.read_only and len(self.hosts) > 1:
+                    nursery.start_soon(self._until_dropped, self._seek_rw_server, host, nursery.cancel_scope)
+                await self._until_dropped(self._reader, stream, nursery.cancel_scope)
+        finally:
+            if trio.current_effective_deadline() == -math.inf and self.state in LIVE_STATES:
+                # Cancelled from outside (close() sets CLOSED before it cancels us): the block around
+                # connect() is being left, and the close() there can no longer reach the server
+                # through this task. Close the session here while the socket is open, so that its
+                # ephemerals go now, not at expiry.
+                with trio.CancelScope(shield=True):
+                    await self._say_goodbye(stream)
         return True
+
+    async def _say_goodbye(self, stream: trio.SocketStream) -> None:
+        """closeSession on `stream` (close()'s, if it queued one already) and wait briefly for the
+        reply, which also wakes close() if it is waiting; best effort."""
+        from zkpy.jute.ops import EmptyRecord, OpCode
+
+        self._closing = True
+        pending = self.protocol.in_flight_op(OpCode.CLOSE_SESSION)
+        if pending is None:
+            pending = self.protocol.request(OpCode.CLOSE_SESSION, EmptyRecord())
+        with trio.move_on_after(min(self.timeout, 2.0)), contextlib.suppress(*_DROPPED):
+            data = self._leftover + self.protocol.data_to_send()
+            self._leftover = b""
+            await stream.send_all(data)
+            while not pending.done:
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                self._receive(data)
+        self._set_state(State.CLOSED)  # a close() that comes after has nothing left to do
 
     async def _seek_rw_server(self, current: tuple[str, int]) -> None:
         """While connected read-only: probe the other hosts in turn, backing off as Apache's pingRwServer
@@ -381,8 +411,18 @@ class Connection:
                 if not data:
                     raise _ConnectionDropped("server closed the connection")
                 scope.deadline = trio.current_time() + read_timeout
-                self._handle(self.protocol.receive_data(data))
+                self._receive(data)
         raise _ConnectionDropped(f"no answer in {read_timeout:.2f}s")
+
+    def _receive(self, data: bytes) -> None:
+        """Feed the protocol and deliver what it decoded; on a bad frame, deliver what came before
+        it first (those replies have left the in-flight queue), then drop the connection."""
+        try:
+            events = self.protocol.receive_data(data)
+        except ProtocolError as exc:
+            self._handle(exc.events)
+            raise
+        self._handle(events)
 
     def _handle(self, events: list[Any]) -> None:
         for event in events:
@@ -397,9 +437,13 @@ class Connection:
         while True:
             if not self._leftover and not protocol.has_data_to_send():
                 self._fd = stream.socket.fileno()  # idle: callers may write directly (see _flush)
-                with trio.move_on_after(ping_interval) as scope:
-                    await self._writer_lot.park()
-                self._fd = -1
+                try:
+                    with trio.move_on_after(ping_interval) as scope:
+                        await self._writer_lot.park()
+                finally:
+                    # Also when cancelled (the connection dropped): the socket closes next, and its
+                    # number may be reused at once; a caller must never write to it after that.
+                    self._fd = -1
                 if scope.cancelled_caught and not self._leftover and not protocol.has_data_to_send():
                     protocol.ping()
             data, self._leftover = self._leftover + protocol.data_to_send(), b""

@@ -103,19 +103,27 @@ class EventDispatcher:
         self.streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
 
     def state(self, state: State) -> None:
-        self._send.send_nowait((state, tuple(self.listeners)))
+        self._put(state, tuple(self.listeners))
 
     def watch(self, event: WatchedEvent, callbacks: tuple[Callback, ...]) -> None:
         if callbacks:
-            self._send.send_nowait((event, callbacks))
+            self._put(event, callbacks)
+
+    def _put(self, item: Any, callbacks: tuple[Callback, ...]) -> None:
+        # Once the event task has ended (the client's block was cancelled) there is nobody left to
+        # deliver to: the client is closing, and raising here would turn a clean cancel into a crash.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            self._send.send_nowait((item, callbacks))
 
     def close(self) -> None:
         self._send.close()
 
     async def run(self) -> None:
-        async with self._recv:
-            async for item, callbacks in self._recv:
-                for callback in callbacks:
-                    await _call(callback, item)
-        for stream in list(self.streams):
-            stream.close()
+        try:
+            async with self._recv:
+                async for item, callbacks in self._recv:
+                    for callback in callbacks:
+                        await _call(callback, item)
+        finally:  # also when cancelled: a task iterating a stream must not wait for ever
+            for stream in list(self.streams):
+                stream.close()

@@ -44,7 +44,16 @@ _SET_WATCHES_CHUNK = 128 * 1024  # as the Java client splits them
 
 
 class ProtocolError(Exception):
-    """The server sent something we cannot follow: drop the connection."""
+    """The server sent something we cannot follow: drop the connection.
+
+    `events` holds what the same `receive_data` call decoded before the bad frame: replies whose
+    requests have left the in-flight queue and notifications whose one-shot watches have fired.
+    The glue must deliver them before failing the rest, or their callers wait for ever.
+    """
+
+    def __init__(self, message: str, events: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[Any] = events if events is not None else []
 
 
 @dataclass(slots=True, eq=False)
@@ -183,6 +192,9 @@ class ClientProtocol:
     # -- receiving ----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Connected | Expired | Notification | Replied]:
+        """Decode every whole frame received. On a frame we cannot follow, raise ProtocolError
+        carrying the events decoded before it (the requests it does not answer stay in flight for
+        `connection_lost` to fail)."""
         self._frames.feed(data)
         events: list[Connected | Expired | Notification | Replied] = []
         try:
@@ -193,8 +205,11 @@ class ClientProtocol:
                     event = self._frame(body)
                     if event is not None:
                         events.append(event)
-        except (JuteError, FrameTooLarge, struct.error) as exc:
-            raise ProtocolError(str(exc)) from exc
+        except (JuteError, FrameTooLarge, ValueError, struct.error) as exc:
+            raise ProtocolError(str(exc), events) from exc
+        except ProtocolError as exc:
+            exc.events = events
+            raise
         return events
 
     def _handshake(self, body: bytes) -> Connected | Expired:
@@ -261,9 +276,21 @@ class ClientProtocol:
         if not self._pending or self._pending[0].xid != xid:
             want = self._pending[0].xid if self._pending else None
             raise ProtocolError(f"reply xid {xid} but expected {want}")
-        pending = self._pending.popleft()
-        pending.done = True
+        # Decode before taking the request off the queue: if the body is malformed, the request
+        # stays in flight and connection_lost fails it (popping first would orphan its caller).
+        pending = self._pending[0]
         op = pending.op
+        result: Any = None
+        if not err:
+            rec_cls = RESPONSE_RECORDS.get(op)
+            if rec_cls is None:
+                self._pending.popleft()
+                pending.done = True
+                pending.error = MarshallingError(f"no response record for op {op}")
+                return Replied(pending)
+            result, _ = rec_cls.read(body, REPLY_HEADER_STRUCT.size)
+        self._pending.popleft()
+        pending.done = True
         if err:
             if op == OpCode.EXISTS and err == Code.NO_NODE:
                 pending.result = None
@@ -272,11 +299,7 @@ class ClientProtocol:
             else:
                 pending.error = error_for_code(err, pending.path)
             return Replied(pending)
-        rec_cls = RESPONSE_RECORDS.get(op)
-        if rec_cls is None:
-            pending.error = MarshallingError(f"no response record for op {op}")
-            return Replied(pending)
-        pending.result, _ = rec_cls.read(body, REPLY_HEADER_STRUCT.size)
+        pending.result = result
         if pending.watch:
             kind, callback = pending.watch
             self.watches.add(DATA if kind == EXIST else kind, pending.path or "/", callback)
@@ -309,6 +332,10 @@ class ClientProtocol:
         self._out.clear()
         self._handshaking = False
         return failed
+
+    def in_flight_op(self, op: int) -> Pending | None:
+        """The first request in flight with opcode `op`, if any."""
+        return next((p for p in self._pending if p.op == op), None)
 
     @property
     def in_flight(self) -> int:

@@ -25,6 +25,7 @@ _BLOCKING = frozenset(
         "create",
         "ensure_path",
         "get",
+        "get_config",
         "exists",
         "set",
         "delete",

@@ -1,0 +1,1 @@
+"""Tools for people running zkpy: the interactive shell (`zkpy shell`)."""

@@ -86,9 +86,15 @@ class ElectionNet:
         self._pending[sid] = n
         self._wakeups[sid].set()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind (unless given listeners), connect to every peer, serve until cancelled."""
-        listeners = self._listeners
+    async def run(
+        self,
+        *,
+        listeners: list[trio.abc.Listener[trio.abc.Stream]] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Bind (unless given listeners, here or at construction), connect to every peer, serve
+        until cancelled."""
+        listeners = listeners or self._listeners
         if listeners is None:
             host, port = self.addresses[self.my_id]
             listeners = await self.network.listen(host, port)
@@ -109,17 +115,29 @@ class ElectionNet:
     async def _send_to(self, sid: int) -> None:
         host, port = self.addresses[sid]
         delay = self.retry_initial
+        unreachable = False  # said so at INFO: once per outage, not once per retry
         while True:
             stream: trio.abc.Stream | None = None
+            error = f"no answer in {self.connect_timeout:.0f}s"
             with trio.move_on_after(self.connect_timeout):
                 try:
                     stream = await self.network.connect(host, port)
-                except OSError as e:
-                    log.debug("election: cannot reach server %d at %s:%d: %s", sid, host, port, e)
+                except OSError as e:  # trio's names the address; the refusal is inside its cause
+                    cause = root_cause(e.__cause__) if e.__cause__ is not None else e
+                    error = (cause.strerror if isinstance(cause, OSError) else None) or str(e)
             if stream is None:
+                log.log(
+                    logging.DEBUG if unreachable else logging.INFO,
+                    "election: cannot reach server %d at %s:%d (%s); trying again",
+                    sid, host, port, error,
+                )  # fmt: skip
+                unreachable = True
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
                 continue
+            if unreachable:
+                log.info("election: reached server %d at %s:%d", sid, host, port)
+                unreachable = False
             connected_at = trio.current_time()
             async with stream:
                 try:

@@ -116,6 +116,10 @@ class Observer(Protocol):
         """Learner `sid` took its leader's sync: its tree now stands at `tree_zxid`."""
         ...
 
+    def serving(self, sid: int, tree_zxid: int) -> None:
+        """Server `sid` starts serving clients (not read-only) from a tree at `tree_zxid`."""
+        ...
+
     def point(self, sid: int, name: str) -> None:
         """Server `sid` reached a named protocol step (e.g. "leader sent syncdata:snap to 2"):
         a simulated scenario may crash servers right here to script a known-bad interleaving."""

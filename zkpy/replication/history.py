@@ -6,7 +6,8 @@ order. A learner that reports its last logged zxid F is brought to the leader's 
 
 - DIFF: F is in the window (or is its base): send every transaction after F.
 - TRUNC + DIFF: F is not in the leader's history (a proposal of an old epoch that never
-  committed). The learner drops everything after the newest zxid both hold, then gets the rest
+  committed), or goes past the commit point (proposals not committed yet). The learner drops
+  everything after the newest zxid both hold (at most the commit point), then gets the rest
   (ZOOKEEPER-1154: a divergent suffix inside the DIFF range is truncated, never kept).
 - SNAP: F is older than the window, or the truncation point would fall below the learner's own
   snapshot (it could not roll its tree back that far): send the whole tree, then the window
@@ -78,16 +79,28 @@ class History:
         i = bisect.bisect_left(self.zxids, zxid)
         return (i < len(self.zxids) and self.zxids[i] == zxid) or zxid == self.base
 
-    def plan_sync(self, learner_last: int, learner_snapshot: int, tree_zxid: int) -> SyncPlan:
+    def plan_sync(
+        self, learner_last: int, learner_snapshot: int, tree_zxid: int, committed: int | None = None
+    ) -> SyncPlan:
         """How to bring a learner whose log ends at `learner_last` (its newest snapshot at
-        `learner_snapshot`) to this history. `tree_zxid` is the zxid of the tree a SNAP sends."""
+        `learner_snapshot`) to this history. `tree_zxid` is the zxid of the tree a SNAP sends;
+        `committed` is the newest zxid known committed (None: the whole history, as while a new
+        leader syncs its quorum, whose whole history is committed once a quorum has it).
+
+        A learner whose log goes past `committed` is cut back to it (Apache's TRUNC to
+        maxCommittedLog): it recovered its tree from its log, so a proposal it logged before a
+        restart is already applied there, and it would serve it at UPTODATE although no quorum
+        may ever commit it. The proposals after the cut are sent again, to be applied on commit."""
+        if committed is None or committed > self.last:
+            committed = self.last
         if learner_last >= self.base:
-            i = bisect.bisect_right(self.zxids, learner_last)
+            i = bisect.bisect_right(self.zxids, min(learner_last, committed))
             common = self.zxids[i - 1] if i else self.base
             if common == learner_last:
                 return SyncPlan(DIFF, learner_last, self.packed[i:])
-            # The learner holds zxids we never had. Truncating to `base` is safe only when base is
-            # the very start (nothing below it can differ) and never below its snapshot.
+            # The learner holds zxids we never had, or ones not committed. Truncating to `base` is
+            # safe only when base is the very start (nothing below it can differ) and never below
+            # its snapshot.
             if (i or self.base == 0) and common >= learner_snapshot:
                 return SyncPlan(TRUNC, common, self.packed[i:])
         if tree_zxid < self.base:

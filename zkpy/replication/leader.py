@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from zkpy.jute.ops import OpCode
 from zkpy.replication import leader_core as core
 from zkpy.replication.history import SNAP
 from zkpy.replication.leader_core import LeaderCore
@@ -191,6 +192,11 @@ class Leader:
                 self._commit_changed = trio.Event()
             elif isinstance(effect, core.SyncLearner):
                 self._sync(effect)
+            elif isinstance(effect, core.Revalidate):
+                valid = self.server is not None and self.server.revalidated(effect.session_id, effect.sid)
+                link = self.links.get(effect.conn)
+                if link is not None:
+                    link.send(["revalidated", effect.session_id, valid])
             elif isinstance(effect, core.Close | core.DropLearner):
                 scope = self.scopes.pop(effect.conn, None)
                 self.links.pop(effect.conn, None)
@@ -207,7 +213,7 @@ class Leader:
     def _sync(self, effect: core.SyncLearner) -> None:
         """Bring one learner to the leader's history and into the broadcast, in one step."""
         peer = self.peer
-        plan = peer.history.plan_sync(effect.last_zxid, effect.snap_zxid, peer.tree.last_zxid)
+        plan = peer.history.plan_sync(effect.last_zxid, effect.snap_zxid, peer.tree.last_zxid, effect.committed)
         items: list[Any] | None = list(tree_items(peer.tree)) if plan.mode == SNAP else None
         link = self.links.get(effect.conn)
         if link is None:
@@ -245,6 +251,8 @@ class Leader:
         assert self._nursery is not None
         await self._nursery.start(server.serve_role)
         peer.serving = server
+        if observer is not None:
+            observer.serving(self.me, peer.tree.last_zxid)
         self.established.set()
         log.info(
             "leading epoch %d: %d of %d voters synced in %.3fs; serving clients",
@@ -255,16 +263,15 @@ class Leader:
     def _forward(self, effect: core.ForwardRequest) -> None:
         server = self.server
         assert server is not None
-        refusal = server.refuse_write(effect.op, effect.body)
+        refusal = server.refuse_write(effect.session_id, effect.op, effect.body, effect.owner)
         if refusal:
             link = self.links.get(effect.conn)
             if link is not None:
                 link.send(["refused", effect.session_id, effect.cxid, refusal, server.tree.last_zxid])
             return
-        from zkpy.jute.ops import OpCode
-
         if effect.op == OpCode.CLOSE_SESSION:
-            server.sessions.mark_closing(effect.session_id)
+            server.close_session(effect.session_id, effect.cxid, effect.auth)
+            return
         server.pipeline.submit(effect.session_id, effect.cxid, effect.op, effect.body, effect.auth, None)
 
     def _report_committed(self, point: int) -> None:

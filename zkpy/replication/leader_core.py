@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zkpy.jute.ops import OpCode
-from zkpy.replication.learner_core import RoleEnded
+from zkpy.replication.learner_core import NOT_COUNTED, RoleEnded
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.wire import brief
 from zkpy.tree.txn import Txn
@@ -58,12 +58,13 @@ def _auth(v: Any) -> bool:
 # ill-typed zxid kept in `acks` would fail every later commit; one in a SyncLearner, the glue).
 SHAPES: dict[str, tuple[Callable[[Any], bool], ...]] = {
     "info": (_INT64, _EPOCH, lambda v: isinstance(v, str)),
-    "ackepoch": (_EPOCH, _ZXID, _ZXID),
+    "ackepoch": (_int_in(-1, 2**31 - 1), _ZXID, _ZXID),  # -1: not counted (learner_core.NOT_COUNTED)
     "acknl": (_ZXID,),
     "ack": (_ZXID,),
     "ping": (lambda v: isinstance(v, list) and all(map(_INT64, v)),),
     "request": (_INT64, _INT32, _INT32, lambda v: isinstance(v, bytes), _auth),
     "sync": (_INT64, _INT32),
+    "revalidate": (_INT64, _INT32),
 }
 
 
@@ -130,6 +131,7 @@ class SyncLearner:
     sid: int
     last_zxid: int
     snap_zxid: int
+    committed: int | None  # the commit point to cut the learner back to (None: the whole history)
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,23 @@ class Committed:
 @dataclass(frozen=True)
 class ForwardRequest:
     conn: int
+    owner: int  # the learner's server id: the session's owner must be it (SessionMoved otherwise)
     session_id: int
     cxid: int
     op: int
     body: bytes
     auth: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Revalidate:
+    """A client moved its session to learner `sid`: answer whether it lives (and make `sid` its
+    owner if so)."""
+
+    conn: int
+    sid: int
+    session_id: int
+    timeout: int
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,7 @@ class DropLearner:
 
 Effect = (
     SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
-    | DropLearner
+    | DropLearner | Revalidate
 )
 
 
@@ -289,7 +303,10 @@ class LeaderCore:
                 return [TouchSessions(list(message[1]))]
             if tag == "request":
                 _, session_id, cxid, op, body, auth = message
-                return [ForwardRequest(learner.conn, session_id, cxid, op, body, tuple((s, i) for s, i in auth))]
+                auth_ids = tuple((s, i) for s, i in auth)
+                return [ForwardRequest(learner.conn, learner.sid, session_id, cxid, op, body, auth_ids)]
+            if tag == "revalidate":
+                return [Revalidate(learner.conn, learner.sid, message[1], message[2])]
             if tag == "sync":
                 # Everything acknowledged to any client before this sync is committed by now;
                 # the learner answers once it has applied up to here (the commits go first).
@@ -344,7 +361,7 @@ class LeaderCore:
         _, current, last_zxid, snap_zxid = message
         learner.last_zxid, learner.snap_zxid = last_zxid, snap_zxid
         learner.stage = WAIT_SYNC_TURN
-        if learner.voter and self.phase == EPOCH:
+        if learner.voter and self.phase == EPOCH and current != NOT_COUNTED:
             if (current, last_zxid) > (self.current_epoch, self.last_logged):
                 raise RoleEnded(
                     f"learner {learner.sid} is ahead (epoch {current}, zxid {last_zxid:#x}) of this leader "
@@ -367,7 +384,10 @@ class LeaderCore:
     def _sync(self, learner: LearnerState) -> list[Effect]:
         learner.stage = WAIT_ACKNL
         learner.in_broadcast = True
-        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, learner.snap_zxid)]
+        # Before the history is established the whole of it is what a NEWLEADER quorum commits;
+        # in broadcast, proposals past the commit point may still be lost.
+        committed = self.committed if self.phase == BROADCAST else None
+        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, learner.snap_zxid, committed)]
 
     def _on_acknl(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
         zxid = message[1]

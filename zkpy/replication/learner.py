@@ -31,6 +31,7 @@ from zkpy.replication.learner_core import (
     MakeCurrent,
     Pong,
     Refuse,
+    Revalidated,
     Send,
     Serve,
     TakeSync,
@@ -63,6 +64,7 @@ class Learner(Forwarder):
         self.started_at = trio.current_time()
         self._events_in, self._events = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
+        self._revalidations: dict[int, list[Callable[[bool], None]]] = {}
 
     async def run(self) -> None:
         try:
@@ -137,9 +139,12 @@ class Learner(Forwarder):
             elif isinstance(effect, AnswerSync):
                 assert self.pipeline is not None
                 self.pipeline.synced(effect.session_id, effect.cxid)
+            elif isinstance(effect, Revalidated):
+                for answer in self._revalidations.pop(effect.session_id, []):
+                    answer(effect.valid)
             elif isinstance(effect, Refuse):
                 assert self.pipeline is not None
-                self.pipeline.refused(effect.session_id, effect.cxid, effect.code, effect.zxid)
+                self.pipeline.refused(effect.session_id, effect.cxid, effect.code)
             elif isinstance(effect, AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
             elif isinstance(effect, MakeCurrent):
@@ -159,6 +164,8 @@ class Learner(Forwarder):
                 assert self.server is not None
                 await nursery.start(self.server.serve_role)
                 peer.serving = self.server
+                if peer.env.observer is not None:
+                    peer.env.observer.serving(peer.my_id, peer.tree.last_zxid)
                 log.info(
                     "following leader %d (%s); serving clients, %.3fs after the election",
                     self.leader_id, self.role, trio.current_time() - self.started_at,
@@ -171,13 +178,18 @@ class Learner(Forwarder):
         deadline = trio.current_time() + self.init_limit
         while True:
             try:
-                stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
+                # A leader whose host vanished answers nothing: without a deadline the connect
+                # waits for the kernel's SYN timeout (minutes), all the while this server telling
+                # looking peers that it follows that leader.
+                with trio.fail_at(deadline):
+                    stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
                 self.link = PeerLink(stream, self._sent_hook())
                 return self.link
-            except OSError as e:
-                if trio.current_time() > deadline:
+            except (OSError, trio.TooSlowError) as e:
+                if trio.current_time() >= deadline:
                     raise RoleEnded(
-                        f"cannot reach leader {self.leader_id} at {spec.host}:{spec.peer_port}: {e}"
+                        f"cannot reach leader {self.leader_id} at {spec.host}:{spec.peer_port} "
+                        f"within initLimit ({self.init_limit:.1f}s): {e or 'no answer'}"
                     ) from None
                 await trio.sleep(min(self.tick, 0.1))
 
@@ -212,6 +224,7 @@ class Learner(Forwarder):
         peer = self.peer
         # After a restart the tree already holds the whole log; what it lacks the core applies.
         server = EnsembleServer(peer.config, peer.tree, self.role, epoch, peer.env)
+        server.forwarder = self
         pipeline = LearnerPipeline(server.applier, server.watches, self)
         server.use_pipeline(pipeline)
         pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
@@ -240,3 +253,10 @@ class Learner(Forwarder):
     def forward_sync(self, session_id: int, cxid: int) -> None:
         assert self.link is not None
         self.link.send(["sync", session_id, cxid])
+
+    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
+        assert self.link is not None
+        waiting = self._revalidations.setdefault(session_id, [])
+        waiting.append(answer)
+        if len(waiting) == 1:  # one question in flight per session answers every waiter
+            self.link.send(["revalidate", session_id, timeout])

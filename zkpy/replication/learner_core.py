@@ -34,9 +34,13 @@ EXPECTED: dict[str, frozenset[str]] = {
     WAIT_LEADERINFO: frozenset({"leaderinfo"}),
     WAIT_SYNC: frozenset({"syncdata"}),
     WAIT_NEWLEADER: frozenset({"newleader"}),
-    WAIT_UPTODATE: frozenset({"uptodate", "proposal", "commit", "ping", "refused", "syncreply"}),
-    BROADCAST: frozenset({"proposal", "commit", "ping", "refused", "syncreply"}),
+    WAIT_UPTODATE: frozenset({"uptodate", "proposal", "commit", "ping", "refused", "syncreply", "revalidated"}),
+    BROADCAST: frozenset({"proposal", "commit", "ping", "refused", "syncreply", "revalidated"}),
 }
+
+
+# An ackepoch's currentEpoch when the learner had already accepted the offered epoch.
+NOT_COUNTED = -1
 
 
 class RoleEnded(Exception):
@@ -111,7 +115,17 @@ class Refuse:
     zxid: int
 
 
-Effect = Send | AcceptEpoch | MakeCurrent | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse
+@dataclass(frozen=True)
+class Revalidated:
+    """The leader's answer about a session a client moved here."""
+
+    session_id: int
+    valid: bool
+
+
+Effect = (
+    Send | AcceptEpoch | MakeCurrent | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse | Revalidated
+)
 
 
 class LearnerCore:
@@ -195,8 +209,14 @@ class LearnerCore:
         if epoch < self.accepted_epoch:
             raise RoleEnded(f"the leader offers epoch {epoch}, older than accepted {self.accepted_epoch}")
         self.epoch = epoch
-        self.accepted_epoch = epoch
         self.state = WAIT_SYNC
+        if epoch == self.accepted_epoch:
+            # Already promised to a leader of this epoch: ZAB lets a learner acknowledge an epoch
+            # once. Apache's Learner answers -1 in place of currentEpoch, and its leader does not
+            # count it (it still syncs the learner): two leaders establishing one epoch with a
+            # learner in both quorums would commit different transactions at the same zxids.
+            return [Send(["ackepoch", NOT_COUNTED, self.last_logged, self.snapshot_zxid])]
+        self.accepted_epoch = epoch
         return [
             AcceptEpoch(epoch),
             Send(["ackepoch", self.current_epoch, self.last_logged, self.snapshot_zxid]),
@@ -235,6 +255,10 @@ class LearnerCore:
     def _on_refused(self, message: list[Any]) -> list[Effect]:
         _, session_id, cxid, code, zxid = message
         return [Refuse(session_id, cxid, code, zxid)]
+
+    def _on_revalidated(self, message: list[Any]) -> list[Effect]:
+        _, session_id, valid = message
+        return [Revalidated(session_id, bool(valid))]
 
     def _on_syncreply(self, message: list[Any]) -> list[Effect]:
         _, session_id, cxid, zxid = message

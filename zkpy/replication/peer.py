@@ -9,8 +9,10 @@ it follows: that is how a restarted server finds a running ensemble.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+from functools import partial
 
 import trio
 
@@ -24,7 +26,8 @@ from zkpy.replication.quorum import Quorum
 from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.replication.stats import ReplicationStats
 from zkpy.server.config import ServerConfig
-from zkpy.server.node import ZooKeeperServer
+from zkpy.server.node import StartupError, ZooKeeperServer
+from zkpy.server.not_serving import answer_while_not_serving
 from zkpy.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
 from zkpy.tree.datatree import DataTree
 
@@ -123,9 +126,11 @@ class QuorumPeer:
             client_listeners = await network.listen(
                 self.config.client_port_address, self.config.client_port or 0
             )
-        quorum_listeners = await network.listen(spec.host, spec.peer_port)
+        # Both peer ports are bound before anything runs: one in use is a one-line StartupError.
+        quorum_listeners = await self._listen(spec.host, spec.peer_port, "quorum")
+        election_listeners = await self._listen(spec.host, spec.election_port, "election")
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.net.run)
+            await nursery.start(partial(self.net.run, listeners=election_listeners))
             nursery.start_soon(self._votes)
             nursery.start_soon(trio.serve_listeners, self._handle_peer, quorum_listeners)
             nursery.start_soon(trio.serve_listeners, self._handle_client, client_listeners)
@@ -136,6 +141,20 @@ class QuorumPeer:
             task_status.started()
             while True:
                 await self._lead_or_follow()
+
+    async def _listen(self, host: str, port: int, kind: str) -> list[trio.abc.Listener[trio.abc.Stream]]:
+        try:
+            return await self.env.network.listen(host, port)
+        except OSError as e:
+            line = self.config.servers[self.my_id].render()
+            if e.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"{line}: its {kind} port {port} on {host} is already in use (another ZooKeeper or "
+                    f"zkpy?): stop it or choose another port in the server.{self.my_id} line"
+                ) from None
+            raise StartupError(
+                f"{line}: cannot listen on its {kind} port {host}:{port}: {e.strerror or e}"
+            ) from None
 
     async def _lead_or_follow(self) -> None:
         started = trio.current_time()
@@ -168,6 +187,8 @@ class QuorumPeer:
             "election: leader is %d (zxid 0x%x, epoch %d), decided in %.3fs",
             vote.leader, vote.zxid, vote.peer_epoch, trio.current_time() - started,
         )  # fmt: skip
+        if self.env.observer is not None:
+            self.env.observer.point(self.my_id, f"elected {vote.leader}")
         try:
             if vote.leader == self.my_id:
                 self.state = "leading"
@@ -265,7 +286,7 @@ class QuorumPeer:
 
     async def _handle_client(self, stream: trio.SocketStream) -> None:
         server: ZooKeeperServer | None = self.serving
-        if server is None:
-            await stream.aclose()  # not serving: the client tries another server
+        if server is None:  # four-letter words answered as Apache's; a client tries another server
+            await answer_while_not_serving(stream, self.config, self.state)
             return
         await server._handle_client(stream)

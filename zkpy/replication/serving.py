@@ -66,6 +66,9 @@ class Forwarder:
 
     def forward_sync(self, session_id: int, cxid: int) -> None: ...
 
+    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
+        """Ask the leader whether the session lives, making this server its owner if it does."""
+
 
 class LearnerPipeline(CommitPipeline):
     """Writes go to the leader; their outcome comes back as the committed transaction itself,
@@ -106,10 +109,13 @@ class LearnerPipeline(CommitPipeline):
         waiting = self.waiting
         self.apply_batch(txns, [waiting.pop((t.session_id, t.cxid), None) for t in txns])
 
-    def refused(self, session_id: int, cxid: int, code: int, zxid: int) -> None:
+    def refused(self, session_id: int, cxid: int, code: int) -> None:
+        """The leader would not order this write. The reply carries this server's zxid, not the
+        leader's: a client's lastZxidSeen must never pass the server it is connected to, or it is
+        refused at its next connect to this server (and could read older data elsewhere)."""
         callback = self.waiting.pop((session_id, cxid), None)
         if callback is not None:
-            callback(Result(zxid, code))
+            callback(Result(self.applier.tree.last_zxid, code))
 
     def synced(self, session_id: int, cxid: int) -> None:
         entry = self.syncs.pop((session_id, cxid), None)
@@ -149,6 +155,13 @@ class EnsembleServer(ZooKeeperServer):
         }[role]
         self.quorum_size = 0
         self.leader_stats: Callable[[], LeaderStats] | None = None
+        # The leader's record of which server each session's client is on (Apache's session
+        # owner): a request forwarded by any other server is refused with SessionMoved. Without
+        # it a write sent through a server the client then left could be applied after a write
+        # the client made through the next server: FIFO client order broken.
+        self.owners: dict[int, int] = {}
+        self.my_sid = config.server_id or 0
+        self.forwarder: Forwarder | None = None  # a learner's link to its leader
         tracker = SessionTracker if role == LEADER else TouchRecorder
         self.sessions = tracker(
             config.tick_time, config.server_id or 0, clock=trio.current_time, first_id=first_id
@@ -180,7 +193,54 @@ class EnsembleServer(ZooKeeperServer):
                 nursery.start_soon(self._sweep_containers)
             task_status.started()
 
+    def check_session(self, session_id: int, op: int, owner: int | None = None) -> int:
+        refusal = super().check_session(session_id, op, owner)
+        if refusal or self.state != LEADER or op == OpCode.CLOSE_SESSION:
+            return refusal  # the leader checks owners; the expirer closes without owning
+        owner = self.my_sid if owner is None else owner
+        if op == OpCode.CREATE_SESSION:
+            self.owners[session_id] = owner
+            return 0
+        # A session with no owner yet (this leader is new) belongs to the first server to ask,
+        # as Apache's: clients reconnect through a revalidation when their server changes leader.
+        if self.owners.setdefault(session_id, owner) != owner:
+            return int(Code.SESSION_MOVED)
+        return 0
+
+    def resume_session(
+        self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
+    ) -> None:
+        if self.state == LEADER:
+            self.owners[session_id] = self.my_sid
+            super().resume_session(conn, session_id, timeout, password, read_only)
+            return
+        if self.forwarder is None:
+            self._refuse_session(conn, read_only)
+            return
+
+        def answered(valid: bool) -> None:
+            if not valid:
+                self._refuse_session(conn, read_only)
+            elif self.sessions.is_alive(session_id):
+                super(EnsembleServer, self).resume_session(conn, session_id, timeout, password, read_only)
+            else:
+                self._refuse_session(conn, read_only)  # closed here meanwhile
+
+        # Apache's Learner.validateSession: the leader says whether the session lives and makes
+        # this server its owner, before the client may send anything through here.
+        self.forwarder.revalidate(session_id, timeout, answered)
+
+    def revalidated(self, session_id: int, owner: int) -> bool:
+        """The leader's side of a learner's revalidation."""
+        if not self.sessions.is_alive(session_id):
+            return False
+        self.owners[session_id] = owner
+        self.sessions.touch(session_id)
+        return True
+
     def _on_applied(self, txn: Txn, result: Result) -> None:
+        if txn.op == OpCode.CLOSE_SESSION:
+            self.owners.pop(txn.session_id, None)
         if self.observer is not None:
             self.observer.applied(self.config.server_id or 0, txn.zxid, txn.pack())
         if txn.op == OpCode.CLOSE_SESSION and self.state != LEADER:
@@ -235,7 +295,7 @@ class ReadOnlyServer(EnsembleServer):
         self.use_pipeline(ReadOnlyPipeline(self.applier, self.watches))
 
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
-        if not request.read_only:
+        if not request.read_only or self.client_is_ahead(conn, request):
             return False  # a read-write client looks for a server with a quorum
         config = self.config
         timeout = max(config.min_session_timeout, min(config.max_session_timeout, request.timeout))

@@ -9,6 +9,7 @@ never fatal: test harnesses such as kazoo's write admin, TLS and SASL settings.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -503,12 +504,33 @@ def _key_warnings(r: _Reader, secure_port: bool) -> list[str]:
         if key.startswith("server."):
             continue
         if not _is_zookeeper_key(key):
-            warnings.append(f"{r.where(key)}: unknown key {key!r} ignored")
+            meant = _meant(key)
+            hint = f": did you mean {meant}?" if meant else ""
+            warnings.append(f"{r.where(key)}: unknown key {key!r} ignored{hint}")
             continue
         why = _no_effect_warning(key, value, secure_port)
         if why is not None:
             warnings.append(f"{r.where(key)}: {why}")
     return warnings
+
+
+def _meant(key: str) -> str | None:
+    """The known key an unknown one is most likely a misspelling of (clientport, tickTim...)."""
+    known = sorted(_KNOWN | _USED_EXTRA)
+    same_but_case = [k for k in known if k.lower() == key.lower()]
+    if same_but_case:
+        return same_but_case[0]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+    return close[0] if close else None
+
+
+def _misspelt(r: _Reader, key: str) -> str:
+    """For an error about `key` missing: ' (zoo.cfg:5 sets clientport: did you mean clientPort?)'
+    when the file sets an unknown key that is likely `key` misspelt, else ''."""
+    for other in r.values:
+        if not _is_zookeeper_key(other) and _meant(other) == key:
+            return f" ({r.where(other)} sets {other!r}: did you mean {key}?)"
+    return ""
 
 
 def _whitelist(raw: str | None, read_only: bool) -> frozenset[str]:
@@ -538,7 +560,7 @@ def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str 
     r = _Reader(source, parse_properties(text))
     v = r.values
     if not v.get("dataDir"):
-        raise ConfigError(f"{source}: dataDir is not set")
+        raise ConfigError(f"{source}: dataDir is not set{_misspelt(r, 'dataDir')}")
     data_dir = _resolve(base, v["dataDir"])
     data_log_dir = _resolve(base, v["dataLogDir"]) if v.get("dataLogDir") else data_dir
 
@@ -665,17 +687,47 @@ def _server_entry(r: _Reader, key: str, value: str) -> dict[int, ServerSpec]:
 def _check_ensemble(config: ServerConfig, r: _Reader) -> None:
     if not config.servers:
         if config.client_port is None and config.dynamic_config_file is None:
-            raise ConfigError(f"{r.source}: clientPort is not set")
+            raise ConfigError(f"{r.source}: clientPort is not set{_misspelt(r, 'clientPort')}")
         return
+    if config.client_port is None and not any(s.client_port for s in config.servers.values()):
+        # Legal (a member that only votes), but after a typo it is a server nobody can connect to.
+        misspelt = _misspelt(r, "clientPort")
+        if misspelt:
+            raise ConfigError(f"{r.source}: clientPort is not set, so no client could connect{misspelt}")
     if config.init_limit is None:
-        raise ConfigError(f"{r.source}: initLimit is not set (required with server.N lines)")
+        raise ConfigError(
+            f"{r.source}: initLimit is not set (required with server.N lines){_misspelt(r, 'initLimit')}"
+        )
     if config.sync_limit is None:
-        raise ConfigError(f"{r.source}: syncLimit is not set (required with server.N lines)")
-    peers = {(s.host, s.peer_port) for s in config.servers.values()}
-    if len(peers) != len(config.servers):
-        raise ConfigError(f"{r.source}: two server.N lines use the same host and peer port")
+        raise ConfigError(
+            f"{r.source}: syncLimit is not set (required with server.N lines){_misspelt(r, 'syncLimit')}"
+        )
+    _check_peer_ports(config, r)
     if not any(s.role == "participant" for s in config.servers.values()):
         raise ConfigError(f"{r.source}: no participant among the server.N lines (all are observers)")
+
+
+def _check_peer_ports(config: ServerConfig, r: _Reader) -> None:
+    """Every quorum and election port of every server.N line is its own: two servers (or one
+    server's two roles) on one host:port cannot both listen there."""
+    used: dict[tuple[str, int], tuple[str, str]] = {}  # host:port -> (server.N, quorum|election)
+    for sid in sorted(config.servers):
+        spec = config.servers[sid]
+        key = f"server.{sid}"
+        if spec.peer_port == spec.election_port:
+            raise r.fail(
+                key,
+                f"its quorum port and its election port are both {spec.peer_port}: they must differ "
+                f"(e.g. {spec.host}:{spec.peer_port}:{spec.peer_port + 1000})",
+            )
+        for role, port in (("quorum", spec.peer_port), ("election", spec.election_port)):
+            other_key, other_role = used.setdefault((spec.host, port), (key, role))
+            if other_key != key:
+                raise r.fail(
+                    key,
+                    f"its {role} port {spec.host}:{port} is already {other_key}'s {other_role} port "
+                    f"({r.where(other_key)}): each server needs ports of its own",
+                )
 
 
 def parse_dynamic_config(text: str, source: str = "zoo.cfg.dynamic") -> dict[int, ServerSpec]:

@@ -90,6 +90,7 @@ class ClientConnection:
         self._pending: deque[_Pending] = deque()
         self._closing = False
         self._cut_off = False
+        self._gone = False  # serve() has ended: the server forgot this connection
         self._recv_scope = trio.CancelScope()
         self._scope: trio.CancelScope | None = None
         self._handshake_done = trio.Event()
@@ -119,6 +120,7 @@ class ClientConnection:
                 # Give the sender a bounded time to flush the last replies to a peer that may not read.
                 nursery.cancel_scope.deadline = trio.current_time() + 5
         finally:
+            self._gone = True
             self.server.connection_closed(self)
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
@@ -292,21 +294,25 @@ class ClientConnection:
         if op in _CLIENT_WRITE_OPS or (op == OpCode.SYNC and server.forwards_sync):
             pending = _Pending(xid, op, None, now)
             self._pending.append(pending)
-            if op == OpCode.CLOSE_SESSION:
-                server.sessions.mark_closing(self.session_id)
-            refusal = server.refuse_write(op, body)
+            refusal = server.refuse_write(self.session_id, op, body)
             if refusal:
                 pending.reply = reply(xid, server.tree.last_zxid, refusal)
                 self._drain()
                 return
-            server.pipeline.submit(
-                self.session_id,
-                xid,
-                op,
-                body,
-                tuple(self.auth),
-                lambda result: self._write_done(pending, result),
-            )
+
+            def done(result: Result) -> None:
+                self._write_done(pending, result)
+
+            if op == OpCode.CLOSE_SESSION:
+                server.close_session(self.session_id, xid, tuple(self.auth), done)
+            else:
+                server.pipeline.submit(self.session_id, xid, op, body, tuple(self.auth), done)
+        elif op != OpCode.PING and server.check_session(self.session_id, op):
+            # A read after this session's closeSession: answered in turn, as Apache's checkSession.
+            refused = _Pending(xid, op, None, now)
+            refused.reply = reply(xid, server.tree.last_zxid, server.check_session(self.session_id, op))
+            self._pending.append(refused)
+            self._drain()
         elif self._pending:
             self._pending.append(_Pending(xid, op, body, now))
         else:
@@ -325,6 +331,11 @@ class ClientConnection:
 
     def _drain(self) -> None:
         pending = self._pending
+        if self._gone:
+            # The connection ended while these waited behind a write: nobody reads the answers,
+            # and a read run now would register a watch after close removed this connection's.
+            pending.clear()
+            return
         while pending:
             head = pending[0]
             if head.body is None:
@@ -332,7 +343,13 @@ class ClientConnection:
                     return
                 self.send(head.reply)
                 if head.op == OpCode.CLOSE_SESSION or head.op not in _VALID_OPS:
+                    # The connection ends with this reply, as Apache's: what was pipelined behind
+                    # it is not answered (and, refused by check_session, was never run).
                     self.close()
+                    self._record(head.op, head.xid, head.started)
+                    pending.clear()
+                    self._progress.set()
+                    return
             else:
                 self.send(self._read(head.xid, head.op, head.body))
             pending.popleft()

@@ -60,6 +60,7 @@ class DurableStore:
         self._next_snap_after = self._pick_snap_interval()
         self._since_snap = 0
         self._snapshot_pid: int | None = None
+        self._snapshot_discarded = False  # the running writer was stopped: ignore its outcome
         self._roll_pending = False
         self.last_snapshot_zxid = -1
         self.recovery_seconds = 0.0
@@ -97,23 +98,31 @@ class DurableStore:
             snap_zxid, items = loaded
             tree = load_tree(items)
             self.last_snapshot_zxid = snap_zxid
+        newest = max((zxid for zxid, _ in list_zxid_files(self.snap_dir, SNAP_PREFIX)), default=-1)
         applier = Applier(tree)
         replayed = 0
+        passed_newest = newest <= tree.last_zxid
         for zxid, payload in recover(self.log_dir, max(snap_zxid, tree.last_zxid)):
             txn = Txn.unpack(payload)
             if txn.zxid != zxid:
                 raise ValueError(f"log record framed as zxid {zxid:#x} holds transaction {txn.zxid:#x}")
             applier.apply(txn)
             replayed += 1
+            passed_newest = passed_newest or zxid == newest
             if replayed_hook is not None:
                 replayed_hook(zxid, payload)
-        newest = max((zxid for zxid, _ in list_zxid_files(self.snap_dir, SNAP_PREFIX)), default=-1)
-        if tree.last_zxid < newest:
-            # The newest snapshot was skipped as damaged, and the log does not reach its zxid: this
-            # server once had (and may have acknowledged) transactions that are gone now.
+        if not passed_newest:
+            # The newest snapshot was skipped as damaged, and the log does not hold its transaction:
+            # it does not reach that far (this server once had, and may have acknowledged,
+            # transactions that are gone now), or it starts after it, as after a SNAP, where an
+            # older snapshot plus a log beginning with a new epoch's first zxid looks whole
+            # (follows() holds) but lacks everything in between.
             raise CorruptSnapshotError(
-                f"{self.snap_dir}: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x}"
+                f"{self.snap_dir}: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x} "
+                f"without holding its transaction"
             )
+        for path in tree.drop_orphan_ephemerals():
+            log.warning("deleted ephemeral %s at start-up: the session that owned it is gone", path)
         self.log = TxnLog(
             self.log_dir,
             prealloc_size=self.config.pre_alloc_size_kb * 1024,
@@ -188,7 +197,9 @@ class DurableStore:
             # Abandoned on shutdown: close() then kills the child and reaps it.
             _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0, abandon_on_cancel=True)
             self._snapshot_pid = None
-            if os.waitstatus_to_exitcode(status) == 0:
+            if self._snapshot_discarded:  # stopped by install_snapshot: its zxid means nothing now
+                self._snapshot_discarded = False
+            elif os.waitstatus_to_exitcode(status) == 0:
                 self.last_snapshot_zxid = self._snapshot_zxid
                 log.info("snapshot at zxid 0x%x written", self._snapshot_zxid)
             else:
@@ -208,7 +219,7 @@ class DurableStore:
         """The newest `limit` logged records at or below `zxid`, oldest first: what a restarted
         leader can still sync learners from by DIFF, behind its newest snapshot."""
         records: deque[tuple[int, bytes]] = deque(maxlen=limit)
-        for record_zxid, payload in recover(self.log_dir, -1, repair=False):
+        for record_zxid, payload in recover(self.log_dir, -1, repair=False, tail_after_gap=True):
             if record_zxid > zxid:
                 break
             records.append((record_zxid, bytes(payload)))
@@ -300,13 +311,35 @@ class DurableStore:
 
     async def install_snapshot(self, zxid: int, items: list[Any]) -> None:
         """ZAB's SNAP: the leader's tree becomes ours. The snapshot is made durable first (temp
-        file, fsync, rename), and only then is the old log dropped, so a crash in between leaves
-        either the old state or the new snapshot, never a partial snapshot that loads."""
+        file, fsync, rename), then every snapshot numbered above it is deleted, and only then is
+        the old log dropped: a crash in between leaves the old state or the new, never a mix.
+
+        A SNAP is sent when this server's own snapshot lies beyond the point it shares with the
+        leader, so the tree received can be older than a snapshot on disk; recovery loads the
+        highest snapshot, and one left above `zxid` would bring back a history the ensemble cut
+        (and the leader's new epoch would be replayed on top of it). A snapshot still being
+        written by a forked child of an earlier role is stopped first for the same reason, and
+        its result is not reported (it would set last_snapshot_zxid back)."""
         assert self.log is not None
+        await self._stop_snapshot_writer()
         await trio.to_thread.run_sync(write_snapshot, self.snap_dir, zxid, items)
+        await trio.to_thread.run_sync(_delete_snapshots_above, self.snap_dir, zxid)
         self.last_snapshot_zxid = zxid
         self._since_snap = 0
         await trio.to_thread.run_sync(self.log.truncate_after, -1)
+
+    async def _stop_snapshot_writer(self) -> None:
+        """Kill a forked snapshot writer and wait until reap_snapshots has collected it."""
+        pid = self._snapshot_pid
+        if pid is None:
+            return
+        self._snapshot_discarded = True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while self._snapshot_pid == pid:
+            await trio.sleep(0.01)
+        for stale in self.snap_dir.glob(f"{SNAP_PREFIX}*{TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
 
     def snapshot_now(self, tree: DataTree) -> Path:
         """Write a snapshot synchronously (clean shutdown, tests, benchmarks)."""
@@ -325,6 +358,15 @@ class DurableStore:
         if self.log is not None:
             self.log.close()
         os.close(self._lock_fd)
+
+
+def _delete_snapshots_above(snap_dir: Path, zxid: int) -> None:
+    doomed = [path for snap_zxid, path in list_zxid_files(snap_dir, SNAP_PREFIX) if snap_zxid > zxid]
+    for path in doomed:
+        log.info("deleting snapshot %s: beyond the snapshot 0x%x the leader sent", path.name, zxid)
+        path.unlink()
+    if doomed:
+        fsync_dir(snap_dir)
 
 
 def _max_fd() -> int:

@@ -297,11 +297,7 @@ class ZooKeeperServer:
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
         """Start or resume a session; False means close the connection at once."""
         tree = self.tree
-        if request.last_zxid_seen > tree.last_zxid:
-            log.info(
-                "refusing session from %s: it has seen zxid 0x%x, our last zxid is 0x%x",
-                conn.remote[0], request.last_zxid_seen, tree.last_zxid,
-            )  # fmt: skip
+        if self.client_is_ahead(conn, request):
             return False
         config = self.config
         timeout = max(config.min_session_timeout, min(config.max_session_timeout, request.timeout))
@@ -311,6 +307,10 @@ class ZooKeeperServer:
             password = self.random_bytes(16)
 
             def created(result: Result) -> None:
+                if result.err:  # refused (a failing disk): no session exists; the client retries
+                    log.warning("creating a session for %s failed (error %d)", conn.remote[0], result.err)
+                    conn.close()
+                    return
                 self._attach(conn, session_id, timeout, password, read_only)
 
             self.pipeline.submit(
@@ -319,12 +319,34 @@ class ZooKeeperServer:
             return True
         known = tree.sessions.get(request.session_id)
         if known is None or known[1] != request.passwd or not self.sessions.is_alive(request.session_id):
-            conn.send(connect_response(ConnectResponse(0, 0, 0, b"\x00" * 16, read_only)))
-            conn.close()
-            conn.attach(0, 0)
+            self._refuse_session(conn, read_only)
             return True
-        self.sessions.timeouts[request.session_id] = timeout
-        self._attach(conn, request.session_id, timeout, known[1], read_only)
+        self.resume_session(conn, request.session_id, timeout, known[1], read_only)
+        return True
+
+    def resume_session(
+        self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
+    ) -> None:
+        """A known, live session moves to this connection (an ensemble's learner asks its leader
+        first: see EnsembleServer)."""
+        self.sessions.timeouts[session_id] = timeout
+        self._attach(conn, session_id, timeout, password, read_only)
+
+    def _refuse_session(self, conn: ClientConnection, read_only: bool | None) -> None:
+        """The session is gone: a zero session id and timeout tell the client it expired."""
+        conn.send(connect_response(ConnectResponse(0, 0, 0, b"\x00" * 16, read_only)))
+        conn.close()
+        conn.attach(0, 0)
+
+    def client_is_ahead(self, conn: ClientConnection, request: ConnectRequest) -> bool:
+        """The client has seen a newer zxid than this server has: serving it would take it back in
+        time. It is refused (the connection closed) and tries another server, as Apache's."""
+        if request.last_zxid_seen <= self.tree.last_zxid:
+            return False
+        log.info(
+            "refusing session from %s: it has seen zxid 0x%x, our last zxid is 0x%x",
+            conn.remote[0], request.last_zxid_seen, self.tree.last_zxid,
+        )  # fmt: skip
         return True
 
     def _attach(
@@ -338,7 +360,7 @@ class ZooKeeperServer:
         conn.send(connect_response(ConnectResponse(0, timeout, session_id, password, read_only)))
         conn.attach(session_id, timeout)
 
-    def refuse_write(self, op: int, body: bytes) -> int:
+    def refuse_write(self, session_id: int, op: int, body: bytes, owner: int | None = None) -> int:
         """An error code for a write this server will not order at all (0: go ahead).
 
         Decisions that depend on this server's state or config are made here, before the
@@ -348,7 +370,39 @@ class ZooKeeperServer:
             return int(Code.SYSTEM_ERROR)
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
-        return 0
+        return self.check_session(session_id, op, owner)
+
+    def check_session(self, session_id: int, op: int, owner: int | None = None) -> int:
+        """Apache's SessionTracker.checkSession, asked of every request but a session's own create
+        and close: a session that is closing (closeSession taken, or expired) or unknown gets
+        SessionExpired. A request sent after closeSession must not run: a create(ephemeral)
+        ordered after the close would leave a node no session owns. `owner` is the server the
+        request came through (an ensemble's leader checks it; see EnsembleServer)."""
+        if op in (OpCode.CREATE_SESSION, OpCode.CLOSE_SESSION) or self.sessions.is_alive(session_id):
+            return 0
+        return int(Code.SESSION_EXPIRED)
+
+    def close_session(
+        self,
+        session_id: int,
+        cxid: int = 0,
+        auth: tuple[tuple[str, str], ...] = SERVER_AUTH,
+        callback: Callable[[Result], None] | None = None,
+    ) -> None:
+        """Order a closeSession (the client's, or the expirer's). The session is closing from now
+        on; if the close is refused (a failing disk), it is live again and expires anew after its
+        timeout, so its ephemerals go once writes work again instead of staying for ever."""
+        self.sessions.mark_closing(session_id)
+
+        def closed(result: Result) -> None:
+            if result.err and session_id in self.sessions.closing:
+                self.sessions.closing.discard(session_id)
+                if self.sessions.touch(session_id):
+                    self._expirer_wakeup.set()
+            if callback is not None:
+                callback(result)
+
+        self.pipeline.submit(session_id, cxid, OpCode.CLOSE_SESSION, b"", auth, closed)
 
     # -- commit side effects ----------------------------------------------------------
     def _on_applied(self, txn: Txn, result: Result) -> None:
@@ -373,7 +427,7 @@ class ZooKeeperServer:
                 conn = self.by_session.get(session_id)
                 if conn is not None:
                     conn.close()  # the client learns of the expiry when it reconnects
-                self.pipeline.submit(session_id, 0, OpCode.CLOSE_SESSION, b"", SERVER_AUTH)
+                self.close_session(session_id)
 
     async def _sweep_containers(self) -> None:
         """ZooKeeper's ContainerManager: every checkInterval, delete the collectable nodes.

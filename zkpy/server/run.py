@@ -184,4 +184,14 @@ async def _until_signalled() -> None:
 
 
 def run_server(config: ServerConfig) -> None:
-    trio.run(serve_until_signalled, config)
+    """Raises StartupError alone (not in the group a nursery wrapped it in): the caller prints it."""
+    try:
+        trio.run(serve_until_signalled, config)
+    except BaseExceptionGroup as group:
+        startup, rest = group.split(StartupError)
+        if startup is not None and rest is None:
+            leaf: BaseException = startup
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            raise leaf from None
+        raise

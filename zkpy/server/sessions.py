@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zkpy.tree.datatree import DataTree
 
 
 class SessionTracker:
@@ -98,3 +102,39 @@ class SessionTracker:
             self._deadline.pop(sid, None)
             self.closing.add(sid)
         return out
+
+
+def session_problems(tree: DataTree, tracker: SessionTracker) -> list[str]:
+    """What breaks the session invariant on the server whose tracker expires sessions (standalone
+    or leader); empty when it holds. A session that is neither scheduled nor closing never
+    expires, and an ephemeral without its session is never removed: both leak for ever."""
+    return orphan_ephemerals(tree) + unscheduled_sessions(tree, tracker)
+
+
+def orphan_ephemerals(tree: DataTree) -> list[str]:
+    """Ephemerals whose owner is no session of the tree (true on every server of an ensemble)."""
+    return [
+        f"ephemeral {path} is owned by 0x{owner:x}, which is no session"
+        for owner, owned in tree.ephemerals.items()
+        if owner not in tree.sessions
+        for path in sorted(owned)
+    ]
+
+
+def unscheduled_sessions(tree: DataTree, tracker: SessionTracker) -> list[str]:
+    """Sessions of the tree not in exactly one expiry bucket, unless closing (then in none)."""
+    buckets: dict[int, int] = {}
+    for members in tracker._buckets.values():
+        for session_id in members:
+            buckets[session_id] = buckets.get(session_id, 0) + 1
+    problems = []
+    for session_id in sorted(tree.sessions):
+        scheduled = buckets.get(session_id, 0)
+        if session_id in tracker.closing:
+            if scheduled:
+                problems.append(f"session 0x{session_id:x} is closing but still in an expiry bucket")
+        elif scheduled == 0:
+            problems.append(f"session 0x{session_id:x} is live but in no expiry bucket")
+        elif scheduled > 1:
+            problems.append(f"session 0x{session_id:x} is in {scheduled} expiry buckets")
+    return problems

@@ -36,21 +36,24 @@ def dump(path: Path | str, out: TextIO) -> None:
 
 def _dump_log(path: Path, out: TextIO) -> None:
     data = path.read_bytes()
-    first = frames.decode_header(data)
-    if first is None:
-        raise ValueError(f"{path}: unsupported log version")
-    out.write(f"transaction log {path.name}: first zxid {first:#x}\n")
-    off, prev, count, batch_open = frames.HEADER.size, first - 1, 0, False
-    while (found := frames.frame_at(data, off, len(data), prev)) is not None:
-        zxid, _, end, is_end = found
-        out.write(describe_record(zxid, data[off + frames.FRAME.size : end]) + "\n")
-        off, prev, batch_open = end, zxid, not is_end
+    header = frames.read_header(data)
+    if header is None:
+        raise ValueError(f"{path}: unsupported log version or damaged header")
+    out.write(f"transaction log {path.name}: first zxid {header.first_zxid:#x}\n")
+    gen = frames.scan_frames(data, header, header.first_zxid - 1)
+    count = 0
+    while True:
+        try:
+            zxid, start, end = next(gen)
+        except StopIteration as done:
+            verdict: frames.Scan = done.value
+            break
+        out.write(describe_record(zxid, data[start:end]) + "\n")
         count += 1
     out.write(f"{count} transactions\n")
-    if batch_open:
-        out.write("the last batch has no end record: recovery would drop it as a torn write\n")
-    if not frames.is_zero(data, off):
-        out.write(f"invalid data at offset {off}: a torn write, or corruption if valid records follow\n")
+    if not verdict.clean:
+        what = "corruption: valid records of a later batch follow" if verdict.later_batch else "a torn write"
+        out.write(f"invalid data at offset {verdict.stop} ({what}); records end at offset {verdict.end}\n")
 
 
 def describe_record(zxid: int, payload: bytes) -> str:

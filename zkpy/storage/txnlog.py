@@ -49,7 +49,8 @@ class TxnLog:
         self._path: Path | None = None
         self._pos = 0
         self._allocated = 0
-        self._batch = 0
+        self._salt = 0
+        self._chain = 0
         self._failure: str | None = None
         self._closed = False
 
@@ -69,15 +70,18 @@ class TxnLog:
             if not records:
                 return
             prev = self._last_zxid
-            for zxid, _ in records:
+            for zxid, payload in records:
+                if len(payload) > frames.MAX_PAYLOAD:
+                    raise ValueError(f"record of {len(payload)} bytes is too large for the log")
                 if zxid <= prev:
                     raise ValueError(f"zxid {zxid:#x} does not follow {prev:#x}")
                 prev = zxid
-            buf = frames.encode_batch(records, 0 if self._fd is None else self._batch)
+            buf = bytearray()
             try:
                 if self._fd is None:
                     self._create(records[0][0])
                 assert self._fd is not None
+                buf, chain = frames.encode_batch(records, self._salt, self._chain)
                 self._reserve(self._pos + len(buf))
                 _pwrite_all(self._fd, buf, self._pos)
                 if self._force_sync:
@@ -87,7 +91,7 @@ class TxnLog:
                 self._fail(f"writing {len(records)} records to {where}: {e}", self._pos, len(buf))
                 raise StorageError(self._failure) from e
             self._pos += len(buf)
-            self._batch += 1
+            self._chain = chain
             self._last_zxid = records[-1][0]
 
     def roll(self) -> None:
@@ -148,8 +152,11 @@ class TxnLog:
         path = self._dir / zxid_name(LOG_PREFIX, first_zxid)
         self._path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        self._pos = self._allocated = self._batch = 0
+        self._pos = self._allocated = 0
         header = frames.encode_header(first_zxid)
+        parsed = frames.read_header(header)
+        assert parsed is not None
+        self._salt, self._chain = parsed.salt, parsed.chain
         self._reserve(len(header))
         _pwrite_all(self._fd, header, 0)
         self._pos = len(header)
@@ -196,32 +203,44 @@ class TxnLog:
                 os.pwrite(self._fd, bytes(length), start)
 
 
-def recover(log_dir: Path, after_zxid: int = -1, *, repair: bool = True) -> Iterator[tuple[int, bytes]]:
+def recover(
+    log_dir: Path, after_zxid: int = -1, *, repair: bool = True, tail_after_gap: bool = False
+) -> Iterator[tuple[int, bytes]]:
     """Every valid (zxid, payload) with zxid > after_zxid, in zxid order across files.
 
     Checks everything before returning, so a CorruptLogError comes before any record is yielded.
     A torn tail in the newest file is cut off on disk (with a warning); damage anywhere else is a
-    CorruptLogError naming the file and offset. The log is then ready for a TxnLog to append.
+    CorruptLogError naming the file and offset. So is a gap: every file whose records are needed
+    must start right after the records before it (or after `after_zxid`, which the caller's
+    snapshot covers), or a log file is missing. The log is then ready for a TxnLog to append.
 
     repair=False reads without changing anything, for a log a TxnLog is writing right now (a
     leader reading its history for a follower): the newest file is read up to its last complete
     batch, and an unfinished batch there is left alone.
+
+    tail_after_gap=True: instead of raising at a gap, yield only the records after the last one
+    (for a reader that wants the newest unbroken history, and can do without the older part).
     """
     log_dir = Path(log_dir)
     if repair:
         repair_tail(log_dir)
     needed = _files_after(list_zxid_files(log_dir, LOG_PREFIX), after_zxid)
-    if needed and after_zxid >= 0:
-        first = needed[0][0]
-        if first > after_zxid and not follows(after_zxid, first):
-            raise CorruptLogError(
-                f"{needed[0][1]}: the log starts at {first:#x} but recovery needs every transaction after "
-                f"{after_zxid:#x}; a log file is missing"
-            )
     prev = -1
+    reached = after_zxid  # records up to here are covered (by the caller's snapshot, then by files)
+    start = 0
     for i, (first, path) in enumerate(needed):
-        prev = _check_file(path, first, prev, live=not repair and i == len(needed) - 1)
-    return _replay(needed, after_zxid, live=not repair)
+        last = _check_file(path, first, prev, live=not repair and i == len(needed) - 1)
+        if last > after_zxid:  # this file's records will be yielded
+            if reached >= 0 and first > reached and not follows(reached, first):
+                if not tail_after_gap:
+                    raise CorruptLogError(
+                        f"{path}: the log starts again at {first:#x} but the records before it end at "
+                        f"{reached:#x}; the transactions between are missing (a log file is missing)"
+                    )
+                start = i
+            reached = max(reached, last)
+        prev = last
+    return _replay(needed[start:], after_zxid, live=not repair)
 
 
 def follows(zxid: int, next_zxid: int) -> bool:
@@ -241,16 +260,18 @@ def repair_tail(log_dir: Path) -> int:
     while files:
         first, path = files.pop()
         data = path.read_bytes()
-        header = frames.decode_header(data)
+        header = frames.read_header(data)
         if header is None:
             if frames.data_end(data) > frames.HEADER.size:
                 raise CorruptLogError(f"{path}: not a zkpy transaction log (bad header at offset 0)")
             log.warning("%s: removing log file with a torn header (crash while it was created)", path)
             _remove(path)
             continue
-        if header != first:
-            raise CorruptLogError(f"{path}: header names first zxid {header:#x}, the file name {first:#x}")
-        verdict = frames.scan(data, frames.HEADER.size, first - 1)
+        if header.first_zxid != first:
+            raise CorruptLogError(
+                f"{path}: header names first zxid {header.first_zxid:#x}, the file name {first:#x}"
+            )
+        verdict = frames.scan(data, header, first - 1)
         if not verdict.clean:
             if verdict.later_batch:
                 raise CorruptLogError(
@@ -266,7 +287,7 @@ def repair_tail(log_dir: Path) -> int:
         elif len(data) > verdict.end:
             # The preallocated tail of a file left by a crash: no writer appends to it again.
             _truncate(path, verdict.end)
-        if verdict.end > frames.HEADER.size:
+        if verdict.end > header.size:
             return verdict.last_zxid
         _remove(path)
     return -1
@@ -288,11 +309,12 @@ def _check_file(path: Path, first: int, prev: int, live: bool = False) -> int:
     live: the file may be being written: an unfinished batch (or header) at its end is no error.
     """
     data = path.read_bytes()
-    if frames.decode_header(data) != first:
+    header = frames.read_header(data)
+    if header is None or header.first_zxid != first:
         if live and frames.data_end(data) <= frames.HEADER.size:
             return prev
         raise CorruptLogError(f"{path}: bad header (offset 0)")
-    verdict = frames.scan(data, frames.HEADER.size, max(prev, first - 1))
+    verdict = frames.scan(data, header, max(prev, first - 1))
     if not verdict.clean and (verdict.later_batch or not live):
         raise CorruptLogError(f"{path}: corrupt or out-of-order record at offset {verdict.stop}")
     return verdict.last_zxid
@@ -301,10 +323,13 @@ def _check_file(path: Path, first: int, prev: int, live: bool = False) -> int:
 def _replay(files: list[tuple[int, Path]], after_zxid: int, live: bool) -> Iterator[tuple[int, bytes]]:
     for i, (first, path) in enumerate(files):
         data = path.read_bytes()
-        if live and i == len(files) - 1 and frames.decode_header(data) is None:
-            return  # being created
+        header = frames.read_header(data)
+        if header is None:
+            if live and i == len(files) - 1:
+                return  # being created
+            raise CorruptLogError(f"{path}: changed during recovery (bad header)")
         view = memoryview(data)
-        gen = frames.scan_frames(data, frames.HEADER.size, first - 1)
+        gen = frames.scan_frames(data, header, first - 1)
         while True:
             try:
                 zxid, start, end = next(gen)
@@ -333,7 +358,7 @@ def _truncate_files(log_dir: Path, zxid: int) -> int:
                 _remove(path)
                 continue
             tmp = path.with_name(path.name + TMP_SUFFIX)
-            body = frames.encode_header(first) + frames.encode_batch(kept, 0)
+            body = frames.encode_file(first, kept)  # rewritten in the current format
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 _pwrite_all(fd, body, 0)
@@ -348,7 +373,10 @@ def _truncate_files(log_dir: Path, zxid: int) -> int:
 
 
 def _iter_records(path: Path, data: bytes, first: int) -> Iterator[tuple[int, int, int]]:
-    verdict = yield from frames.scan_frames(data, frames.HEADER.size, first - 1)
+    header = frames.read_header(data)
+    if header is None:
+        raise CorruptLogError(f"{path}: bad header (offset 0)")
+    verdict = yield from frames.scan_frames(data, header, first - 1)
     if not verdict.clean:
         raise CorruptLogError(f"{path}: corrupt record at offset {verdict.stop}")
 

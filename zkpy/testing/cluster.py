@@ -28,6 +28,7 @@ from zkpy.replication.environment import Environment
 from zkpy.replication.leader import Leader
 from zkpy.replication.peer import QuorumPeer
 from zkpy.server.config import ServerConfig, parse_config
+from zkpy.server.sessions import orphan_ephemerals, session_problems
 from zkpy.testing.disk import MemoryDisk, MemoryStore
 from zkpy.testing.network import SimNetwork
 from zkpy.testing.simclient import Op, SimClient
@@ -56,6 +57,7 @@ class ClusterInvariants:
         self.applied_last: dict[int, int] = {}  # sid -> last zxid applied this incarnation
         self.max_applied: dict[int, int] = {}  # sid -> highest zxid ever applied (across restarts)
         self.acknowledged: list[Op] = []
+        self.last_cxid: dict[int, int] = {}  # session id -> cxid of its newest committed request
 
     def fail(self, message: str) -> None:
         raise InvariantViolation(message)
@@ -71,8 +73,24 @@ class ClusterInvariants:
         if known is None:
             self.committed[zxid] = packed
             bisect.insort(self._sorted, zxid)
+            self._check_session_order(zxid, packed)
         elif known != packed:
             self.fail(f"leader {sid} commits a different transaction at zxid {zxid:#x}")
+
+    def _check_session_order(self, zxid: int, packed: bytes) -> None:
+        """FIFO client order: a session's requests are committed in the order it sent them (its
+        cxids increase). Server-made transactions (the expirer's close, sweeps) carry cxid 0.
+        Committed transactions are reported in zxid order, each once."""
+        txn = Txn.unpack(packed)
+        if txn.cxid <= 0 or txn.session_id == 0:
+            return
+        last = self.last_cxid.get(txn.session_id, 0)
+        if txn.cxid <= last:
+            self.fail(
+                f"session 0x{txn.session_id:x}'s request cxid {txn.cxid} is committed at zxid {zxid:#x}, "
+                f"after its later request cxid {last}: FIFO client order broken"
+            )
+        self.last_cxid[txn.session_id] = txn.cxid
 
     def applied(self, sid: int, zxid: int, packed: bytes) -> None:
         known = self.committed.get(zxid)
@@ -107,6 +125,12 @@ class ClusterInvariants:
         """A learner's tree was replaced or rolled back by its leader (SNAP/TRUNC)."""
         self.applied_last[sid] = tree_zxid
 
+    def serving(self, sid: int, tree_zxid: int) -> None:
+        """What a server serves is committed: a tree recovered from a log that ends in proposals
+        nobody committed must be cut back before it is served (ensemble safety item 3)."""
+        if tree_zxid > 0 and tree_zxid not in self.committed:
+            self.fail(f"server {sid} serves a tree at zxid {tree_zxid:#x}, which no leader committed")
+
     def acknowledged_write(self, op: Op) -> None:
         if op.zxid not in self.committed:
             self.fail(f"{op.client} was acknowledged {op.kind} {op.path} at zxid {op.zxid:#x}, not committed")
@@ -138,6 +162,9 @@ class _ObserverAdapter:
 
     def synced(self, sid: int, tree_zxid: int) -> None:
         self.inv.synced(sid, tree_zxid)
+
+    def serving(self, sid: int, tree_zxid: int) -> None:
+        self.inv.serving(sid, tree_zxid)
 
     def point(self, sid: int, name: str) -> None:
         for hook in list(self.points):
@@ -298,7 +325,8 @@ class SimCluster:
 
     # -- final checks -------------------------------------------------------------------
     def check_trees(self) -> None:
-        """Every serving server's tree is the committed history applied up to its last zxid."""
+        """Every serving server's tree is the committed history applied up to its last zxid, and
+        the session invariant holds (zkpy.server.sessions.session_problems)."""
         for sid, server in self.servers.items():
             if not server.serving:
                 continue
@@ -309,6 +337,16 @@ class SimCluster:
                 raise InvariantViolation(
                     f"seed {self.seed}: server {sid}'s tree differs from its committed log"
                 )
+            serving = server.peer.serving
+            assert serving is not None
+            # The session invariant: the leader's tracker is the one that expires sessions, so
+            # every session must be in it (scheduled or closing); ephemerals need their owner.
+            if serving.state == "leader":
+                problems = session_problems(tree, serving.sessions)
+            else:
+                problems = orphan_ephemerals(tree)
+            if problems:
+                raise InvariantViolation(f"seed {self.seed}: server {sid}: {'; '.join(problems)}")
 
     def check_acknowledged(self) -> None:
         """Acknowledged creates exist on every serving server (after the run has healed; the

@@ -151,6 +151,8 @@ class MemoryStore:
             raise CorruptLogError(f"the log jumps from {after:#x} to {following[0]:#x}: a hole")
         applier = Applier(tree)
         count = 0
+        newest = max(snaps, default=-1)
+        passed_newest = newest <= tree.last_zxid
         for zxid, payload in self.disk.log:
             if zxid <= after:
                 continue
@@ -159,11 +161,13 @@ class MemoryStore:
                 raise ValueError(f"log record framed as zxid {zxid:#x} holds transaction {txn.zxid:#x}")
             applier.apply(txn)
             count += 1
+            passed_newest = passed_newest or zxid == newest
             if replayed is not None:
                 replayed(zxid, payload)
-        if tree.last_zxid < max(snaps, default=-1):  # as DurableStore: a skipped snapshot was ahead
+        if not passed_newest:  # as DurableStore: a skipped snapshot whose transaction the log lacks
             raise CorruptSnapshotError(
-                f"simulated: snapshot {max(snaps):#x} is damaged and the log reaches only {tree.last_zxid:#x}"
+                f"simulated: snapshot {newest:#x} is damaged and the log reaches only {tree.last_zxid:#x} "
+                f"without holding its transaction"
             )
         self._open = True
         self._failure = None  # a reopened log starts afresh, as a new TxnLog does
@@ -279,6 +283,11 @@ class MemoryStore:
         await self._fsync()
         self.disk.snapshots[zxid] = snapshot
         self.disk.damaged_snapshots.discard(zxid)  # written anew
+        self.disk.fsyncs += 1
+        # As DurableStore: snapshots above the one sent hold a history the ensemble cut.
+        for above in [z for z in self.disk.snapshots if z > zxid]:
+            del self.disk.snapshots[above]
+            self.disk.damaged_snapshots.discard(above)
         self.disk.fsyncs += 1
         self.last_snapshot_zxid = zxid
         self._since_snap = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import shutil
@@ -18,16 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zkpy.ops.layout import HOST, Member, member_home, members_on_free_ports, write_config, write_member
+from zkpy.ops.status import four_letter
+from zkpy.testing import apache
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-APACHE_ZK_TOOL = Path(os.environ.get("ZKPY_APACHE_ZK", REPO_ROOT.parent / "shared" / "tools" / "apache-zk"))
-
-
-@functools.cache
-def ensure_apache_installed() -> None:
-    """The apache-zk tool installs Debian's zookeeper package on first use; do that once, untimed."""
-    subprocess.run(["bash", str(APACHE_ZK_TOOL), "--classpath"], check=True, stdout=subprocess.DEVNULL)
-
-
 _HANDED_OUT: set[int] = set()
 _HANDED_OUT_LOCK = threading.Lock()
 
@@ -63,19 +57,6 @@ class NotWhitelistedError(RuntimeError):
 _IN_USE_MARKERS = ("already in use", "Address already in use")
 
 
-def four_letter(host: str, port: int, word: str, timeout: float = 5.0) -> str:
-    """Send a four-letter word and return the whole answer."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(word.encode())
-        chunks = []
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks).decode(errors="replace")
-
-
 @dataclass
 class ServerProcess:
     kind: str
@@ -94,7 +75,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         if self.kind == "apache":
-            return ["bash", str(APACHE_ZK_TOOL), str(self.config_path)]
+            return apache.server_command(self.config_path)
         return [sys.executable, "-m", "zkpy", "server", str(self.config_path)]
 
     def start(self, wait: float | None = 90.0) -> None:
@@ -104,7 +85,7 @@ class ServerProcess:
         spawns all its members first and then waits for them together (Ensemble.wait_serving).
         """
         if self.kind == "apache":
-            ensure_apache_installed()  # before the clock starts: the first install takes minutes
+            apache.ensure_installed()  # before the clock starts: the first install takes minutes
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.log_start = log.tell()
         self.proc = subprocess.Popen(
@@ -201,20 +182,6 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def write_config(path: Path, port: int, data_dir: Path, extra: dict[str, str] | None = None) -> None:
-    settings = {
-        "tickTime": "2000",
-        "dataDir": str(data_dir),
-        "clientPort": str(port),
-        "clientPortAddress": "127.0.0.1",
-        "maxClientCnxns": "0",
-        "4lw.commands.whitelist": "*",
-        "admin.enableServer": "false",
-        **(extra or {}),
-    }
-    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-
-
 @contextlib.contextmanager
 def running_server(kind: str = "zkpy", extra: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A fresh server of `kind` ('zkpy' or 'apache') on 127.0.0.1, stopped and cleaned up afterwards."""
@@ -290,30 +257,24 @@ class Ensemble:
             server.stop()
 
 
-def ensemble_servers(kind: str, tmp: Path, n: int, extra: dict[str, str] | None) -> list[ServerProcess]:
+def ensemble_servers(
+    kind: str, tmp: Path, n: int, extra: dict[str, str] | None, observers: int = 0
+) -> list[ServerProcess]:
     """The members of one quorum under `tmp` (data dirs with myid, configs), not started."""
-    ports = [(free_port(), free_port(), free_port()) for _ in range(n)]
-    quorum = {f"server.{i + 1}": f"127.0.0.1:{p[1]}:{p[2]}" for i, p in enumerate(ports)}
-    servers = []
-    for i, (client_port, _, _) in enumerate(ports):
-        home = tmp / f"s{i + 1}"
-        data_dir = home / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "myid").write_text(f"{i + 1}\n")
-        settings = {"initLimit": "10", "syncLimit": "5", **quorum, **(extra or {})}
-        write_config(home / "zoo.cfg", client_port, data_dir, settings)
-        servers.append(
-            ServerProcess(
-                kind,
-                "127.0.0.1",
-                client_port,
-                data_dir,
-                home / "zoo.cfg",
-                home / "server.log",
-                extra=settings,
-            )
-        )
-    return servers
+    members = members_on_free_ports(n, observers, free_port)
+    return [member_process(kind, tmp, m, members, extra) for m in members]
+
+
+def member_process(
+    kind: str, root: Path, member: Member, members: list[Member], extra: dict[str, str] | None = None
+) -> ServerProcess:
+    """Write `member`'s zoo.cfg and myid under `root` (zkpy.ops.layout) and return its process,
+    not started; `extra` adds settings or overrides server.N lines (a proxy between peers, say)."""
+    home = member_home(root, member)
+    settings = write_member(root, member, members, extra)
+    return ServerProcess(
+        kind, HOST, member.client_port, home / "data", home / "zoo.cfg", home / "server.log", extra=settings
+    )
 
 
 @contextlib.contextmanager

@@ -65,7 +65,8 @@ class SimClient:
     servers: list[tuple[str, int]]
     rng: random.Random
     session_timeout_ms: int = 4000
-    request_timeout: float = 3.0
+    request_timeout: float = 3.0  # how long a request waits for its reply before the client moves on
+    connect_timeout: float = 3.0  # a new session waits for a commit: not shorter than a write
     history: list[Op] = field(default_factory=list)
     session_id: int = 0
     password: bytes = b"\x00" * 16
@@ -82,7 +83,7 @@ class SimClient:
                 break
             host, port = self.rng.choice(self.servers)
             try:
-                with trio.fail_after(self.request_timeout):
+                with trio.fail_after(self.connect_timeout):
                     stream = await self.network.connect(host, port)
                     self._stream, self._frames = stream, FrameBuffer()
                     await self._send(
@@ -102,6 +103,11 @@ class SimClient:
                 await self._drop()
                 await trio.sleep(0.05 + self.rng.random() * 0.1)
                 continue
+            except BaseException:
+                # Cancelled mid-handshake: the server may still answer it on this stream later,
+                # where the next call would take its ConnectResponse for a reply.
+                await self._drop()
+                raise
             if response.timeout <= 0:
                 await self._drop()
                 if self.session_id:

@@ -21,21 +21,33 @@ if TYPE_CHECKING:
 OPEN = [ACL(31, Id("world", "anyone"))]
 
 
-def new_client(cluster: SimCluster, name: str, session_timeout_ms: int = 4000) -> SimClient:
+def new_client(
+    cluster: SimCluster, name: str, session_timeout_ms: int = 4000, request_timeout: float = 3.0
+) -> SimClient:
+    """A client of the cluster; `request_timeout` is how long it waits for a reply before it gives
+    up on the server and moves to another, its request still in flight there."""
     return SimClient(
         name,
         cluster.network.host(name),
         cluster.client_addresses,
         random.Random(cluster.rng.getrandbits(64)),
         session_timeout_ms=session_timeout_ms,
+        request_timeout=request_timeout,
     )
 
 
-async def writer(cluster: SimCluster, name: str, until: float, think: float = 0.0) -> int:
+def log_uniform(rng: random.Random, low: float, high: float) -> float:
+    """Heavy-tailed draws: as many between 5 and 50 ms as between 0.5 and 5 s."""
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+async def writer(
+    cluster: SimCluster, name: str, until: float, think: float = 0.0, request_timeout: float = 3.0
+) -> int:
     """Create /name-N nodes one after another until `until`, up to `think` seconds apart (a
     random pause); returns how many were acknowledged. A connection lost mid-request leaves that
     create's outcome unknown: it moves on to N+1."""
-    client = new_client(cluster, name)
+    client = new_client(cluster, name, request_timeout=request_timeout)
     acked = 0
     n = 0
     while trio.current_time() < until:
@@ -83,13 +95,18 @@ async def make_registers(cluster: SimCluster) -> None:
 
 
 async def register_client(
-    cluster: SimCluster, name: str, until: float, session_timeout_ms: int = 4000, think: float = 0.0
+    cluster: SimCluster,
+    name: str,
+    until: float,
+    session_timeout_ms: int = 4000,
+    think: float = 0.0,
+    request_timeout: float = 3.0,
 ) -> None:
     """Compare-and-set on a few znodes: read the value and version, write a new value at that
     version; now and then a sync first; up to `think` seconds (a random pause) before the next.
     Every operation goes into the client's history. When its session expires it starts a new
     one (the history keeps its name: see simclient)."""
-    client = new_client(cluster, name, session_timeout_ms)
+    client = new_client(cluster, name, session_timeout_ms, request_timeout)
     cluster.clients.append(client)
     rng = client.rng
     n = 0
@@ -172,6 +189,7 @@ FAULTS: dict[str, int] = {
     "pause": 2,  # one server (the leader half the time) is frozen for 1-5 s (SimNetwork.pause)
     "reset": 2,  # the live connections between two servers, or all of one server's, are reset
     "expire_client": 2,  # the short-session client is cut off mid-request, past its session timeout
+    "bounce": 2,  # kill -9 of a server (the leader half the time), back after 1 ms-2 s (log-uniform)
 }
 
 # The client of faulty_scenario whose session the nemesis makes expire, and its session timeout:
@@ -287,12 +305,25 @@ async def inject_fault(
             return False  # (near the end the client would stop before it learnt of the expiry)
         cluster.nemesis_busy.add(EXPIRING_CLIENT)
         later.start_soon(_cut_off_client, cluster, client, duration)
+    elif fault == "bounce":
+        leader = cluster.leader()
+        sid = leader if leader is not None and rng.random() < 0.5 else rng.choice(sids)
+        if not cluster.servers[sid].alive:
+            return False
+        cluster.crash(sid)
+        later.start_soon(_restart_later, cluster, sid, log_uniform(rng, 0.001, 2.0))
     elif fault == "heal":
         network.heal()
         cluster.note("heal")
     else:
         raise ValueError(f"no such fault: {fault}")
     return True
+
+
+async def _restart_later(cluster: SimCluster, sid: int, delay: float) -> None:
+    await trio.sleep(delay)
+    if not cluster.servers[sid].alive:  # else a restart fault was quicker
+        await cluster.start(sid)
 
 
 async def _resume_later(cluster: SimCluster, host: str, delay: float) -> None:
@@ -344,12 +375,18 @@ def faulty_scenario(duration: float, think: float = 0.0) -> Callable[[SimCluster
         await make_registers(cluster)
         until = trio.current_time() + duration
         rng = random.Random(cluster.rng.getrandbits(64))
+        # How long each client waits for a reply before it moves to another server, its request
+        # still in flight: log-uniform from 50 ms to 3 s, so sessions move with requests in flight
+        # (what FIFO client order across servers is about) as often as they wait patiently.
+        patience = [log_uniform(rng, 0.05, 3.0) for _ in range(5)]
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer, cluster, "c1", until, think)
-            nursery.start_soon(writer, cluster, "c2", until, think)
-            nursery.start_soon(register_client, cluster, "r1", until, 4000, think)
-            nursery.start_soon(register_client, cluster, "r2", until, 4000, think)
-            nursery.start_soon(register_client, cluster, EXPIRING_CLIENT, until, EXPIRING_SESSION_MS, think)
+            nursery.start_soon(writer, cluster, "c1", until, think, patience[0])
+            nursery.start_soon(writer, cluster, "c2", until, think, patience[1])
+            nursery.start_soon(register_client, cluster, "r1", until, 4000, think, patience[2])
+            nursery.start_soon(register_client, cluster, "r2", until, 4000, think, patience[3])
+            nursery.start_soon(
+                register_client, cluster, EXPIRING_CLIENT, until, EXPIRING_SESSION_MS, think, patience[4]
+            )
             nursery.start_soon(nemesis, cluster, until, rng)
         await recover_everything(cluster)
         await one_write(cluster, "after-heal", timeout=60.0)

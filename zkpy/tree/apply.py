@@ -23,6 +23,7 @@ from zkpy.errors import (
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
+    SessionExpiredError,
     UnimplementedError,
     ZooKeeperError,
 )
@@ -133,6 +134,7 @@ class Applier:
         except JuteError:
             result.err = int(Code.MARSHALLING_ERROR)
             result.response = None
+            result.events.clear()
         except Exception:
             # A bug, not a client error. Answer SystemError and keep serving: the same txn
             # replays to the same outcome, so replicas and restarts stay in step.
@@ -203,6 +205,11 @@ class Applier:
         elif flags in (1, 3):
             if txn.session_id == 0:
                 raise BadArgumentsError(path=path)
+            if txn.session_id not in tree.sessions:
+                # The session closed (or expired) before this create was ordered: an ephemeral
+                # owned by no session would never go. The servers refuse such a request before
+                # ordering it (Apache's checkSession); this keeps replay and replicas honest too.
+                raise SessionExpiredError(path=path)
             owner = txn.session_id
         else:
             owner = 0
@@ -334,6 +341,13 @@ class Applier:
             except ZooKeeperError as e:
                 failed_at, failed_code = i, int(e.code)
                 break
+            except Exception:
+                # Anything else (a null path's JuteError, a bug) fails the whole request; the ops
+                # before it must not stay applied, nor their watches fire.
+                for undo in reversed(undos):
+                    undo()
+                result.events.clear()
+                raise
             undos.append(undo)
             responses.append(self._multi_result(op, req, response))
         if failed_at < 0:

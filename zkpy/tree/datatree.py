@@ -209,6 +209,18 @@ class DataTree:
                         del self.ephemerals[owner]
         return node
 
+    def drop_orphan_ephemerals(self) -> list[str]:
+        """Delete ephemerals whose owner is no session of the tree, as Apache's loadData does at
+        start-up (its killSession of sessions without a timeout): data written before sessions
+        were checked could hold such nodes, and nothing else would ever remove them."""
+        orphans = sorted(
+            (path for owner, owned in self.ephemerals.items() if owner not in self.sessions for path in owned),
+            reverse=True,
+        )
+        for path in orphans:
+            self.delete_node(path, self.last_zxid)
+        return orphans
+
     def relink(self, path: str, node: ZNode, parent_pzxid: int) -> None:
         """Put back a node that `delete_node` removed (multi rollback)."""
         self.nodes[path] = node
