@@ -30,10 +30,11 @@ def cmd_server(args: argparse.Namespace) -> int:
             f"{args.config} lists {len(config.servers)} servers but {config.data_dir}/myid is missing: "
             "write this server's id (the N of its server.N line) there"
         )
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from zkpy.ops import logs
+
+    problem = logs.configure(args.log_level, args.log_file)
+    if problem is not None:
+        return _fail(problem)
     for warning in config.warnings:
         logging.getLogger("zkpy.config").warning("%s", warning)
     try:
@@ -92,7 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     server = sub.add_parser("server", help="run a server from a ZooKeeper zoo.cfg")
     server.add_argument("config", help="path to zoo.cfg")
-    server.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    server.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: $ZKPY_LOG_LEVEL, else info",
+    )
+    server.add_argument("--log-file", help="append the log here instead of writing it to stderr")
     server.set_defaults(func=cmd_server)
     status = sub.add_parser(
         "status",

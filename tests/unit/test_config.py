@@ -137,8 +137,7 @@ def test_kazoo_harness_keys_are_not_fatal() -> None:
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        ("admin.serverPort=8080", "no admin server"),
-        ("admin.enableServer=true", "no admin server"),
+        ("admin.idleTimeout=1000", "the AdminServer takes admin.enableServer"),
         ("skipACL=yes", "ACLs are always checked"),
         ("authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider", "no pluggable"),
         ("sasl.enabled=true", "no SASL"),
@@ -148,7 +147,7 @@ def test_kazoo_harness_keys_are_not_fatal() -> None:
         ("standaloneEnabled=false", "zkpy's ensemble does not use it"),
         ("reconfigEnabled=true", "no dynamic reconfiguration"),
         ("jvmFlags=-Xmx2g", "not a Java process"),
-        ("zookeeper.metricsProvider.className=x.Prometheus", "no metrics providers"),
+        ("metricsProvider.exportJvmInfo=false", "the Prometheus endpoint takes"),
         ("ssl.keyStore.location=/k.jks", "secureClientPort is not set"),
     ],
 )
@@ -182,11 +181,12 @@ def test_keys_zkpy_honours_are_not_warned_about(line: str) -> None:
 
 def test_each_key_is_warned_about_once() -> None:
     text = (
-        MINIMAL + "admin.serverPort=1\nzookeeper.admin.serverPort=2\nssl.quorum.keyStore.password=hunter2\n"
+        MINIMAL + "admin.idleTimeout=1\nzookeeper.admin.idleTimeout=2\nssl.quorum.keyStore.password=hunter2\n"
     )
     c = parse_config(text, "/", source="zoo.cfg")
     assert c.warnings == [
-        "zoo.cfg:4: admin.serverPort=2 has no effect in zkpy (no admin server; the four-letter words report status)",
+        "zoo.cfg:4: admin.idleTimeout=2 has no effect in zkpy (the AdminServer takes admin.enableServer, "
+        "admin.serverPort and admin.serverAddress)",
         "zoo.cfg:5: ssl.quorum.keyStore.password=*** has no effect in zkpy (zkpy's ensemble does not use it)",
     ]
 
@@ -411,8 +411,51 @@ def test_kazoo_harness_config(tmp_path: Path) -> None:
     assert "does not match server.2" in c.warnings[-1]
     ignored = [w.split(": ", 1)[1].split("=")[0] for w in c.warnings[:-1]]
     assert ignored == [
-        "admin.serverPort",
         "serverCnxnFactory",
         "authProvider.1",
         "reconfigEnabled",
+    ]
+
+
+def test_admin_server_runs_only_when_the_config_asks_for_it() -> None:
+    """Apache runs its AdminServer on 8080 unless told not to; zkpy only when admin.serverPort is
+    set or admin.enableServer=true (servers sharing a host would all fight over 8080)."""
+    assert not parse_config(MINIMAL, "/").admin_server_wanted
+    c = parse_config(MINIMAL + "admin.serverPort=18080\nadmin.serverAddress=127.0.0.1\n", "/")
+    assert (c.admin_server_wanted, c.admin_server_port, c.admin_server_address) == (True, 18080, "127.0.0.1")
+    assert c.warnings == []
+    c = parse_config(MINIMAL + "admin.enableServer=true\n", "/")
+    assert (c.admin_server_wanted, c.admin_server_port) == (True, 8080)
+    c = parse_config(MINIMAL + "admin.enableServer=false\nadmin.serverPort=18080\n", "/")
+    assert not c.admin_server_wanted
+    assert c.warnings == ["zoo.cfg:4: admin.serverPort=18080 has no effect (admin.enableServer=false)"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "port", "host"),
+    [
+        ("", None, "0.0.0.0"),
+        ("metricsProvider.httpPort=17000\n", 17000, "0.0.0.0"),
+        (
+            "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n",
+            7000,
+            "0.0.0.0",
+        ),
+        ("metricsProvider.httpPort=17001\nmetricsProvider.httpHost=127.0.0.1\n", 17001, "127.0.0.1"),
+    ],
+)
+def test_metrics_provider_keys(lines: str, port: int | None, host: str) -> None:
+    """Apache's PrometheusMetricsProvider keys: the endpoint exists when httpPort is set or the
+    provider class is named (Apache's default port 7000 then)."""
+    c = parse_config(MINIMAL + lines, "/")
+    assert (c.metrics_port, c.metrics_host) == (port, host)
+    assert c.warnings == []
+
+
+def test_another_metrics_provider_class_is_warned_about() -> None:
+    c = parse_config(MINIMAL + "metricsProvider.className=com.example.Statsd\n", "/")
+    assert c.metrics_port is None
+    assert c.warnings == [
+        "zoo.cfg:3: metricsProvider.className=com.example.Statsd is not PrometheusMetricsProvider: "
+        "zkpy serves Prometheus metrics only (metricsProvider.httpPort)"
     ]

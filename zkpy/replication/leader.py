@@ -136,6 +136,7 @@ class Leader:
             async for kind, conn, value in self._events:
                 if kind == "message":
                     effects = self.core.receive(conn, value, trio.current_time())
+                    self._note_ack(conn, value)
                     self._identified(conn)
                 elif kind == "gone":
                     effects = self.core.disconnected(conn)
@@ -177,7 +178,7 @@ class Leader:
                 if link is not None:
                     link.send(effect.message)
                 if effect.message[0] == "uptodate" and effect.conn in self._sync_started:
-                    peer.sync_ms.record((trio.current_time() - self._sync_started.pop(effect.conn)) * 1000)
+                    peer.stats.follower_sync_ms.record((trio.current_time() - self._sync_started.pop(effect.conn)) * 1000)
             elif isinstance(effect, core.ForwardRequest):
                 self._forward(effect)
             elif isinstance(effect, core.TouchSessions):
@@ -185,6 +186,7 @@ class Leader:
                     for session_id in effect.session_ids:
                         self.server.sessions.touch(session_id)
             elif isinstance(effect, core.Committed):
+                peer.stats.quorum_acked(effect.zxid, trio.current_time())
                 self._report_committed(effect.zxid)
                 self._commit_changed.set()
                 self._commit_changed = trio.Event()
@@ -217,6 +219,7 @@ class Leader:
         if link is None:
             return
         self._sync_started[effect.conn] = trio.current_time()
+        peer.stats.syncs[plan.mode] += 1
         link.send(["syncdata", plan.mode, plan.zxid, items, plan.txns])
         link.send(["newleader", self.core.epoch])
         log.info(
@@ -356,6 +359,8 @@ class Leader:
         """The pipeline's persist step: durable on a quorum before it returns."""
         peer = self.peer
         packed = [txn.pack() for txn in txns]
+        proposed_at = trio.current_time()
+        peer.stats.proposed(txns[-1].zxid, proposed_at)
         try:
             effects = self.core.propose(txns, packed)
         except RoleEnded as e:
@@ -378,6 +383,16 @@ class Leader:
         target = txns[-1].zxid
         while self.core.committed < target:
             await self._commit_changed.wait()
+        peer.stats.proposal_ms.record((trio.current_time() - proposed_at) * 1000)
+
+    def _note_ack(self, conn: int, message: list[Any]) -> None:
+        """Per-learner ack latency (metrics): an ack names the last zxid of the batch it covers.
+        Called after the core took the message, so a malformed one has already closed its link."""
+        if not (isinstance(message, list) and len(message) == 2 and message[0] == "ack"):
+            return
+        learner = self.core.learners.get(conn)
+        if learner is not None and learner.sid >= 0 and isinstance(message[1], int):
+            self.peer.stats.acked(learner.sid, message[1], trio.current_time())
 
     def _record_size(self, effects: list[core.Effect]) -> None:
         for effect in effects:

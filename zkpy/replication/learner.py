@@ -129,6 +129,8 @@ class Learner(Forwarder):
             elif isinstance(effect, Apply):
                 assert self.pipeline is not None
                 self.pipeline.apply_committed(effect.txns)
+                if effect.txns:  # one sample a batch: its newest transaction, ordered last
+                    peer.stats.commit_propagation_ms.record(peer.env.wall_clock_ms() - effect.txns[-1].time)
             elif isinstance(effect, Log):
                 self._to_log_in.send_nowait(effect.txns)
             elif isinstance(effect, Pong):

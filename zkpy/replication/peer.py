@@ -24,8 +24,8 @@ from zkpy.replication.leader import Leader, RoleEnded
 from zkpy.replication.learner import Learner
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
+from zkpy.replication.stats import ReplicationStats
 from zkpy.server.config import ServerConfig
-from zkpy.server.latency import Summary
 from zkpy.server.node import StartupError, ZooKeeperServer
 from zkpy.server.not_serving import answer_while_not_serving
 from zkpy.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
@@ -61,9 +61,8 @@ class QuorumPeer:
         self.disk_failed: str | None = None  # why the log refused a write; None while it works
         self._disk_backoff = 0.1  # between probes of a failed disk; grows across quick relapses
         self._disk_rejoined_at = -math.inf
-        # ZooKeeper 3.8's election_time and (leader side) follower_sync_time summaries, in ms.
-        self.election_ms = Summary()
-        self.sync_ms = Summary()
+        # election_time, follower_sync_time, proposal and ack latencies, sync modes (mntr, metrics)
+        self.stats = ReplicationStats()
 
     def _recover(self) -> DataTree:
         replayed: list[tuple[int, bytes]] = []
@@ -99,7 +98,7 @@ class QuorumPeer:
         return tree
 
     def metrics(self) -> dict[str, int | float | str]:
-        return {**self.election_ms.metrics("election_time"), **self.sync_ms.metrics("follower_sync_time")}
+        return self.stats.metrics()
 
     def _applied_zxid(self) -> int:
         tree = getattr(self, "tree", None)  # None while the first recovery builds it
@@ -183,7 +182,7 @@ class QuorumPeer:
         await self._decided.wait()
         vote = self.election.decided
         assert vote is not None
-        self.election_ms.record((trio.current_time() - started) * 1000)
+        self.stats.election_ms.record((trio.current_time() - started) * 1000)
         log.info(
             "election: leader is %d (zxid 0x%x, epoch %d), decided in %.3fs",
             vote.leader, vote.zxid, vote.peer_epoch, trio.current_time() - started,

@@ -91,8 +91,12 @@ class ServerConfig:
     super_digest: str | None = None
     reconfig_enabled: bool = False
     standalone_enabled: bool = True
-    admin_enable_server: bool = True
+    admin_enable_server: bool = True  # admin.enableServer, Apache's default; see admin_server_wanted
     admin_server_port: int = 8080
+    admin_server_address: str = "0.0.0.0"
+    admin_requested: bool = False  # zoo.cfg set admin.serverPort or admin.enableServer=true
+    metrics_port: int | None = None  # metricsProvider.httpPort: None, no Prometheus endpoint
+    metrics_host: str = "0.0.0.0"
     dynamic_config_file: Path | None = None
     server_id: int | None = None  # from dataDir/myid, when load_config finds one
     extra: dict[str, str] = field(default_factory=dict)
@@ -125,6 +129,13 @@ class ServerConfig:
             return max(1, int(self.extra.get("commitLogCount", "100000")))
         except ValueError:
             return 100000
+
+    @property
+    def admin_server_wanted(self) -> bool:
+        """Run the AdminServer? Only when zoo.cfg asks for it (admin.serverPort, or
+        admin.enableServer=true), where Apache runs it on 8080 unless told not to: zkpy servers
+        often share a host (an ensemble on one machine, tests), and all would fight over 8080."""
+        return self.admin_enable_server and self.admin_requested
 
     def four_letter_allowed(self, word: str) -> bool:
         return word in self.four_letter_whitelist
@@ -352,7 +363,8 @@ _KNOWN = frozenset(
         "preAllocSize", "forceSync", "autopurge.snapRetainCount", "autopurge.purgeInterval",
         "initLimit", "syncLimit", "peerType", "electionAlg", "readonlymode.enabled",
         "DigestAuthenticationProvider.superDigest", "superDigest", "reconfigEnabled",
-        "standaloneEnabled", "admin.enableServer", "admin.serverPort", "dynamicConfigFile",
+        "standaloneEnabled", "admin.enableServer", "admin.serverPort", "admin.serverAddress", "dynamicConfigFile",
+        "metricsProvider.className", "metricsProvider.httpPort", "metricsProvider.httpHost",
     }
 )  # fmt: skip
 
@@ -360,6 +372,14 @@ _KNOWN = frozenset(
 _USED_EXTRA = frozenset(
     {"extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress", "commitLogCount"}
 )
+
+# The AdminServer's and the Prometheus endpoint's keys (zkpy/ops), inside families otherwise ignored.
+_OPS_KEYS = frozenset(
+    {
+        "admin.enableServer", "admin.serverPort", "admin.serverAddress",
+        "metricsProvider.className", "metricsProvider.httpPort", "metricsProvider.httpHost",
+    }
+)  # fmt: skip
 
 # The ssl.* keys the secure client port reads (zkpy/server/tls.py); the rest of ssl.* does nothing.
 _TLS_PREFIXES = (
@@ -391,8 +411,7 @@ def _rule(prefix: str, reason: str, *honoured: str) -> _NoEffect:
 
 # First matching prefix wins, so specific keys come before the families that contain them.
 _NO_EFFECT = (
-    _rule("admin.enableServer", "no admin server; the four-letter words report status", "false", "no"),
-    _rule("admin.", "no admin server; the four-letter words report status"),
+    _rule("admin.", "the AdminServer takes admin.enableServer, admin.serverPort and admin.serverAddress"),
     _rule("reconfigEnabled", "no dynamic reconfiguration", "false", "no"),
     _rule("standaloneEnabled", _ENSEMBLE, "true", "yes"),
     _rule("skipACL", "ACLs are always checked", "no", "false"),
@@ -402,7 +421,7 @@ _NO_EFFECT = (
     _rule("kerberos", "no SASL/Kerberos"),
     _rule("quorum.", _ENSEMBLE),
     _rule("ssl.quorum.", _ENSEMBLE),
-    _rule("metricsProvider.", "no metrics providers; mntr reports the metrics"),
+    _rule("metricsProvider.", "the Prometheus endpoint takes metricsProvider.httpPort and httpHost"),
     _rule("serverCnxnFactory", "zkpy has its own network layer"),
     _rule("netty.", "zkpy has its own network layer"),
     _rule("client.portUnification", "TLS is served on secureClientPort only", "false", "no"),
@@ -457,7 +476,7 @@ def _shown(key: str, value: str) -> str:
 
 def _no_effect_warning(key: str, value: str, secure_port: bool) -> str | None:
     """Why `key` does nothing in zkpy, or None when it takes effect (or is not a ZooKeeper key)."""
-    if key in _USED_EXTRA or (key.startswith(_TLS_PREFIXES) and secure_port):
+    if key in _USED_EXTRA or key in _OPS_KEYS or (key.startswith(_TLS_PREFIXES) and secure_port):
         return None
     if key.startswith(_TLS_PREFIXES):
         return f"{key}={_shown(key, value)} has no effect in zkpy (secureClientPort is not set)"
@@ -602,6 +621,10 @@ def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str 
         standalone_enabled=r.get_bool("standaloneEnabled", True),
         admin_enable_server=r.get_bool("admin.enableServer", True),
         admin_server_port=r.port("admin.serverPort") or 8080,
+        admin_server_address=v.get("admin.serverAddress") or "0.0.0.0",
+        admin_requested=r.port("admin.serverPort") is not None or r.get_bool("admin.enableServer", False),
+        metrics_port=_metrics_port(r),
+        metrics_host=v.get("metricsProvider.httpHost") or "0.0.0.0",
         dynamic_config_file=_resolve(base, v["dynamicConfigFile"]) if v.get("dynamicConfigFile") else None,
     )
     if config.autopurge_snap_retain_count < 3:
@@ -612,6 +635,17 @@ def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str 
         config.autopurge_snap_retain_count = 3
     if config.autopurge_purge_interval_hours < 0:
         config.autopurge_purge_interval_hours = 0
+    if not config.admin_enable_server and v.get("admin.serverPort"):
+        config.warnings.append(
+            f"{r.where('admin.serverPort')}: admin.serverPort={v['admin.serverPort']} has no effect "
+            "(admin.enableServer=false)"
+        )
+    provider = v.get("metricsProvider.className")
+    if provider and not provider.endswith(PROMETHEUS_PROVIDER):
+        config.warnings.append(
+            f"{r.where('metricsProvider.className')}: metricsProvider.className={provider} is not "
+            f"{PROMETHEUS_PROVIDER}: zkpy serves Prometheus metrics only (metricsProvider.httpPort)"
+        )
     if v.get("clientPortAddress") and config.client_port is None:
         raise r.fail("clientPortAddress", "is set but clientPort is not set")
 
@@ -623,6 +657,20 @@ def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str 
     config.warnings += _key_warnings(r, config.secure_client_port is not None)
     _check_ensemble(config, r)
     return config
+
+
+PROMETHEUS_PROVIDER = "PrometheusMetricsProvider"
+DEFAULT_METRICS_PORT = 7000  # Apache's PrometheusMetricsProvider's httpPort default
+
+
+def _metrics_port(r: _Reader) -> int | None:
+    """The Prometheus endpoint's port: metricsProvider.httpPort, or Apache's 7000 when only the
+    Prometheus provider class is named; None (no endpoint) when neither is set."""
+    port = r.port("metricsProvider.httpPort")
+    if port is not None:
+        return port
+    provider = r.values.get("metricsProvider.className", "")
+    return DEFAULT_METRICS_PORT if provider.endswith(PROMETHEUS_PROVIDER) else None
 
 
 def _server_entry(r: _Reader, key: str, value: str) -> dict[int, ServerSpec]:

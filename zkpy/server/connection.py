@@ -171,6 +171,10 @@ class ClientConnection:
         self._handshake_done.set()
 
     @property
+    def sent_bytes(self) -> int:
+        return self._sent_bytes
+
+    @property
     def queued(self) -> int:
         return len(self._pending)
 
@@ -215,6 +219,7 @@ class ClientConnection:
                 return
             if not data:
                 return
+            server.stats.bytes_received += len(data)
             try:
                 events = self.protocol.receive(data)
             except ProtocolError as e:
@@ -434,7 +439,7 @@ class ClientConnection:
             self.last_zxid = self.server.tree.last_zxid
         self.last_response = now
         self.last_op = _OP_ABBREV.get(op, "NA")
-        self.server.stats.latency.record(latency)
+        self.server.stats.record(op, latency)
 
 
 _OP_ABBREV: dict[int, str] = {  # FinalRequestProcessor's lastOp names

@@ -212,7 +212,8 @@ def cons(s: ServerStatus) -> str:
     return "".join(_connection_line(c, brief=False) for c in s.connections) + "\n"
 
 
-def mntr(s: ServerStatus) -> str:
+def mntr_values(s: ServerStatus) -> list[tuple[str, int | float | str]]:
+    """mntr's lines as (name, value), in mntr's order (the AdminServer's monitor command too)."""
     values: list[tuple[str, int | float | str]] = [
         ("version", s.version),
         ("server_state", s.state),
@@ -250,7 +251,11 @@ def mntr(s: ServerStatus) -> str:
             ("min_proposal_size", ld.min_proposal_size),
         ]
     values += list(s.extra_metrics.items())
-    return "".join(f"zk_{key}\t{_metric(value)}\n" for key, value in values)
+    return values
+
+
+def mntr(s: ServerStatus) -> str:
+    return "".join(f"zk_{key}\t{_metric(value)}\n" for key, value in mntr_values(s))
 
 
 def _metric(value: int | float | str) -> str:
@@ -405,5 +410,6 @@ __all__ = [
     "hex_id",
     "java_date",
     "java_double",
+    "mntr_values",
     "respond",
 ]

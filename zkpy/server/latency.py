@@ -37,3 +37,21 @@ class Summary:
             f"cnt_{name}": self.count,
             f"sum_{name}": round(self.total, 4),
         }
+
+
+# Upper bounds (ms) of the per-operation latency buckets; one more bucket holds everything above.
+BUCKETS_MS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0)
+
+
+class OpLatencies:
+    """Response times by request type, as histogram buckets (for the Prometheus endpoint).
+
+    ServerStats.record fills it (a dict lookup, a bisect and two additions per answered request);
+    everything else (cumulative buckets, names, totals) is worked out when the endpoint is scraped.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        # op -> counts per bucket of BUCKETS_MS, the overflow bucket, then the sum of all (ms)
+        self.rows: dict[int, list[float]] = {}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,7 +27,7 @@ from zkpy.jute.records import PERM_READ, ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
-from zkpy.server.latency import Summary
+from zkpy.server.latency import BUCKETS_MS, OpLatencies, Summary
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
 from zkpy.server.prep import compact_failing_multi, deciding_auth, refuse_early
 from zkpy.server.protocol import connect_response
@@ -48,16 +49,63 @@ log = logging.getLogger(__name__)
 VERSION = fourletter.VERSION  # clients parse the leading x.y.z as the ZooKeeper release spoken
 
 
-@dataclass
 class ServerStats:
-    packets_received: int = 0
-    packets_sent: int = 0
-    started: float = 0.0
-    latency: Summary = field(default_factory=Summary)
+    """The server's request counters: what srvr/stat/mntr show (reset by srst) and, per request
+    type, the latency buckets of the metrics endpoint (never reset: Prometheus counters only grow).
+
+    One record() per answered request, kept to a dict lookup, a bisect, two additions and two
+    comparisons: counts and sums live only in the per-op rows, and the srst-able summary (count,
+    sum, min, max since the last reset) is worked out from them when someone asks.
+    """
+
+    def __init__(self, started: float = 0.0) -> None:
+        self.packets_received = 0
+        self.packets_sent = 0
+        self.started = started
+        self.by_op = OpLatencies()
+        self.bytes_received = 0
+        self.bytes_sent = 0  # by connections that have closed; open ones count their own
+        self._min = math.inf
+        self._max = 0.0
+        self._last = 0.0
+        self._base_count = 0.0  # totals at the last reset
+        self._base_sum = 0.0
+
+    def record(self, op: int, latency_ms: float) -> None:
+        rows = self.by_op.rows
+        row = rows.get(op)
+        if row is None:
+            row = rows[op] = [0.0] * (len(BUCKETS_MS) + 2)
+        row[bisect_left(BUCKETS_MS, latency_ms)] += 1
+        row[-1] += latency_ms
+        self._last = latency_ms
+        if latency_ms > self._max:
+            self._max = latency_ms
+        if latency_ms < self._min:
+            self._min = latency_ms
+
+    def _totals(self) -> tuple[float, float]:
+        count = total = 0.0
+        for row in self.by_op.rows.values():
+            count += sum(row[:-1])
+            total += row[-1]
+        return count, total
+
+    @property
+    def latency(self) -> Summary:
+        """Response times since the last srst, as the four-letter words report them."""
+        count, total = self._totals()
+        summary = Summary()
+        summary.count = int(count - self._base_count)
+        if summary.count:
+            summary.total = total - self._base_sum
+            summary.min, summary.max, summary.last = self._min, self._max, self._last
+        return summary
 
     def reset(self) -> None:
         self.packets_received = self.packets_sent = 0
-        self.latency.reset()
+        self._base_count, self._base_sum = self._totals()
+        self._min, self._max, self._last = math.inf, 0.0, 0.0
 
 
 def _creates_ttl(op: int, body: bytes) -> bool:
@@ -254,6 +302,7 @@ class ZooKeeperServer:
             del self.by_session[conn.session_id]
         self.watches.remove_watcher(conn)
         self.stats.packets_sent += conn.packets_sent
+        self.stats.bytes_sent += conn.sent_bytes
 
     # -- handshake ------------------------------------------------------------------
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:

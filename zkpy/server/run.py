@@ -10,6 +10,8 @@ from pathlib import Path
 
 import trio
 
+from zkpy.ops.service import OpsListeners, bind_ops
+from zkpy.ops.source import PeerSource, StandaloneSource
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
 from zkpy.server.node import VERSION, StartupError, ZooKeeperServer, open_client_listeners
@@ -54,7 +56,10 @@ def _address(listener: trio.abc.Listener[trio.abc.Stream]) -> str:
 
 
 def startup_banner(
-    config: ServerConfig, listeners: list[trio.abc.Listener[trio.abc.Stream]], store: DurableStore
+    config: ServerConfig,
+    listeners: list[trio.abc.Listener[trio.abc.Stream]],
+    store: DurableStore,
+    endpoints: list[str] | None = None,
 ) -> str:
     """The block logged once at startup: what an operator needs to find, check and stop this server.
 
@@ -74,6 +79,7 @@ def startup_banner(
         f"  dataLogDir: {config.data_log_dir.resolve()} (transaction log in {store.log_dir.resolve()})",
         f"  TTL nodes:  {ttl}",
         f"  containers: on, swept every {config.container_check_interval_ms} ms (znode.container.checkIntervalMs)",
+        *(f"  {line}" for line in endpoints or []),
         f"  stop:       Ctrl-C, or kill -TERM {pid}",
     ]
     return "\n".join(lines)
@@ -85,23 +91,23 @@ async def serve_until_signalled(config: ServerConfig) -> None:
         prepare_directory("dataLogDir", config.data_log_dir)
     # Bind first: a port in use or a bad TLS setup fails at once, before a long recovery.
     listeners = await open_client_listeners(config)
+    ops = await bind_ops(config)  # the metrics endpoint and the AdminServer, when zoo.cfg asks
     store = DurableStore(config)
-    if is_ensemble(config):
-        _freeze_startup_heap()
-        try:
-            await _serve_peer(config, store, listeners)
-        finally:
-            store.close()
-        return
-    tree = store.recover()
-    _freeze_startup_heap()
-    server = ZooKeeperServer(config, persist=store.persist, tree=tree)
-    server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
-    server.metric_sources.append(store.metrics)
     try:
-        await _serve(server, store, listeners)
+        if is_ensemble(config):
+            _freeze_startup_heap()
+            await _serve_peer(config, store, listeners, ops)
+            return
+        tree = store.recover()
+        _freeze_startup_heap()
+        server = ZooKeeperServer(config, persist=store.persist, tree=tree)
+        server.pipeline.after_batch = lambda: store.maybe_snapshot(tree)
+        server.metric_sources.append(store.metrics)
+        await _serve(server, store, listeners, ops)
     finally:
         store.close()
+        with trio.CancelScope(shield=True):
+            await ops.aclose()
 
 
 def _freeze_startup_heap() -> None:
@@ -114,14 +120,18 @@ def _freeze_startup_heap() -> None:
 
 
 async def _serve(
-    server: ZooKeeperServer, store: DurableStore, listeners: list[trio.abc.Listener[trio.abc.Stream]]
+    server: ZooKeeperServer,
+    store: DurableStore,
+    listeners: list[trio.abc.Listener[trio.abc.Stream]],
+    ops: OpsListeners,
 ) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
         nursery.start_soon(resume_writes_when_the_disk_works, server, store)
         await nursery.start(server.serve, listeners)
-        log.info("%s", startup_banner(server.config, listeners, store))
+        nursery.start_soon(ops.serve, StandaloneSource(server))
+        log.info("%s", startup_banner(server.config, listeners, store, ops.urls()))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -159,7 +169,10 @@ def is_ensemble(config: ServerConfig) -> bool:
 
 
 async def _serve_peer(
-    config: ServerConfig, store: DurableStore, listeners: list[trio.abc.Listener[trio.abc.Stream]]
+    config: ServerConfig,
+    store: DurableStore,
+    listeners: list[trio.abc.Listener[trio.abc.Stream]],
+    ops: OpsListeners,
 ) -> None:
     from zkpy.replication.peer import QuorumPeer
 
@@ -168,6 +181,9 @@ async def _serve_peer(
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
         await nursery.start(peer.run, listeners)
+        nursery.start_soon(ops.serve, PeerSource(peer))
+        for line in ops.urls():
+            log.info("%s", line)
         await _until_signalled()
         nursery.cancel_scope.cancel()
 

@@ -122,11 +122,12 @@ def build_status(server: ZooKeeperServer, word: str | None = None) -> ServerStat
     if word is None or word in _DIR_WORDS:
         data_size = _dir_size(data_dir)
         log_size = data_size if log_dir == data_dir else _dir_size(log_dir)
+    latency = stats.latency  # worked out from the per-op rows: once
     return ServerStatus(
         state=server.state,
-        min_latency_ms=int(stats.latency.min),
-        avg_latency_ms=stats.latency.avg,
-        max_latency_ms=int(stats.latency.max),
+        min_latency_ms=int(latency.min),
+        avg_latency_ms=latency.avg,
+        max_latency_ms=int(latency.max),
         packets_received=stats.packets_received,
         packets_sent=stats.packets_sent + sum(c.packets_sent for c in server.connections),
         num_alive_connections=len(server.connections),
