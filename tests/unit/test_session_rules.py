@@ -98,6 +98,7 @@ async def test_a_session_whose_create_the_disk_refused_is_not_handed_out() -> No
         server.handle_connect(conn, ConnectRequest(timeout=4000))  # type: ignore[arg-type]
         await server.pipeline.wait_idle()
         nursery.cancel_scope.cancel()
+    assert session_problems(server.tree, server.sessions, attached=server.by_session) == []
     assert conn.attached is None and conn.closed
     assert server.tree.sessions == {} and server.sessions.timeouts == {}
 

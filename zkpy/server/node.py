@@ -414,8 +414,10 @@ class ZooKeeperServer:
         on; if the close is refused (a failing disk), it is live again and expires anew after its
         timeout, so its ephemerals go once writes work again instead of staying for ever."""
         self.sessions.mark_closing(session_id)
+        self.sessions.closes_in_flight.add(session_id)
 
         def closed(result: Result) -> None:
+            self.sessions.closes_in_flight.discard(session_id)
             if result.err and session_id in self.sessions.closing:
                 self.sessions.closing.discard(session_id)
                 if self.sessions.touch(session_id):

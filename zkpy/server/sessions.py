@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class SessionTracker:
         self._deadline: dict[int, int] = {}  # session id -> bucket (ms)
         self._buckets: dict[int, set[int]] = {}
         self.closing: set[int] = set()  # expired or closed, close txn not yet applied
+        self.closes_in_flight: set[int] = set()  # closing, with its closeSession submitted
         if first_id is None:  # ZooKeeper's: the server id, then the start time, then a count
             first_id = ((int(time.time() * 1000) << 24) & 0x00FFFFFFFFFFFFFF) >> 8 | (server_id << 56)
             first_id += int.from_bytes(os.urandom(2), "big")
@@ -74,6 +75,7 @@ class SessionTracker:
     def remove(self, session_id: int) -> None:
         self.timeouts.pop(session_id, None)
         self.closing.discard(session_id)
+        self.closes_in_flight.discard(session_id)
         self._unschedule(session_id)
 
     def _unschedule(self, session_id: int) -> None:
@@ -104,11 +106,18 @@ class SessionTracker:
         return out
 
 
-def session_problems(tree: DataTree, tracker: SessionTracker) -> list[str]:
+def session_problems(tree: DataTree, tracker: SessionTracker, attached: Iterable[int] = ()) -> list[str]:
     """What breaks the session invariant on the server whose tracker expires sessions (standalone
     or leader); empty when it holds. A session that is neither scheduled nor closing never
-    expires, and an ephemeral without its session is never removed: both leak for ever."""
-    return orphan_ephemerals(tree) + unscheduled_sessions(tree, tracker)
+    expires, and an ephemeral without its session is never removed: both leak for ever. Sessions
+    `attached` to a client connection must exist (a client holding a session the tree does not
+    know could make ephemerals nothing expires)."""
+    unknown = [
+        f"a client holds session 0x{sid:x}, which is no session"
+        for sid in attached
+        if sid not in tree.sessions
+    ]
+    return orphan_ephemerals(tree) + unscheduled_sessions(tree, tracker) + unknown
 
 
 def orphan_ephemerals(tree: DataTree) -> list[str]:
@@ -122,7 +131,8 @@ def orphan_ephemerals(tree: DataTree) -> list[str]:
 
 
 def unscheduled_sessions(tree: DataTree, tracker: SessionTracker) -> list[str]:
-    """Sessions of the tree not in exactly one expiry bucket, unless closing (then in none)."""
+    """Sessions of the tree not in exactly one expiry bucket, unless closing (then in none, with
+    its closeSession on its way: a close refused and forgotten would leave it closing for ever)."""
     buckets: dict[int, int] = {}
     for members in tracker._buckets.values():
         for session_id in members:
@@ -133,6 +143,8 @@ def unscheduled_sessions(tree: DataTree, tracker: SessionTracker) -> list[str]:
         if session_id in tracker.closing:
             if scheduled:
                 problems.append(f"session 0x{session_id:x} is closing but still in an expiry bucket")
+            if session_id not in tracker.closes_in_flight:
+                problems.append(f"session 0x{session_id:x} is closing but no closeSession is on its way")
         elif scheduled == 0:
             problems.append(f"session 0x{session_id:x} is live but in no expiry bucket")
         elif scheduled > 1:
