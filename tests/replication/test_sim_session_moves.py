@@ -1,0 +1,120 @@
+"""Session ownership under client moves (ensemble safety item 4, with the sessions issue's rules):
+scripted simulations of a client that leaves a learner while something is still on its way and
+then comes back to it.
+
+FIFO client order is ZooKeeper's first guarantee: a session's writes take effect in the order
+sent, and a write whose outcome the client never learned must not take effect after a later one
+that did. The leader enforces it across moves by session owners: the server a client resumes its
+session on asks the leader (revalidation) and becomes the owner; forwards from any other server
+are refused with SessionMoved. These scenarios check the two ends of that round trip on the
+learner: what the session's old connection there may still do while the question is out, and
+which answer goes to which question. Each ends with test_sim_regressions' finish (heal, write,
+check trees, acknowledged writes and disks, power-cycle, check again).
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from test_sim_regressions import Scenario, caught_up, finish
+
+from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
+from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
+from zkpy.replication.serving import EnsembleServer
+from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
+from zkpy.testing.workload import new_client
+
+# (virtual time, the learner that asked) for every revalidation the leader answered
+Revalidations = list[tuple[float, int]]
+
+
+@pytest.fixture
+def revalidations(monkeypatch: pytest.MonkeyPatch) -> Revalidations:
+    """Record each revalidation as the leader takes it (it makes the asking server the owner)."""
+    seen: Revalidations = []
+    revalidated = EnsembleServer.revalidated
+
+    def recording(self: EnsembleServer, session_id: int, owner: int) -> bool:
+        seen.append((trio.current_time(), owner))
+        return revalidated(self, session_id, owner)
+
+    monkeypatch.setattr(EnsembleServer, "revalidated", recording)
+    return seen
+
+
+def asked_by(revalidations: Revalidations, sid: int, since: float) -> bool:
+    return any(owner == sid and t > since for t, owner in revalidations)
+
+
+def assert_everywhere(cluster: SimCluster, path: str, value: bytes, why: str) -> None:
+    for sid, server in cluster.servers.items():
+        assert server.peer is not None
+        data = server.peer.tree.nodes[path].data
+        assert data == value, f"s{sid} has {path}={data!r} {why}"
+
+
+# -- the old connection on the server a client comes back to ---------------------------------
+
+
+def write_held_on_the_old_connection(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        old, new = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        client = new_client(cluster, "mover")
+        client.servers = [(f"s{old}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        # The client's /k=1 to F1 is slow on the client's own link (a retransmission, a stalled
+        # NAT): it reaches F1 0.3 s later, after the client gave up on F1. Nothing tells F1 that
+        # the client left: it still holds the connection (the client's FIN comes after /k=1).
+        cluster.network.delay_spike(0.3, 0.001, ["mover"])
+        client.request_timeout = 0.05
+        stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert stale.outcome == "unknown"
+        cluster.network.end_spikes()
+        held_until = stale.invoked + 0.3
+        client.request_timeout = 3.0
+        client.servers = [(f"s{new}", CLIENT_PORT)]
+        await client.connect()
+        moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
+        assert moved.outcome == "ok"
+        acknowledged = trio.current_time()
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "F1 has /k=2")
+        # The client comes back to F1, which asks the leader to revalidate the session; the
+        # answer is slow (the leader's link to F1 holds it for a moment, well within syncLimit).
+        cluster.network.cut(f"s{leader}", f"s{old}")
+        client.servers = [(f"s{old}", CLIENT_PORT)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.connect)
+            await cluster.wait_until(lambda: asked_by(revalidations, old, acknowledged), 1.0, "F1 revalidated")
+            # The case is reached: F1 is the owner again before the old /k=1 reaches it.
+            assert trio.current_time() < held_until, "the schedule no longer reaches the case"
+            await trio.sleep_until(held_until + 0.01)  # the old /k=1 is at F1 (the link's delay)
+            cluster.network.heal()
+        # A later write of the client, acknowledged: whatever reached the leader before it has
+        # been ordered by now.
+        after = await client.record("create", OpCode.CREATE, CreateRequest("/after", b"", OPEN, 0), "/after")
+        assert after.outcome == "ok"
+        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
+        assert_everywhere(cluster, "/k", b"2", "after the client's acknowledged /k=2")
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.xfail(strict=True, reason="the old connection reads on while the learner revalidates")
+@pytest.mark.parametrize("seed", [51, 52, 53])
+def test_a_write_held_on_the_old_connection_is_not_applied_after_the_client_returns(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """FIFO client order across a move back. The client sets /k=1 through F1; the bytes are
+    slow on the client's own link, so it gives up, moves to F2 and sets /k=2 (acknowledged),
+    then comes back to F1. F1 asks the leader to revalidate the session, which makes F1 the owner
+    again; while the answer is on its way the old /k=1 arrives on the session's old connection,
+    which F1 still reads, and is forwarded: the leader, seeing its owner, applies /k=1 after the
+    acknowledged /k=2. Apache's processConnectRequest closes the session's other connections on
+    that server (serverCnxnFactory.closeSession, CLIENT_RECONNECT) before it revalidates.
+    Fails on 93912ca: /k=1 on every server, on all three seeds."""
+    simulate(seed, write_held_on_the_old_connection(revalidations), voters=3)
