@@ -88,7 +88,9 @@ def write_held_on_the_old_connection(revalidations: Revalidations) -> Scenario:
         client.servers = [(f"s{old}", CLIENT_PORT)]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.connect)
-            await cluster.wait_until(lambda: asked_by(revalidations, old, acknowledged), 1.0, "F1 revalidated")
+            await cluster.wait_until(
+                lambda: asked_by(revalidations, old, acknowledged), 1.0, "F1 revalidated"
+            )
             # The case is reached: F1 is the owner again before the old /k=1 reaches it.
             assert trio.current_time() < held_until, "the schedule no longer reaches the case"
             await trio.sleep_until(held_until + 0.01)  # the old /k=1 is at F1 (the link's delay)
@@ -104,7 +106,6 @@ def write_held_on_the_old_connection(revalidations: Revalidations) -> Scenario:
     return scenario
 
 
-@pytest.mark.xfail(strict=True, reason="the old connection reads on while the learner revalidates")
 @pytest.mark.parametrize("seed", [51, 52, 53])
 def test_a_write_held_on_the_old_connection_is_not_applied_after_the_client_returns(
     seed: int, revalidations: Revalidations

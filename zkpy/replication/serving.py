@@ -210,6 +210,14 @@ class EnsembleServer(ZooKeeperServer):
     def resume_session(
         self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
     ) -> None:
+        # The session's connection here, if any, reads nothing more from now on (Apache's
+        # processConnectRequest closes it before revalidating, CLIENT_RECONNECT): a write the
+        # client sent on it before leaving, arriving late, would otherwise be forwarded after the
+        # revalidation below made this server the owner again, and so ordered after the writes
+        # the client made elsewhere meanwhile.
+        previous = self.by_session.get(session_id)
+        if previous is not None and previous is not conn:
+            previous.close()
         if self.state == LEADER:
             self.owners[session_id] = self.my_sid
             super().resume_session(conn, session_id, timeout, password, read_only)
