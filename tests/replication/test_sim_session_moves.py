@@ -22,6 +22,7 @@ from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication.serving import EnsembleServer
 from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
+from zkpy.testing.simclient import ConnectionLost
 from zkpy.testing.workload import new_client
 
 # (virtual time, the learner that asked) for every revalidation the leader answered
@@ -51,6 +52,15 @@ def assert_everywhere(cluster: SimCluster, path: str, value: bytes, why: str) ->
         assert server.peer is not None
         data = server.peer.tree.nodes[path].data
         assert data == value, f"s{sid} has {path}={data!r} {why}"
+
+
+def handshakes_waiting(cluster: SimCluster, sid: int) -> int:
+    """How many ConnectRequests server `sid` has read and not answered yet."""
+    peer = cluster.servers[sid].peer
+    server = None if peer is None else peer.serving
+    return (
+        0 if server is None else sum(1 for c in server.connections if c.packets_received and not c.session_id)
+    )
 
 
 # -- the old connection on the server a client comes back to ---------------------------------
@@ -119,3 +129,76 @@ def test_a_write_held_on_the_old_connection_is_not_applied_after_the_client_retu
     that server (serverCnxnFactory.closeSession, CLIENT_RECONNECT) before it revalidates.
     Fails on 93912ca: /k=1 on every server, on all three seeds."""
     simulate(seed, write_held_on_the_old_connection(revalidations), voters=3)
+
+
+# -- which answer goes to which question -------------------------------------------------------
+
+
+def answer_to_an_earlier_question(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        slow, other = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        client = new_client(cluster, "mover")
+        client.servers = [(f"s{other}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "F1 has /k")
+        # The leader's answers to F1 are slow for a moment (well within syncLimit). The client
+        # tries F1: F1 asks the leader, which makes F1 the owner, but the client gives up before
+        # the answer is back and goes back to F2, which asks too and becomes the owner. (It
+        # writes nothing there: F1 could not take it back before it has the commit, which comes
+        # after the answer on the leader's link.)
+        started = trio.current_time()
+        cluster.network.cut(f"s{leader}", f"s{slow}")
+        client.servers = [(f"s{slow}", CLIENT_PORT)]
+        client.request_timeout = 0.05
+        with pytest.raises(ConnectionLost):
+            await client.connect(attempts=1)
+        assert asked_by(revalidations, slow, started)
+        client.request_timeout = 3.0
+        client.servers = [(f"s{other}", CLIENT_PORT)]
+        await client.connect()
+        assert asked_by(revalidations, other, started)
+        # The client comes back to F1 while F1's first question is still unanswered. The answer
+        # to that question (asked before F2 became the owner) must not stand for this one.
+        back = trio.current_time()
+        client.servers = [(f"s{slow}", CLIENT_PORT)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.connect)
+            # Both handshakes wait at F1: the one the client gave up on and this one.
+            await cluster.wait_until(
+                lambda: handshakes_waiting(cluster, slow) == 2, 1.0, "the handshake at F1"
+            )
+            cluster.network.heal()
+        assert client.session_id, "the session lives: the client resumed it on F1"
+        # The client's next write through F1 must be taken, as on Apache, where every connect
+        # sends its own REVALIDATE (Learner.validateSession) and the leader answers each in turn.
+        write = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
+        assert write.outcome == "ok", (
+            f"the client's write through F1 was refused with error {write.err}; owner questions "
+            f"from F1 since the client came back: {[r for r in revalidations if r[0] > back]}"
+        )
+        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
+        assert_everywhere(cluster, "/k", b"2", "after the client's acknowledged /k=2")
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.xfail(strict=True, reason="one revalidation in flight per session answers every waiter")
+@pytest.mark.parametrize("seed", [61, 62, 63])
+def test_a_client_back_on_a_learner_with_a_question_pending_can_write(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """Liveness of session moves. A learner asked the leader once per session and handed the
+    one answer to every connection waiting for it. The client resumes its session on F1, whose
+    question makes F1 the owner, but gives up before the answer is back (the leader's link to F1
+    is slow for a moment), resumes it on F2 (now the owner), then comes back to F1 while that
+    first question is still out. F1 asked nothing more and took the old answer for the new
+    connection, while the leader had last made F2 the owner: the client's writes through F1 are
+    refused with SessionMoved, and nothing makes F1 the owner again until the client leaves it.
+    Apache's learner sends a REVALIDATE for every connect. Fails on 93912ca: the write through
+    F1 is answered -118 (SessionMoved) on all three seeds."""
+    simulate(seed, answer_to_an_earlier_question(revalidations), voters=3)
