@@ -187,7 +187,6 @@ def answer_to_an_earlier_question(revalidations: Revalidations) -> Scenario:
     return scenario
 
 
-@pytest.mark.xfail(strict=True, reason="one revalidation in flight per session answers every waiter")
 @pytest.mark.parametrize("seed", [61, 62, 63])
 def test_a_client_back_on_a_learner_with_a_question_pending_can_write(
     seed: int, revalidations: Revalidations
