@@ -201,3 +201,52 @@ def test_a_client_back_on_a_learner_with_a_question_pending_can_write(
     Apache's learner sends a REVALIDATE for every connect. Fails on 93912ca: the write through
     F1 is answered -118 (SessionMoved) on all three seeds."""
     simulate(seed, answer_to_an_earlier_question(revalidations), voters=3)
+
+
+# -- a session the learner has not heard of yet --------------------------------------------------
+
+
+def fresh_session_to_a_lagging_learner(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        first, lagging = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        # F2 lags for a moment (the leader's link to it holds what it sends, within syncLimit).
+        cluster.network.cut(f"s{leader}", f"s{lagging}")
+        client = new_client(cluster, "newcomer")
+        client.servers = [(f"s{first}", CLIENT_PORT)]
+        await client.connect()  # a new session, committed by the leader and F1
+        session = client.session_id
+        # F1 goes away before the client sent anything; the client resumes its session on F2,
+        # which has not applied the session's creation yet. The client has seen no zxid of it
+        # (a ConnectResponse carries none), so F2 is not "behind" the client.
+        client.servers = [(f"s{lagging}", CLIENT_PORT)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.connect)
+            await cluster.wait_until(
+                lambda: handshakes_waiting(cluster, lagging) == 1, 1.0, "the handshake at F2"
+            )
+            cluster.network.heal()
+        # Apache's learner asks the leader (Learner.validateSession), which knows the session;
+        # its password is checked against the session id alone (checkPasswd), not the tree.
+        assert client.session_id == session, "F2 told the client that its live session had expired"
+        write = await client.record("create", OpCode.CREATE, CreateRequest("/n", b"", OPEN, 0), "/n")
+        assert write.outcome == "ok"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.xfail(strict=True, reason="a learner refuses a session its tree does not have yet as expired")
+@pytest.mark.parametrize("seed", [71, 72, 73])
+def test_a_new_session_resumed_on_a_lagging_learner_is_not_expired(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """A client's session is created through F1; before it sends anything it moves to F2, which
+    lags (it has not applied the session's creation yet) though it is not behind the client (a
+    ConnectResponse carries no zxid). F2 looked the session up in its own tree, found nothing,
+    and answered "expired": the client lost a live session (and waits for a new one, while the
+    old one's ephemerals, if any, stay until its timeout). Apache's learner asks the leader
+    before deciding. Fails on 93912ca: SessionExpired at the connect on all three seeds."""
+    simulate(seed, fresh_session_to_a_lagging_learner(revalidations), voters=3)
