@@ -18,7 +18,8 @@ import pytest
 import trio
 from test_sim_regressions import Scenario, caught_up, finish
 
-from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
+from zkpy.errors import Code
+from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication.serving import EnsembleServer
 from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
@@ -250,3 +251,48 @@ def test_a_new_session_resumed_on_a_lagging_learner_is_not_expired(
     old one's ephemerals, if any, stay until its timeout). Apache's learner asks the leader
     before deciding. Fails on 93912ca: SessionExpired at the connect on all three seeds."""
     simulate(seed, fresh_session_to_a_lagging_learner(revalidations), voters=3)
+
+
+# -- the server a session moved away from ------------------------------------------------------
+
+
+def second_connection_elsewhere() -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        first, second = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        old = new_client(cluster, "old")
+        old.servers = [(f"s{first}", CLIENT_PORT)]
+        await old.connect()
+        await old.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        # The same session is resumed through F2 (a second process holding the session's id and
+        # password, as in Apache's session-moved tests): F2 is its owner now, while the first
+        # connection stays open on F1.
+        moved = new_client(cluster, "moved")
+        moved.session_id, moved.password, moved.last_zxid = old.session_id, old.password, old.last_zxid
+        moved.servers = [(f"s{second}", CLIENT_PORT)]
+        await moved.connect()
+        assert moved.session_id == old.session_id
+        write = await old.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert write.err == int(Code.SESSION_MOVED), (
+            f"a write through F1 was answered {write.outcome} ({write.err})"
+        )
+        # A sync orders nothing: answered, as on Apache (see the test's docstring).
+        err, _, _ = await old.call(OpCode.SYNC, PathRequest("/k"), "/k")
+        assert err == 0, f"sync through the old server answered {err}"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [81, 82])
+def test_the_connection_left_on_the_old_server_gets_session_moved_for_writes_only(seed: int) -> None:
+    """A session resumed through F2 while its first connection stays open on F1 (Apache's
+    session-moved case): F2 owns it, so a write through F1 is refused with SessionMoved. A sync
+    through F1 is answered 0, as on Apache 3.8: its PrepRequestProcessor does run checkSession
+    for a learner's sync, but ProposalRequestProcessor hands every LearnerSyncRequest to
+    Leader.processSync whatever that check said, so the follower answers it (zkpy's leader
+    answers a forwarded sync without a check). Fails with the owner check removed (serving.py
+    check_session's SessionMoved line): the write through F1 is answered 0."""
+    simulate(seed, second_connection_elsewhere(), voters=3)
