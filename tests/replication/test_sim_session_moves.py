@@ -67,12 +67,18 @@ def handshakes_waiting(cluster: SimCluster, sid: int) -> int:
 # -- the old connection on the server a client comes back to ---------------------------------
 
 
-def write_held_on_the_old_connection(revalidations: Revalidations) -> Scenario:
+def two_learners(cluster: SimCluster, observer_first: bool) -> tuple[int, int]:
+    """Two servers other than the leader; the first is the observer if asked (the last sid)."""
+    learners = sorted(sid for sid in cluster.servers if sid != cluster.leader())
+    return (learners[-1], learners[0]) if observer_first else (learners[0], learners[1])
+
+
+def write_held_on_the_old_connection(revalidations: Revalidations, observer: bool = False) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()
         assert leader is not None
-        old, new = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        old, new = two_learners(cluster, observer)
         client = new_client(cluster, "mover")
         client.servers = [(f"s{old}", CLIENT_PORT)]
         await client.connect()
@@ -132,15 +138,22 @@ def test_a_write_held_on_the_old_connection_is_not_applied_after_the_client_retu
     simulate(seed, write_held_on_the_old_connection(revalidations), voters=3)
 
 
+@pytest.mark.parametrize("seed", [54, 55])
+def test_the_same_through_an_observer(seed: int, revalidations: Revalidations) -> None:
+    """The case above with an observer as the server the client leaves and comes back to (an
+    observer forwards and revalidates as a follower does). Fails on 93912ca: /k=1."""
+    simulate(seed, write_held_on_the_old_connection(revalidations, observer=True), voters=3, observers=1)
+
+
 # -- which answer goes to which question -------------------------------------------------------
 
 
-def answer_to_an_earlier_question(revalidations: Revalidations) -> Scenario:
+def answer_to_an_earlier_question(revalidations: Revalidations, observer: bool = False) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()
         assert leader is not None
-        slow, other = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        slow, other = two_learners(cluster, observer)
         client = new_client(cluster, "mover")
         client.servers = [(f"s{other}", CLIENT_PORT)]
         await client.connect()
@@ -202,6 +215,13 @@ def test_a_client_back_on_a_learner_with_a_question_pending_can_write(
     Apache's learner sends a REVALIDATE for every connect. Fails on 93912ca: the write through
     F1 is answered -118 (SessionMoved) on all three seeds."""
     simulate(seed, answer_to_an_earlier_question(revalidations), voters=3)
+
+
+@pytest.mark.parametrize("seed", [64, 65])
+def test_the_same_back_on_an_observer(seed: int, revalidations: Revalidations) -> None:
+    """The case above with an observer as the server the client comes back to. Fails on
+    93912ca: SessionMoved."""
+    simulate(seed, answer_to_an_earlier_question(revalidations, observer=True), voters=3, observers=1)
 
 
 # -- a session the learner has not heard of yet --------------------------------------------------
