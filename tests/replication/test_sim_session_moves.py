@@ -6,10 +6,11 @@ FIFO client order is ZooKeeper's first guarantee: a session's writes take effect
 sent, and a write whose outcome the client never learned must not take effect after a later one
 that did. The leader enforces it across moves by session owners: the server a client resumes its
 session on asks the leader (revalidation) and becomes the owner; forwards from any other server
-are refused with SessionMoved. These scenarios check the two ends of that round trip on the
-learner: what the session's old connection there may still do while the question is out, and
-which answer goes to which question. Each ends with test_sim_regressions' finish (heal, write,
-check trees, acknowledged writes and disks, power-cycle, check again).
+are refused with SessionMoved. These scenarios check the learner's side of that round trip:
+what the session's old connection there may still do while the question is out, which answer
+goes to which question, a session the learner has not applied yet, and what the connection left
+on the old server gets (compared with Apache 3.8). Each ends with test_sim_regressions' finish
+(heal, write, check trees, acknowledged writes and disks, power-cycle, check again).
 """
 
 from __future__ import annotations
