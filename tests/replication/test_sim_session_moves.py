@@ -318,3 +318,54 @@ def test_the_connection_left_on_the_old_server_gets_session_moved_for_writes_onl
     answers a forwarded sync without a check). Fails with the owner check removed (serving.py
     check_session's SessionMoved line): the write through F1 is answered 0."""
     simulate(seed, second_connection_elsewhere(), voters=3)
+
+
+# -- a question that reaches the leader late -----------------------------------------------------
+
+
+def late_question_from_a_server_the_client_left(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        slow, home = two_learners(cluster, False)
+        client = new_client(cluster, "flapper")
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "F1 has /k")
+        # The client tries F1, whose question to the leader is held on F1's link for a moment
+        # (within syncLimit); it gives up and resumes its session on F2 again, which asks too.
+        started = trio.current_time()
+        cluster.network.cut(f"s{slow}", f"s{leader}")
+        client.servers = [(f"s{slow}", CLIENT_PORT)]
+        client.request_timeout = 0.05
+        with pytest.raises(ConnectionLost):
+            await client.connect(attempts=1)
+        client.request_timeout = 3.0
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        assert asked_by(revalidations, home, started) and not asked_by(revalidations, slow, started)
+        cluster.network.heal()  # F1's question arrives now: the leader makes F1 the owner
+        await cluster.wait_until(lambda: asked_by(revalidations, slow, started), 1.0, "F1's late question")
+        write = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert write.outcome == "ok", f"the client's write through F2, where it is, was answered {write.err}"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.xfail(strict=True, reason="shared with Apache 3.8: the last question to reach the leader wins")
+@pytest.mark.parametrize("seed", [91, 92])
+def test_a_late_question_from_a_server_the_client_left_does_not_take_the_session(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """Liveness of session moves, a limitation shared with Apache 3.8 (by reading: its
+    LearnerHandler's REVALIDATE sets the owner to whichever learner asked last). The client
+    tries F1, whose revalidation is slow to reach the leader; it gives up, resumes its session
+    on F2 (the owner), and then F1's question arrives and makes F1 the owner: every write the
+    client sends through F2 is refused with SessionMoved until it reconnects for another reason
+    (neither Apache's client nor zkpy's reconnects on SessionMoved). Questions from different
+    learners are not ordered with each other; only the client knows which connect came last.
+    Fails on 93912ca and after this branch's fixes: the write is answered -118."""
+    simulate(seed, late_question_from_a_server_the_client_left(revalidations), voters=3)
