@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,7 @@ class Learner(Forwarder):
         self.started_at = trio.current_time()
         self._events_in, self._events = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
-        self._revalidations: dict[int, list[Callable[[bool], None]]] = {}
+        self._revalidations: dict[int, deque[Callable[[bool], None]]] = {}
 
     async def run(self) -> None:
         try:
@@ -140,7 +141,11 @@ class Learner(Forwarder):
                 assert self.pipeline is not None
                 self.pipeline.synced(effect.session_id, effect.cxid)
             elif isinstance(effect, Revalidated):
-                for answer in self._revalidations.pop(effect.session_id, []):
+                waiting = self._revalidations.get(effect.session_id)
+                if waiting:  # the leader answers a link's questions in the order they were asked
+                    answer = waiting.popleft()
+                    if not waiting:
+                        del self._revalidations[effect.session_id]
                     answer(effect.valid)
             elif isinstance(effect, Refuse):
                 assert self.pipeline is not None
@@ -255,8 +260,9 @@ class Learner(Forwarder):
         self.link.send(["sync", session_id, cxid])
 
     def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
+        """One question per connect, as Apache's Learner.validateSession: an answer given before
+        the session moved elsewhere and back must not stand for a later connect here (the leader
+        made another server the owner meanwhile; every write from here would be SessionMoved)."""
         assert self.link is not None
-        waiting = self._revalidations.setdefault(session_id, [])
-        waiting.append(answer)
-        if len(waiting) == 1:  # one question in flight per session answers every waiter
-            self.link.send(["revalidate", session_id, timeout])
+        self._revalidations.setdefault(session_id, deque()).append(answer)
+        self.link.send(["revalidate", session_id, timeout])

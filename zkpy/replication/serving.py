@@ -162,6 +162,7 @@ class EnsembleServer(ZooKeeperServer):
         self.owners: dict[int, int] = {}
         self.my_sid = config.server_id or 0
         self.forwarder: Forwarder | None = None  # a learner's link to its leader
+        self._catch_ups = 0  # the last cxid of a sync asked before resuming an unknown session
         tracker = SessionTracker if role == LEADER else TouchRecorder
         self.sessions = tracker(
             config.tick_time, config.server_id or 0, clock=trio.current_time, first_id=first_id
@@ -207,9 +208,42 @@ class EnsembleServer(ZooKeeperServer):
             return int(Code.SESSION_MOVED)
         return 0
 
+    def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
+        pipeline = self.pipeline
+        if (
+            not isinstance(pipeline, LearnerPipeline)
+            or not request.session_id
+            or request.session_id in self.tree.sessions
+        ):
+            return super().handle_connect(conn, request)
+        if self.client_is_ahead(conn, request):
+            return False
+        # A session this learner has not heard of may be newer than its tree: created through
+        # another server, committed, and resumed here before this learner applied it (a
+        # ConnectResponse carries no zxid, so the client is not "ahead"). Catch up with the
+        # leader's commit point first (a sync round trip), then decide from the tree as usual;
+        # Apache's learner asks the leader about every resumed session (its passwords follow from
+        # the session id, so it needs no tree for them).
+        self._catch_ups = self._catch_ups - 1 if self._catch_ups > -(2**31) else -1  # clients' are positive
+
+        def caught_up(result: Result) -> None:
+            if not super(EnsembleServer, self).handle_connect(conn, request):
+                conn.close()
+
+        pipeline.submit(request.session_id, self._catch_ups, OpCode.SYNC, b"", SERVER_AUTH, caught_up)
+        return True
+
     def resume_session(
         self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
     ) -> None:
+        # The session's connection here, if any, reads nothing more from now on (Apache's
+        # processConnectRequest closes it before revalidating, CLIENT_RECONNECT): a write the
+        # client sent on it before leaving, arriving late, would otherwise be forwarded after the
+        # revalidation below made this server the owner again, and so ordered after the writes
+        # the client made elsewhere meanwhile.
+        previous = self.by_session.get(session_id)
+        if previous is not None and previous is not conn:
+            previous.close()
         if self.state == LEADER:
             self.owners[session_id] = self.my_sid
             super().resume_session(conn, session_id, timeout, password, read_only)
