@@ -89,11 +89,13 @@ def write_held_on_the_old_connection(revalidations: Revalidations, observer: boo
         # the client left: it still holds the connection (the client's FIN comes after /k=1).
         cluster.network.delay_spike(0.3, 0.001, ["mover"])
         client.request_timeout = 0.05
+        client.connect_timeout = 0.05  # the handshake waits as long
         stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
         assert stale.outcome == "unknown"
         cluster.network.end_spikes()
         held_until = stale.invoked + 0.3
         client.request_timeout = 3.0
+        client.connect_timeout = 3.0  # the handshake waits as long
         client.servers = [(f"s{new}", CLIENT_PORT)]
         await client.connect()
         moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
@@ -169,10 +171,12 @@ def answer_to_an_earlier_question(revalidations: Revalidations, observer: bool =
         cluster.network.cut(f"s{leader}", f"s{slow}")
         client.servers = [(f"s{slow}", CLIENT_PORT)]
         client.request_timeout = 0.05
+        client.connect_timeout = 0.05  # the handshake waits as long
         with pytest.raises(ConnectionLost):
             await client.connect(attempts=1)
         assert asked_by(revalidations, slow, started)
         client.request_timeout = 3.0
+        client.connect_timeout = 3.0  # the handshake waits as long
         client.servers = [(f"s{other}", CLIENT_PORT)]
         await client.connect()
         assert asked_by(revalidations, other, started)
@@ -340,9 +344,11 @@ def late_question_from_a_server_the_client_left(revalidations: Revalidations) ->
         cluster.network.cut(f"s{slow}", f"s{leader}")
         client.servers = [(f"s{slow}", CLIENT_PORT)]
         client.request_timeout = 0.05
+        client.connect_timeout = 0.05  # the handshake waits as long
         with pytest.raises(ConnectionLost):
             await client.connect(attempts=1)
         client.request_timeout = 3.0
+        client.connect_timeout = 3.0  # the handshake waits as long
         client.servers = [(f"s{home}", CLIENT_PORT)]
         await client.connect()
         assert asked_by(revalidations, home, started) and not asked_by(revalidations, slow, started)
