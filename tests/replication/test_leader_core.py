@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from zkpy.replication.history import DIFF, SNAP, TRUNC, History, SyncPlan
 from zkpy.replication.leader_core import (
     BROADCAST,
     EPOCH,
@@ -29,11 +30,27 @@ def z(epoch: int, counter: int) -> int:
     return epoch << 32 | counter
 
 
+def packed(zxid: int) -> bytes:
+    return f"{zxid:x}".encode()
+
+
+def logged(last: int = 9) -> History:
+    """The leader's history: transactions (1, 1) to (1, last), from the start."""
+    history = History()
+    for counter in range(1, last + 1):
+        history.append(z(1, counter), packed(z(1, counter)))
+    return history
+
+
 def leader(voters: tuple[int, ...] = (1, 2, 3), servers: tuple[int, ...] = (1, 2, 3, 4)) -> LeaderCore:
     return LeaderCore(
         my_id=3, quorum=Quorum(voters), accepted_epoch=1, current_epoch=1, last_logged=z(1, 9),
-        servers=frozenset(servers), init_limit=5.0, sync_limit=1.0, now=0.0,
+        servers=frozenset(servers), init_limit=5.0, sync_limit=1.0, now=0.0, history=logged(),
     )  # fmt: skip
+
+
+def diff(last: int, *sent: int) -> SyncPlan:
+    return SyncPlan(DIFF, last, [packed(x) for x in sent])
 
 
 def join(core: LeaderCore, conn: int, sid: int, now: float = 0.1, accepted: int = 1) -> list[object]:
@@ -83,7 +100,7 @@ def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
 def test_a_quorum_of_newleader_acks_commits_the_whole_history() -> None:
     core = leader()
     join(core, 10, 1)
-    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), 0, None)]
+    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)))]
     effects = core.receive(10, ["acknl", z(1, 9)], 0.3)
     assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, ["uptodate", z(1, 9)])]
     assert core.committed == z(1, 9)
@@ -103,7 +120,9 @@ def test_a_learner_that_joins_a_running_leader_is_synced_at_once() -> None:
     core = leader()
     established(core)
     join(core, 11, 2, now=1.0)
-    assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [SyncLearner(11, 2, z(1, 5), 0, z(1, 9))]
+    assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [
+        SyncLearner(11, 2, z(1, 5), diff(z(1, 5), z(1, 6), z(1, 7), z(1, 8), z(1, 9)))
+    ]
     assert core.receive(11, ["acknl", z(1, 9)], 1.2)[0] == SendTo(11, ["uptodate", z(1, 9)])
 
 
@@ -160,3 +179,43 @@ def test_observers_never_count_for_a_quorum() -> None:
     core = leader(voters=(1, 2, 3), servers=(1, 2, 3, 4))
     join(core, 10, 4)  # an observer: no quorum of accepted epochs from it
     assert core.phase == "discovery"
+
+
+def test_a_learner_joining_in_broadcast_is_cut_back_to_the_commit_point() -> None:
+    """The sync plan is the core's: in broadcast, a learner whose log reaches proposals not yet
+    committed (it logged them, restarted, and its recovery applied them) is cut back to the commit
+    point and sent them again (ensemble safety item 3); while the history is being established,
+    the whole of it counts, since a NEWLEADER quorum commits it all."""
+    core = leader()
+    established(core)
+    for counter in (1, 2):  # proposed and in the history, acknowledged by nobody yet
+        txn = Txn(z(2, counter), 0, 1, counter, 1, b"")
+        core.history.append(txn.zxid, packed(txn.zxid))
+        core.propose([txn], [packed(txn.zxid)])
+    assert core.committed == z(1, 9)
+    join(core, 11, 2, now=1.0)
+    (sync,) = core.receive(11, ["ackepoch", 1, z(2, 2), 0], 1.1)
+    assert isinstance(sync, SyncLearner)
+    assert sync.plan == SyncPlan(TRUNC, z(1, 9), [packed(z(2, 1)), packed(z(2, 2))])
+
+
+def test_before_establishment_the_whole_history_is_the_sync_point() -> None:
+    core = leader()
+    join(core, 10, 1)
+    (sync,) = core.receive(10, ["ackepoch", 1, z(1, 9), 0], 0.2)
+    assert isinstance(sync, SyncLearner) and sync.plan == SyncPlan(DIFF, z(1, 9), [])
+
+
+def test_a_learner_older_than_the_window_gets_the_tree_as_it_stands() -> None:
+    history = History(base=z(1, 4))
+    for counter in range(5, 10):
+        history.append(z(1, counter), packed(z(1, counter)))
+    core = LeaderCore(
+        my_id=3, quorum=Quorum((1, 2, 3)), accepted_epoch=1, current_epoch=1, last_logged=z(1, 9),
+        servers=frozenset((1, 2, 3)), init_limit=5.0, sync_limit=1.0, now=0.0,
+        history=history, tree_zxid=lambda: z(1, 8),
+    )  # fmt: skip
+    join(core, 10, 1)
+    (sync,) = core.receive(10, ["ackepoch", 1, z(1, 2), 0], 0.2)
+    assert isinstance(sync, SyncLearner)
+    assert sync.plan == SyncPlan(SNAP, z(1, 8), [packed(z(1, 9))])  # the tree, then what it lacks

@@ -71,7 +71,7 @@ def test_a_learner_that_really_reconnects_gets_in_once_its_old_link_is_silent() 
     core.connected(12, 1.5)  # nothing heard on link 10 for more than syncLimit: it is a dead link
     effects = core.receive(12, ["info", 1, 1, "participant"], 1.5)
     assert effects[:2] == [DropLearner(10, 1), Close(10, "replaced by a new link")]
-    assert core.receive(12, ["ackepoch", 1, z(1, 9), 0], 1.6) == [SyncLearner(12, 1, z(1, 9), 0, z(1, 9))]
+    assert [(e.conn, e.sid) for e in core.receive(12, ["ackepoch", 1, z(1, 9), 0], 1.6)] == [(12, 1)]  # synced
 
 
 def test_a_learner_still_syncing_is_replaced_by_a_new_link_as_before() -> None:
@@ -147,7 +147,8 @@ def test_an_ill_typed_field_closes_only_that_link_and_leaves_the_leader_working(
     core.connected(11, 0.5)
     core.receive(11, ["info", 4, 1, "observer"], 0.5)
     if stage in ("sync", "synced"):
-        assert core.receive(11, ["ackepoch", 1, z(1, 9), -1], 0.5) == [SyncLearner(11, 4, z(1, 9), -1, z(1, 9))]
+        synced = core.receive(11, ["ackepoch", 1, z(1, 9), -1], 0.5)
+        assert [(type(e), e.conn) for e in synced] == [(SyncLearner, 11)]
     if stage == "synced":
         assert core.receive(11, ["acknl", z(1, 9)], 0.5)[0] == SendTo(11, ["uptodate", z(1, 9)])
     effects = core.receive(11, message, 0.6)

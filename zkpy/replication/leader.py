@@ -84,6 +84,7 @@ class Leader:
         self.core = LeaderCore(
             self.me, peer.quorum, peer.epochs.accepted, peer.epochs.current, peer.history.last,
             frozenset(peer.config.servers), init_limit, sync_limit, trio.current_time(),
+            history=peer.history, tree_zxid=lambda: peer.tree.last_zxid,
         )  # fmt: skip
         self.links: dict[int, PeerLink] = {}
         self.scopes: dict[int, trio.CancelScope] = {}
@@ -211,9 +212,9 @@ class Leader:
                 await self._establish(effect)
 
     def _sync(self, effect: core.SyncLearner) -> None:
-        """Bring one learner to the leader's history and into the broadcast, in one step."""
+        """Send one learner the sync its plan says and NEWLEADER (the core planned it)."""
         peer = self.peer
-        plan = peer.history.plan_sync(effect.last_zxid, effect.snap_zxid, peer.tree.last_zxid, effect.committed)
+        plan = effect.plan  # a SNAP's zxid is the tree's as it stands: planned in this same step
         items: list[Any] | None = list(tree_items(peer.tree)) if plan.mode == SNAP else None
         link = self.links.get(effect.conn)
         if link is None:

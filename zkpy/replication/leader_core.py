@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zkpy.jute.ops import OpCode
+from zkpy.replication.history import History, SyncPlan
 from zkpy.replication.learner_core import NOT_COUNTED, RoleEnded
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.wire import brief
@@ -124,14 +125,13 @@ class AcceptEpoch:
 
 @dataclass(frozen=True)
 class SyncLearner:
-    """Send this learner its sync (DIFF/TRUNC/SNAP from the history) and NEWLEADER, and from
-    now on every proposal: both in one step, so nothing falls between."""
+    """Send this learner `plan` (a SNAP with the tree as it stands, at plan.zxid) and NEWLEADER,
+    and from now on every proposal: all in one step, so nothing falls between."""
 
     conn: int
     sid: int
-    last_zxid: int
-    snap_zxid: int
-    committed: int | None  # the commit point to cut the learner back to (None: the whole history)
+    last_zxid: int  # where the learner's log ended (for the log line)
+    plan: SyncPlan
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,10 @@ class LeaderCore:
     sync_limit: float
     now: float
     counter_limit: int = COUNTER_MASK - 0x10000  # room for the pipeline's largest batch
+    # What a sync is planned from: the leader's history window (shared with the glue, which
+    # appends each proposal) and the zxid of the tree a SNAP would send as it stands now.
+    history: History = field(default_factory=History)
+    tree_zxid: Callable[[], int] | None = None  # None: the tree holds the whole history
     phase: str = DISCOVERY
     epoch: int = -1
     committed: int = -1
@@ -385,9 +389,12 @@ class LeaderCore:
         learner.stage = WAIT_ACKNL
         learner.in_broadcast = True
         # Before the history is established the whole of it is what a NEWLEADER quorum commits;
-        # in broadcast, proposals past the commit point may still be lost.
+        # in broadcast, proposals past the commit point may still be lost: a learner whose log
+        # goes past it is cut back to it (history.plan_sync).
         committed = self.committed if self.phase == BROADCAST else None
-        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, learner.snap_zxid, committed)]
+        tree_zxid = self.tree_zxid() if self.tree_zxid is not None else self.history.last
+        plan = self.history.plan_sync(learner.last_zxid, learner.snap_zxid, tree_zxid, committed)
+        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, plan)]
 
     def _on_acknl(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
         zxid = message[1]

@@ -419,7 +419,8 @@ class SimNetwork:
         self._cuts: set[tuple[str, str]] = set()
         self._paused: set[str] = set()
         # (until, extra seconds, the hosts whose trips it slows; None: every trip)
-        self._spikes: list[tuple[float, float, frozenset[str] | None]] = []
+        # (until, extra seconds, hosts it touches or None for all, or one direction (src, dst))
+        self._spikes: list[tuple[float, float, frozenset[str] | tuple[str, str] | None]] = []
         self._changed = trio.Event()  # set (and replaced) whenever connectivity changes
 
     def host(self, name: str) -> HostNetwork:
@@ -436,11 +437,7 @@ class SimNetwork:
         if self._spikes:
             now = trio.current_time()
             self._spikes = [spike for spike in self._spikes if spike[0] > now]
-            delay += sum(
-                extra
-                for _, extra, hosts in self._spikes
-                if hosts is None or src in hosts or dst in hosts or src is None
-            )
+            delay += sum(extra for _, extra, where in self._spikes if _spiked(where, src, dst))
         return delay
 
     def blocked(self, src: str, dst: str) -> bool:
@@ -579,5 +576,19 @@ class SimNetwork:
         chosen = None if hosts is None else frozenset(hosts)
         self._spikes.append((trio.current_time() + duration, seconds, chosen))
 
+    def delay_one_way(self, src: str, dst: str, seconds: float, duration: float) -> None:
+        """For `duration` seconds, trips from src to dst only take `seconds` longer (F1 -> leader
+        slow while the leader -> F1 way and every other link are not): a server's forwards fall
+        behind while it still hears its leader, as on a congested link."""
+        self._spikes.append((trio.current_time() + duration, seconds, (src, dst)))
+
     def end_spikes(self) -> None:
         self._spikes.clear()
+
+
+def _spiked(where: frozenset[str] | tuple[str, str] | None, src: str | None, dst: str | None) -> bool:
+    if where is None or src is None:
+        return True
+    if isinstance(where, tuple):
+        return (src, dst) == where
+    return src in where or dst in where

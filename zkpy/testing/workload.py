@@ -190,6 +190,7 @@ FAULTS: dict[str, int] = {
     "reset": 2,  # the live connections between two servers, or all of one server's, are reset
     "expire_client": 2,  # the short-session client is cut off mid-request, past its session timeout
     "bounce": 2,  # kill -9 of a server (the leader half the time), back after 1 ms-2 s (log-uniform)
+    "slow_way": 2,  # trips one way between two servers (often a follower to the leader) 0.1-0.45 s slower
 }
 
 # The client of faulty_scenario whose session the nemesis makes expire, and its session timeout:
@@ -312,6 +313,16 @@ async def inject_fault(
             return False
         cluster.crash(sid)
         later.start_soon(_restart_later, cluster, sid, log_uniform(rng, 0.001, 2.0))
+    elif fault == "slow_way":
+        # Below syncLimit (0.5 s here): the link stays up, its forwards just fall behind, which
+        # is what a client moving on with a request in flight there runs into.
+        leader = cluster.leader()
+        src, dst = rng.sample(sids, 2)
+        if leader is not None and rng.random() < 0.7:
+            src, dst = rng.choice([s for s in sids if s != leader]), leader
+        extra, duration = rng.uniform(0.1, 0.45), log_uniform(rng, 0.2, 3.0)
+        network.delay_one_way(f"s{src}", f"s{dst}", extra, duration)
+        cluster.note(f"slow way s{src} -> s{dst} +{extra:.3f}s for {duration:.3f}s")
     elif fault == "heal":
         network.heal()
         cluster.note("heal")
