@@ -17,6 +17,7 @@ from tests.replication.test_sim_regressions import (
     finish,
     logged_uncommitted,
     new_leader,
+    restarted_learner_with_an_uncommitted_tail,
     store_points,
     uncommitted_tail,
     write_for,
@@ -121,52 +122,13 @@ def test_item1_a_snap_below_our_own_snapshot_survives_a_restart(seed: int) -> No
 # -- ensemble safety item 3 for an observer: it logs proposals too, and never acknowledges them -------
 
 
-def restarted_observer_with_an_uncommitted_tail() -> Scenario:
-    async def scenario(cluster: SimCluster) -> None:
-        points = Points(cluster)
-        await cluster.wait_all_serving()
-        await write_for(cluster, 0.5, "a")
-        old = cluster.leader()
-        assert old is not None
-        observer = max(cluster.servers)  # server 6, the observer
-        for sid in cluster.servers:  # every voter but the leader logs seconds late: no quorum yet
-            if sid not in (old, observer):
-                disk = cluster.servers[sid].disk
-                disk.slow_fsync = (3.0, 3.0)
-                disk.slow_until = trio.current_time() + 20.0
-        state: dict[str, Any] = {}
-
-        def hook(sid: int, name: str) -> None:
-            first = "tail" not in state and sid == observer and name == "learner logged"
-            if first and logged_uncommitted(cluster, observer):
-                state["tail"] = uncommitted_tail(cluster, observer)
-                cluster.crash(observer)
-
-        cluster.point_hooks.append(hook)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(write_for, cluster, 2.0, "b")
-            await cluster.wait_until(
-                lambda: "tail" in state, 2.0, "the observer logged a proposal, then crashed"
-            )
-            restarted = trio.current_time()
-            await cluster.start(observer)  # recovery applies its whole log, the tail included
-            await cluster.wait_until(lambda: cluster.servers[observer].serving, 10.0, "the observer serving")
-        assert cluster.leader() == old
-        assert state["tail"] not in cluster.invariants.committed or points.count(
-            "leader sent syncdata:trunc", old, since=restarted
-        )
-        await finish(cluster)
-
-    return scenario
-
-
 @pytest.mark.parametrize("seed", [91, 92, 93])
 def test_item3_a_restarted_observer_never_serves_its_uncommitted_tail(seed: int) -> None:
     """Ensemble safety item 3 for an observer: it logs every proposal (and acknowledges none), so
     after a crash and restart its recovered tree holds proposals no quorum committed; it must be
     cut back to the leader's commit point like a follower. Fails with 60aa3e5's commit point
     reverted (zkpy/replication/leader_core.py), through the serving oracle."""
-    simulate(seed, restarted_observer_with_an_uncommitted_tail(), voters=5, observers=1)
+    simulate(seed, restarted_learner_with_an_uncommitted_tail(observer=True), voters=5, observers=1)
 
 
 # -- after a SNAP, recovery must not fall back to a snapshot older than it ----------------------------

@@ -523,34 +523,40 @@ def test_zk2872_interrupted_snap_recovers_and_resyncs(seed: int, crash_point: st
 # -- ensemble safety item 3: a restarted follower's uncommitted tail ------------------------------
 
 
-def restarted_follower_with_an_uncommitted_tail() -> Scenario:
+def restarted_learner_with_an_uncommitted_tail(observer: bool = False) -> Scenario:
+    """A learner (a follower, or the observer) logs a proposal, crashes before it could count and
+    restarts while every other voter but the leader logs seconds late, so the proposal is still
+    uncommitted when the learner rejoins the same leader."""
+
     async def scenario(cluster: SimCluster) -> None:
         points = Points(cluster)
         await cluster.wait_all_serving()
         await write_for(cluster, 0.5, "a")
         old = cluster.leader()
         assert old is not None
-        follower, *slow = sorted(sid for sid in cluster.servers if sid != old)
-        for sid in slow:  # they log the next proposals seconds late: no quorum acks them yet
-            disk = cluster.servers[sid].disk
-            disk.slow_fsync = (3.0, 3.0)
-            disk.slow_until = trio.current_time() + 20.0
+        voters = sorted(sid for sid in cluster.servers if sid != old and sid <= cluster.voters)
+        learner = max(cluster.servers) if observer else voters[0]
+        for sid in voters:  # they log the next proposals seconds late: no quorum acks them yet
+            if sid != learner:
+                disk = cluster.servers[sid].disk
+                disk.slow_fsync = (3.0, 3.0)
+                disk.slow_until = trio.current_time() + 20.0
         state: dict[str, Any] = {}
 
         def hook(sid: int, name: str) -> None:
             # Crashed the moment the proposal is on its disk, before its ack leaves.
-            first = "tail" not in state and sid == follower and name == "learner logged"
-            if first and logged_uncommitted(cluster, follower):
-                state["tail"] = uncommitted_tail(cluster, follower)
-                cluster.crash(follower)
+            first = "tail" not in state and sid == learner and name == "learner logged"
+            if first and logged_uncommitted(cluster, learner):
+                state["tail"] = uncommitted_tail(cluster, learner)
+                cluster.crash(learner)
 
         cluster.point_hooks.append(hook)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write_for, cluster, 2.0, "b")
-            await cluster.wait_until(lambda: "tail" in state, 2.0, "the follower logged a proposal, then crashed")
+            await cluster.wait_until(lambda: "tail" in state, 2.0, "the learner logged a proposal, then crashed")
             restarted = trio.current_time()
-            await cluster.start(follower)  # recovery applies its whole log, the tail included
-            await cluster.wait_until(lambda: cluster.servers[follower].serving, 10.0, "the follower serving")
+            await cluster.start(learner)  # recovery applies its whole log, the tail included
+            await cluster.wait_until(lambda: cluster.servers[learner].serving, 10.0, "the learner serving")
         assert cluster.leader() == old  # it rejoined the same leader, in broadcast
         assert state["tail"] not in cluster.invariants.committed or points.count(
             "leader sent syncdata:trunc", old, since=restarted
@@ -568,7 +574,7 @@ def test_a_restarted_follower_never_serves_its_uncommitted_tail(seed: int) -> No
     truncates such a learner to maxCommittedLog). Three followers log slowly here, so the proposal
     stays uncommitted while the restarted follower rejoins the same leader. The simulator's
     serving oracle fails on 7a18865 ("serves a tree at zxid ..., which no leader committed")."""
-    simulate(seed, restarted_follower_with_an_uncommitted_tail(), voters=5)
+    simulate(seed, restarted_learner_with_an_uncommitted_tail(), voters=5)
 
 
 # -- ensemble safety item 7: a leader's host vanishes right after the election --------------------
