@@ -126,3 +126,27 @@ def test_multi_read_answers_each_op_on_its_own(server: ServerProcess, zk: KazooC
         raw.ping()
     finally:
         raw.close()
+
+
+def test_a_multi_with_a_null_path_changes_nothing_and_fires_nothing(server: ServerProcess, base: str) -> None:
+    """Sessions issue item 4, diffed with Apache 3.8 (this runs against both): a create without a
+    path after a good create fails the whole multi with MarshallingError; the good create is not
+    applied and a watch on its parent does not fire. On 7a18865 zkpy left /first applied and fired
+    the watch while answering MarshallingError."""
+    from zkpy.jute.ops import CreateRequest
+    from zkpy.jute.records import OPEN_ACL_UNSAFE
+
+    watcher = RawClient(server.host, server.port)
+    writer = RawClient(server.host, server.port)
+    try:
+        watcher.call(OpCode.GET_CHILDREN, PathWatchRequest(base, True))
+        ops = [
+            (OpCode.CREATE, CreateRequest(f"{base}/first", b"", OPEN_ACL_UNSAFE, 0)),
+            (OpCode.CREATE, CreateRequest(None, b"", OPEN_ACL_UNSAFE, 0)),
+        ]
+        assert writer.error_of(OpCode.MULTI, MultiRequest(ops)) == -5  # MarshallingError
+        assert writer.error_of(OpCode.EXISTS, PathWatchRequest(f"{base}/first", False)) == -101  # NoNode
+        assert watcher.take_events() == []
+    finally:
+        watcher.close()
+        writer.close()

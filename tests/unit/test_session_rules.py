@@ -168,3 +168,39 @@ async def test_a_read_queued_behind_a_write_of_a_closed_connection_leaves_no_wat
         assert server.tree.nodes["/n"].data == b"x"
         assert server.watches.count() == 0 and server.watches.paths_of(conn) == []
         nursery.cancel_scope.cancel()
+
+
+async def test_the_session_invariant_holds_after_a_create_pipelined_behind_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Sessions issue item 1 through the invariant: closeSession then create(ephemeral) in one
+    send. The server's check_session refuses the create (and apply would too); with both reverted
+    the create makes /late, owned by no session, and session_problems names it."""
+    from zkpy.jute.ops import CreateRequest
+    from zkpy.jute.records import RequestHeader
+    from zkpy.server.connection import ClientConnection
+
+    server = make_server(Disk())
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+
+    def frame(*records: object) -> bytes:
+        body = b"".join(encode(r) for r in records)
+        return len(body).to_bytes(4, "big") + body
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pipeline.run)
+        nursery.start_soon(server._expire_sessions)
+        nursery.start_soon(conn.serve)
+        await client.send_all(frame(ConnectRequest(timeout=4000)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.session_id
+        await client.send_all(
+            frame(RequestHeader(1, OpCode.CLOSE_SESSION))
+            + frame(RequestHeader(2, OpCode.CREATE), CreateRequest("/late", b"", OPEN_ACL_UNSAFE, 1))
+        )
+        await trio.sleep(1)
+        await server.pipeline.wait_idle()
+        assert session_problems(server.tree, server.sessions) == []
+        assert "/late" not in server.tree.nodes
+        nursery.cancel_scope.cancel()
