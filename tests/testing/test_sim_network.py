@@ -179,6 +179,36 @@ async def test_cut_stalls_one_direction_only(autojump_clock: trio.testing.MockCl
     assert await server.receive_some() == b"held"
 
 
+async def test_a_port_cut_holds_that_port_only_and_one_way_delays_one_direction(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """cut_port: connections to one port between two hosts hold their bytes (and new ones time
+    out) while another port between them works; delay_one_way slows one direction only."""
+    net = SimNetwork(random.Random(7))
+    quorum_c, quorum_s = await serve_one(net, "s1", PORT)
+    other_c, other_s = await serve_one(net, "s1", PORT + 1)
+    net.cut_port("c1", "s1", PORT)
+    await quorum_c.send_all(b"held")
+    await other_c.send_all(b"flows")
+    assert await receive_exactly(other_s, 5) == b"flows"
+    with trio.move_on_after(10) as waited:
+        await quorum_s.receive_some()
+    assert waited.cancelled_caught
+    with pytest.raises(OSError):
+        await net.host("c1").connect("s1", PORT)
+    net.uncut_port("c1", "s1", PORT)
+    assert await quorum_s.receive_some() == b"held"
+    net.delay_one_way("c1", "s1", 0.3, duration=5.0)
+    start = trio.current_time()
+    await other_c.send_all(b"slow")
+    assert await receive_exactly(other_s, 4) == b"slow"
+    assert trio.current_time() - start >= 0.3
+    start = trio.current_time()
+    await other_s.send_all(b"fast")
+    assert await receive_exactly(other_c, 4) == b"fast"
+    assert trio.current_time() - start < 0.01
+
+
 async def test_crash_host_resets_both_ends(autojump_clock: trio.testing.MockClock) -> None:
     net = SimNetwork(random.Random(8))
     (listener,) = await net.host("s1").listen("", PORT)

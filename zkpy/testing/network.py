@@ -71,9 +71,10 @@ _RESET = _Marker("RESET")  # the writer's process died: the reader sees BrokenRe
 class _Pipe:
     """One direction of a connection, src -> dst."""
 
-    def __init__(self, src: str, dst: str) -> None:
+    def __init__(self, src: str, dst: str, port: int = 0) -> None:
         self.src = src
         self.dst = dst
+        self.port = port  # the listening port of the connection (its server side)
         self.chunks: deque[tuple[float, bytes | _Marker]] = deque()
         self.last_due = -math.inf  # arrival time of the newest chunk: later chunks never overtake it
         self.end_due: float | None = None  # when the end marker arrives, once sent
@@ -147,7 +148,7 @@ class SimStream(trio.abc.Stream):
         if (
             inp.end_due is not None
             and trio.current_time() >= inp.end_due
-            and not self._net.blocked(inp.src, inp.dst)
+            and not self._net.blocked(inp.src, inp.dst, inp.port)
         ):
             inp.end_seen = True
         return inp.end_seen
@@ -198,7 +199,7 @@ class SimStream(trio.abc.Stream):
             await trio.lowlevel.checkpoint_if_cancelled()
             self._check()
             wait_until = math.inf
-            if inp.chunks and not net.blocked(inp.src, inp.dst):
+            if inp.chunks and not net.blocked(inp.src, inp.dst, inp.port):
                 due, payload = inp.chunks[0]
                 now = trio.current_time()
                 if due <= now:
@@ -366,14 +367,14 @@ class HostNetwork:
         deadline = trio.current_time() + net.connect_timeout
         while True:
             # A paused host's kernel still answers the handshake: only routes count here.
-            while net._unroutable(src, dst) or net._unroutable(dst, src):
+            while net._unroutable(src, dst, port) or net._unroutable(dst, src, port):
                 if trio.current_time() >= deadline:
                     raise TimeoutError(errno.ETIMEDOUT, f"connecting {src} to {dst}:{port} timed out")
                 event = net._changed
                 with trio.move_on_at(deadline):
                     await event.wait()
             await trio.sleep(net.latency(src, dst))  # the SYN
-            if not (net._unroutable(src, dst) or net._unroutable(dst, src)):
+            if not (net._unroutable(src, dst, port) or net._unroutable(dst, src, port)):
                 break  # else it was lost on the way: the SYN is sent again
         listener = net._listeners.get((dst, port))
         if listener is None:
@@ -381,7 +382,7 @@ class HostNetwork:
             raise ConnectionRefusedError(errno.ECONNREFUSED, f"nothing listens on {dst}:{port}")
         local = (src, net._ephemeral_port())
         remote = (dst, port)
-        up, down = _Pipe(src, dst), _Pipe(dst, src)
+        up, down = _Pipe(src, dst, port), _Pipe(dst, src, port)
         client = SimStream(net, local, remote, out=up, inp=down)
         server = SimStream(net, remote, local, out=down, inp=up)
         net._streams[client] = net._streams[server] = None
@@ -417,8 +418,8 @@ class SimNetwork:
         self._partitions: list[list[frozenset[str]]] = []
         self._isolated: set[str] = set()
         self._cuts: set[tuple[str, str]] = set()
+        self._port_cuts: set[tuple[str, str, int]] = set()  # (src, dst, the connection's server port)
         self._paused: set[str] = set()
-        # (until, extra seconds, the hosts whose trips it slows; None: every trip)
         # (until, extra seconds, hosts it touches or None for all, or one direction (src, dst))
         self._spikes: list[tuple[float, float, frozenset[str] | tuple[str, str] | None]] = []
         self._changed = trio.Event()  # set (and replaced) whenever connectivity changes
@@ -440,18 +441,20 @@ class SimNetwork:
             delay += sum(extra for _, extra, where in self._spikes if _spiked(where, src, dst))
         return delay
 
-    def blocked(self, src: str, dst: str) -> bool:
+    def blocked(self, src: str, dst: str, port: int = 0) -> bool:
         """Are bytes from src to dst held right now? A host always reaches itself."""
         if src == dst:
             return False
-        return src in self._paused or dst in self._paused or self._unroutable(src, dst)
+        return src in self._paused or dst in self._paused or self._unroutable(src, dst, port)
 
-    def _unroutable(self, src: str, dst: str) -> bool:
+    def _unroutable(self, src: str, dst: str, port: int = 0) -> bool:
         """Is the way from src to dst cut (a partition, an isolation or a one-way cut)? A paused
         host is still reachable: its kernel holds what arrives."""
         if src == dst:
             return False
         if (src, dst) in self._cuts or src in self._isolated or dst in self._isolated:
+            return True
+        if port and (src, dst, port) in self._port_cuts:
             return True
         for groups in self._partitions:
             a = next((i for i, g in enumerate(groups) if src in g), None)
@@ -515,7 +518,20 @@ class SimNetwork:
         self._partitions.clear()
         self._isolated.clear()
         self._cuts.clear()
+        self._port_cuts.clear()
         self._paused.clear()
+        self._connectivity_changed()
+
+    def cut_port(self, a: str, b: str, port: int) -> None:
+        """Connections between a and b to `port` (on either side) hold their bytes both ways and new
+        ones time out, while every other port between them works: a firewall rule on the quorum
+        port that leaves the election port open, say, so a server still tells its peers it follows
+        a leader it cannot reach."""
+        self._port_cuts |= {(a, b, port), (b, a, port)}
+        self._connectivity_changed()
+
+    def uncut_port(self, a: str, b: str, port: int) -> None:
+        self._port_cuts -= {(a, b, port), (b, a, port)}
         self._connectivity_changed()
 
     def pause(self, name: str) -> None:

@@ -12,6 +12,7 @@ import trio
 
 from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, PathWatchRequest, SetDataRequest
 from zkpy.jute.records import ACL, Id
+from zkpy.testing.cluster import PEER_PORT
 from zkpy.testing.history import History, from_simclient
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 
@@ -191,6 +192,7 @@ FAULTS: dict[str, int] = {
     "expire_client": 2,  # the short-session client is cut off mid-request, past its session timeout
     "bounce": 2,  # kill -9 of a server (the leader half the time), back after 1 ms-2 s (log-uniform)
     "slow_way": 2,  # trips one way between two servers (often a follower to the leader) 0.1-0.45 s slower
+    "cut_quorum_port": 2,  # two servers' quorum port cut, their election port not, 0.2-3 s (log-uniform)
 }
 
 # The client of faulty_scenario whose session the nemesis makes expire, and its session timeout:
@@ -323,12 +325,29 @@ async def inject_fault(
         extra, duration = rng.uniform(0.1, 0.45), log_uniform(rng, 0.2, 3.0)
         network.delay_one_way(f"s{src}", f"s{dst}", extra, duration)
         cluster.note(f"slow way s{src} -> s{dst} +{extra:.3f}s for {duration:.3f}s")
+    elif fault == "cut_quorum_port":
+        # Often the leader and a follower: the follower still says it follows the leader on the
+        # election port while it cannot reach it (what two would-be leaders sharing a learner, or a
+        # learner stuck connecting, need).
+        leader = cluster.leader()
+        a, b = rng.sample(sids, 2)
+        if leader is not None and rng.random() < 0.5:
+            a, b = leader, rng.choice([s for s in sids if s != leader])
+        duration = log_uniform(rng, 0.2, 3.0)
+        network.cut_port(f"s{a}", f"s{b}", PEER_PORT)
+        cluster.note(f"cut quorum port s{a} <-> s{b} for {duration:.3f}s")
+        later.start_soon(_uncut_port_later, cluster, f"s{a}", f"s{b}", duration)
     elif fault == "heal":
         network.heal()
         cluster.note("heal")
     else:
         raise ValueError(f"no such fault: {fault}")
     return True
+
+
+async def _uncut_port_later(cluster: SimCluster, a: str, b: str, delay: float) -> None:
+    await trio.sleep(delay)
+    cluster.network.uncut_port(a, b, PEER_PORT)
 
 
 async def _restart_later(cluster: SimCluster, sid: int, delay: float) -> None:
