@@ -158,3 +158,19 @@ def test_the_sync_waits_for_initlimit_not_synclimit() -> None:
     assert c.tick(4.0) == []  # a large SNAP may take longer than syncLimit
     with pytest.raises(RoleEnded):
         c.tick(5.3)
+
+
+def test_a_stall_of_this_server_is_not_blamed_on_the_leader() -> None:
+    """A follower resumed after SIGSTOP logged "leader silent for 32.1s" although it was the one
+    paused (the first-hour issue's list): a gap between its own ticks longer than the limit says
+    so. Fails before this change (the message blamed the leader)."""
+    c = core()
+    synced(c)
+    c.tick(0.5)
+    with pytest.raises(RoleEnded, match=r"this server was stalled for 31.6s \(paused\?\)"):
+        c.tick(32.1)
+    quiet = core()
+    synced(quiet)
+    quiet.tick(5.0)
+    with pytest.raises(RoleEnded, match=r"leader silent for 5\.3s"):
+        quiet.tick(5.5)

@@ -159,6 +159,7 @@ class LearnerCore:
         self._logging = False  # a Log batch is in flight
         self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
         self._held: list[list[Any]] = []  # messages that arrived while the sync was being written
+        self._last_tick: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
     def start(self) -> list[Effect]:
@@ -199,9 +200,18 @@ class LearnerCore:
 
     def tick(self, now: float) -> list[Effect]:
         limit = self.sync_limit if self.state == BROADCAST else self.init_limit
-        if now - self.last_heard > limit:
-            raise RoleEnded(f"leader silent for {now - self.last_heard:.1f}s while {self.state}")
-        return []
+        previous, self._last_tick = self._last_tick, now
+        silent = now - self.last_heard
+        if silent <= limit:
+            return []
+        if previous is not None and now - previous > limit:
+            # Ticks come every tickTime: a gap this long means this process did not run (SIGSTOP,
+            # a swapped-out VM), so the silence is ours, not the leader's.
+            raise RoleEnded(
+                f"this server was stalled for {now - previous:.1f}s (paused?), {silent:.1f}s since it "
+                f"last heard its leader, while {self.state}"
+            )
+        raise RoleEnded(f"leader silent for {silent:.1f}s while {self.state}")
 
     # -- the leader's messages ------------------------------------------------------------
     def _on_leaderinfo(self, message: list[Any]) -> list[Effect]:
