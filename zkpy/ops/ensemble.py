@@ -194,11 +194,11 @@ def _servers(n: int) -> str:
     return f"{n} server" if n == 1 else f"{n} servers"
 
 
-def run(root: Path, size: int, observers: int, base_port: int, out: TextIO) -> int:
+def run(root: Path, size: int, observers: int, base_port: int, out: TextIO, http: bool = False) -> int:
     if size < 1 or observers < 0:
         raise EnsembleError("--size must be at least 1 and --observers at least 0")
-    members = members_from_base(size, observers, base_port)
-    if base_port < 1 or max(m.election_port for m in members) > 65535:
+    members = members_from_base(size, observers, base_port, http)
+    if base_port < 1 or max(max(m.ports.values()) for m in members) > 65535:
         raise EnsembleError(f"--base-port {base_port} puts ports outside 1..65535")
     root.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(EnsembleError):
@@ -227,6 +227,14 @@ def run(root: Path, size: int, observers: int, base_port: int, out: TextIO) -> i
             )
             supervisor.wait_for_leader()
             supervisor.say(f"Connection string: {connect_string(members)}")
+            if http:
+                supervisor.say(
+                    "\n".join(
+                        f"server {m.sid}: metrics http://{HOST}:{m.metrics_port}/metrics, "
+                        f"admin page http://{HOST}:{m.admin_port}/"
+                        for m in members
+                    )
+                )
             supervisor.say(
                 f"Try: zkpy status {connect_string(members)}\n"
                 f"     zkpy ensemble kill N --dir {root}   (then `start N`)\n"
@@ -319,6 +327,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="client port of server 1 (default 2181); server N uses base+N-1, quorum base+700+N-1, "
         "election base+1700+N-1",
     )
+    p.add_argument(
+        "--http",
+        action="store_true",
+        help="also serve each server's Prometheus metrics (7000+N-1 at the default base port) and "
+        "its AdminServer and admin page (8080+N-1)",
+    )
     p.set_defaults(func=main)
 
 
@@ -340,7 +354,7 @@ def main(args: argparse.Namespace) -> int:
             table = rows(homes)
             out.write(render(homes, table) + "\n")
             return 0 if has_quorum(table) else 1
-        return run(root, args.size, args.observers, args.base_port, out)
+        return run(root, args.size, args.observers, args.base_port, out, args.http)
     except EnsembleError as e:
         print(f"zkpy ensemble: error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,10 @@ LOCAL_FOUR_LETTER_WORDS = "ruok,srvr,stat,mntr,conf,cons,envi,isro,wchs,dirs"
 # port 2180+i: the same offsets from any base port.
 QUORUM_PORT_OFFSET = 700
 ELECTION_PORT_OFFSET = 1700
+# With --http: Apache's default metrics (7000) and AdminServer (8080) ports for member 1 at the
+# default base port, the next ones for the other members.
+METRICS_PORT_OFFSET = 7000 - 2181
+ADMIN_PORT_OFFSET = 8080 - 2181
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,8 @@ class Member:
     quorum_port: int
     election_port: int
     observer: bool = False
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    admin_port: int = 0  # 0: no AdminServer
 
     @property
     def server_line(self) -> str:
@@ -37,13 +43,19 @@ class Member:
 
     @property
     def ports(self) -> dict[str, int]:
-        return {"client": self.client_port, "quorum": self.quorum_port, "election": self.election_port}
+        ports = {"client": self.client_port, "quorum": self.quorum_port, "election": self.election_port}
+        if self.metrics_port:
+            ports["metrics"] = self.metrics_port
+        if self.admin_port:
+            ports["admin"] = self.admin_port
+        return ports
 
 
-def members_from_base(voters: int, observers: int, base_port: int) -> list[Member]:
+def members_from_base(voters: int, observers: int, base_port: int, http: bool = False) -> list[Member]:
     """Members 1..voters+observers on fixed ports: client base+i-1, quorum and election at the
     documented offsets (2181 -> 2881, 3881), so a second run of the same command finds the same
-    servers where it left them."""
+    servers where it left them; with `http`, metrics and AdminServer ports too (7000, 8080 for
+    member 1 at base 2181)."""
     return [
         Member(
             i,
@@ -51,6 +63,8 @@ def members_from_base(voters: int, observers: int, base_port: int) -> list[Membe
             base_port + QUORUM_PORT_OFFSET + i - 1,
             base_port + ELECTION_PORT_OFFSET + i - 1,
             observer=i > voters,
+            metrics_port=base_port + METRICS_PORT_OFFSET + i - 1 if http else 0,
+            admin_port=base_port + ADMIN_PORT_OFFSET + i - 1 if http else 0,
         )
         for i in range(1, voters + observers + 1)
     ]
@@ -103,6 +117,13 @@ def write_member(
     }
     if member.observer:
         settings["peerType"] = "observer"
+    if member.metrics_port:
+        settings["metricsProvider.httpHost"] = HOST
+        settings["metricsProvider.httpPort"] = str(member.metrics_port)
+    if member.admin_port:
+        settings["admin.enableServer"] = "true"
+        settings["admin.serverAddress"] = HOST
+        settings["admin.serverPort"] = str(member.admin_port)
     write_config(home / "zoo.cfg", member.client_port, data_dir, settings)
     return settings
 
