@@ -10,7 +10,9 @@ from zkpy.jute.codec import encode
 from zkpy.jute.ops import CreateRequest, OpCode
 from zkpy.jute.records import OPEN_ACL_UNSAFE, ConnectRequest
 from zkpy.server.config import parse_config
+from zkpy.server.connection import ClientConnection
 from zkpy.server.node import ZooKeeperServer
+from zkpy.server.pipeline import Persist
 from zkpy.server.sessions import session_problems
 from zkpy.tree.apply import Result
 from zkpy.tree.datatree import DataTree
@@ -47,9 +49,21 @@ class FakeConnection:
         self.attached = (session_id, timeout)
 
 
-def make_server(disk: Disk) -> ZooKeeperServer:
+def make_server(disk: Disk | None = None, persist: Persist | None = None) -> ZooKeeperServer:
     config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
-    return ZooKeeperServer(config, persist=disk.persist, tree=DataTree())
+    return ZooKeeperServer(config, persist=persist or (disk or Disk()).persist, tree=DataTree())
+
+
+def frame(*records: object) -> bytes:
+    """Length-prefixed jute records, as a client sends them."""
+    body = b"".join(encode(r) for r in records)
+    return len(body).to_bytes(4, "big") + body
+
+
+def client_of(server: ZooKeeperServer) -> tuple[trio.abc.Stream, ClientConnection]:
+    """An in-memory client stream and the server's connection for it (serve() not started)."""
+    client, server_end = trio.testing.memory_stream_pair()
+    return client, ClientConnection(server, server_end, ("127.0.0.1", 5555))
 
 
 async def write(server: ZooKeeperServer, op: int, body: bytes, session: int = SESSION) -> Result:
@@ -129,7 +143,6 @@ async def test_a_read_queued_behind_a_write_of_a_closed_connection_leaves_no_wat
     removed its watches): the watch stayed for ever (a persistent one too). Fails on 7a18865."""
     from zkpy.jute.ops import PathWatchRequest, SetDataRequest
     from zkpy.jute.records import RequestHeader
-    from zkpy.server.connection import ClientConnection
 
     release = trio.Event()
 
@@ -137,14 +150,8 @@ async def test_a_read_queued_behind_a_write_of_a_closed_connection_leaves_no_wat
         if any(t.op == OpCode.SET_DATA for t in txns):
             await release.wait()
 
-    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
-    server = ZooKeeperServer(config, persist=slow_persist, tree=DataTree())
-    client, server_end = trio.testing.memory_stream_pair()
-    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
-
-    def frame(*records: object) -> bytes:
-        body = b"".join(encode(r) for r in records)
-        return len(body).to_bytes(4, "big") + body
+    server = make_server(persist=slow_persist)
+    client, conn = client_of(server)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.pipeline.run)
@@ -178,15 +185,9 @@ async def test_the_session_invariant_holds_after_a_create_pipelined_behind_close
     the create makes /late, owned by no session, and session_problems names it."""
     from zkpy.jute.ops import CreateRequest
     from zkpy.jute.records import RequestHeader
-    from zkpy.server.connection import ClientConnection
 
     server = make_server(Disk())
-    client, server_end = trio.testing.memory_stream_pair()
-    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
-
-    def frame(*records: object) -> bytes:
-        body = b"".join(encode(r) for r in records)
-        return len(body).to_bytes(4, "big") + body
+    client, conn = client_of(server)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.pipeline.run)
