@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from zkpy.replication.leader_core import EPOCH, SYNC, LeaderCore, SendTo, SyncLearner
-from zkpy.replication.learner_core import LearnerCore, RoleEnded, Send
+from zkpy.replication.learner_core import LearnerCore, Send
 from zkpy.replication.quorum import Quorum
+from zkpy.replication.roles import RoleEnded
 
 VOTERS = (1, 2, 3, 4, 5)
 LAST = 1 << 32 | 5  # every server's log ends at zxid (1, 5); every acceptedEpoch is 1

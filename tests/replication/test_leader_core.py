@@ -20,9 +20,10 @@ from zkpy.replication.leader_core import (
     SendTo,
     SyncLearner,
     TouchSessions,
+    WriteLog,
 )
-from zkpy.replication.learner_core import RoleEnded
 from zkpy.replication.quorum import Quorum
+from zkpy.replication.roles import RoleEnded
 from zkpy.tree.txn import Txn
 
 
@@ -110,8 +111,9 @@ def test_a_commit_needs_a_quorum_including_the_leaders_own_log() -> None:
     core = leader()
     established(core)
     a = Txn(z(2, 1), 0, 1, 1, 1, b"")
-    proposal = core.propose([a], [a.pack()])
-    assert proposal == [Broadcast((10,), ["proposal", [a.pack()]])]
+    proposal = core.propose([a])
+    assert proposal == [Broadcast((10,), ["proposal", [a.pack()]]), WriteLog([a])]
+    assert core.history.last == z(2, 1)  # a learner syncing from now on gets it too
     assert core.receive(10, ["ack", z(2, 1)], 0.4) == []  # the follower has it, the leader not yet
     assert core.logged(z(2, 1)) == [Committed(z(2, 1)), Broadcast((10,), ["commit", z(2, 1)])]
 
@@ -172,7 +174,7 @@ def test_an_exhausted_counter_forces_a_new_epoch() -> None:
     established(core)
     last = Txn(z(2, core.counter_limit + 1), 0, 1, 1, 1, b"")
     with pytest.raises(RoleEnded, match="counter"):
-        core.propose([last], [last.pack()])
+        core.propose([last])
 
 
 def test_observers_never_count_for_a_quorum() -> None:
@@ -188,15 +190,14 @@ def test_a_learner_joining_in_broadcast_is_cut_back_to_the_commit_point() -> Non
     the whole of it counts, since a NEWLEADER quorum commits it all."""
     core = leader()
     established(core)
-    for counter in (1, 2):  # proposed and in the history, acknowledged by nobody yet
-        txn = Txn(z(2, counter), 0, 1, counter, 1, b"")
-        core.history.append(txn.zxid, packed(txn.zxid))
-        core.propose([txn], [packed(txn.zxid)])
+    proposed = [Txn(z(2, counter), 0, 1, counter, 1, b"") for counter in (1, 2)]
+    for txn in proposed:  # into the history, acknowledged by nobody yet
+        core.propose([txn])
     assert core.committed == z(1, 9)
     join(core, 11, 2, now=1.0)
     (sync,) = core.receive(11, ["ackepoch", 1, z(2, 2), 0], 1.1)
     assert isinstance(sync, SyncLearner)
-    assert sync.plan == SyncPlan(TRUNC, z(1, 9), [packed(z(2, 1)), packed(z(2, 2))])
+    assert sync.plan == SyncPlan(TRUNC, z(1, 9), [txn.pack() for txn in proposed])
 
 
 def test_before_establishment_the_whole_history_is_the_sync_point() -> None:

@@ -18,6 +18,7 @@ from zkpy.replication.leader_core import (
     SendTo,
     SyncLearner,
     TouchSessions,
+    WriteLog,
 )
 from zkpy.replication.quorum import Quorum
 from zkpy.tree.txn import Txn
@@ -61,7 +62,7 @@ def test_a_second_link_claiming_a_synced_learner_is_refused_and_the_real_one_kee
     assert core.learners[10].stage == SYNCED and core.acks[1] == z(1, 9)
     assert core.receive(10, ["ping", []], 0.6) == [TouchSessions([])]  # still served
     a = Txn(z(2, 1), 0, 1, 1, 1, b"")
-    assert core.propose([a], [a.pack()]) == [Broadcast((10,), ["proposal", [a.pack()]])]
+    assert core.propose([a]) == [Broadcast((10,), ["proposal", [a.pack()]]), WriteLog([a])]
 
 
 def test_a_learner_that_really_reconnects_gets_in_once_its_old_link_is_silent() -> None:
@@ -155,7 +156,7 @@ def test_an_ill_typed_field_closes_only_that_link_and_leaves_the_leader_working(
     assert isinstance(effects[-1], Close), effects
     assert all(isinstance(v, int) for v in core.acks.values())
     a = Txn(z(2, 1), 0, 1, 1, 1, b"")
-    core.propose([a], [a.pack()])
+    core.propose([a])
     core.receive(10, ["ack", z(2, 1)], 0.7)
     assert core.logged(z(2, 1))[0].zxid == z(2, 1)  # type: ignore[union-attr]
 

@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -32,49 +32,23 @@ from zkpy.jute.ops import OpCode
 from zkpy.replication import leader_core as core
 from zkpy.replication.history import SNAP
 from zkpy.replication.leader_core import LeaderCore
-from zkpy.replication.learner_core import RoleEnded
-from zkpy.replication.link import PeerGone, PeerLink, root_cause
+from zkpy.replication.link import LINK_ERRORS, PeerLink, root_cause, why_role_ended
+from zkpy.replication.roles import RoleContext
 from zkpy.replication.serving import LEADER, EnsembleServer
-from zkpy.replication.wire import MAX_HANDSHAKE_FRAME, WireError, encode_frame
+from zkpy.replication.wire import MAX_HANDSHAKE_FRAME, encode_frame
 from zkpy.server.fourletter import LeaderStats
-from zkpy.storage.errors import StorageError
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
-if TYPE_CHECKING:
-    from zkpy.replication.peer import QuorumPeer
-
 log = logging.getLogger(__name__)
-
-__all__ = ["LINK_ERRORS", "Leader", "RoleEnded"]
-
-# What a misbehaving or vanished peer can cause: it costs that link, never the server.
-LINK_ERRORS = (PeerGone, WireError, trio.TooSlowError, ValueError, TypeError, IndexError, KeyError, OSError)
-
-
-def why_role_ended(group: BaseException, peer: QuorumPeer, what: str) -> BaseException | None:
-    """What a role's failure means, for the leader and a learner alike: None when it must go on
-    as it is (a cancellation: the server stops; an interrupt); the AssertionError of a broken
-    invariant (never carried on past); else the RoleEnded that sends the server back to election
-    (a failed disk also keeps it out of elections until the disk works). Call it in the except."""
-    e = root_cause(group)
-    if not isinstance(e, Exception):
-        return None
-    if isinstance(e, (RoleEnded, AssertionError)):
-        return e
-    if isinstance(e, StorageError):
-        peer.disk_failed = str(e)
-        return RoleEnded(f"the local log failed: {e}")
-    if not isinstance(e, LINK_ERRORS):
-        log.exception("%s", what)
-    return RoleEnded(f"{what}: {e or type(e).__name__}")
-
 
 class Leader:
     """The trio glue around LeaderCore: learner links, the local log, the tree and the client
-    server. Every input goes through `_feed`, which carries out the core's effects in order."""
+    server. Every input of the core (a link connected, a message, a link gone, a tick, the
+    pipeline's batch, the local log's completion) arrives through one channel, `_events`, and
+    one task feeds it to the core and carries out the effects in order."""
 
-    def __init__(self, peer: QuorumPeer) -> None:
+    def __init__(self, peer: RoleContext) -> None:
         self.peer = peer
         self.me = peer.my_id
         self.quorum = peer.quorum
@@ -90,11 +64,11 @@ class Leader:
         self.scopes: dict[int, trio.CancelScope] = {}
         self._conn_ids = itertools.count(1)
         self._events_in, self._events = trio.open_memory_channel[tuple[str, int, Any]](math.inf)
+        self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
         self._commit_changed = trio.Event()
         self.established = trio.Event()
         self.server: EnsembleServer | None = None
         self._nursery: trio.Nursery | None = None
-        self.failure: str | None = None  # why the pipeline's side gave up leadership
         self._sync_started: dict[int, float] = {}
         self.started_at = trio.current_time()
         self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
@@ -133,12 +107,17 @@ class Leader:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._ticks)
+            nursery.start_soon(self._log_proposals)
             await self._carry_out(self.core.start())
             async for kind, conn, value in self._events:
+                now = trio.current_time()
                 if kind == "message":
-                    effects = self.core.receive(conn, value, trio.current_time())
+                    effects = self.core.receive(conn, value, now)
                     self._note_ack(conn, value)
                     self._identified(conn)
+                elif kind == "connected":
+                    self.core.connected(conn, now)
+                    effects = []
                 elif kind == "gone":
                     effects = self.core.disconnected(conn)
                     # Also a link the core never knew by a sid (it hung up or sent junk before
@@ -146,22 +125,28 @@ class Leader:
                     self.links.pop(conn, None)
                     self.scopes.pop(conn, None)
                     self._sync_started.pop(conn, None)
+                elif kind == "propose":
+                    effects = self.core.propose(value)
+                    self._record_size(effects)
+                elif kind == "logged":
+                    self._point("leader logged")
+                    effects = self.core.logged(value)
                 else:
-                    effects = self.core.tick(trio.current_time())
+                    effects = self.core.tick(now)
                 await self._carry_out(effects)
-        if self.failure is not None:
-            raise RoleEnded(self.failure)
 
     async def _ticks(self) -> None:
         while True:
             await trio.sleep(self.tick)
             self._events_in.send_nowait(("tick", 0, None))
 
-    def _fail(self, reason: str) -> None:
-        """Give up leadership from outside the driver (the pipeline's task)."""
-        self.failure = reason
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+    async def _log_proposals(self) -> None:
+        """The core's WriteLog batches, in order, one fsync each. A failing log ends the role
+        (StorageError: why_role_ended keeps the server out of elections until its disk works);
+        nothing in the batch is acknowledged, as its `logged` never arrives."""
+        async for txns in self._to_log:
+            await self.peer.store.persist(txns)
+            self._events_in.send_nowait(("logged", 0, txns[-1].zxid))
 
     # -- effects --------------------------------------------------------------------------
     async def _carry_out(self, effects: list[core.Effect]) -> None:
@@ -210,6 +195,8 @@ class Leader:
                 log.info("new epoch %d", effect.epoch)
             elif isinstance(effect, core.Establish):
                 await self._establish(effect)
+            elif isinstance(effect, core.WriteLog):
+                self._to_log_in.send_nowait(effect.txns)
 
     def _sync(self, effect: core.SyncLearner) -> None:
         """Send one learner the sync its plan says and NEWLEADER (the core planned it)."""
@@ -318,7 +305,7 @@ class Leader:
             return
         self.links[conn] = link
         self.scopes[conn] = scope
-        self.core.connected(conn, trio.current_time())
+        self._events_in.send_nowait(("connected", conn, None))  # before any of its messages
         await done.wait()
 
     def _identified(self, conn: int) -> None:
@@ -357,34 +344,16 @@ class Leader:
 
     # -- broadcast ------------------------------------------------------------------
     async def replicate(self, txns: list[Txn]) -> None:
-        """The pipeline's persist step: durable on a quorum before it returns."""
-        peer = self.peer
-        packed = [txn.pack() for txn in txns]
+        """The pipeline's persist step: durable on a quorum, the leader's own log included,
+        before it returns. The batch goes to the core through the role's one input channel; a
+        role that ends meanwhile cancels this task with it (the pipeline runs in its nursery)."""
         proposed_at = trio.current_time()
-        peer.stats.proposed(txns[-1].zxid, proposed_at)
-        try:
-            effects = self.core.propose(txns, packed)
-        except RoleEnded as e:
-            self._fail(str(e))
-            await trio.sleep_forever()
-        for txn, raw in zip(txns, packed, strict=True):
-            peer.history.append(txn.zxid, raw)
-        self._record_size(effects)
-        await self._carry_out(effects)
-        try:
-            await peer.store.persist(txns)
-        except StorageError as e:
-            # Nothing in this batch may be acknowledged; a leader that cannot log steps aside
-            # (the peer keeps it out of elections until its disk works again).
-            peer.disk_failed = str(e)
-            self._fail(f"the local log failed: {e}")
-            await trio.sleep_forever()
-        self._point("leader logged")
-        await self._carry_out(self.core.logged(txns[-1].zxid))
+        self.peer.stats.proposed(txns[-1].zxid, proposed_at)
+        self._events_in.send_nowait(("propose", 0, txns))
         target = txns[-1].zxid
         while self.core.committed < target:
             await self._commit_changed.wait()
-        peer.stats.proposal_ms.record((trio.current_time() - proposed_at) * 1000)
+        self.peer.stats.proposal_ms.record((trio.current_time() - proposed_at) * 1000)
 
     def _note_ack(self, conn: int, message: list[Any]) -> None:
         """Per-learner ack latency (metrics): an ack names the last zxid of the batch it covers.

@@ -5,9 +5,14 @@ the tree and the client-facing server, and carries the effects out in order.
     connected(conn)                  a learner's link arrived (its server id comes with "info")
     receive(conn, message, now)      -> effects
     disconnected(conn)               the link is gone
-    propose(txns)                    -> effects   (the pipeline's next batch)
-    logged(zxid)                     -> effects   (the leader's own log is durable up to zxid)
+    propose(txns)                    -> effects   (the pipeline's next batch: into the history,
+                                                   to the learners, and WriteLog to the local log)
+    logged(zxid)                     -> effects   (WriteLog done: durable here up to zxid)
     tick(now)                        -> effects   (pings, silent learners dropped, deadlines)
+
+The leader's own log write is an effect like a learner's: the core counts the leader's ack only
+when logged() reports it, so a commit always includes the leader's fsync (one batch may be
+written while learners already acknowledge it, as Apache's leader logs and proposes at once).
 
 RoleEnded is raised when leadership ends: no quorum within initLimit, a learner ahead of the
 leader, a quorum no longer heard within syncLimit, or a zxid counter about to overflow.
@@ -26,8 +31,9 @@ from typing import Any
 
 from zkpy.jute.ops import OpCode
 from zkpy.replication.history import History, SyncPlan
-from zkpy.replication.learner_core import NOT_COUNTED, RoleEnded
+from zkpy.replication.learner_core import NOT_COUNTED
 from zkpy.replication.quorum import Quorum
+from zkpy.replication.roles import RoleEnded
 from zkpy.replication.wire import brief
 from zkpy.tree.txn import Txn
 
@@ -135,6 +141,14 @@ class SyncLearner:
 
 
 @dataclass(frozen=True)
+class WriteLog:
+    """Append these proposals to the local log and fsync; report back with logged(last zxid).
+    Batches are handed out in zxid order and must be written in that order."""
+
+    txns: list[Txn]
+
+
+@dataclass(frozen=True)
 class Establish:
     """A quorum synced: persist currentEpoch, apply the whole history, serve clients."""
 
@@ -186,7 +200,7 @@ class DropLearner:
 
 Effect = (
     SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
-    | DropLearner | Revalidate
+    | DropLearner | Revalidate | WriteLog
 )
 
 
@@ -250,15 +264,24 @@ class LeaderCore:
         except (ValueError, TypeError, IndexError) as e:
             return [*self.disconnected(conn), Close(conn, f"protocol error: {e}")]
 
-    def propose(self, txns: list[Txn], packed: list[bytes]) -> list[Effect]:
-        """The pipeline's next batch, already numbered and in the history."""
+    def propose(self, txns: list[Txn]) -> list[Effect]:
+        """The pipeline's next batch, numbered: into the history (learners that sync from now on
+        get it), to every learner in the broadcast, and to the local log."""
         last = txns[-1].zxid
+        if self.phase != BROADCAST:
+            raise ValueError(f"a proposal while {self.phase}")
         if last >> 32 != self.epoch or last & COUNTER_MASK > self.counter_limit:
             raise RoleEnded(f"zxid counter of epoch {self.epoch} nearly exhausted: forcing a new election")
+        packed = [txn.pack() for txn in txns]
+        for txn, raw in zip(txns, packed, strict=True):
+            self.history.append(txn.zxid, raw)
         self.last_logged = last
-        return [Broadcast(self._broadcast_conns(), ["proposal", packed])]
+        return [Broadcast(self._broadcast_conns(), ["proposal", packed]), WriteLog(txns)]
 
     def logged(self, zxid: int) -> list[Effect]:
+        """A WriteLog is durable: the leader's own ack."""
+        if zxid > self.last_logged or zxid <= self.acks.get(self.my_id, -1):
+            raise AssertionError(f"logged {zxid:#x}: not a batch in flight (last proposed {self.last_logged:#x})")
         self.acks[self.my_id] = zxid
         return self._advance_commit()
 

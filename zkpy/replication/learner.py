@@ -16,12 +16,11 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from zkpy.replication.history import SNAP, TRUNC
-from zkpy.replication.leader import RoleEnded, why_role_ended
 from zkpy.replication.learner_core import (
     AcceptEpoch,
     AnswerSync,
@@ -37,13 +36,11 @@ from zkpy.replication.learner_core import (
     Serve,
     TakeSync,
 )
-from zkpy.replication.link import PeerLink
+from zkpy.replication.link import PeerLink, why_role_ended
+from zkpy.replication.roles import RoleContext, RoleEnded
 from zkpy.replication.serving import FOLLOWER, OBSERVER, EnsembleServer, Forwarder, LearnerPipeline
 from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
-
-if TYPE_CHECKING:
-    from zkpy.replication.peer import QuorumPeer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +49,7 @@ class Learner(Forwarder):
     """The trio glue around LearnerCore: one link to the leader, a task feeding it what arrives,
     a ticker, a log writer doing one batch at a time; every effect is carried out here."""
 
-    def __init__(self, peer: QuorumPeer, leader_id: int) -> None:
+    def __init__(self, peer: RoleContext, leader_id: int) -> None:
         self.peer = peer
         self.leader_id = leader_id
         self.role = OBSERVER if peer.is_observer else FOLLOWER
@@ -154,10 +151,7 @@ class Learner(Forwarder):
                 peer.epochs.accept(effect.epoch)
             elif isinstance(effect, MakeCurrent):
                 peer.epochs.make_current(effect.epoch)
-                if peer.store.needs_resync:  # the leader's whole history is durable here now
-                    peer.store.resynced()
-                    peer.election.abstaining = False
-                    log.info("re-synced after damaged data: voting again")
+                peer.resynced()  # the leader's whole history is durable here now
             elif isinstance(effect, TakeSync):
                 await self._take_sync(effect)
                 self._make_server(core.epoch)

@@ -23,7 +23,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from zkpy.replication.roles import RoleEnded
 from zkpy.tree.txn import Txn
+
+__all__ = ["NOT_COUNTED", "LearnerCore", "RoleEnded"]
 
 WAIT_LEADERINFO, WAIT_SYNC, SYNCING, WAIT_NEWLEADER, WAIT_UPTODATE, BROADCAST = (
     "wait-leaderinfo", "wait-sync", "syncing", "wait-newleader", "wait-uptodate", "broadcast",
@@ -41,10 +44,6 @@ EXPECTED: dict[str, frozenset[str]] = {
 
 # An ackepoch's currentEpoch when the learner had already accepted the offered epoch.
 NOT_COUNTED = -1
-
-
-class RoleEnded(Exception):
-    """This server stops following; it goes back to election."""
 
 
 @dataclass(frozen=True)

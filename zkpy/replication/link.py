@@ -1,4 +1,5 @@
-"""One TCP connection between two peers, as framed messages: a queue out, a decoder in.
+"""One TCP connection between two peers, as framed messages: a queue out, a decoder in; and
+what a role's failure on its links means (why_role_ended).
 
 Sending never blocks the caller (the leader broadcasts to every learner from one task); a
 writer task drains the queue, joining whatever queued meanwhile into one write.
@@ -6,12 +7,17 @@ writer task drains the queue, joining whatever queued meanwhile into one write.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from zkpy.replication.wire import MAX_FRAME, FrameDecoder, encode_frame
+from zkpy.replication.roles import RoleContext, RoleEnded
+from zkpy.replication.wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
+from zkpy.storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 class PeerGone(Exception):
@@ -25,6 +31,28 @@ def root_cause(exc: BaseException) -> BaseException:
         inner = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)] or list(exc.exceptions)
         exc = inner[0]
     return exc
+
+
+# What a misbehaving or vanished peer can cause: it costs that link, never the server.
+LINK_ERRORS = (PeerGone, WireError, trio.TooSlowError, ValueError, TypeError, IndexError, KeyError, OSError)
+
+
+def why_role_ended(group: BaseException, ctx: RoleContext, what: str) -> BaseException | None:
+    """What a role's failure means, for the leader and a learner alike: None when it must go on
+    as it is (a cancellation: the server stops; an interrupt); the AssertionError of a broken
+    invariant (never carried on past); else the RoleEnded that sends the server back to election
+    (a failed disk also keeps it out of elections until the disk works). Call it in the except."""
+    e = root_cause(group)
+    if not isinstance(e, Exception):
+        return None
+    if isinstance(e, (RoleEnded, AssertionError)):
+        return e
+    if isinstance(e, StorageError):
+        ctx.disk_failed = str(e)
+        return RoleEnded(f"the local log failed: {e}")
+    if not isinstance(e, LINK_ERRORS):
+        log.exception("%s", what)
+    return RoleEnded(f"{what}: {e or type(e).__name__}")
 
 
 class PeerLink:

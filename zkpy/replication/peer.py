@@ -20,9 +20,10 @@ from zkpy.replication import election as fle
 from zkpy.replication.election_net import ElectionNet
 from zkpy.replication.environment import Environment, Store
 from zkpy.replication.history import History
-from zkpy.replication.leader import Leader, RoleEnded
+from zkpy.replication.leader import Leader
 from zkpy.replication.learner import Learner
 from zkpy.replication.quorum import Quorum
+from zkpy.replication.roles import RoleEnded
 from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.replication.stats import ReplicationStats
 from zkpy.server.config import ServerConfig
@@ -103,6 +104,12 @@ class QuorumPeer:
     def _applied_zxid(self) -> int:
         tree = getattr(self, "tree", None)  # None while the first recovery builds it
         return self.history.last if tree is None else tree.last_zxid
+
+    def resynced(self) -> None:
+        if self.store.needs_resync:
+            self.store.resynced()
+            self.election.abstaining = False
+            log.info("re-synced after damaged data: voting again")
 
     async def reload_tree(self) -> None:
         """After a TRUNC below what the tree holds: rebuild the tree from disk. Rare, and on the
