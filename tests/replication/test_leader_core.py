@@ -24,6 +24,8 @@ from zkpy.replication.leader_core import (
 )
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.roles import RoleEnded
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
 
@@ -101,7 +103,7 @@ def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
 def test_a_quorum_of_newleader_acks_commits_the_whole_history() -> None:
     core = leader()
     join(core, 10, 1)
-    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)))]
+    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)), 2)]
     effects = core.receive(10, ["acknl", z(1, 9)], 0.3)
     assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, ["uptodate", z(1, 9)])]
     assert core.committed == z(1, 9)
@@ -123,7 +125,7 @@ def test_a_learner_that_joins_a_running_leader_is_synced_at_once() -> None:
     established(core)
     join(core, 11, 2, now=1.0)
     assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [
-        SyncLearner(11, 2, z(1, 5), diff(z(1, 5), z(1, 6), z(1, 7), z(1, 8), z(1, 9)))
+        SyncLearner(11, 2, z(1, 5), diff(z(1, 5), z(1, 6), z(1, 7), z(1, 8), z(1, 9)), 2)
     ]
     assert core.receive(11, ["acknl", z(1, 9)], 1.2)[0] == SendTo(11, ["uptodate", z(1, 9)])
 
@@ -211,12 +213,19 @@ def test_a_learner_older_than_the_window_gets_the_tree_as_it_stands() -> None:
     history = History(base=z(1, 4))
     for counter in range(5, 10):
         history.append(z(1, counter), packed(z(1, counter)))
+    tree = DataTree()
+    tree.last_zxid = z(1, 8)  # z(1, 9) is logged, not applied yet
     core = LeaderCore(
         my_id=3, quorum=Quorum((1, 2, 3)), accepted_epoch=1, current_epoch=1, last_logged=z(1, 9),
         servers=frozenset((1, 2, 3)), init_limit=5.0, sync_limit=1.0, now=0.0,
-        history=history, tree_zxid=lambda: z(1, 8),
+        history=history, tree=lambda: tree,
     )  # fmt: skip
     join(core, 10, 1)
     (sync,) = core.receive(10, ["ackepoch", 1, z(1, 2), 0], 0.2)
     assert isinstance(sync, SyncLearner)
     assert sync.plan == SyncPlan(SNAP, z(1, 8), [packed(z(1, 9))])  # the tree, then what it lacks
+    # The core builds the messages too: the tree's items in the same step, then NEWLEADER.
+    assert sync.messages() == [
+        ["syncdata", SNAP, z(1, 8), list(tree_items(tree)), [packed(z(1, 9))]],
+        ["newleader", 2],
+    ]

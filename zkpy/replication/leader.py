@@ -30,14 +30,12 @@ import trio
 
 from zkpy.jute.ops import OpCode
 from zkpy.replication import leader_core as core
-from zkpy.replication.history import SNAP
 from zkpy.replication.leader_core import LeaderCore
 from zkpy.replication.link import LINK_ERRORS, PeerLink, root_cause, why_role_ended
 from zkpy.replication.roles import RoleContext
 from zkpy.replication.serving import LEADER, EnsembleServer
 from zkpy.replication.wire import MAX_HANDSHAKE_FRAME, encode_frame
 from zkpy.server.fourletter import LeaderStats
-from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
 log = logging.getLogger(__name__)
@@ -58,7 +56,7 @@ class Leader:
         self.core = LeaderCore(
             self.me, peer.quorum, peer.epochs.accepted, peer.epochs.current, peer.history.last,
             frozenset(peer.config.servers), init_limit, sync_limit, trio.current_time(),
-            history=peer.history, tree_zxid=lambda: peer.tree.last_zxid,
+            history=peer.history, tree=lambda: peer.tree,
         )  # fmt: skip
         self.links: dict[int, PeerLink] = {}
         self.scopes: dict[int, trio.CancelScope] = {}
@@ -201,15 +199,14 @@ class Leader:
     def _sync(self, effect: core.SyncLearner) -> None:
         """Send one learner the sync its plan says and NEWLEADER (the core planned it)."""
         peer = self.peer
-        plan = effect.plan  # a SNAP's zxid is the tree's as it stands: planned in this same step
-        items: list[Any] | None = list(tree_items(peer.tree)) if plan.mode == SNAP else None
+        plan = effect.plan
         link = self.links.get(effect.conn)
         if link is None:
             return
         self._sync_started[effect.conn] = trio.current_time()
         peer.stats.syncs[plan.mode] += 1
-        link.send(["syncdata", plan.mode, plan.zxid, items, plan.txns])
-        link.send(["newleader", self.core.epoch])
+        for message in effect.messages():
+            link.send(message)
         log.info(
             "learner %d: %s from 0x%x, %d transactions (its last zxid 0x%x)",
             effect.sid, plan.mode.upper(), plan.zxid, len(plan.txns), effect.last_zxid,

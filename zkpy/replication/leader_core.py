@@ -30,11 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zkpy.jute.ops import OpCode
-from zkpy.replication.history import History, SyncPlan
+from zkpy.replication.history import SNAP, History, SyncPlan
 from zkpy.replication.learner_core import NOT_COUNTED
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.roles import RoleEnded
 from zkpy.replication.wire import brief
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
 DISCOVERY, EPOCH, SYNC, BROADCAST = "discovery", "epoch", "sync", "broadcast"
@@ -131,13 +133,18 @@ class AcceptEpoch:
 
 @dataclass(frozen=True)
 class SyncLearner:
-    """Send this learner `plan` (a SNAP with the tree as it stands, at plan.zxid) and NEWLEADER,
-    and from now on every proposal: all in one step, so nothing falls between."""
+    """Send this learner messages(): `plan` (a SNAP with the tree as it stands, at plan.zxid)
+    and NEWLEADER, and from now on every proposal: all in one step, so nothing falls between."""
 
     conn: int
     sid: int
     last_zxid: int  # where the learner's log ended (for the log line)
     plan: SyncPlan
+    epoch: int
+    items: list[Any] | None = field(default=None, compare=False, repr=False)  # a SNAP's tree
+
+    def messages(self) -> list[list[Any]]:
+        return [["syncdata", self.plan.mode, self.plan.zxid, self.items, self.plan.txns], ["newleader", self.epoch]]
 
 
 @dataclass(frozen=True)
@@ -216,10 +223,10 @@ class LeaderCore:
     sync_limit: float
     now: float
     counter_limit: int = COUNTER_MASK - 0x10000  # room for the pipeline's largest batch
-    # What a sync is planned from: the leader's history window (shared with the glue, which
-    # appends each proposal) and the zxid of the tree a SNAP would send as it stands now.
+    # What a sync is planned from: the leader's history window (shared with the server, which
+    # rebuilds it at recovery) and the tree as it stands now, which a SNAP sends.
     history: History = field(default_factory=History)
-    tree_zxid: Callable[[], int] | None = None  # None: the tree holds the whole history
+    tree: Callable[[], DataTree] | None = None  # None: no SNAP can be sent (tests of the rest)
     phase: str = DISCOVERY
     epoch: int = -1
     committed: int = -1
@@ -415,9 +422,11 @@ class LeaderCore:
         # in broadcast, proposals past the commit point may still be lost: a learner whose log
         # goes past it is cut back to it (history.plan_sync).
         committed = self.committed if self.phase == BROADCAST else None
-        tree_zxid = self.tree_zxid() if self.tree_zxid is not None else self.history.last
+        tree = self.tree() if self.tree is not None else None
+        tree_zxid = tree.last_zxid if tree is not None else self.history.last
         plan = self.history.plan_sync(learner.last_zxid, learner.snap_zxid, tree_zxid, committed)
-        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, plan)]
+        items = list(tree_items(tree)) if plan.mode == SNAP and tree is not None else None
+        return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, plan, self.epoch, items)]
 
     def _on_acknl(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
         zxid = message[1]

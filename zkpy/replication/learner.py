@@ -45,6 +45,44 @@ from zkpy.tree.txn import Txn
 log = logging.getLogger(__name__)
 
 
+async def take_sync(ctx: RoleContext, sync: TakeSync) -> None:
+    """Make the leader's sync durable here (the TakeSync effect): SNAP or TRUNC, then its
+    transactions logged; the tree and the history follow. Shared with the interaction harness
+    (zkpy.testing.interaction), which drives the cores without sockets."""
+    store = ctx.store
+    if sync.mode == SNAP:
+        assert sync.items is not None
+        _point(ctx, "learner installing snapshot")
+        await store.install_snapshot(sync.zxid, sync.items)
+        _point(ctx, "learner installed snapshot")
+        ctx.tree = load_tree(sync.items)
+        ctx.history.reset(sync.zxid)
+    elif sync.mode == TRUNC:
+        await store.truncate_after(sync.zxid)
+        ctx.history.truncate_after(sync.zxid)
+        if ctx.tree.last_zxid > sync.zxid:  # the tree holds what was cut: rebuild it from disk
+            await ctx.reload_tree()
+    if sync.txns:
+        await store.persist(sync.txns)
+        for txn in sync.txns:
+            ctx.history.append(txn.zxid, txn.pack())
+    if ctx.env.observer is not None:
+        ctx.env.observer.synced(ctx.my_id, ctx.tree.last_zxid)
+
+
+async def log_batch(ctx: RoleContext, batch: list[Txn]) -> None:
+    """The Log effect: the proposals durable here, then in the history learners sync from."""
+    await ctx.store.persist(batch)
+    _point(ctx, "learner logged")
+    for txn in batch:
+        ctx.history.append(txn.zxid, txn.pack())
+
+
+def _point(ctx: RoleContext, name: str) -> None:
+    if ctx.env.observer is not None:
+        ctx.env.observer.point(ctx.my_id, name)
+
+
 class Learner(Forwarder):
     """The trio glue around LearnerCore: one link to the leader, a task feeding it what arrives,
     a ticker, a log writer doing one batch at a time; every effect is carried out here."""
@@ -112,10 +150,7 @@ class Learner(Forwarder):
     async def _log_proposals(self) -> None:
         """One batch at a time (the core hands out the next when this one is durable)."""
         async for batch in self._to_log:
-            await self.peer.store.persist(batch)
-            self._point("learner logged")
-            for txn in batch:
-                self.peer.history.append(txn.zxid, txn.pack())
+            await log_batch(self.peer, batch)
             self._events_in.send_nowait(("logged", batch))
 
     async def _carry_out(self, effects: list[Effect], core: LearnerCore, nursery: trio.Nursery) -> None:
@@ -193,27 +228,8 @@ class Learner(Forwarder):
                 await trio.sleep(min(self.tick, 0.1))
 
     async def _take_sync(self, sync: TakeSync) -> None:
-        """Make the leader's sync durable here: SNAP or TRUNC, then its transactions logged."""
         peer = self.peer
-        store = peer.store
-        if sync.mode == SNAP:
-            assert sync.items is not None
-            self._point("learner installing snapshot")
-            await store.install_snapshot(sync.zxid, sync.items)
-            self._point("learner installed snapshot")
-            peer.tree = load_tree(sync.items)
-            peer.history.reset(sync.zxid)
-        elif sync.mode == TRUNC:
-            await store.truncate_after(sync.zxid)
-            peer.history.truncate_after(sync.zxid)
-            if peer.tree.last_zxid > sync.zxid:  # the tree holds what was cut: rebuild it from disk
-                await peer.reload_tree()
-        if sync.txns:
-            await store.persist(sync.txns)
-            for txn in sync.txns:
-                peer.history.append(txn.zxid, txn.pack())
-        if peer.env.observer is not None:
-            peer.env.observer.synced(peer.my_id, peer.tree.last_zxid)
+        await take_sync(peer, sync)
         log.info(
             "synced with leader %d by %s: 0x%x, %d transactions, in %.3fs",
             self.leader_id, sync.mode.upper(), sync.zxid, len(sync.txns), trio.current_time() - self.started_at,
@@ -234,8 +250,7 @@ class Learner(Forwarder):
         self.pipeline = pipeline
 
     def _point(self, name: str) -> None:
-        if self.peer.env.observer is not None:
-            self.peer.env.observer.point(self.peer.my_id, name)
+        _point(self.peer, name)
 
     def _sent_hook(self) -> Callable[[str], None] | None:
         if self.peer.env.observer is None:
