@@ -40,6 +40,16 @@ from zkpy.tree.txn import Txn
 
 log = logging.getLogger(__name__)
 
+def new_leader_core(ctx: RoleContext, init_limit: float, sync_limit: float, now: float) -> LeaderCore:
+    """A leader's core for a new epoch: it plans syncs from the server's history window and SNAPs
+    the server's tree as it stands at that moment."""
+    return LeaderCore(
+        ctx.my_id, ctx.quorum, ctx.epochs.accepted, ctx.epochs.current, ctx.history.last,
+        frozenset(ctx.config.servers), init_limit, sync_limit, now,
+        history=ctx.history, tree=lambda: ctx.tree,
+    )  # fmt: skip
+
+
 class Leader:
     """The trio glue around LeaderCore: learner links, the local log, the tree and the client
     server. Every input of the core (a link connected, a message, a link gone, a tick, the
@@ -53,11 +63,7 @@ class Leader:
         self.tick = peer.config.tick_time / 1000
         init_limit = (peer.config.init_limit or 10) * self.tick
         sync_limit = (peer.config.sync_limit or 5) * self.tick
-        self.core = LeaderCore(
-            self.me, peer.quorum, peer.epochs.accepted, peer.epochs.current, peer.history.last,
-            frozenset(peer.config.servers), init_limit, sync_limit, trio.current_time(),
-            history=peer.history, tree=lambda: peer.tree,
-        )  # fmt: skip
+        self.core = new_leader_core(peer, init_limit, sync_limit, trio.current_time())
         self.links: dict[int, PeerLink] = {}
         self.scopes: dict[int, trio.CancelScope] = {}
         self._conn_ids = itertools.count(1)

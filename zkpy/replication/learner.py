@@ -45,6 +45,17 @@ from zkpy.tree.txn import Txn
 log = logging.getLogger(__name__)
 
 
+def new_learner_core(ctx: RoleContext, init_limit: float, sync_limit: float, now: float) -> LearnerCore:
+    """A learner's core for a new link. It reports where the log ends (the durable history), not
+    what the tree applied: a proposal logged here but never committed must be seen by the leader,
+    to be truncated (ZOOKEEPER-2845: reporting the applied zxid got an empty DIFF and kept it)."""
+    role = OBSERVER if ctx.is_observer else FOLLOWER
+    return LearnerCore(
+        ctx.my_id, role, ctx.epochs.accepted, ctx.epochs.current, ctx.history.last,
+        ctx.store.last_snapshot_zxid, init_limit, sync_limit, now,
+    )  # fmt: skip
+
+
 async def take_sync(ctx: RoleContext, sync: TakeSync) -> None:
     """Make the leader's sync durable here (the TakeSync effect): SNAP or TRUNC, then its
     transactions logged; the tree and the history follow. Shared with the interaction harness
@@ -119,10 +130,7 @@ class Learner(Forwarder):
     async def _run(self) -> None:
         peer = self.peer
         link = await self._connect()
-        core = LearnerCore(
-            peer.my_id, self.role, peer.epochs.accepted, peer.epochs.current, peer.history.last,
-            peer.store.last_snapshot_zxid, self.init_limit, self.sync_limit, trio.current_time(),
-        )  # fmt: skip
+        core = new_learner_core(peer, self.init_limit, self.sync_limit, trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.send_loop)
             nursery.start_soon(self._receive, link)

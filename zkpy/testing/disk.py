@@ -114,7 +114,8 @@ class MemoryStore:
         self._open = False  # DurableStore's `log is not None`: recover() opens, close_log() closes
         self._failure: str | None = None  # set by a failed fsync: the log refuses writes from then on
         # A scripted scenario's protocol point inside the store (as the servers' observer points):
-        # "store snapshot written" falls between a SNAP's two durable steps.
+        # "store writing snapshot" comes before a SNAP's first durable step, "store snapshot
+        # written" between its two.
         self.on_point: Callable[[str], None] | None = None
 
     def _pick_snap_interval(self) -> int:
@@ -281,6 +282,8 @@ class MemoryStore:
         self._check_usable()
         snapshot = copy_items(items)  # the caller goes on using (and loading) its items
         await self._fsync()
+        if self.on_point is not None:
+            self.on_point("store writing snapshot")
         self.disk.snapshots[zxid] = snapshot
         self.disk.damaged_snapshots.discard(zxid)  # written anew
         self.disk.fsyncs += 1
