@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from zkpy.replication import messages as m
 from zkpy.replication.leader_core import EPOCH, SYNC, LeaderCore, SendTo, SyncLearner
 from zkpy.replication.learner_core import LearnerCore, Send
 from zkpy.replication.quorum import Quorum
@@ -56,7 +57,7 @@ class Server:
 
 
 def newleader_ack(core: LeaderCore, conn: int, now: float) -> list[Any]:
-    return core.receive(conn, ["acknl", LAST], now)
+    return core.receive(conn, m.AckNewLeader(LAST), now)
 
 
 def two_leaders_one_epoch() -> tuple[LeaderCore, LeaderCore]:
@@ -125,8 +126,8 @@ def test_a_leader_left_with_uncounted_acks_gives_up_within_init_limit() -> None:
     q_link, _ = q.connect(again, 40, 6.1)
     r = Server(3)
     r_link, offered = r.connect(again, 41, 6.2)
-    assert again.epoch == 3 and SendTo(41, ["leaderinfo", 3]) in offered
-    q.take_leaderinfo(again, 40, q_link, [SendTo(40, ["leaderinfo", 3])], 6.3)
+    assert again.epoch == 3 and SendTo(41, m.LeaderInfo(3)) in offered
+    q.take_leaderinfo(again, 40, q_link, [SendTo(40, m.LeaderInfo(3))], 6.3)
     assert q.accepted == 3 and again.phase == EPOCH
     r.take_leaderinfo(again, 41, r_link, offered, 6.4)
     assert again.phase == SYNC  # q's ack counted this time: {4, 1, 3} is a quorum

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from zkpy.replication import messages as m
 from zkpy.replication.history import DIFF, SNAP, TRUNC, History, SyncPlan
 from zkpy.replication.leader_core import (
     BROADCAST,
@@ -58,29 +59,29 @@ def diff(last: int, *sent: int) -> SyncPlan:
 
 def join(core: LeaderCore, conn: int, sid: int, now: float = 0.1, accepted: int = 1) -> list[object]:
     core.connected(conn, now)
-    return list(core.receive(conn, ["info", sid, accepted, "participant"], now))
+    return list(core.receive(conn, m.Info(sid, accepted, "participant"), now))
 
 
 def established(core: LeaderCore) -> None:
     """Learner 1 on link 10 syncs: with the leader, a quorum of three."""
     join(core, 10, 1)
-    core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2)
-    core.receive(10, ["acknl", z(1, 9)], 0.3)
+    core.receive(10, m.AckEpoch(1, z(1, 7), 0), 0.2)
+    core.receive(10, m.AckNewLeader(z(1, 9)), 0.3)
     assert core.phase == BROADCAST
 
 
 def test_the_new_epoch_comes_with_a_quorum_of_accepted_epochs() -> None:
     core = leader()
     assert core.start() == []
-    assert join(core, 10, 1, accepted=4) == [AcceptEpoch(5), SendTo(10, ["leaderinfo", 5])]
-    assert join(core, 11, 2) == [SendTo(11, ["leaderinfo", 5])]  # the epoch is fixed by then
+    assert join(core, 10, 1, accepted=4) == [AcceptEpoch(5), SendTo(10, m.LeaderInfo(5))]
+    assert join(core, 11, 2) == [SendTo(11, m.LeaderInfo(5))]  # the epoch is fixed by then
 
 
 def test_a_learner_ahead_of_the_leader_ends_the_leadership() -> None:
     core = leader()
     join(core, 10, 1)
     with pytest.raises(RoleEnded, match="ahead"):
-        core.receive(10, ["ackepoch", 1, z(1, 12), 0], 0.2)
+        core.receive(10, m.AckEpoch(1, z(1, 12), 0), 0.2)
 
 
 def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
@@ -91,11 +92,11 @@ def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
     join(core, 10, 1)
     join(core, 11, 2)
     assert core.phase == EPOCH
-    assert core.receive(10, ["ackepoch", -1, z(1, 12), 0], 0.2) == []  # would be "ahead" if counted
-    assert core.receive(11, ["ackepoch", 1, z(1, 7), 0], 0.2) == []
+    assert core.receive(10, m.AckEpoch(-1, z(1, 12), 0), 0.2) == []  # would be "ahead" if counted
+    assert core.receive(11, m.AckEpoch(1, z(1, 7), 0), 0.2) == []
     assert core.phase == EPOCH  # the leader and 2: not three of five
     join(core, 12, 4)
-    effects = core.receive(12, ["ackepoch", 1, z(1, 8), 0], 0.3)
+    effects = core.receive(12, m.AckEpoch(1, z(1, 8), 0), 0.3)
     assert core.phase == SYNC
     assert {e.conn for e in effects if isinstance(e, SyncLearner)} == {10, 11, 12}
 
@@ -103,9 +104,9 @@ def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
 def test_a_quorum_of_newleader_acks_commits_the_whole_history() -> None:
     core = leader()
     join(core, 10, 1)
-    assert core.receive(10, ["ackepoch", 1, z(1, 7), 0], 0.2) == [SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)), 2)]
-    effects = core.receive(10, ["acknl", z(1, 9)], 0.3)
-    assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, ["uptodate", z(1, 9)])]
+    assert core.receive(10, m.AckEpoch(1, z(1, 7), 0), 0.2) == [SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)), 2)]
+    effects = core.receive(10, m.AckNewLeader(z(1, 9)), 0.3)
+    assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, m.UpToDate(z(1, 9)))]
     assert core.committed == z(1, 9)
 
 
@@ -114,37 +115,37 @@ def test_a_commit_needs_a_quorum_including_the_leaders_own_log() -> None:
     established(core)
     a = Txn(z(2, 1), 0, 1, 1, 1, b"")
     proposal = core.propose([a])
-    assert proposal == [Broadcast((10,), ["proposal", [a.pack()]]), WriteLog([a])]
+    assert proposal == [Broadcast((10,), m.Proposal([a.pack()])), WriteLog([a])]
     assert core.history.last == z(2, 1)  # a learner syncing from now on gets it too
-    assert core.receive(10, ["ack", z(2, 1)], 0.4) == []  # the follower has it, the leader not yet
-    assert core.logged(z(2, 1)) == [Committed(z(2, 1)), Broadcast((10,), ["commit", z(2, 1)])]
+    assert core.receive(10, m.Ack(z(2, 1)), 0.4) == []  # the follower has it, the leader not yet
+    assert core.logged(z(2, 1)) == [Committed(z(2, 1)), Broadcast((10,), m.Commit(z(2, 1)))]
 
 
 def test_a_learner_that_joins_a_running_leader_is_synced_at_once() -> None:
     core = leader()
     established(core)
     join(core, 11, 2, now=1.0)
-    assert core.receive(11, ["ackepoch", 1, z(1, 5), 0], 1.1) == [
+    assert core.receive(11, m.AckEpoch(1, z(1, 5), 0), 1.1) == [
         SyncLearner(11, 2, z(1, 5), diff(z(1, 5), z(1, 6), z(1, 7), z(1, 8), z(1, 9)), 2)
     ]
-    assert core.receive(11, ["acknl", z(1, 9)], 1.2)[0] == SendTo(11, ["uptodate", z(1, 9)])
+    assert core.receive(11, m.AckNewLeader(z(1, 9)), 1.2)[0] == SendTo(11, m.UpToDate(z(1, 9)))
 
 
 def test_synced_learners_forward_requests_pings_and_syncs() -> None:
     core = leader()
     established(core)
-    assert core.receive(10, ["ping", [7, 8]], 0.5) == [TouchSessions([7, 8])]
-    assert core.receive(10, ["request", 7, 3, 1, b"x", [["digest", "a"]]], 0.5) == [
+    assert core.receive(10, m.LearnerPing([7, 8]), 0.5) == [TouchSessions([7, 8])]
+    assert core.receive(10, m.ForwardedRequest(7, 3, 1, b"x", [["digest", "a"]]), 0.5) == [
         ForwardRequest(10, 1, 7, 3, 1, b"x", (("digest", "a"),))
     ]
-    assert core.receive(10, ["sync", 7, 4], 0.5) == [SendTo(10, ["syncreply", 7, 4, z(1, 9)])]
-    assert core.receive(10, ["revalidate", 7, 4000], 0.5) == [Revalidate(10, 1, 7, 4000)]
+    assert core.receive(10, m.ForwardedSync(7, 4), 0.5) == [SendTo(10, m.SyncReply(7, 4, z(1, 9)))]
+    assert core.receive(10, m.RevalidateSession(7, 4000), 0.5) == [Revalidate(10, 1, 7, 4000)]
 
 
 def test_a_protocol_error_closes_only_that_link() -> None:
     core = leader()
     established(core)
-    effects = core.receive(10, ["newleader", 9], 0.5)
+    effects = core.receive(10, m.NewLeader(9), 0.5)
     assert isinstance(effects[-1], Close) and core.phase == BROADCAST
 
 
@@ -197,7 +198,7 @@ def test_a_learner_joining_in_broadcast_is_cut_back_to_the_commit_point() -> Non
         core.propose([txn])
     assert core.committed == z(1, 9)
     join(core, 11, 2, now=1.0)
-    (sync,) = core.receive(11, ["ackepoch", 1, z(2, 2), 0], 1.1)
+    (sync,) = core.receive(11, m.AckEpoch(1, z(2, 2), 0), 1.1)
     assert isinstance(sync, SyncLearner)
     assert sync.plan == SyncPlan(TRUNC, z(1, 9), [txn.pack() for txn in proposed])
 
@@ -205,7 +206,7 @@ def test_a_learner_joining_in_broadcast_is_cut_back_to_the_commit_point() -> Non
 def test_before_establishment_the_whole_history_is_the_sync_point() -> None:
     core = leader()
     join(core, 10, 1)
-    (sync,) = core.receive(10, ["ackepoch", 1, z(1, 9), 0], 0.2)
+    (sync,) = core.receive(10, m.AckEpoch(1, z(1, 9), 0), 0.2)
     assert isinstance(sync, SyncLearner) and sync.plan == SyncPlan(DIFF, z(1, 9), [])
 
 
@@ -221,11 +222,11 @@ def test_a_learner_older_than_the_window_gets_the_tree_as_it_stands() -> None:
         history=history, tree=lambda: tree,
     )  # fmt: skip
     join(core, 10, 1)
-    (sync,) = core.receive(10, ["ackepoch", 1, z(1, 2), 0], 0.2)
+    (sync,) = core.receive(10, m.AckEpoch(1, z(1, 2), 0), 0.2)
     assert isinstance(sync, SyncLearner)
     assert sync.plan == SyncPlan(SNAP, z(1, 8), [packed(z(1, 9))])  # the tree, then what it lacks
     # The core builds the messages too: the tree's items in the same step, then NEWLEADER.
     assert sync.messages() == [
-        ["syncdata", SNAP, z(1, 8), list(tree_items(tree)), [packed(z(1, 9))]],
-        ["newleader", 2],
+        m.SyncData(SNAP, z(1, 8), list(tree_items(tree)), [packed(z(1, 9))]),
+        m.NewLeader(2),
     ]

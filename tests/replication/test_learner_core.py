@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from zkpy.replication import messages as m
 from zkpy.replication.learner_core import (
     BROADCAST,
     AcceptEpoch,
@@ -40,17 +41,17 @@ def synced(
 ) -> list[Txn]:
     """Drive a core through leaderinfo and syncdata; returns the sync's transactions."""
     c.start()
-    c.receive(["leaderinfo", 2], now=0.1)
+    c.receive(m.LeaderInfo(2), now=0.1)
     txns = [txn(x) for x in sent or []]
-    effects = c.receive(["syncdata", mode, tree, None, [t.pack() for t in txns]], now=0.2)
+    effects = c.receive(m.SyncData(mode, tree, None, [t.pack() for t in txns]), now=0.2)
     assert effects == [TakeSync(mode, tree, None, txns)]
     return txns
 
 
 def test_handshake_reports_epochs_and_where_the_log_ends() -> None:
     c = core()
-    assert c.start() == [Send(["info", 2, 1, "participant"])]
-    assert c.receive(["leaderinfo", 2], now=0.1) == [AcceptEpoch(2), Send(["ackepoch", 1, z(1, 5), z(1, 2)])]
+    assert c.start() == [Send(m.Info(2, 1, "participant"))]
+    assert c.receive(m.LeaderInfo(2), now=0.1) == [AcceptEpoch(2), Send(m.AckEpoch(1, z(1, 5), z(1, 2)))]
 
 
 def test_an_epoch_already_accepted_is_acknowledged_without_being_counted() -> None:
@@ -60,7 +61,7 @@ def test_an_epoch_already_accepted_is_acknowledged_without_being_counted() -> No
     this change."""
     c = core(accepted=2)
     c.start()
-    assert c.receive(["leaderinfo", 2], now=0.1) == [Send(["ackepoch", -1, z(1, 5), z(1, 2)])]
+    assert c.receive(m.LeaderInfo(2), now=0.1) == [Send(m.AckEpoch(-1, z(1, 5), z(1, 2)))]
     assert c.state == "wait-sync"  # still synced by that leader, if it establishes without it
 
 
@@ -68,14 +69,14 @@ def test_an_epoch_older_than_accepted_ends_the_role() -> None:
     c = core(accepted=3)
     c.start()
     with pytest.raises(RoleEnded):
-        c.receive(["leaderinfo", 2], now=0.1)
+        c.receive(m.LeaderInfo(2), now=0.1)
 
 
-@pytest.mark.parametrize("message", [["newleader", 2], ["proposal", []], ["uptodate", 0], ["commit", 1]])
+@pytest.mark.parametrize("message", [m.NewLeader(2), m.Proposal([]), m.UpToDate(0), m.Commit(1)])
 def test_out_of_order_messages_are_protocol_errors(message: list[object]) -> None:
     c = core()
     c.start()
-    c.receive(["leaderinfo", 2], now=0.1)
+    c.receive(m.LeaderInfo(2), now=0.1)
     with pytest.raises(ValueError):
         c.receive(message, now=0.2)
 
@@ -84,9 +85,9 @@ def test_newleader_is_acknowledged_only_after_the_sync_is_durable() -> None:
     c = core()
     sent = synced(c, sent=[z(1, 6), z(1, 7)])
     # NEWLEADER arrives while the DIFF is still being written: nothing is acknowledged yet.
-    assert c.receive(["newleader", 2], now=0.3) == []
+    assert c.receive(m.NewLeader(2), now=0.3) == []
     effects = c.sync_taken(z(1, 5), sent, last_logged=z(1, 7))
-    assert effects == [MakeCurrent(2), Send(["acknl", z(1, 7)])]
+    assert effects == [MakeCurrent(2), Send(m.AckNewLeader(z(1, 7)))]
 
 
 def test_newleader_for_another_epoch_is_refused() -> None:
@@ -94,14 +95,14 @@ def test_newleader_for_another_epoch_is_refused() -> None:
     synced(c)
     c.sync_taken(z(1, 5), [], last_logged=z(1, 5))
     with pytest.raises(ValueError):
-        c.receive(["newleader", 3], now=0.3)
+        c.receive(m.NewLeader(3), now=0.3)
 
 
 def broadcasting(c: LearnerCore, pending: list[Txn] | None = None) -> list[object]:
     synced(c)
     c.sync_taken(z(1, 5), pending or [], last_logged=z(1, 5) if not pending else pending[-1].zxid)
-    c.receive(["newleader", 2], now=0.3)
-    return list(c.receive(["uptodate", z(1, 5) if not pending else pending[-1].zxid], now=0.4))
+    c.receive(m.NewLeader(2), now=0.3)
+    return list(c.receive(m.UpToDate(z(1, 5) if not pending else pending[-1].zxid), now=0.4))
 
 
 def test_uptodate_applies_what_is_committed_then_serves() -> None:
@@ -115,38 +116,38 @@ def test_proposals_are_logged_one_batch_at_a_time_and_acked_cumulatively() -> No
     c = core()
     broadcasting(c)
     a, b, d = txn(z(2, 1)), txn(z(2, 2)), txn(z(2, 3))
-    assert c.receive(["proposal", [a.pack()]], now=1) == [Log([a])]
-    assert c.receive(["proposal", [b.pack()]], now=1) == []  # waits for the first fsync
-    assert c.receive(["proposal", [d.pack()]], now=1) == []
-    assert c.logged([a]) == [Send(["ack", z(2, 1)]), Log([b, d])]  # group commit: b and d together
-    assert c.logged([b, d]) == [Send(["ack", z(2, 3)])]
+    assert c.receive(m.Proposal([a.pack()]), now=1) == [Log([a])]
+    assert c.receive(m.Proposal([b.pack()]), now=1) == []  # waits for the first fsync
+    assert c.receive(m.Proposal([d.pack()]), now=1) == []
+    assert c.logged([a]) == [Send(m.Ack(z(2, 1))), Log([b, d])]  # group commit: b and d together
+    assert c.logged([b, d]) == [Send(m.Ack(z(2, 3)))]
 
 
 def test_a_commit_is_applied_only_once_the_transaction_is_durable_here() -> None:
     c = core()
     broadcasting(c)
     a = txn(z(2, 1))
-    c.receive(["proposal", [a.pack()]], now=1)
-    assert c.receive(["commit", z(2, 1)], now=1) == []  # committed by others, not yet on our disk
-    assert c.logged([a]) == [Send(["ack", z(2, 1)]), Apply([a])]
+    c.receive(m.Proposal([a.pack()]), now=1)
+    assert c.receive(m.Commit(z(2, 1)), now=1) == []  # committed by others, not yet on our disk
+    assert c.logged([a]) == [Send(m.Ack(z(2, 1))), Apply([a])]
 
 
 def test_a_forwarded_sync_is_answered_once_its_point_is_applied() -> None:
     c = core()
     broadcasting(c)
     a = txn(z(2, 1))
-    c.receive(["proposal", [a.pack()]], now=1)
-    assert c.receive(["syncreply", 7, 3, z(2, 1)], now=1) == []
+    c.receive(m.Proposal([a.pack()]), now=1)
+    assert c.receive(m.SyncReply(7, 3, z(2, 1)), now=1) == []
     c.logged([a])
-    assert c.receive(["commit", z(2, 1)], now=1) == [Apply([a]), AnswerSync(7, 3)]
-    assert c.receive(["syncreply", 7, 4, z(2, 1)], now=1) == [AnswerSync(7, 4)]
+    assert c.receive(m.Commit(z(2, 1)), now=1) == [Apply([a]), AnswerSync(7, 3)]
+    assert c.receive(m.SyncReply(7, 4, z(2, 1)), now=1) == [AnswerSync(7, 4)]
 
 
 def test_pings_refusals_and_silence() -> None:
     c = core()
     broadcasting(c)
-    assert c.receive(["ping"], now=2.0) == [Pong()]
-    assert c.receive(["refused", 7, 5, -101, z(2, 0)], now=2.0) == [Refuse(7, 5, -101, z(2, 0))]
+    assert c.receive(m.LeaderPing(), now=2.0) == [Pong()]
+    assert c.receive(m.Refused(7, 5, -101, z(2, 0)), now=2.0) == [Refuse(7, 5, -101, z(2, 0))]
     assert c.tick(2.9) == []
     with pytest.raises(RoleEnded):
         c.tick(3.1)  # syncLimit (1 s) without a word from the leader

@@ -30,6 +30,7 @@ import trio
 
 from zkpy.jute.ops import OpCode
 from zkpy.replication import leader_core as core
+from zkpy.replication import messages as m
 from zkpy.replication.leader_core import LeaderCore
 from zkpy.replication.link import LINK_ERRORS, PeerLink, root_cause, why_role_ended
 from zkpy.replication.roles import RoleContext
@@ -116,7 +117,7 @@ class Leader:
             async for kind, conn, value in self._events:
                 now = trio.current_time()
                 if kind == "message":
-                    effects = self.core.receive(conn, value, now)
+                    effects = self.core.receive_wire(conn, value, now)
                     self._note_ack(conn, value)
                     self._identified(conn)
                 elif kind == "connected":
@@ -157,8 +158,8 @@ class Leader:
         peer = self.peer
         for effect in effects:
             if isinstance(effect, core.Broadcast):
-                frame = encode_frame(effect.message)
-                tag = effect.message[0]
+                frame = encode_frame(effect.message.to_wire())
+                tag = effect.message.TAG
                 for conn in effect.conns:
                     link = self.links.get(conn)
                     if link is not None:
@@ -167,7 +168,7 @@ class Leader:
                 link = self.links.get(effect.conn)
                 if link is not None:
                     link.send(effect.message)
-                if effect.message[0] == "uptodate" and effect.conn in self._sync_started:
+                if isinstance(effect.message, m.UpToDate) and effect.conn in self._sync_started:
                     peer.stats.follower_sync_ms.record((trio.current_time() - self._sync_started.pop(effect.conn)) * 1000)
             elif isinstance(effect, core.ForwardRequest):
                 self._forward(effect)
@@ -186,7 +187,7 @@ class Leader:
                 valid = self.server is not None and self.server.revalidated(effect.session_id, effect.sid)
                 link = self.links.get(effect.conn)
                 if link is not None:
-                    link.send(["revalidated", effect.session_id, valid])
+                    link.send(m.Revalidated(effect.session_id, valid))
             elif isinstance(effect, core.Close | core.DropLearner):
                 scope = self.scopes.pop(effect.conn, None)
                 self.links.pop(effect.conn, None)
@@ -262,7 +263,7 @@ class Leader:
         if refusal:
             link = self.links.get(effect.conn)
             if link is not None:
-                link.send(["refused", effect.session_id, effect.cxid, refusal, server.tree.last_zxid])
+                link.send(m.Refused(effect.session_id, effect.cxid, refusal, server.tree.last_zxid))
             return
         if effect.op == OpCode.CLOSE_SESSION:
             server.close_session(effect.session_id, effect.cxid)
@@ -361,7 +362,7 @@ class Leader:
     def _note_ack(self, conn: int, message: list[Any]) -> None:
         """Per-learner ack latency (metrics): an ack names the last zxid of the batch it covers.
         Called after the core took the message, so a malformed one has already closed its link."""
-        if not (isinstance(message, list) and len(message) == 2 and message[0] == "ack"):
+        if not (isinstance(message, list) and len(message) == 2 and message[0] == m.Ack.TAG):
             return
         learner = self.core.learners.get(conn)
         if learner is not None and learner.sid >= 0 and isinstance(message[1], int):
@@ -369,8 +370,8 @@ class Leader:
 
     def _record_size(self, effects: list[core.Effect]) -> None:
         for effect in effects:
-            if isinstance(effect, core.Broadcast) and effect.message[0] == "proposal":
-                size = sum(len(p) for p in effect.message[1])
+            if isinstance(effect, core.Broadcast) and isinstance(effect.message, m.Proposal):
+                size = sum(len(p) for p in effect.message.txns)
                 _, low, high = self.proposal_sizes
                 self.proposal_sizes = (size, size if low < 0 else min(low, size), max(high, size))
 

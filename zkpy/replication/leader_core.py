@@ -2,8 +2,9 @@
 completions and clock ticks in; effects out. The glue in leader.py owns the sockets, the disk,
 the tree and the client-facing server, and carries the effects out in order.
 
-    connected(conn)                  a learner's link arrived (its server id comes with "info")
-    receive(conn, message, now)      -> effects
+    connected(conn)                  a learner's link arrived (its server id comes with Info)
+    receive(conn, message, now)      -> effects   (a typed record of messages.py)
+    receive_wire(conn, array, now)   -> effects   (an array off the wire: decoded, or the link closed)
     disconnected(conn)               the link is gone
     propose(txns)                    -> effects   (the pipeline's next batch: into the history,
                                                    to the learners, and WriteLog to the local log)
@@ -29,12 +30,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zkpy.jute.ops import OpCode
+from zkpy.replication import messages as m
 from zkpy.replication.history import SNAP, History, SyncPlan
 from zkpy.replication.learner_core import NOT_COUNTED
 from zkpy.replication.quorum import Quorum
 from zkpy.replication.roles import RoleEnded
-from zkpy.replication.wire import brief
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
@@ -44,53 +44,6 @@ COUNTER_MASK = 0xFFFFFFFF
 
 # A learner link's stages, in order.
 WAIT_INFO, WAIT_EPOCH, WAIT_ACKEPOCH, WAIT_SYNC_TURN, WAIT_ACKNL, WAIT_ESTABLISHED, SYNCED = range(7)
-
-
-def _int_in(low: int, high: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v < high
-
-
-_EPOCH = _int_in(0, 2**31 - 1)  # an epoch is a zxid's high half, and the next one must fit too
-_ZXID = _int_in(-1, 2**63)
-_INT64 = _int_in(-(2**63), 2**63)
-_INT32 = _int_in(-(2**31), 2**31)
-
-
-def _auth(v: Any) -> bool:
-    return isinstance(v, list) and all(
-        isinstance(a, list) and len(a) == 2 and all(isinstance(x, str) for x in a) for a in v
-    )
-
-
-# What each learner message carries after its tag (learner_core sends these), checked before the
-# message is looked at: a field of the wrong type or range costs the link, never the leader (an
-# ill-typed zxid kept in `acks` would fail every later commit; one in a SyncLearner, the glue).
-SHAPES: dict[str, tuple[Callable[[Any], bool], ...]] = {
-    "info": (_INT64, _EPOCH, lambda v: isinstance(v, str)),
-    "ackepoch": (_int_in(-1, 2**31 - 1), _ZXID, _ZXID),  # -1: not counted (learner_core.NOT_COUNTED)
-    "acknl": (_ZXID,),
-    "ack": (_ZXID,),
-    "ping": (lambda v: isinstance(v, list) and all(map(_INT64, v)),),
-    "request": (_INT64, _INT32, _INT32, lambda v: isinstance(v, bytes), _auth),
-    "sync": (_INT64, _INT32),
-    "revalidate": (_INT64, _INT32),
-}
-
-
-def check_shape(message: list[Any]) -> None:
-    """ValueError unless `message` is a learner message whose fields have the right types."""
-    tag = message[0]
-    shape = SHAPES.get(tag)
-    if shape is None:
-        raise ValueError(f"unknown message {brief(tag)}")
-    if len(message) != len(shape) + 1:
-        raise ValueError(f"{tag} with {len(message) - 1} fields, not {len(shape)}")
-    for i, (valid, value) in enumerate(zip(shape, message[1:], strict=True), 1):
-        if not valid(value):
-            raise ValueError(f"{tag}: field {i} is {brief(value)}")
-    if tag == "request" and message[3] == OpCode.CREATE_SESSION and len(message[4]) < 4:
-        # The body holds the session's timeout; one without it could not be applied.
-        raise ValueError("a createSession without a timeout")
 
 
 @dataclass
@@ -109,7 +62,7 @@ class LearnerState:
 @dataclass(frozen=True)
 class SendTo:
     conn: int
-    message: list[Any]
+    message: m.LeaderMessage
 
 
 @dataclass(frozen=True)
@@ -117,7 +70,7 @@ class Broadcast:
     """One message to these links (proposals, commits, pings): encoded once by the glue."""
 
     conns: tuple[int, ...]
-    message: list[Any]
+    message: m.LeaderMessage
 
 
 @dataclass(frozen=True)
@@ -143,8 +96,8 @@ class SyncLearner:
     epoch: int
     items: list[Any] | None = field(default=None, compare=False, repr=False)  # a SNAP's tree
 
-    def messages(self) -> list[list[Any]]:
-        return [["syncdata", self.plan.mode, self.plan.zxid, self.items, self.plan.txns], ["newleader", self.epoch]]
+    def messages(self) -> list[m.LeaderMessage]:
+        return [m.SyncData(self.plan.mode, self.plan.zxid, self.items, self.plan.txns), m.NewLeader(self.epoch)]
 
 
 @dataclass(frozen=True)
@@ -259,16 +212,26 @@ class LeaderCore:
             del self.acks[learner.sid]
         return [DropLearner(conn, learner.sid)]
 
-    def receive(self, conn: int, message: list[Any], now: float) -> list[Effect]:
+    def receive_wire(self, conn: int, message: Any, now: float) -> list[Effect]:
+        """An array as it came off the link: a malformed one costs the link, never the leader
+        (an ill-typed zxid kept in `acks` would fail every later commit)."""
+        try:
+            record = m.from_learner(message)
+        except ValueError as e:
+            if conn not in self.learners:
+                return []
+            return [*self.disconnected(conn), Close(conn, f"protocol error: {e}")]
+        return self.receive(conn, record, now)
+
+    def receive(self, conn: int, message: m.LearnerMessage, now: float) -> list[Effect]:
         self.now = now
         learner = self.learners.get(conn)
         if learner is None:
             return []
         learner.last_heard = now
         try:
-            check_shape(message)
             return self._dispatch(learner, message)
-        except (ValueError, TypeError, IndexError) as e:
+        except ValueError as e:
             return [*self.disconnected(conn), Close(conn, f"protocol error: {e}")]
 
     def propose(self, txns: list[Txn]) -> list[Effect]:
@@ -283,7 +246,7 @@ class LeaderCore:
         for txn, raw in zip(txns, packed, strict=True):
             self.history.append(txn.zxid, raw)
         self.last_logged = last
-        return [Broadcast(self._broadcast_conns(), ["proposal", packed]), WriteLog(txns)]
+        return [Broadcast(self._broadcast_conns(), m.Proposal(packed)), WriteLog(txns)]
 
     def logged(self, zxid: int) -> list[Effect]:
         """A WriteLog is durable: the leader's own ack."""
@@ -314,43 +277,43 @@ class LeaderCore:
                 heard.add(learner.sid)
         if not self.quorum.contains_quorum(heard):
             raise RoleEnded(f"lost the quorum: only {sorted(heard)} heard within syncLimit")
-        effects.append(Broadcast(self._broadcast_conns(), ["ping"]))
+        effects.append(Broadcast(self._broadcast_conns(), m.LeaderPing()))
         return effects
 
     # -- a learner's messages -----------------------------------------------------------
-    def _dispatch(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
-        tag = message[0]
+    def _dispatch(self, learner: LearnerState, message: m.LearnerMessage) -> list[Effect]:
         if learner.stage == WAIT_INFO:
+            if not isinstance(message, m.Info):
+                raise ValueError(f"{message.TAG} before info")
             return self._on_info(learner, message)
-        if learner.stage == WAIT_ACKEPOCH and tag == "ackepoch":
+        if learner.stage == WAIT_ACKEPOCH and isinstance(message, m.AckEpoch):
             return self._on_ackepoch(learner, message)
-        if learner.stage == WAIT_ACKNL and tag == "acknl":
+        if learner.stage == WAIT_ACKNL and isinstance(message, m.AckNewLeader):
             return self._on_acknl(learner, message)
-        if learner.stage >= WAIT_ESTABLISHED and tag in ("ack", "ping"):
-            if tag == "ack":
-                return self._on_ack(learner, message[1])
-            return [TouchSessions(list(message[1]))]
+        if learner.stage >= WAIT_ESTABLISHED:
+            if isinstance(message, m.Ack):
+                return self._on_ack(learner, message.zxid)
+            if isinstance(message, m.LearnerPing):
+                return [TouchSessions(list(message.sessions))]
         if learner.stage == SYNCED:
-            if tag == "ack":
-                return self._on_ack(learner, message[1])
-            if tag == "ping":
-                return [TouchSessions(list(message[1]))]
-            if tag == "request":
-                _, session_id, cxid, op, body, auth = message
-                auth_ids = tuple((s, i) for s, i in auth)
-                return [ForwardRequest(learner.conn, learner.sid, session_id, cxid, op, body, auth_ids)]
-            if tag == "revalidate":
-                return [Revalidate(learner.conn, learner.sid, message[1], message[2])]
-            if tag == "sync":
+            if isinstance(message, m.ForwardedRequest):
+                auth_ids = tuple((s, i) for s, i in message.auth)
+                return [
+                    ForwardRequest(
+                        learner.conn, learner.sid, message.session_id, message.cxid, message.op, message.body, auth_ids
+                    )
+                ]
+            if isinstance(message, m.RevalidateSession):
+                return [Revalidate(learner.conn, learner.sid, message.session_id, message.timeout)]
+            if isinstance(message, m.ForwardedSync):
                 # Everything acknowledged to any client before this sync is committed by now;
                 # the learner answers once it has applied up to here (the commits go first).
-                return [SendTo(learner.conn, ["syncreply", message[1], message[2], self.committed])]
-        raise ValueError(f"unexpected {tag} from learner {learner.sid} at stage {learner.stage}")
+                reply = m.SyncReply(message.session_id, message.cxid, self.committed)
+                return [SendTo(learner.conn, reply)]
+        raise ValueError(f"unexpected {message.TAG} from learner {learner.sid} at stage {learner.stage}")
 
-    def _on_info(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
-        if message[0] != "info":
-            raise ValueError(f"{message[0]} before info")
-        _, sid, accepted, _role = message
+    def _on_info(self, learner: LearnerState, message: m.Info) -> list[Effect]:
+        sid, accepted = message.sid, message.accepted_epoch
         if sid not in self.servers or sid == self.my_id:
             raise ValueError(f"not a learner of this ensemble: {sid}")
         effects: list[Effect] = []
@@ -389,10 +352,10 @@ class LeaderCore:
         if self.phase == DISCOVERY:
             return []  # offered once a quorum has told its acceptedEpoch
         learner.stage = WAIT_ACKEPOCH
-        return [SendTo(learner.conn, ["leaderinfo", self.epoch])]
+        return [SendTo(learner.conn, m.LeaderInfo(self.epoch))]
 
-    def _on_ackepoch(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
-        _, current, last_zxid, snap_zxid = message
+    def _on_ackepoch(self, learner: LearnerState, message: m.AckEpoch) -> list[Effect]:
+        current, last_zxid, snap_zxid = message.current_epoch, message.last_zxid, message.snapshot_zxid
         learner.last_zxid, learner.snap_zxid = last_zxid, snap_zxid
         learner.stage = WAIT_SYNC_TURN
         if learner.voter and self.phase == EPOCH and current != NOT_COUNTED:
@@ -428,8 +391,8 @@ class LeaderCore:
         items = list(tree_items(tree)) if plan.mode == SNAP and tree is not None else None
         return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, plan, self.epoch, items)]
 
-    def _on_acknl(self, learner: LearnerState, message: list[Any]) -> list[Effect]:
-        zxid = message[1]
+    def _on_acknl(self, learner: LearnerState, message: m.AckNewLeader) -> list[Effect]:
+        zxid = message.zxid
         if learner.voter:
             self.acks[learner.sid] = zxid
             self._newleader_acks.add(learner.sid)
@@ -453,7 +416,7 @@ class LeaderCore:
 
     def _uptodate(self, learner: LearnerState) -> list[Effect]:
         learner.stage = SYNCED
-        return [SendTo(learner.conn, ["uptodate", self.committed]), *self._advance_commit()]
+        return [SendTo(learner.conn, m.UpToDate(self.committed)), *self._advance_commit()]
 
     def _on_ack(self, learner: LearnerState, zxid: int) -> list[Effect]:
         if learner.voter and zxid > self.acks.get(learner.sid, -1):
@@ -470,7 +433,7 @@ class LeaderCore:
         if point <= self.committed:
             return []
         self.committed = point
-        return [Committed(point), Broadcast(self._broadcast_conns(), ["commit", point])]
+        return [Committed(point), Broadcast(self._broadcast_conns(), m.Commit(point))]
 
     def _broadcast_conns(self) -> tuple[int, ...]:
         return tuple(conn for conn, learner in self.learners.items() if learner.in_broadcast)

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 
+from zkpy.replication import messages as m
 from zkpy.replication.history import SNAP, TRUNC
 from zkpy.replication.learner_core import (
     AcceptEpoch,
@@ -139,7 +140,7 @@ class Learner(Forwarder):
             await self._carry_out(core.start(), core, nursery)
             async for kind, value in self._events:
                 if kind == "message":
-                    effects = core.receive(value, trio.current_time())
+                    effects = core.receive_wire(value, trio.current_time())
                 elif kind == "logged":
                     effects = core.logged(value)
                 else:
@@ -176,7 +177,7 @@ class Learner(Forwarder):
                 self._to_log_in.send_nowait(effect.txns)
             elif isinstance(effect, Pong):
                 assert self.link is not None and self.server is not None
-                self.link.send(["ping", self.server.touched_sessions()])
+                self.link.send(m.LearnerPing(self.server.touched_sessions()))
             elif isinstance(effect, AnswerSync):
                 assert self.pipeline is not None
                 self.pipeline.synced(effect.session_id, effect.cxid)
@@ -270,11 +271,11 @@ class Learner(Forwarder):
         self, session_id: int, cxid: int, op: int, body: bytes, auth: tuple[tuple[str, str], ...]
     ) -> None:
         assert self.link is not None
-        self.link.send(["request", session_id, cxid, op, body, [list(a) for a in auth]])
+        self.link.send(m.ForwardedRequest(session_id, cxid, op, body, [list(a) for a in auth]))
 
     def forward_sync(self, session_id: int, cxid: int) -> None:
         assert self.link is not None
-        self.link.send(["sync", session_id, cxid])
+        self.link.send(m.ForwardedSync(session_id, cxid))
 
     def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
         """One question per connect, as Apache's Learner.validateSession: an answer given before
@@ -282,4 +283,4 @@ class Learner(Forwarder):
         made another server the owner meanwhile; every write from here would be SessionMoved)."""
         assert self.link is not None
         self._revalidations.setdefault(session_id, deque()).append(answer)
-        self.link.send(["revalidate", session_id, timeout])
+        self.link.send(m.RevalidateSession(session_id, timeout))

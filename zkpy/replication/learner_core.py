@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from zkpy.replication import messages as m
 from zkpy.replication.roles import RoleEnded
 from zkpy.tree.txn import Txn
 
@@ -32,13 +33,14 @@ WAIT_LEADERINFO, WAIT_SYNC, SYNCING, WAIT_NEWLEADER, WAIT_UPTODATE, BROADCAST = 
     "wait-leaderinfo", "wait-sync", "syncing", "wait-newleader", "wait-uptodate", "broadcast",
 )  # fmt: skip
 
+_BROADCAST = frozenset({m.Proposal, m.Commit, m.LeaderPing, m.Refused, m.SyncReply, m.Revalidated})
 # What the leader may send in each state (anything else ends the role).
-EXPECTED: dict[str, frozenset[str]] = {
-    WAIT_LEADERINFO: frozenset({"leaderinfo"}),
-    WAIT_SYNC: frozenset({"syncdata"}),
-    WAIT_NEWLEADER: frozenset({"newleader"}),
-    WAIT_UPTODATE: frozenset({"uptodate", "proposal", "commit", "ping", "refused", "syncreply", "revalidated"}),
-    BROADCAST: frozenset({"proposal", "commit", "ping", "refused", "syncreply", "revalidated"}),
+EXPECTED: dict[str, frozenset[type[m.Message]]] = {
+    WAIT_LEADERINFO: frozenset({m.LeaderInfo}),
+    WAIT_SYNC: frozenset({m.SyncData}),
+    WAIT_NEWLEADER: frozenset({m.NewLeader}),
+    WAIT_UPTODATE: _BROADCAST | {m.UpToDate},
+    BROADCAST: _BROADCAST,
 }
 
 
@@ -48,7 +50,7 @@ NOT_COUNTED = -1
 
 @dataclass(frozen=True)
 class Send:
-    message: list[Any]
+    message: m.LearnerMessage
 
 
 @dataclass(frozen=True)
@@ -157,22 +159,25 @@ class LearnerCore:
         self._to_log: list[Txn] = []
         self._logging = False  # a Log batch is in flight
         self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
-        self._held: list[list[Any]] = []  # messages that arrived while the sync was being written
+        self._held: list[m.LeaderMessage] = []  # messages that arrived while the sync was being written
         self._last_tick: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
     def start(self) -> list[Effect]:
-        return [Send(["info", self.my_id, self.accepted_epoch, self.role])]
+        return [Send(m.Info(self.my_id, self.accepted_epoch, self.role))]
 
-    def receive(self, message: list[Any], now: float) -> list[Effect]:
+    def receive_wire(self, message: Any, now: float) -> list[Effect]:
+        """An array as it came off the link (ValueError when it is not a leader's message)."""
+        return self.receive(m.from_leader(message), now)
+
+    def receive(self, message: m.LeaderMessage, now: float) -> list[Effect]:
         self.last_heard = now
         if self.state == SYNCING:
             self._held.append(message)  # in order, after the sync is durable
             return []
-        tag = message[0]
-        if tag not in EXPECTED[self.state]:
-            raise ValueError(f"unexpected {tag!r} from the leader while {self.state}")
-        return getattr(self, f"_on_{tag}")(message)
+        if type(message) not in EXPECTED[self.state]:
+            raise ValueError(f"unexpected {message.TAG!r} from the leader while {self.state}")
+        return getattr(self, f"_on_{message.TAG}")(message)
 
     def sync_taken(self, applied_zxid: int, pending: list[Txn], last_logged: int) -> list[Effect]:
         """The sync is durable; the tree stands at `applied_zxid` and `pending` is everything
@@ -192,7 +197,7 @@ class LearnerCore:
         self._logging = False
         self.unapplied.extend(batch)
         self.last_logged = batch[-1].zxid
-        effects: list[Effect] = [Send(["ack", batch[-1].zxid])]
+        effects: list[Effect] = [Send(m.Ack(batch[-1].zxid))]
         effects += self._apply()
         effects += self._next_log()
         return effects
@@ -213,8 +218,8 @@ class LearnerCore:
         raise RoleEnded(f"leader silent for {silent:.1f}s while {self.state}")
 
     # -- the leader's messages ------------------------------------------------------------
-    def _on_leaderinfo(self, message: list[Any]) -> list[Effect]:
-        _, epoch = message
+    def _on_leaderinfo(self, message: m.LeaderInfo) -> list[Effect]:
+        epoch = message.epoch
         if epoch < self.accepted_epoch:
             raise RoleEnded(f"the leader offers epoch {epoch}, older than accepted {self.accepted_epoch}")
         self.epoch = epoch
@@ -224,54 +229,46 @@ class LearnerCore:
             # once. Apache's Learner answers -1 in place of currentEpoch, and its leader does not
             # count it (it still syncs the learner): two leaders establishing one epoch with a
             # learner in both quorums would commit different transactions at the same zxids.
-            return [Send(["ackepoch", NOT_COUNTED, self.last_logged, self.snapshot_zxid])]
+            return [Send(m.AckEpoch(NOT_COUNTED, self.last_logged, self.snapshot_zxid))]
         self.accepted_epoch = epoch
-        return [
-            AcceptEpoch(epoch),
-            Send(["ackepoch", self.current_epoch, self.last_logged, self.snapshot_zxid]),
-        ]
+        return [AcceptEpoch(epoch), Send(m.AckEpoch(self.current_epoch, self.last_logged, self.snapshot_zxid))]
 
-    def _on_syncdata(self, message: list[Any]) -> list[Effect]:
-        _, mode, zxid, items, packed = message
+    def _on_syncdata(self, message: m.SyncData) -> list[Effect]:
         self.state = SYNCING
-        return [TakeSync(mode, zxid, items, [Txn.unpack(p) for p in packed])]
+        return [TakeSync(message.mode, message.zxid, message.items, [Txn.unpack(p) for p in message.txns])]
 
-    def _on_newleader(self, message: list[Any]) -> list[Effect]:
-        _, epoch = message
-        if epoch != self.epoch:
-            raise ValueError(f"newleader for epoch {epoch}, expected {self.epoch}")
-        self.current_epoch = epoch
+    def _on_newleader(self, message: m.NewLeader) -> list[Effect]:
+        if message.epoch != self.epoch:
+            raise ValueError(f"newleader for epoch {message.epoch}, expected {self.epoch}")
+        self.current_epoch = message.epoch
         self.state = WAIT_UPTODATE
-        return [MakeCurrent(epoch), Send(["acknl", self.last_logged])]
+        return [MakeCurrent(message.epoch), Send(m.AckNewLeader(self.last_logged))]
 
-    def _on_uptodate(self, message: list[Any]) -> list[Effect]:
-        self.commit_zxid = max(self.commit_zxid, message[1])
+    def _on_uptodate(self, message: m.UpToDate) -> list[Effect]:
+        self.commit_zxid = max(self.commit_zxid, message.committed)
         effects = self._apply()
         self.state = BROADCAST
         return [*effects, Serve()]
 
-    def _on_proposal(self, message: list[Any]) -> list[Effect]:
-        self._to_log.extend(Txn.unpack(p) for p in message[1])
+    def _on_proposal(self, message: m.Proposal) -> list[Effect]:
+        self._to_log.extend(Txn.unpack(p) for p in message.txns)
         return self._next_log()
 
-    def _on_commit(self, message: list[Any]) -> list[Effect]:
-        self.commit_zxid = max(self.commit_zxid, message[1])
+    def _on_commit(self, message: m.Commit) -> list[Effect]:
+        self.commit_zxid = max(self.commit_zxid, message.zxid)
         return self._apply()
 
-    def _on_ping(self, message: list[Any]) -> list[Effect]:
+    def _on_ping(self, message: m.LeaderPing) -> list[Effect]:
         return [Pong()]
 
-    def _on_refused(self, message: list[Any]) -> list[Effect]:
-        _, session_id, cxid, code, zxid = message
-        return [Refuse(session_id, cxid, code, zxid)]
+    def _on_refused(self, message: m.Refused) -> list[Effect]:
+        return [Refuse(message.session_id, message.cxid, message.code, message.zxid)]
 
-    def _on_revalidated(self, message: list[Any]) -> list[Effect]:
-        _, session_id, valid = message
-        return [Revalidated(session_id, bool(valid))]
+    def _on_revalidated(self, message: m.Revalidated) -> list[Effect]:
+        return [Revalidated(message.session_id, message.valid)]
 
-    def _on_syncreply(self, message: list[Any]) -> list[Effect]:
-        _, session_id, cxid, zxid = message
-        self._sync_waits.append((zxid, session_id, cxid))
+    def _on_syncreply(self, message: m.SyncReply) -> list[Effect]:
+        self._sync_waits.append((message.zxid, message.session_id, message.cxid))
         return self._apply()
 
     # -- rules ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from zkpy.replication.messages import Message, SyncData
 from zkpy.replication.roles import RoleContext, RoleEnded
 from zkpy.replication.wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 from zkpy.storage.errors import StorageError
@@ -81,11 +82,11 @@ class PeerLink:
     def max_frame(self, value: int) -> None:
         self._decoder.max_frame = value
 
-    def send(self, message: list[Any] | tuple[Any, ...]) -> None:
-        tag = message[0]
-        if tag == "syncdata":
-            tag = f"syncdata:{message[1]}"
-        self.send_frame(encode_frame(message), tag)
+    def send(self, message: Message) -> None:
+        tag = message.TAG
+        if isinstance(message, SyncData):
+            tag = f"syncdata:{message.mode}"
+        self.send_frame(encode_frame(message.to_wire()), tag)
 
     def send_frame(self, frame: bytes, tag: str = "") -> None:
         if not self.closed:

@@ -44,8 +44,10 @@ from zkpy.replication import leader_core as lc
 from zkpy.replication import learner_core as rc
 from zkpy.replication.leader import new_leader_core
 from zkpy.replication.learner import log_batch, new_learner_core, take_sync
+from zkpy.replication.messages import Message
 from zkpy.replication.peer import QuorumPeer
 from zkpy.replication.roles import RoleEnded
+from zkpy.replication.wire import FrameDecoder, encode_frame
 from zkpy.testing.cluster import sim_config
 from zkpy.testing.disk import MemoryDisk, MemoryStore
 from zkpy.tree.apply import Applier
@@ -182,7 +184,7 @@ class Interaction:
             else:
                 leader = self.nodes[dst].leader
                 assert leader is not None
-                self._leader_effects(dst, leader.receive(link.conn, message, self.now))
+                self._leader_effects(dst, leader.receive_wire(link.conn, message, self.now))
         return delivered
 
     def drop_messages(self, src: int, dst: int) -> None:
@@ -420,7 +422,7 @@ class Interaction:
             link = node.link
             if isinstance(effect, rc.Send):
                 assert link is not None
-                link.to_leader.append(effect.message)
+                link.to_leader.append(_over_the_wire(effect.message))
             elif isinstance(effect, rc.AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
             elif isinstance(effect, rc.MakeCurrent):
@@ -438,14 +440,14 @@ class Interaction:
                 node.serving = True
                 self.log(f"{sid} serves at {peer.tree.last_zxid:#x}")
 
-    def _queue_to_learner(self, conn: int, message: list[Any]) -> None:
+    def _queue_to_learner(self, conn: int, message: Message) -> None:
         link = self.links.get(conn)
         if link is not None:
-            link.to_learner.append(message)
+            link.to_learner.append(_over_the_wire(message))
 
     def _to_learner(self, link: Link, message: list[Any]) -> None:
         try:
-            effects = link.core.receive(message, self.now)
+            effects = link.core.receive_wire(message, self.now)
         except (RoleEnded, ValueError) as e:
             self.log(f"{link.learner}: role ended: {e}")
             self._drop(link)
@@ -457,6 +459,16 @@ class Interaction:
             if {link.leader, link.learner} == {a, b}:
                 return link
         return None
+
+
+def _over_the_wire(message: Message) -> list[Any]:
+    """The array the other side decodes: framed and unframed as the links do (msgpack turns
+    tuples into lists, for one)."""
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(message.to_wire()))
+    array = decoder.next_message()
+    assert array is not None
+    return array
 
 
 def _durable_has(node: Node, zxid: int, packed: bytes) -> bool:
