@@ -89,3 +89,44 @@ async def test_a_malformed_create_session_fails_alone_and_the_server_goes_on() -
         nursery.cancel_scope.cancel()
     assert results[0].err != 0 and results[1].err == 0
     assert 7 not in server.tree.sessions and "/after" in server.tree.nodes
+
+
+async def test_pipelined_batches_persist_together_and_apply_strictly_in_order() -> None:
+    """A leader's persist step (propose, wait for the quorum) may run for several batches at
+    once: the next batch is numbered after the last one handed out, at most max_in_flight are
+    out, and each is applied and answered only after its own persist and every earlier batch's."""
+    calls: list[list[int]] = []
+    releases: dict[int, trio.Event] = {}
+    out = [0, 0]  # now, most at once
+
+    async def quorum(txns: list[Txn]) -> None:
+        calls.append([t.zxid for t in txns])
+        out[0] += 1
+        out[1] = max(out[1], out[0])
+        releases[txns[0].zxid] = done = trio.Event()
+        await done.wait()
+        out[0] -= 1
+
+    tree = DataTree()
+    pipeline = CommitPipeline(Applier(tree), WatchManager(), quorum, max_batch=2, max_in_flight=3)
+    results: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        for i in range(10):
+            pipeline.submit(1, i + 1, OpCode.CREATE, _create(f"/n{i}"), callback=results.append)
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [[1, 2], [3, 4], [5, 6]]  # three out at once, numbered one after another
+        releases[5].set()  # the third completes first: nothing may be applied yet
+        releases[3].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == [] and tree.last_zxid == 0
+        releases[1].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert [r.zxid for r in results] == [1, 2, 3, 4, 5, 6]
+        assert calls[3:] == [[7, 8], [9, 10]]
+        releases[7].set()
+        releases[9].set()
+        await pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert [r.zxid for r in results] == list(range(1, 11)) and out[1] == 3
+    assert tree.last_zxid == 10 and all(f"/n{i}" in tree.nodes for i in range(10))

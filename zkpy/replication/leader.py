@@ -41,6 +41,13 @@ from zkpy.tree.txn import Txn
 
 log = logging.getLogger(__name__)
 
+# Proposal batches the leader has out at once (issue 17: pipelined proposals). One batch in flight
+# bound write throughput by fsync + round-trip latency; several keep the log writer and the
+# learners busy. Commits stay in zxid order (acks are cumulative) and each batch is answered only
+# once a quorum, the leader included, has it durable; the bound is the back-pressure.
+BATCHES_IN_FLIGHT = 4
+
+
 def new_leader_core(ctx: RoleContext, init_limit: float, sync_limit: float, now: float) -> LeaderCore:
     """A leader's core for a new epoch: it plans syncs from the server's history window and SNAPs
     the server's tree as it stands at that moment."""
@@ -146,10 +153,16 @@ class Leader:
             self._events_in.send_nowait(("tick", 0, None))
 
     async def _log_proposals(self) -> None:
-        """The core's WriteLog batches, in order, one fsync each. A failing log ends the role
+        """The core's WriteLog batches, in order, whatever queued meanwhile in one fsync (several
+        batches are in flight: BATCHES_IN_FLIGHT). A failing log ends the role
         (StorageError: why_role_ended keeps the server out of elections until its disk works);
         nothing in the batch is acknowledged, as its `logged` never arrives."""
         async for txns in self._to_log:
+            while True:  # group commit: batches proposed meanwhile go in the same fsync
+                try:
+                    txns = txns + self._to_log.receive_nowait()
+                except trio.WouldBlock:
+                    break
             await self.peer.store.persist(txns)
             self._events_in.send_nowait(("logged", 0, txns[-1].zxid))
 
@@ -225,6 +238,7 @@ class Leader:
         peer.epochs.make_current(effect.epoch)
         server = EnsembleServer(peer.config, peer.tree, LEADER, effect.epoch, peer.env)
         server.pipeline.persist = self.replicate
+        server.pipeline.max_in_flight = BATCHES_IN_FLIGHT
         server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
         server.metric_sources.append(peer.store.metrics)
         server.metric_sources.append(peer.metrics)

@@ -8,7 +8,13 @@ zxid order and their watch events are written to connections before the reply
 of any request that could observe the change.
 
 The persist step is pluggable: a no-op (memory only), the local transaction log
-(storage), and later a quorum of followers (replication).
+(storage), or a quorum of an ensemble (replication: the leader's `replicate`). With
+`max_in_flight` above 1 (only for a persist step that may run concurrently and completes in
+order, as the leader's does: it queues proposals to one log writer and waits for commits, which
+come in zxid order), the next batch is numbered and handed to persist while earlier ones still
+wait for their quorum: batches are applied strictly in order, each once its own persist is done,
+so a write is still answered only after it is durable on a quorum. A bounded number in flight is
+the back-pressure: the queue of submitted writes grows meanwhile, not the proposals.
 """
 
 from __future__ import annotations
@@ -43,12 +49,15 @@ class CommitPipeline:
         persist: Persist = persist_nothing,
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         max_batch: int = 1000,
+        max_in_flight: int = 1,
     ) -> None:
         self.applier = applier
         self.watches = watches
         self.persist = persist
         self.wall_clock_ms = wall_clock_ms
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
+        self._last_ordered = 0  # the zxid of the last write numbered (ahead of the tree while in flight)
         self._queue: list[
             tuple[int, int, int, bytes, tuple[tuple[str, str], ...], Callback | None, tuple[str, ...]]
         ] = []
@@ -89,34 +98,92 @@ class CommitPipeline:
             await trio.sleep(0)
 
     async def run(self) -> None:
+        if self.max_in_flight > 1:
+            await self._run_pipelined()
+            return
         while True:
             await self._work.wait()
             self._work = trio.Event()
             while self._queue:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
+                batch = self._next_batch()
                 self._idle = trio.Event()
                 try:
-                    await self._commit(batch)
+                    txns = self._number(batch)
+                    await self._persist(txns)
+                    self._finish(batch, txns)
                 finally:
                     for item in batch:
                         self.in_flight.done(item[0], item[6])
                     self._idle.set()
 
-    async def _commit(self, batch: list) -> None:  # type: ignore[type-arg]
-        zxid = max(self.applier.tree.last_zxid, self.epoch << 32)
+    async def _run_pipelined(self) -> None:
+        """Up to max_in_flight batches persisting at once; one task applies them in order."""
+        send, receive = trio.open_memory_channel[tuple[list, list[Txn], trio.Event]](self.max_in_flight - 1)  # type: ignore[type-arg]
+        pending = 0
+
+        async def apply_in_order() -> None:
+            nonlocal pending
+            async for batch, txns, persisted in receive:
+                try:
+                    await persisted.wait()
+                    self._finish(batch, txns)
+                finally:
+                    for item in batch:
+                        self.in_flight.done(item[0], item[6])
+                    pending -= 1
+                    if pending == 0:
+                        self._idle.set()
+
+        async def persist(txns: list[Txn], persisted: trio.Event) -> None:
+            try:
+                await self._persist(txns)
+            finally:
+                persisted.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(apply_in_order)
+            while True:
+                await self._work.wait()
+                self._work = trio.Event()
+                while self._queue:
+                    batch = self._next_batch()
+                    txns = self._number(batch)
+                    persisted = trio.Event()
+                    if pending == 0:
+                        self._idle = trio.Event()
+                    pending += 1
+                    await send.send((batch, txns, persisted))  # waits while max_in_flight are out
+                    nursery.start_soon(persist, txns, persisted)
+
+    def _next_batch(self) -> list:  # type: ignore[type-arg]
+        batch = self._queue[: self.max_batch]
+        del self._queue[: self.max_batch]
+        return batch
+
+    def _number(self, batch: list) -> list[Txn]:  # type: ignore[type-arg]
+        zxid = max(self._last_ordered, self.applier.tree.last_zxid, self.epoch << 32)
         now = self.wall_clock_ms()
         txns = []
         for session_id, cxid, op, body, auth, *_ in batch:
             zxid += 1
             txns.append(Txn(zxid, now, session_id, cxid, op, body, auth))
-        if self.write_error is None:
-            try:
-                await self.persist(txns)
-            except Exception as e:  # a full disk or failed fsync: refuse, never acknowledge
-                self.write_error = f"{type(e).__name__}: {e}"
-                log.error("persisting transactions failed, refusing writes from now on: %s", self.write_error)
+        self._last_ordered = zxid
+        return txns
+
+    async def _persist(self, txns: list[Txn]) -> None:
         if self.write_error is not None:
+            return
+        try:
+            await self.persist(txns)
+        except Exception as e:  # a full disk or failed fsync: refuse, never acknowledge
+            self.write_error = f"{type(e).__name__}: {e}"
+            log.error("persisting transactions failed, refusing writes from now on: %s", self.write_error)
+
+    def _finish(self, batch: list, txns: list[Txn]) -> None:  # type: ignore[type-arg]
+        """Apply a persisted batch and answer it; refuse it if the storage failed (this batch or
+        an earlier one: nothing after a failure is acknowledged)."""
+        if self.write_error is not None:
+            self._last_ordered = self.applier.tree.last_zxid  # its numbers were never logged: reuse them
             for item in batch:
                 callback = item[5]
                 if callback is not None:
