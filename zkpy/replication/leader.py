@@ -41,6 +41,11 @@ from zkpy.tree.txn import Txn
 
 log = logging.getLogger(__name__)
 
+# Bytes queued to one learner and not yet written to its socket (beyond its sync frame) at which
+# the leader drops it: a learner that cannot keep up (a slow disk: it stops reading) must not
+# grow the leader's memory. It syncs again when it reconnects.
+MAX_QUEUED_TO_LEARNER = 128 * 1024 * 1024
+
 # Proposal batches the leader has out at once (issue 17: pipelined proposals). One batch in flight
 # bound write throughput by fsync + round-trip latency; several keep the log writer and the
 # learners busy. Commits stay in zxid order (acks are cumulative) and each batch is answered only
@@ -82,6 +87,7 @@ class Leader:
         self.server: EnsembleServer | None = None
         self._nursery: trio.Nursery | None = None
         self._sync_started: dict[int, float] = {}
+        self._sync_frames: dict[int, int] = {}  # conn -> bytes of its sync (SNAP) frames
         self.started_at = trio.current_time()
         self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
 
@@ -137,6 +143,7 @@ class Leader:
                     self.links.pop(conn, None)
                     self.scopes.pop(conn, None)
                     self._sync_started.pop(conn, None)
+                    self._sync_frames.pop(conn, None)
                 elif kind == "propose":
                     effects = self.core.propose(value)
                     self._record_size(effects)
@@ -177,10 +184,13 @@ class Leader:
                     link = self.links.get(conn)
                     if link is not None:
                         link.send_frame(frame, tag)
+                        self._check_queue(conn, link)
             elif isinstance(effect, core.SendTo):
                 link = self.links.get(effect.conn)
                 if link is not None:
                     link.send(effect.message)
+                if isinstance(effect.message, m.UpToDate):
+                    self._sync_frames.pop(effect.conn, None)  # its acknl says it read them all
                 if isinstance(effect.message, m.UpToDate) and effect.conn in self._sync_started:
                     peer.stats.follower_sync_ms.record((trio.current_time() - self._sync_started.pop(effect.conn)) * 1000)
             elif isinstance(effect, core.ForwardRequest):
@@ -216,6 +226,17 @@ class Leader:
             elif isinstance(effect, core.WriteLog):
                 self._to_log_in.send_nowait(effect.txns)
 
+    def _check_queue(self, conn: int, link: PeerLink) -> None:
+        queued = link.queued_bytes - self._sync_frames.get(conn, 0)
+        stats = self.peer.stats
+        stats.most_queued_to_learner = max(stats.most_queued_to_learner, queued)
+        if queued > MAX_QUEUED_TO_LEARNER and not link.closed:
+            log.warning("learner link %d: %d bytes queued, not read: dropping the learner (too slow)", conn, queued)
+            link.closed = True  # nothing more is queued to it; its link task ends the link
+            scope = self.scopes.get(conn)
+            if scope is not None:
+                scope.cancel()
+
     def _sync(self, effect: core.SyncLearner) -> None:
         """Send one learner the sync its plan says and NEWLEADER (the core planned it)."""
         peer = self.peer
@@ -225,8 +246,10 @@ class Leader:
             return
         self._sync_started[effect.conn] = trio.current_time()
         peer.stats.syncs[plan.mode] += 1
+        before = link.queued_bytes
         for message in effect.messages():
             link.send(message)
+        self._sync_frames[effect.conn] = link.queued_bytes - before  # not counted against its bound
         log.info(
             "learner %d: %s from 0x%x, %d transactions (its last zxid 0x%x)",
             effect.sid, plan.mode.upper(), plan.zxid, len(plan.txns), effect.last_zxid,

@@ -45,6 +45,14 @@ from zkpy.tree.txn import Txn
 
 log = logging.getLogger(__name__)
 
+# Back-pressure (issue 17, bounded memory): a learner whose disk is slower than the leader's
+# write rate stops reading its link while this many bytes of proposals wait for its log or for
+# its driver (which also holds them while it writes a sync), or while this many messages wait. The leader's queue to it then grows instead, and the
+# leader drops it at its own bound (leader.MAX_QUEUED_TO_LEARNER): a slow learner costs nobody
+# but itself, and it syncs again when it reconnects.
+MAX_UNLOGGED_BYTES = 64 * 1024 * 1024
+MAX_WAITING_MESSAGES = 1024
+
 
 def new_learner_core(ctx: RoleContext, init_limit: float, sync_limit: float, now: float) -> LearnerCore:
     """A learner's core for a new link. It reports where the log ends (the durable history), not
@@ -90,6 +98,14 @@ async def log_batch(ctx: RoleContext, batch: list[Txn]) -> None:
         ctx.history.append(txn.zxid, txn.pack())
 
 
+def _proposal_bytes(message: Any) -> int:
+    """The transactions' bytes of a proposal array (0 for anything else, or a malformed one:
+    the core refuses that)."""
+    if isinstance(message, list) and len(message) == 2 and message[0] == m.Proposal.TAG and isinstance(message[1], list):
+        return sum(len(p) for p in message[1] if isinstance(p, bytes))
+    return 0
+
+
 def _point(ctx: RoleContext, name: str) -> None:
     if ctx.env.observer is not None:
         ctx.env.observer.point(ctx.my_id, name)
@@ -113,6 +129,9 @@ class Learner(Forwarder):
         self._events_in, self._events = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
         self._revalidations: dict[int, deque[Callable[[bool], None]]] = {}
+        self._core: LearnerCore | None = None
+        self._progress = trio.Event()  # set each time the driver has handled an input
+        self._waiting_bytes = 0  # proposal bytes received and not yet handed to the core
 
     async def run(self) -> None:
         try:
@@ -131,7 +150,7 @@ class Learner(Forwarder):
     async def _run(self) -> None:
         peer = self.peer
         link = await self._connect()
-        core = new_learner_core(peer, self.init_limit, self.sync_limit, trio.current_time())
+        core = self._core = new_learner_core(peer, self.init_limit, self.sync_limit, trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(link.send_loop)
             nursery.start_soon(self._receive, link)
@@ -140,16 +159,31 @@ class Learner(Forwarder):
             await self._carry_out(core.start(), core, nursery)
             async for kind, value in self._events:
                 if kind == "message":
+                    self._waiting_bytes -= _proposal_bytes(value)
                     effects = core.receive_wire(value, trio.current_time())
                 elif kind == "logged":
                     effects = core.logged(value)
                 else:
                     effects = core.tick(trio.current_time())
                 await self._carry_out(effects, core, nursery)
+                self._progress.set()
+                self._progress = trio.Event()
+                unlogged = core.unlogged_bytes + self._waiting_bytes
+                if unlogged > peer.stats.most_unlogged_bytes:
+                    peer.stats.most_unlogged_bytes = unlogged
 
     async def _receive(self, link: PeerLink) -> None:
         while True:
-            self._events_in.send_nowait(("message", await link.receive()))
+            message = await link.receive()
+            self._waiting_bytes += _proposal_bytes(message)
+            self._events_in.send_nowait(("message", message))
+            while self._behind():  # read no more until the log and the driver catch up
+                await self._progress.wait()
+
+    def _behind(self) -> bool:
+        core = self._core
+        unlogged = self._waiting_bytes + (core.unlogged_bytes if core is not None else 0)
+        return unlogged > MAX_UNLOGGED_BYTES or self._events_in.statistics().current_buffer_used > MAX_WAITING_MESSAGES
 
     async def _ticks(self) -> None:
         while True:

@@ -44,6 +44,10 @@ EXPECTED: dict[str, frozenset[type[m.Message]]] = {
 }
 
 
+# What a transaction costs beside its body, for the backlog bound (an estimate: zxid, time,
+# session, cxid, op and the framing around them).
+TXN_OVERHEAD = 48
+
 # An ackepoch's currentEpoch when the learner had already accepted the offered epoch.
 NOT_COUNTED = -1
 
@@ -158,6 +162,9 @@ class LearnerCore:
         self.unapplied: deque[Txn] = deque()  # durable here, not yet known committed
         self._to_log: list[Txn] = []
         self._logging = False  # a Log batch is in flight
+        # Bytes of proposals received and not yet durable here (queued, being logged, or held
+        # while the sync is written): the glue stops reading the link above a bound.
+        self.unlogged_bytes = 0
         self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
         self._held: list[m.LeaderMessage] = []  # messages that arrived while the sync was being written
         self._last_tick: float | None = None
@@ -174,6 +181,8 @@ class LearnerCore:
         self.last_heard = now
         if self.state == SYNCING:
             self._held.append(message)  # in order, after the sync is durable
+            if isinstance(message, m.Proposal):
+                self.unlogged_bytes += sum(map(len, message.txns))
             return []
         if type(message) not in EXPECTED[self.state]:
             raise ValueError(f"unexpected {message.TAG!r} from the leader while {self.state}")
@@ -189,12 +198,14 @@ class LearnerCore:
         self.unapplied = deque(pending)
         effects: list[Effect] = []
         held, self._held = self._held, []
+        self.unlogged_bytes -= sum(sum(map(len, x.txns)) for x in held if isinstance(x, m.Proposal))
         for message in held:
             effects += self.receive(message, self.last_heard)
         return effects
 
     def logged(self, batch: list[Txn]) -> list[Effect]:
         self._logging = False
+        self.unlogged_bytes -= sum(len(t.body) + TXN_OVERHEAD for t in batch)
         self.unapplied.extend(batch)
         self.last_logged = batch[-1].zxid
         effects: list[Effect] = [Send(m.Ack(batch[-1].zxid))]
@@ -215,7 +226,8 @@ class LearnerCore:
                 f"this server was stalled for {now - previous:.1f}s (paused?), {silent:.1f}s since it "
                 f"last heard its leader, while {self.state}"
             )
-        raise RoleEnded(f"leader silent for {silent:.1f}s while {self.state}")
+        behind = f"; {self.unlogged_bytes} bytes of proposals not yet logged here" if self.unlogged_bytes else ""
+        raise RoleEnded(f"leader silent for {silent:.1f}s while {self.state}{behind}")
 
     # -- the leader's messages ------------------------------------------------------------
     def _on_leaderinfo(self, message: m.LeaderInfo) -> list[Effect]:
@@ -251,7 +263,9 @@ class LearnerCore:
         return [*effects, Serve()]
 
     def _on_proposal(self, message: m.Proposal) -> list[Effect]:
-        self._to_log.extend(Txn.unpack(p) for p in message.txns)
+        txns = [Txn.unpack(p) for p in message.txns]
+        self._to_log.extend(txns)
+        self.unlogged_bytes += sum(len(t.body) + TXN_OVERHEAD for t in txns)
         return self._next_log()
 
     def _on_commit(self, message: m.Commit) -> list[Effect]:

@@ -67,6 +67,7 @@ class PeerLink:
         self._decoder = FrameDecoder(max_frame)
         self._out: list[bytes] = []
         self._tags: list[str] = []
+        self.queued_bytes = 0  # sent to this link and not yet written to the socket
         # Told of each message once its bytes are written (the simulator's protocol points);
         # with it, frames are written one by one so a crash can fall between two of them.
         self.on_sent = on_sent
@@ -92,6 +93,7 @@ class PeerLink:
         if not self.closed:
             self._out.append(frame)
             self._tags.append(tag)
+            self.queued_bytes += len(frame)
             self._wake.set()
 
     async def send_loop(self) -> None:
@@ -105,9 +107,11 @@ class PeerLink:
                     continue
                 if self.on_sent is None:
                     await self.stream.send_all(b"".join(batch))
+                    self.queued_bytes -= sum(map(len, batch))
                     continue
                 for frame, tag in zip(batch, tags, strict=True):
                     await self.stream.send_all(frame)
+                    self.queued_bytes -= len(frame)
                     self.on_sent(tag)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True

@@ -33,6 +33,10 @@ class ReplicationStats:
         self.learner_ack_ms: dict[int, Summary] = {}
         self.syncs = {"diff": 0, "trunc": 0, "snap": 0}
         self._proposed: dict[int, float] = {}  # last zxid of a batch -> when it was proposed (s)
+        # High-water marks of the bounded queues (bytes): a learner's proposals not yet logged,
+        # and a leader's output to one learner not yet written (the tests check the bounds).
+        self.most_unlogged_bytes = 0
+        self.most_queued_to_learner = 0
 
     def proposed(self, zxid: int, now: float) -> None:
         proposed = self._proposed

@@ -57,6 +57,9 @@ class MemoryDisk:
     # Fault hook: until this virtual time every fsync takes a draw from `slow_fsync` seconds.
     slow_until: float = -math.inf
     slow_fsync: tuple[float, float] = (0.5, 3.0)
+    # While slow: also this many bytes a second at most (a throttled device), so a write rate above
+    # it makes the server fall behind however large its group commits grow. None: no such limit.
+    slow_bandwidth: float | None = None
     # Fault hook: until this virtual time the disk is full: log writes fail with ENOSPC, at once.
     full_until: float = -math.inf
     slow_fsyncs: int = 0  # fsyncs the slow-disk fault slowed
@@ -228,13 +231,15 @@ class MemoryStore:
                 raise ValueError(f"zxid {zxid:#x} does not follow {prev:#x}")
             prev = zxid
 
-    async def _fsync(self) -> None:
-        """The time a write plus its fsync takes. A cancellation here is a crash before the data
-        reached the disk: the caller has changed nothing yet."""
+    async def _fsync(self, size: int = 0) -> None:
+        """The time a write of `size` bytes plus its fsync takes. A cancellation here is a crash
+        before the data reached the disk: the caller has changed nothing yet."""
         delay = self.rng.uniform(*self.fsync_delay)
         disk = self.disk
         if trio.current_time() < disk.slow_until:
             delay = self.rng.uniform(*disk.slow_fsync)
+            if disk.slow_bandwidth is not None:
+                delay += size / disk.slow_bandwidth
             disk.slow_fsyncs += 1
         await trio.sleep(delay)
         self.fsync_ms.record(delay * 1000)
@@ -255,7 +260,7 @@ class MemoryStore:
             cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self._failure = f"writing {len(records)} records to the simulated log: {cause}"
             raise StorageError(self._failure) from cause
-        await self._fsync()
+        await self._fsync(sum(len(raw) for _, raw in records))
         if self.disk.fail_next_fsync > 0:
             self.disk.fail_next_fsync -= 1
             cause = OSError(errno.EIO, "simulated fsync failure")
