@@ -108,3 +108,22 @@ def test_commit_point(voters: set[int], acks: dict[int, int], point: int) -> Non
 def test_quorum_ignores_non_voters() -> None:
     q = Quorum({1, 2, 3})
     assert q.contains_quorum({1, 2}) and not q.contains_quorum({1, 7, 8})
+
+
+def test_the_window_is_bounded_by_bytes_too() -> None:
+    """A DIFF is one frame: the window keeps at most MAX_WINDOW_BYTES-like bytes (here 10 kB),
+    trimmed to three quarters of it in one step, never above the floor (a learner's unapplied
+    tail); a learner further behind gets a SNAP."""
+    h = History(limit=1000, limit_bytes=10_000)
+    for counter in range(1, 31):
+        h.append(z(1, counter), b"x" * 1000)
+    assert h.bytes <= 10_000 and h.bytes == 1000 * len(h)
+    assert h.plan_sync(z(1, 2), 0, tree_zxid=z(1, 30)).mode == SNAP
+    assert h.plan_sync(z(1, 29), 0, tree_zxid=z(1, 30)).mode == DIFF
+    h.truncate_after(z(1, 29))
+    assert h.bytes == 1000 * len(h)
+    floored = History(limit=1000, limit_bytes=10_000)
+    floored.floor = lambda: z(1, 5)  # applied only up to 5: nothing after it may go
+    for counter in range(1, 31):
+        floored.append(z(1, counter), b"x" * 1000)
+    assert floored.base == z(1, 5) and len(floored) == 25

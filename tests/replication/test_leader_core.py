@@ -230,3 +230,27 @@ def test_a_learner_older_than_the_window_gets_the_tree_as_it_stands() -> None:
         m.SyncData(SNAP, z(1, 8), list(tree_items(tree)), [packed(z(1, 9))]),
         m.NewLeader(2),
     ]
+
+
+def test_observer_syncs_are_throttled_by_kind_and_followers_never() -> None:
+    """Apache's maxConcurrentSnapSyncs/maxConcurrentDiffSyncs (LearnerSyncThrottler): an observer
+    over the bound is closed and tries again later; a follower is exempt (the quorum needs it)."""
+    core = LeaderCore(
+        my_id=3, quorum=Quorum((1, 2, 3)), accepted_epoch=1, current_epoch=1, last_logged=z(1, 9),
+        servers=frozenset((1, 2, 3, 4, 5, 6)), init_limit=5.0, sync_limit=1.0, now=0.0, history=logged(),
+        max_snap_syncs=1, max_diff_syncs=1,
+    )  # fmt: skip
+    established(core)
+    for conn, sid in ((11, 4), (12, 5)):
+        join(core, conn, sid, now=1.0)
+    (first,) = core.receive(11, m.AckEpoch(1, z(1, 5), 0), 1.1)
+    assert isinstance(first, SyncLearner) and first.plan.mode == DIFF
+    second = core.receive(12, m.AckEpoch(1, z(1, 6), 0), 1.1)  # a second DIFF of an observer: refused
+    assert isinstance(second[-1], Close) and "try again" in second[-1].reason and 12 not in core.learners
+    join(core, 13, 2, now=1.2)  # a follower is never throttled
+    (follower,) = core.receive(13, m.AckEpoch(1, z(1, 6), 0), 1.2)
+    assert isinstance(follower, SyncLearner)
+    core.receive(11, m.AckNewLeader(z(1, 9)), 1.3)  # the first observer's sync is done
+    join(core, 14, 5, now=1.4)
+    (again,) = core.receive(14, m.AckEpoch(1, z(1, 6), 0), 1.4)
+    assert isinstance(again, SyncLearner)

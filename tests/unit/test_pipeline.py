@@ -130,3 +130,23 @@ async def test_pipelined_batches_persist_together_and_apply_strictly_in_order() 
         nursery.cancel_scope.cancel()
     assert [r.zxid for r in results] == list(range(1, 11)) and out[1] == 3
     assert tree.last_zxid == 10 and all(f"/n{i}" in tree.nodes for i in range(10))
+
+
+async def test_a_batch_is_capped_by_bytes_as_well_as_by_count() -> None:
+    """In an ensemble a batch is one proposal frame: a burst of large writes must not build one
+    past the peers' frame limit. A single write larger than the cap still goes, alone."""
+    batches: list[int] = []
+
+    async def persist(txns: list[Txn]) -> None:
+        batches.append(len(txns))
+
+    tree = DataTree()
+    pipeline = CommitPipeline(Applier(tree), WatchManager(), persist, max_batch_bytes=10_000)
+    async with trio.open_nursery() as nursery:
+        for i in range(7):  # queued before the pipeline runs: one batch but for the cap
+            data = b"v" * (20_000 if i == 6 else 4_000)
+            pipeline.submit(1, i + 1, OpCode.CREATE, encode(CreateRequest(f"/n{i}", data, OPEN_ACL_UNSAFE, 0)))
+        nursery.start_soon(pipeline.run)
+        await pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert batches == [2, 2, 2, 1] and tree.last_zxid == 7

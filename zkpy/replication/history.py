@@ -30,10 +30,18 @@ class SyncPlan:
     txns: list[bytes] = field(default_factory=list)  # packed transactions to log after that point
 
 
+# The window's size in bytes at most (beside its count, commitLogCount): a DIFF is sent as one
+# frame, which must stay well inside the peers' frame limit (wire.MAX_FRAME); a learner further
+# behind than this gets a SNAP, as with Apache's snapshotSizeFactor.
+MAX_WINDOW_BYTES = 96 * 1024 * 1024
+
+
 class History:
-    def __init__(self, base: int = 0, limit: int = 200_000) -> None:
+    def __init__(self, base: int = 0, limit: int = 200_000, limit_bytes: int = MAX_WINDOW_BYTES) -> None:
         self.base = base  # every transaction after this zxid is held
         self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.bytes = 0
         # Never trim above this zxid: a learner's logged but unapplied tail must stay.
         self.floor: Callable[[], int] = lambda: self.last
         self.zxids: list[int] = []
@@ -51,16 +59,32 @@ class History:
             raise ValueError(f"history: zxid {zxid:#x} does not follow {self.last:#x}")
         self.zxids.append(zxid)
         self.packed.append(packed)
+        self.bytes += len(packed)
         if len(self.zxids) > self.limit + self.limit // 4:  # trim in steps, not on every append
-            cut = min(len(self.zxids) - self.limit, bisect.bisect_right(self.zxids, self.floor()))
-            if cut <= 0:
-                return
-            self.base = self.zxids[cut - 1]
-            del self.zxids[:cut]
-            del self.packed[:cut]
+            self._trim(len(self.zxids) - self.limit)
+        elif self.bytes > self.limit_bytes:
+            # Down to three quarters in one step; only as far as the floor allows (no scan when
+            # the floor holds everything: a learner's unapplied tail).
+            stop = bisect.bisect_right(self.zxids, self.floor())
+            excess, cut = self.bytes - self.limit_bytes * 3 // 4, 0
+            while excess > 0 and cut < stop:
+                excess -= len(self.packed[cut])
+                cut += 1
+            self._trim(cut)
+
+    def _trim(self, count: int) -> None:
+        """Forget the oldest `count` (fewer where the floor says they are still needed)."""
+        cut = min(count, bisect.bisect_right(self.zxids, self.floor()))
+        if cut <= 0:
+            return
+        self.base = self.zxids[cut - 1]
+        self.bytes -= sum(map(len, self.packed[:cut]))
+        del self.zxids[:cut]
+        del self.packed[:cut]
 
     def truncate_after(self, zxid: int) -> None:
         keep = bisect.bisect_right(self.zxids, zxid)
+        self.bytes -= sum(map(len, self.packed[keep:]))
         del self.zxids[keep:]
         del self.packed[keep:]
         if zxid < self.base:  # nothing is known below the cut any more
@@ -69,6 +93,7 @@ class History:
     def reset(self, base: int) -> None:
         """After a SNAP: the history starts again at the snapshot."""
         self.base = base
+        self.bytes = 0
         self.zxids.clear()
         self.packed.clear()
 

@@ -60,6 +60,7 @@ def new_leader_core(ctx: RoleContext, init_limit: float, sync_limit: float, now:
         ctx.my_id, ctx.quorum, ctx.epochs.accepted, ctx.epochs.current, ctx.history.last,
         frozenset(ctx.config.servers), init_limit, sync_limit, now,
         history=ctx.history, tree=lambda: ctx.tree,
+        max_snap_syncs=ctx.config.max_concurrent_snap_syncs, max_diff_syncs=ctx.config.max_concurrent_diff_syncs,
     )  # fmt: skip
 
 

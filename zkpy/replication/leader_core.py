@@ -57,6 +57,7 @@ class LearnerState:
     snap_zxid: int = -1
     last_heard: float = 0.0
     in_broadcast: bool = False  # proposals and commits reach it (from its sync on)
+    sync_mode: str | None = None  # while its sync is on its way (until its NEWLEADER ack)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,10 @@ class LeaderCore:
     sync_limit: float
     now: float
     counter_limit: int = COUNTER_MASK - 0x10000  # room for the pipeline's largest batch
+    # Observers synced at once, by kind (Apache's LearnerSyncThrottler: followers are exempt, as
+    # the quorum needs them; an observer over the bound is closed and tries again).
+    max_snap_syncs: int = 10
+    max_diff_syncs: int = 100
     # What a sync is planned from: the leader's history window (shared with the server, which
     # rebuilds it at recovery) and the tree as it stands now, which a SNAP sends.
     history: History = field(default_factory=History)
@@ -373,14 +378,12 @@ class LeaderCore:
             return []
         self._enter(SYNC)
         effects: list[Effect] = []
-        for learner in self.learners.values():
+        for learner in list(self.learners.values()):  # a throttled observer leaves the dict
             if learner.stage == WAIT_SYNC_TURN:
                 effects += self._sync(learner)
         return effects + self._check_newleader_acks()
 
     def _sync(self, learner: LearnerState) -> list[Effect]:
-        learner.stage = WAIT_ACKNL
-        learner.in_broadcast = True
         # Before the history is established the whole of it is what a NEWLEADER quorum commits;
         # in broadcast, proposals past the commit point may still be lost: a learner whose log
         # goes past it is cut back to it (history.plan_sync).
@@ -388,11 +391,21 @@ class LeaderCore:
         tree = self.tree() if self.tree is not None else None
         tree_zxid = tree.last_zxid if tree is not None else self.history.last
         plan = self.history.plan_sync(learner.last_zxid, learner.snap_zxid, tree_zxid, committed)
+        if not learner.voter:
+            kind = {SNAP} if plan.mode == SNAP else {"diff", "trunc"}
+            bound = self.max_snap_syncs if plan.mode == SNAP else self.max_diff_syncs
+            if sum(1 for x in self.learners.values() if x.sync_mode in kind and not x.voter) >= bound:
+                reason = f"{bound} {plan.mode.upper()} syncs of observers already running: try again later"
+                return [*self.disconnected(learner.conn), Close(learner.conn, reason)]
+        learner.stage = WAIT_ACKNL
+        learner.in_broadcast = True
+        learner.sync_mode = plan.mode
         items = list(tree_items(tree)) if plan.mode == SNAP and tree is not None else None
         return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, plan, self.epoch, items)]
 
     def _on_acknl(self, learner: LearnerState, message: m.AckNewLeader) -> list[Effect]:
         zxid = message.zxid
+        learner.sync_mode = None
         if learner.voter:
             self.acks[learner.sid] = zxid
             self._newleader_acks.add(learner.sid)

@@ -121,6 +121,23 @@ class ServerConfig:
         except ValueError:
             return 60000
 
+    def _positive(self, key: str, default: int) -> int:
+        try:
+            return max(1, int(self.extra.get(key, str(default))))
+        except ValueError:
+            return default
+
+    @property
+    def max_concurrent_snap_syncs(self) -> int:
+        """SNAP syncs of observers a leader runs at once (Apache's
+        zookeeper.leader.maxConcurrentSnapSyncs, default 10); followers are never throttled."""
+        return self._positive("leader.maxConcurrentSnapSyncs", 10)
+
+    @property
+    def max_concurrent_diff_syncs(self) -> int:
+        """DIFF (and TRUNC) syncs of observers at once (zookeeper.leader.maxConcurrentDiffSyncs, 100)."""
+        return self._positive("leader.maxConcurrentDiffSyncs", 100)
+
     @property
     def commit_log_count(self) -> int:
         """How many recent transactions a leader keeps in memory to sync learners by DIFF
@@ -370,8 +387,11 @@ _KNOWN = frozenset(
 
 # Keys kept in `extra` that the server reads from there.
 _USED_EXTRA = frozenset(
-    {"extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress", "commitLogCount"}
-)
+    {
+        "extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress", "commitLogCount",
+        "leader.maxConcurrentSnapSyncs", "leader.maxConcurrentDiffSyncs",
+    }
+)  # fmt: skip
 
 # The AdminServer's and the Prometheus endpoint's keys (zkpy/ops), inside families otherwise ignored.
 _OPS_KEYS = frozenset(

@@ -50,6 +50,7 @@ class CommitPipeline:
         wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         max_batch: int = 1000,
         max_in_flight: int = 1,
+        max_batch_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.applier = applier
         self.watches = watches
@@ -57,6 +58,9 @@ class CommitPipeline:
         self.wall_clock_ms = wall_clock_ms
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
+        # A batch is one proposal frame in an ensemble: capped by bytes too, so a burst of large
+        # writes cannot build a frame past the peers' frame limit (a batch holds at least one write).
+        self.max_batch_bytes = max_batch_bytes
         self._last_ordered = 0  # the zxid of the last write numbered (ahead of the tree while in flight)
         self._queue: list[
             tuple[int, int, int, bytes, tuple[tuple[str, str], ...], Callback | None, tuple[str, ...]]
@@ -156,8 +160,16 @@ class CommitPipeline:
                     nursery.start_soon(persist, txns, persisted)
 
     def _next_batch(self) -> list:  # type: ignore[type-arg]
-        batch = self._queue[: self.max_batch]
-        del self._queue[: self.max_batch]
+        queue = self._queue
+        count = min(len(queue), self.max_batch)
+        size = 0
+        for i in range(count):
+            size += len(queue[i][3])
+            if size > self.max_batch_bytes and i > 0:
+                count = i
+                break
+        batch = queue[:count]
+        del queue[:count]
         return batch
 
     def _number(self, batch: list) -> list[Txn]:  # type: ignore[type-arg]
