@@ -24,6 +24,8 @@ FROM_LEADER: list[m.Message] = [
     m.LeaderInfo(6),
     m.SyncData("snap", 9, [[1, 2], [b"x", None]], [b"t1", b"t2"]),
     m.SyncData("diff", 9, None, []),
+    m.SyncData("snap", 9, None, [b"t"]),  # streamed before, in SnapshotChunks
+    m.SnapshotChunk(b"ZKPS\x00\x00"),
     m.NewLeader(6),
     m.UpToDate(-1),
     m.Proposal([b"t"]),
@@ -86,7 +88,6 @@ def test_malformed_learner_arrays_are_refused(array: Any) -> None:
     "array",
     [
         ["info", 2, 1, "participant"],  # a learner's message sent to a learner
-        ["syncdata", "snap", 5, None, []],  # a SNAP without its tree
         ["syncdata", "diff", 5, [], []],  # a DIFF with one
         ["syncdata", "merge", 5, None, []],
         ["proposal", ["not bytes"]],

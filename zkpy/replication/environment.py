@@ -59,6 +59,20 @@ class Store(Protocol):
 
     async def install_snapshot(self, zxid: int, items: list[Any]) -> None: ...
 
+    def snapshot_source(self, tree: DataTree) -> SnapshotSource:
+        """A SNAP to stream: the snapshot of `tree` as it stands at this call (a point-in-time
+        image: the caller goes on changing the tree), read piece by piece."""
+        ...
+
+    def snapshot_receiver(self) -> SnapshotSink:
+        """Where a streamed SNAP's pieces are written as they arrive."""
+        ...
+
+    async def install_received(self, zxid: int, sink: SnapshotSink) -> DataTree:
+        """As install_snapshot, for a streamed SNAP (whole, every checksum checked, durable, newer
+        snapshots deleted, the log dropped); returns the tree it holds."""
+        ...
+
     def close_log(self) -> None:
         """Before recover() is called again (it reopens the log)."""
         ...
@@ -94,6 +108,22 @@ class Store(Protocol):
     def check_writable(self) -> None:
         """Raise (OSError/StorageError) while the disk cannot take a new log file, e.g. full."""
         ...
+
+
+class SnapshotSource(Protocol):
+    async def read(self) -> bytes:
+        """The next piece (b"" at the end; StorageError if the image could not be written)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class Observer(Protocol):

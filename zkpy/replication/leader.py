@@ -24,7 +24,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -37,7 +37,11 @@ from zkpy.replication.roles import RoleContext
 from zkpy.replication.serving import LEADER, EnsembleServer
 from zkpy.replication.wire import MAX_HANDSHAKE_FRAME, encode_frame
 from zkpy.server.fourletter import LeaderStats
+from zkpy.storage.errors import StorageError
 from zkpy.tree.txn import Txn
+
+if TYPE_CHECKING:
+    from zkpy.replication.environment import SnapshotSource
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ log = logging.getLogger(__name__)
 # the leader drops it: a learner that cannot keep up (a slow disk: it stops reading) must not
 # grow the leader's memory. It syncs again when it reconnects.
 MAX_QUEUED_TO_LEARNER = 128 * 1024 * 1024
+
+# A streamed SNAP keeps at most this many bytes queued on its link: the forked child's pipe and
+# the link's socket carry the rest, so the leader never holds the tree's image in memory.
+STREAM_WINDOW = 4 * 1024 * 1024
 
 # Proposal batches the leader has out at once (issue 17: pipelined proposals). One batch in flight
 # bound write throughput by fsync + round-trip latency; several keep the log writer and the
@@ -61,6 +69,7 @@ def new_leader_core(ctx: RoleContext, init_limit: float, sync_limit: float, now:
         frozenset(ctx.config.servers), init_limit, sync_limit, now,
         history=ctx.history, tree=lambda: ctx.tree,
         max_snap_syncs=ctx.config.max_concurrent_snap_syncs, max_diff_syncs=ctx.config.max_concurrent_diff_syncs,
+        stream_snapshots=True,
     )  # fmt: skip
 
 
@@ -89,6 +98,10 @@ class Leader:
         self._nursery: trio.Nursery | None = None
         self._sync_started: dict[int, float] = {}
         self._sync_frames: dict[int, int] = {}  # conn -> bytes of its sync (SNAP) frames
+        # A learner whose SNAP is being streamed: what is broadcast meanwhile waits here (frames,
+        # bytes) and follows its NEWLEADER, in order; the stream's task is cancelled with the link.
+        self._holding: dict[int, tuple[list[tuple[bytes, str]], list[int]]] = {}
+        self._pumps: dict[int, trio.CancelScope] = {}
         self.started_at = trio.current_time()
         self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
 
@@ -145,6 +158,7 @@ class Leader:
                     self.scopes.pop(conn, None)
                     self._sync_started.pop(conn, None)
                     self._sync_frames.pop(conn, None)
+                    self._stop_stream(conn)
                 elif kind == "propose":
                     effects = self.core.propose(value)
                     self._record_size(effects)
@@ -183,9 +197,15 @@ class Leader:
                 tag = effect.message.TAG
                 for conn in effect.conns:
                     link = self.links.get(conn)
-                    if link is not None:
+                    if link is None:
+                        continue
+                    holding = self._holding.get(conn)
+                    if holding is not None:
+                        holding[0].append((frame, tag))
+                        holding[1][0] += len(frame)
+                    else:
                         link.send_frame(frame, tag)
-                        self._check_queue(conn, link)
+                    self._check_queue(conn, link)
             elif isinstance(effect, core.SendTo):
                 link = self.links.get(effect.conn)
                 if link is not None:
@@ -213,6 +233,7 @@ class Leader:
                 if link is not None:
                     link.send(m.Revalidated(effect.session_id, valid))
             elif isinstance(effect, core.Close | core.DropLearner):
+                self._stop_stream(effect.conn)
                 scope = self.scopes.pop(effect.conn, None)
                 self.links.pop(effect.conn, None)
                 if scope is not None:
@@ -229,6 +250,9 @@ class Leader:
 
     def _check_queue(self, conn: int, link: PeerLink) -> None:
         queued = link.queued_bytes - self._sync_frames.get(conn, 0)
+        holding = self._holding.get(conn)
+        if holding is not None:
+            queued += holding[1][0]
         stats = self.peer.stats
         stats.most_queued_to_learner = max(stats.most_queued_to_learner, queued)
         if queued > MAX_QUEUED_TO_LEARNER and not link.closed:
@@ -247,6 +271,21 @@ class Leader:
             return
         self._sync_started[effect.conn] = trio.current_time()
         peer.stats.syncs[plan.mode] += 1
+        if effect.streamed:
+            # The image is taken now, in the step the core planned it in: the tree is at the plan's
+            # zxid, and what follows it is in plan.txns or will be broadcast (and held).
+            if peer.tree.last_zxid != plan.zxid:
+                raise AssertionError(f"SNAP planned at 0x{plan.zxid:x}, the tree is at 0x{peer.tree.last_zxid:x}")
+            source = peer.store.snapshot_source(peer.tree)
+            self._holding[effect.conn] = ([], [0])
+            scope = self._pumps[effect.conn] = trio.CancelScope()
+            assert self._nursery is not None
+            self._nursery.start_soon(self._stream_snapshot, effect, link, source, scope)
+            log.info(
+                "learner %d: SNAP at 0x%x streamed, then %d transactions (its last zxid 0x%x)",
+                effect.sid, plan.zxid, len(plan.txns), effect.last_zxid,
+            )  # fmt: skip
+            return
         before = link.queued_bytes
         for message in effect.messages():
             link.send(message)
@@ -255,6 +294,42 @@ class Leader:
             "learner %d: %s from 0x%x, %d transactions (its last zxid 0x%x)",
             effect.sid, plan.mode.upper(), plan.zxid, len(plan.txns), effect.last_zxid,
         )  # fmt: skip
+
+    async def _stream_snapshot(
+        self, effect: core.SyncLearner, link: PeerLink, source: SnapshotSource, scope: trio.CancelScope
+    ) -> None:
+        """Pump a SNAP's image to its learner with flow control, then the sync's transactions,
+        NEWLEADER and whatever was broadcast meanwhile. A failed image costs the link only."""
+        conn = effect.conn
+        try:
+            with scope:
+                while True:
+                    data = await source.read()
+                    if not data:
+                        break
+                    link.send(m.SnapshotChunk(data))
+                    while link.queued_bytes > STREAM_WINDOW and not link.closed:
+                        await link.wait_sent()
+                for message in effect.messages():
+                    link.send(message)
+                frames, _ = self._holding.pop(conn, ([], [0]))
+                for frame, tag in frames:
+                    link.send_frame(frame, tag)
+        except StorageError as e:
+            log.error("learner link %d: the SNAP could not be streamed: %s", conn, e)
+            link_scope = self.scopes.get(conn)
+            if link_scope is not None:
+                link_scope.cancel()
+        finally:
+            source.close()
+            self._holding.pop(conn, None)
+            self._pumps.pop(conn, None)
+
+    def _stop_stream(self, conn: int) -> None:
+        pump = self._pumps.pop(conn, None)
+        if pump is not None:
+            pump.cancel()
+        self._holding.pop(conn, None)
 
     async def _establish(self, effect: core.Establish) -> None:
         """A quorum holds the leader's whole history: it is committed; serve it."""

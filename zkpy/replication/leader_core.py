@@ -95,7 +95,12 @@ class SyncLearner:
     last_zxid: int  # where the learner's log ended (for the log line)
     plan: SyncPlan
     epoch: int
-    items: list[Any] | None = field(default=None, compare=False, repr=False)  # a SNAP's tree
+    items: list[Any] | None = field(default=None, compare=False, repr=False)  # a SNAP's tree in the frame
+
+    @property
+    def streamed(self) -> bool:
+        """A SNAP whose tree the glue streams before messages() (SnapshotChunks)."""
+        return self.plan.mode == SNAP and self.items is None
 
     def messages(self) -> list[m.LeaderMessage]:
         return [m.SyncData(self.plan.mode, self.plan.zxid, self.items, self.plan.txns), m.NewLeader(self.epoch)]
@@ -181,6 +186,9 @@ class LeaderCore:
     # the quorum needs them; an observer over the bound is closed and tries again).
     max_snap_syncs: int = 10
     max_diff_syncs: int = 100
+    # A SNAP's tree is streamed by the glue from a point-in-time image taken when it carries out
+    # the SyncLearner (items None here); False: the core puts the items in the sync message.
+    stream_snapshots: bool = False
     # What a sync is planned from: the leader's history window (shared with the server, which
     # rebuilds it at recovery) and the tree as it stands now, which a SNAP sends.
     history: History = field(default_factory=History)
@@ -400,7 +408,9 @@ class LeaderCore:
         learner.stage = WAIT_ACKNL
         learner.in_broadcast = True
         learner.sync_mode = plan.mode
-        items = list(tree_items(tree)) if plan.mode == SNAP and tree is not None else None
+        items = None
+        if plan.mode == SNAP and tree is not None and not self.stream_snapshots:
+            items = list(tree_items(tree))
         return [SyncLearner(learner.conn, learner.sid, learner.last_zxid, plan, self.epoch, items)]
 
     def _on_acknl(self, learner: LearnerState, message: m.AckNewLeader) -> list[Effect]:

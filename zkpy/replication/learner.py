@@ -16,7 +16,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -35,10 +35,14 @@ from zkpy.replication.learner_core import (
     Revalidated,
     Send,
     Serve,
+    SnapshotPiece,
     TakeSync,
 )
 from zkpy.replication.link import PeerLink, why_role_ended
 from zkpy.replication.roles import RoleContext, RoleEnded
+
+if TYPE_CHECKING:
+    from zkpy.replication.environment import SnapshotSink
 from zkpy.replication.serving import FOLLOWER, OBSERVER, EnsembleServer, Forwarder, LearnerPipeline
 from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
@@ -65,17 +69,21 @@ def new_learner_core(ctx: RoleContext, init_limit: float, sync_limit: float, now
     )  # fmt: skip
 
 
-async def take_sync(ctx: RoleContext, sync: TakeSync) -> None:
+async def take_sync(ctx: RoleContext, sync: TakeSync, received: SnapshotSink | None = None) -> None:
     """Make the leader's sync durable here (the TakeSync effect): SNAP or TRUNC, then its
-    transactions logged; the tree and the history follow. Shared with the interaction harness
+    transactions logged; the tree and the history follow. A streamed SNAP's pieces are already
+    in `received` (SnapshotPiece effects). Shared with the interaction harness
     (zkpy.testing.interaction), which drives the cores without sockets."""
     store = ctx.store
     if sync.mode == SNAP:
-        assert sync.items is not None
         _point(ctx, "learner installing snapshot")
-        await store.install_snapshot(sync.zxid, sync.items)
+        if sync.items is None:
+            assert received is not None, "a streamed SNAP without its pieces"
+            ctx.tree = await store.install_received(sync.zxid, received)
+        else:
+            await store.install_snapshot(sync.zxid, sync.items)
+            ctx.tree = load_tree(sync.items)
         _point(ctx, "learner installed snapshot")
-        ctx.tree = load_tree(sync.items)
         ctx.history.reset(sync.zxid)
     elif sync.mode == TRUNC:
         await store.truncate_after(sync.zxid)
@@ -99,10 +107,14 @@ async def log_batch(ctx: RoleContext, batch: list[Txn]) -> None:
 
 
 def _proposal_bytes(message: Any) -> int:
-    """The transactions' bytes of a proposal array (0 for anything else, or a malformed one:
+    """The bytes a proposal or a SNAP's piece carries (0 for anything else, or a malformed one:
     the core refuses that)."""
-    if isinstance(message, list) and len(message) == 2 and message[0] == m.Proposal.TAG and isinstance(message[1], list):
+    if not (isinstance(message, list) and len(message) == 2):
+        return 0
+    if message[0] == m.Proposal.TAG and isinstance(message[1], list):
         return sum(len(p) for p in message[1] if isinstance(p, bytes))
+    if message[0] == m.SnapshotChunk.TAG and isinstance(message[1], bytes):
+        return len(message[1])
     return 0
 
 
@@ -132,6 +144,7 @@ class Learner(Forwarder):
         self._core: LearnerCore | None = None
         self._progress = trio.Event()  # set each time the driver has handled an input
         self._waiting_bytes = 0  # proposal bytes received and not yet handed to the core
+        self._received: SnapshotSink | None = None  # a streamed SNAP being written
 
     async def run(self) -> None:
         try:
@@ -142,6 +155,8 @@ class Learner(Forwarder):
                 raise
             raise ended from None
         finally:
+            if self._received is not None:  # a SNAP cut off halfway: its temp file goes
+                self._received.abort()
             if self.server is not None:
                 self.server.close_all_clients()
             if self.link is not None:
@@ -230,6 +245,10 @@ class Learner(Forwarder):
             elif isinstance(effect, MakeCurrent):
                 peer.epochs.make_current(effect.epoch)
                 peer.resynced()  # the leader's whole history is durable here now
+            elif isinstance(effect, SnapshotPiece):
+                if self._received is None:
+                    self._received = peer.store.snapshot_receiver()
+                self._received.write(effect.data)
             elif isinstance(effect, TakeSync):
                 await self._take_sync(effect)
                 self._make_server(core.epoch)
@@ -272,7 +291,8 @@ class Learner(Forwarder):
 
     async def _take_sync(self, sync: TakeSync) -> None:
         peer = self.peer
-        await take_sync(peer, sync)
+        received, self._received = self._received, None
+        await take_sync(peer, sync, received)
         log.info(
             "synced with leader %d by %s: 0x%x, %d transactions, in %.3fs",
             self.leader_id, sync.mode.upper(), sync.zxid, len(sync.txns), trio.current_time() - self.started_at,

@@ -37,7 +37,7 @@ _BROADCAST = frozenset({m.Proposal, m.Commit, m.LeaderPing, m.Refused, m.SyncRep
 # What the leader may send in each state (anything else ends the role).
 EXPECTED: dict[str, frozenset[type[m.Message]]] = {
     WAIT_LEADERINFO: frozenset({m.LeaderInfo}),
-    WAIT_SYNC: frozenset({m.SyncData}),
+    WAIT_SYNC: frozenset({m.SnapshotChunk, m.SyncData}),
     WAIT_NEWLEADER: frozenset({m.NewLeader}),
     WAIT_UPTODATE: _BROADCAST | {m.UpToDate},
     BROADCAST: _BROADCAST,
@@ -69,6 +69,14 @@ class MakeCurrent:
     """Persist currentEpoch: this server's history is now the new leader's."""
 
     epoch: int
+
+
+@dataclass(frozen=True)
+class SnapshotPiece:
+    """Append this piece of a streamed SNAP to the snapshot being received (in order); the
+    SyncData that follows the pieces completes it (TakeSync with items None)."""
+
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,8 @@ class Revalidated:
 
 
 Effect = (
-    Send | AcceptEpoch | MakeCurrent | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse | Revalidated
+    Send | AcceptEpoch | MakeCurrent | SnapshotPiece | TakeSync | Log | Apply | Serve | Pong | AnswerSync | Refuse
+    | Revalidated
 )
 
 
@@ -166,7 +175,8 @@ class LearnerCore:
         # while the sync is written): the glue stops reading the link above a bound.
         self.unlogged_bytes = 0
         self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
-        self._held: list[m.LeaderMessage] = []  # messages that arrived while the sync was being written
+        self._held: list[m.LeaderMessage] = []
+        self._streamed = False  # SnapshotChunks came: a SNAP's tree is on its way to disk  # messages that arrived while the sync was being written
         self._last_tick: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -245,7 +255,13 @@ class LearnerCore:
         self.accepted_epoch = epoch
         return [AcceptEpoch(epoch), Send(m.AckEpoch(self.current_epoch, self.last_logged, self.snapshot_zxid))]
 
+    def _on_snapchunk(self, message: m.SnapshotChunk) -> list[Effect]:
+        self._streamed = True
+        return [SnapshotPiece(message.data)]
+
     def _on_syncdata(self, message: m.SyncData) -> list[Effect]:
+        if message.mode == "snap" and message.items is None and not self._streamed:
+            raise ValueError("a streamed SNAP without its snapshot")
         self.state = SYNCING
         return [TakeSync(message.mode, message.zxid, message.items, [Txn.unpack(p) for p in message.txns])]
 

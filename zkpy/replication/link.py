@@ -72,6 +72,7 @@ class PeerLink:
         # with it, frames are written one by one so a crash can fall between two of them.
         self.on_sent = on_sent
         self._wake = trio.Event()
+        self._sent = trio.Event()  # set whenever queued bytes were written
         self.closed = False
 
     @property
@@ -108,13 +109,20 @@ class PeerLink:
                 if self.on_sent is None:
                     await self.stream.send_all(b"".join(batch))
                     self.queued_bytes -= sum(map(len, batch))
-                    continue
-                for frame, tag in zip(batch, tags, strict=True):
-                    await self.stream.send_all(frame)
-                    self.queued_bytes -= len(frame)
-                    self.on_sent(tag)
+                else:
+                    for frame, tag in zip(batch, tags, strict=True):
+                        await self.stream.send_all(frame)
+                        self.queued_bytes -= len(frame)
+                        self.on_sent(tag)
+                self._sent.set()
+                self._sent = trio.Event()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.closed = True
+
+    async def wait_sent(self) -> None:
+        """Until some of what is queued has been written (flow control for a streamed SNAP)."""
+        if self.queued_bytes and not self.closed:
+            await self._sent.wait()
 
     async def receive(self) -> list[Any]:
         """The next message; raises PeerGone at end of stream, WireError on a bad frame."""

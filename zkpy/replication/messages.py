@@ -6,8 +6,8 @@ into one, checking every field's type and range first, so a malformed or hostile
 its link (ValueError) and never reaches a core's state; `to_wire` is the way back.
 
 Learner -> leader: Info, AckEpoch, AckNewLeader, Ack, LearnerPing, ForwardedRequest,
-ForwardedSync, RevalidateSession. Leader -> learner: LeaderInfo, SyncData, NewLeader, UpToDate,
-Proposal, Commit, LeaderPing, Refused, SyncReply, Revalidated.
+ForwardedSync, RevalidateSession. Leader -> learner: LeaderInfo, SnapshotChunk, SyncData,
+NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply, Revalidated.
 """
 
 from __future__ import annotations
@@ -145,16 +145,27 @@ class LeaderInfo(Message):
 
 
 @dataclass(frozen=True)
+class SnapshotChunk(Message):
+    """A piece of a streamed SNAP, in the snapshot file's own format (storage/snapshot.py: header,
+    CRC'd chunks, footer): the learner writes the pieces to a new snapshot file as they come,
+    and the SyncData("snap") that follows them says the stream is complete."""
+
+    TAG = "snapchunk"
+    SHAPE = (_is(bytes),)
+    data: bytes
+
+
+@dataclass(frozen=True)
 class SyncData(Message):
     TAG = "syncdata"
     SHAPE = (_is(str), ZXID, lambda v: v is None or isinstance(v, list), _list_of(_is(bytes)))
     mode: str  # history.DIFF, TRUNC or SNAP
     zxid: int
-    items: list[Any] | None  # a SNAP's tree
+    items: list[Any] | None  # a SNAP's tree in the frame; None: streamed before (SnapshotChunk)
     txns: list[bytes]  # packed transactions to log after that point
 
     def check(self) -> None:
-        if self.mode not in ("diff", "trunc", "snap") or (self.mode == "snap") != (self.items is not None):
+        if self.mode not in ("diff", "trunc", "snap") or (self.mode != "snap" and self.items is not None):
             raise ValueError(f"syncdata {brief(self.mode)} with{'out' if self.items is None else ''} a tree")
 
 
@@ -223,7 +234,8 @@ LearnerMessage = (
     Info | AckEpoch | AckNewLeader | Ack | LearnerPing | ForwardedRequest | ForwardedSync | RevalidateSession
 )
 LeaderMessage = (
-    LeaderInfo | SyncData | NewLeader | UpToDate | Proposal | Commit | LeaderPing | Refused | SyncReply | Revalidated
+    LeaderInfo | SnapshotChunk | SyncData | NewLeader | UpToDate | Proposal | Commit | LeaderPing | Refused
+    | SyncReply | Revalidated
 )
 FROM_LEARNER: dict[str, type[Message]] = {
     cls.TAG: cls
@@ -231,8 +243,11 @@ FROM_LEARNER: dict[str, type[Message]] = {
 }
 FROM_LEADER: dict[str, type[Message]] = {
     cls.TAG: cls
-    for cls in (LeaderInfo, SyncData, NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply, Revalidated)
-}
+    for cls in (
+        LeaderInfo, SnapshotChunk, SyncData, NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply,
+        Revalidated,
+    )
+}  # fmt: skip
 
 
 def decode(message: Any, table: dict[str, type[Message]]) -> Any:

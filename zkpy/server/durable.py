@@ -28,7 +28,13 @@ from zkpy.server.latency import Summary
 from zkpy.storage.errors import CorruptSnapshotError, StorageError
 from zkpy.storage.files import LOG_PREFIX, SNAP_PREFIX, TMP_SUFFIX, fsync_dir, list_zxid_files
 from zkpy.storage.purge import purge
-from zkpy.storage.snapshot import load_latest_snapshot, write_snapshot
+from zkpy.storage.snapshot import (
+    SnapshotReceiver,
+    iter_items,
+    load_latest_snapshot,
+    write_snapshot,
+    write_stream,
+)
 from zkpy.storage.txnlog import TxnLog, recover
 from zkpy.tree.apply import Applier
 from zkpy.tree.datatree import DataTree
@@ -328,7 +334,28 @@ class DurableStore:
         self._since_snap = 0
         await trio.to_thread.run_sync(self.log.truncate_after, -1)
 
-    async def _stop_snapshot_writer(self) -> None:
+    def snapshot_source(self, tree: DataTree) -> ForkedSnapshot:
+        """A SNAP to stream, from a forked child that writes the snapshot of `tree` as it stands
+        now into a pipe: the tree is copied by the kernel (copy-on-write), not by this process,
+        and the child's serializing runs on another core while the leader serves."""
+        return ForkedSnapshot(tree)
+
+    def snapshot_receiver(self) -> SnapshotReceiver:
+        return SnapshotReceiver(self.snap_dir)
+
+    async def install_received(self, zxid: int, sink: Any) -> DataTree:
+        """install_snapshot for a streamed SNAP, in the same order of durable steps; the tree is
+        then loaded from the file just written."""
+        assert self.log is not None and isinstance(sink, SnapshotReceiver)
+        await self._stop_snapshot_writer(keep=sink.tmp)
+        path = await trio.to_thread.run_sync(sink.finish, zxid)
+        await trio.to_thread.run_sync(_delete_snapshots_above, self.snap_dir, zxid)
+        self.last_snapshot_zxid = zxid
+        self._since_snap = 0
+        await trio.to_thread.run_sync(self.log.truncate_after, -1)
+        return load_tree(iter_items(path))
+
+    async def _stop_snapshot_writer(self, keep: Path | None = None) -> None:
         """Kill a forked snapshot writer and wait until reap_snapshots has collected it."""
         pid = self._snapshot_pid
         if pid is None:
@@ -339,7 +366,8 @@ class DurableStore:
         while self._snapshot_pid == pid:
             await trio.sleep(0.01)
         for stale in self.snap_dir.glob(f"{SNAP_PREFIX}*{TMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)
+            if stale != keep:
+                stale.unlink(missing_ok=True)
 
     def snapshot_now(self, tree: DataTree) -> Path:
         """Write a snapshot synchronously (clean shutdown, tests, benchmarks)."""
@@ -358,6 +386,53 @@ class DurableStore:
         if self.log is not None:
             self.log.close()
         os.close(self._lock_fd)
+
+
+class ForkedSnapshot:
+    """The reading end of a forked child writing one snapshot into a pipe (a streamed SNAP)."""
+
+    PIECE = 1 << 20
+
+    def __init__(self, tree: DataTree) -> None:
+        read_fd, write_fd = os.pipe()
+        zxid = tree.last_zxid
+        pid = os.fork()
+        if pid == 0:  # child: write and leave, touching nothing else of the parent's
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.closerange(3, write_fd)
+                os.closerange(write_fd + 1, _max_fd())
+                gc.disable()
+                with os.fdopen(write_fd, "wb", buffering=self.PIECE) as pipe:
+                    write_stream(pipe, zxid, tree_items(tree))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(write_fd)
+        self.pid: int | None = pid
+        self.zxid = zxid
+        self._stream = trio.lowlevel.FdStream(read_fd)
+
+    async def read(self) -> bytes:
+        data = await self._stream.receive_some(self.PIECE)
+        if data:
+            return data
+        pid, self.pid = self.pid, None
+        if pid is not None:
+            _, status = await trio.to_thread.run_sync(os.waitpid, pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise StorageError(f"streaming the snapshot at 0x{self.zxid:x} failed (status {status})")
+        return b""
+
+    def close(self) -> None:
+        pid, self.pid = self.pid, None
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        self._stream.close()
 
 
 def _delete_snapshots_above(snap_dir: Path, zxid: int) -> None:

@@ -7,7 +7,9 @@ File `snapshot.<zxid hex>`:
     footer: length u32 (0), crc32 u32 of all chunk data then the count, item count u64, magic b"ZKPE"
 
 A snapshot is written to `.tmp`, fsynced, renamed into place and the directory fsynced, so a
-crash leaves either the whole file or none. Rot is caught by the CRCs; the loader then falls
+crash leaves either the whole file or none. The same bytes are what a leader streams to a learner
+for a SNAP (write_stream into a pipe from a forked child; the learner's SnapshotReceiver writes
+them to its own `.tmp` and installs the file once every checksum holds). Rot is caught by the CRCs; the loader then falls
 back to the previous snapshot, as ZooKeeper does (the purge keeps the logs that makes possible).
 """
 
@@ -46,9 +48,7 @@ def write_snapshot(snap_dir: Path, zxid: int, items: Iterable[Any]) -> Path:
     tmp = final.with_name(final.name + TMP_SUFFIX)
     try:
         with open(tmp, "wb") as f:
-            f.write(HEADER.pack(SNAP_MAGIC, SNAP_VERSION, zxid))
-            total_crc, count = _write_chunks(f, items)
-            f.write(FOOTER.pack(0, _footer_crc(total_crc, count), count, SNAP_END_MAGIC))
+            write_stream(f, zxid, items)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -57,6 +57,56 @@ def write_snapshot(snap_dir: Path, zxid: int, items: Iterable[Any]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def write_stream(f: BinaryIO, zxid: int, items: Iterable[Any]) -> None:
+    """A whole snapshot, header to footer, into `f` (a file or a pipe)."""
+    f.write(HEADER.pack(SNAP_MAGIC, SNAP_VERSION, zxid))
+    total_crc, count = _write_chunks(f, items)
+    f.write(FOOTER.pack(0, _footer_crc(total_crc, count), count, SNAP_END_MAGIC))
+
+
+class SnapshotReceiver:
+    """A snapshot arriving in pieces (a streamed SNAP): appended to a temp file as it comes,
+    installed by finish() only once the file is whole and every checksum holds."""
+
+    INCOMING = "snapshot.incoming" + TMP_SUFFIX
+
+    def __init__(self, snap_dir: Path) -> None:
+        self.snap_dir = Path(snap_dir)
+        self.snap_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.snap_dir / self.INCOMING
+        self._f: BinaryIO | None = open(self.tmp, "wb")  # noqa: SIM115 (closed by finish/abort)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        assert self._f is not None
+        self._f.write(data)
+        self.size += len(data)
+
+    def finish(self, zxid: int) -> Path:
+        """Durable under its final name, or CorruptSnapshotError (and nothing installed)."""
+        assert self._f is not None
+        f, self._f = self._f, None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            verify_snapshot(self.tmp, zxid)
+            final = self.snap_dir / zxid_name(SNAP_PREFIX, zxid)
+            os.replace(self.tmp, final)
+            fsync_dir(self.snap_dir)
+        except BaseException:
+            f.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
+        return final
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.tmp.unlink(missing_ok=True)
 
 
 def _write_chunks(f: BinaryIO, items: Iterable[Any]) -> tuple[int, int]:
@@ -138,6 +188,23 @@ def iter_items(path: Path) -> Iterator[Any]:
     """The items of one snapshot file, checking chunk CRCs as it goes (for tools; the loader
     verifies the whole file first)."""
     return _items(path)
+
+
+def read_stream(f: BinaryIO, name: str) -> tuple[int, list[Any]]:
+    """(zxid, items) of one whole snapshot read from `f` (a seekable stream), every checksum
+    checked (CorruptSnapshotError otherwise)."""
+    where = Path(name)
+    zxid = _read_header(f, where)
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+    items: list[Any] = []
+    total_crc = 0
+    for data in _chunks(f, where):
+        total_crc = zlib.crc32(data, total_crc)
+        unpacker.feed(data)
+        items.extend(unpacker)
+    if _check_footer(f, where, total_crc) != len(items):
+        raise CorruptSnapshotError(f"{name}: item count does not match")
+    return zxid, items
 
 
 def _items(path: Path) -> Iterator[Any]:

@@ -24,6 +24,7 @@ same disk. All randomness comes from the `random.Random` handed in, so one seed 
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import random
@@ -37,6 +38,7 @@ import trio
 from zkpy.replication.epochs import Epochs
 from zkpy.server.latency import Summary
 from zkpy.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
+from zkpy.storage.snapshot import read_stream, write_stream
 from zkpy.storage.txnlog import follows
 from zkpy.tree.apply import Applier
 from zkpy.tree.datatree import DataTree
@@ -304,6 +306,30 @@ class MemoryStore:
         await self._fsync()
         self._drop_after(-1)
 
+    def snapshot_source(self, tree: DataTree) -> MemorySnapshotSource:
+        """As DurableStore's forked child: the snapshot of `tree` as it stands now, in the file
+        format, handed out in pieces (the copy is made here at once: the same point in time)."""
+        return MemorySnapshotSource(self.snapshot_bytes(tree))
+
+    @staticmethod
+    def snapshot_bytes(tree: DataTree) -> bytes:
+        buf = io.BytesIO()
+        write_stream(buf, tree.last_zxid, copy_items(list(tree_items(tree))))
+        return buf.getvalue()
+
+    def snapshot_receiver(self) -> MemorySnapshotSink:
+        return MemorySnapshotSink()
+
+    async def install_received(self, zxid: int, sink: Any) -> DataTree:
+        """As DurableStore: the pieces must make a whole snapshot of `zxid` (checksums), then it
+        is installed as install_snapshot installs one (same durable steps, same crash points)."""
+        assert isinstance(sink, MemorySnapshotSink)
+        file_zxid, items = read_stream(io.BytesIO(bytes(sink.data)), "simulated incoming snapshot")
+        if file_zxid != zxid:
+            raise CorruptSnapshotError(f"streamed snapshot names zxid {file_zxid:#x}, not {zxid:#x}")
+        await self.install_snapshot(zxid, items)
+        return load_tree(items)
+
     def maybe_snapshot(self, tree: DataTree) -> None:
         """Between batches (the tree is consistent): snapshot `tree` when one is due. DurableStore
         forks a writer; here it is written at once, which is the same point in the history."""
@@ -336,3 +362,33 @@ class MemoryStore:
             disk.fsyncs += 1
 
         return Epochs(lambda name: disk.epochs.get(name, 0), save, "simulated disk")
+
+
+class MemorySnapshotSource:
+    PIECE = 1 << 20
+
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._at = 0
+
+    async def read(self) -> bytes:
+        await trio.lowlevel.checkpoint()
+        piece = bytes(self._data[self._at : self._at + self.PIECE])
+        self._at += len(piece)
+        return piece
+
+    def close(self) -> None:
+        self._data = memoryview(b"")
+
+
+class MemorySnapshotSink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        self.size += len(data)
+
+    def abort(self) -> None:
+        self.data = bytearray()

@@ -44,7 +44,7 @@ from zkpy.replication import leader_core as lc
 from zkpy.replication import learner_core as rc
 from zkpy.replication.leader import new_leader_core
 from zkpy.replication.learner import log_batch, new_learner_core, take_sync
-from zkpy.replication.messages import Message
+from zkpy.replication.messages import Message, SnapshotChunk
 from zkpy.replication.peer import QuorumPeer
 from zkpy.replication.roles import RoleEnded
 from zkpy.replication.wire import FrameDecoder, encode_frame
@@ -56,6 +56,7 @@ from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
 
 INIT_LIMIT, SYNC_LIMIT = 10.0, 5.0
+STREAM_PIECE = 4096  # small, so a script sees a SNAP as several messages
 
 
 class Crashed(Exception):
@@ -84,6 +85,7 @@ class Node:
     writes: deque[tuple[str, Any]] = field(default_factory=deque)  # durable writes in flight
     serving: bool = False
     recovered: bool = True  # the tree came from recovery (no sync yet)
+    receiving: Any = None  # a streamed SNAP's pieces so far
 
 
 class Interaction:
@@ -154,6 +156,7 @@ class Interaction:
             learner.link = None
             learner.serving = False
             learner.writes = deque(w for w in learner.writes if w[0] != "sync")  # its role's sync dies with it
+            learner.receiving = None
         leader = self.nodes[link.leader].leader
         if leader is not None:
             self._leader_effects(link.leader, leader.disconnected(link.conn))
@@ -222,7 +225,7 @@ class Interaction:
             elif kind == "log":
                 trio.run(log_batch, node.peer, value)
             else:
-                trio.run(take_sync, node.peer, value)
+                trio.run(take_sync, node.peer, *value)
         except Crashed:
             self.log(f"{sid} crashes at {crash_at} while writing {kind}")
             self.crash(sid)
@@ -293,6 +296,7 @@ class Interaction:
         node = self.nodes[sid]
         self._end_roles(sid)
         node.writes.clear()
+        node.receiving = None
         node.peer.store.close_log()
         node.peer = None  # type: ignore[assignment]  # until restart
         self.log(f"{sid} crashed")
@@ -384,6 +388,10 @@ class Interaction:
             elif isinstance(effect, lc.SyncLearner):
                 self.log(f"{sid} syncs {effect.sid} by {effect.plan.mode.upper()} at {effect.plan.zxid:#x}")
                 self.syncs.append((sid, effect.sid, effect.plan.mode, effect.plan.zxid))
+                if effect.streamed:  # the image of the tree now, in pieces, before the rest
+                    image = MemoryStore.snapshot_bytes(peer.tree)
+                    for at in range(0, len(image), STREAM_PIECE):
+                        self._queue_to_learner(effect.conn, SnapshotChunk(image[at : at + STREAM_PIECE]))
                 for message in effect.messages():
                     self._queue_to_learner(effect.conn, message)
             elif isinstance(effect, lc.Close | lc.DropLearner):
@@ -428,8 +436,13 @@ class Interaction:
             elif isinstance(effect, rc.MakeCurrent):
                 peer.epochs.make_current(effect.epoch)
                 peer.resynced()
+            elif isinstance(effect, rc.SnapshotPiece):
+                if node.receiving is None:
+                    node.receiving = peer.store.snapshot_receiver()
+                node.receiving.write(effect.data)
             elif isinstance(effect, rc.TakeSync):
-                node.writes.append(("sync", effect))
+                node.writes.append(("sync", (effect, node.receiving)))
+                node.receiving = None
             elif isinstance(effect, rc.Log):
                 node.writes.append(("log", effect.txns))
             elif isinstance(effect, rc.Apply):

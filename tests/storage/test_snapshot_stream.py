@@ -1,0 +1,127 @@
+"""A streamed SNAP (issue 17): the leader's forked child writes the snapshot of its tree as it
+stood at the fork into a pipe, while the parent goes on changing the tree; the learner writes
+the pieces to its own temp file and installs it only once every checksum holds, with the same
+durable steps as an in-frame SNAP (snapshots above deleted, then the log dropped)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+from zkpy.jute.codec import encode
+from zkpy.jute.ops import CreateRequest, OpCode
+from zkpy.jute.records import OPEN_ACL_UNSAFE
+from zkpy.server.config import parse_config
+from zkpy.server.durable import SUBDIR, DurableStore
+from zkpy.storage import TxnLog, write_snapshot
+from zkpy.storage.errors import CorruptSnapshotError
+from zkpy.storage.files import SNAP_PREFIX, list_zxid_files
+from zkpy.tree.apply import Applier
+from zkpy.tree.datatree import DataTree
+from zkpy.tree.serialize import tree_items
+from zkpy.tree.txn import Txn
+
+
+def _txn(zxid: int, data: bytes = b"") -> Txn:
+    body = encode(CreateRequest(f"/n{zxid}", data, OPEN_ACL_UNSAFE, 0))
+    return Txn(zxid, 1_700_000_000_000, 1, zxid, OpCode.CREATE, body)
+
+
+def _tree(upto: int, data: bytes = b"") -> DataTree:
+    tree = DataTree()
+    applier = Applier(tree)
+    for z in range(1, upto + 1):
+        applier.apply(_txn(z, data))
+    return tree
+
+
+def _store(path: Path, logged: int = 0, snapshots: tuple[int, ...] = ()) -> DurableStore:
+    config = parse_config(f"tickTime=2000\ndataDir={path}\nclientPort=2181\n", "/", source="t.cfg")
+    directory = path / SUBDIR
+    directory.mkdir(parents=True)
+    for zxid in snapshots:
+        write_snapshot(directory, zxid, tree_items(_tree(zxid)))
+    with TxnLog(directory, prealloc_size=4096) as log:
+        log.write_batch([(z, _txn(z).pack()) for z in range(1, logged + 1)])
+    store = DurableStore(config)
+    store.recover()
+    return store
+
+
+def _state(tree: DataTree) -> list[tuple[str, bytes]]:
+    return sorted((path, node.data) for path, node in tree.nodes.items())
+
+
+async def test_a_snapshot_streams_from_a_fork_as_it_stood_and_installs_on_the_learner(tmp_path: Path) -> None:
+    leader = _store(tmp_path / "leader")
+    learner = _store(tmp_path / "learner", logged=3, snapshots=(2, 4000))  # 4000: a history the SNAP cuts
+    tree = _tree(3000, b"x" * 500)  # ~1.5 MB: several pieces
+    expected = _state(tree)
+    try:
+        source = leader.snapshot_source(tree)
+        Applier(tree).apply(_txn(3001))  # the leader goes on: the image stays at 3000
+        sink = learner.snapshot_receiver()
+        pieces = 0
+        while data := await source.read():
+            sink.write(data)
+            pieces += 1
+        source.close()
+        assert pieces > 1
+        installed = await learner.install_received(3000, sink)
+        assert _state(installed) == expected and installed.last_zxid == 3000
+        snap_dir = tmp_path / "learner" / SUBDIR
+        assert [z for z, _ in list_zxid_files(snap_dir, SNAP_PREFIX)] == [2, 3000]  # 4000 is gone
+        assert not list(snap_dir.glob("*.tmp"))
+        assert learner.last_snapshot_zxid == 3000
+    finally:
+        leader.close()
+        learner.close()
+    again = DurableStore(learner.config)
+    try:
+        assert _state(again.recover()) == expected  # what a restart loads
+    finally:
+        again.close()
+
+
+async def test_a_damaged_or_short_stream_is_refused_and_nothing_is_installed(tmp_path: Path) -> None:
+    leader = _store(tmp_path / "leader")
+    learner = _store(tmp_path / "learner", logged=3, snapshots=(2,))
+    try:
+        image = bytearray()
+        source = leader.snapshot_source(_tree(200, b"y" * 100))
+        while data := await source.read():
+            image += data
+        source.close()
+        for damaged in (image[: len(image) // 2], image[:100] + bytes([image[100] ^ 1]) + image[101:]):
+            sink = learner.snapshot_receiver()
+            sink.write(bytes(damaged))
+            with pytest.raises(CorruptSnapshotError):
+                await learner.install_received(200, sink)
+        sink = learner.snapshot_receiver()
+        sink.write(bytes(image))
+        with pytest.raises(CorruptSnapshotError):  # whole, but not the zxid the SyncData names
+            await learner.install_received(201, sink)
+        snap_dir = tmp_path / "learner" / SUBDIR
+        assert [z for z, _ in list_zxid_files(snap_dir, SNAP_PREFIX)] == [2]
+        assert learner.recover().last_zxid == 3  # the old state, log and all
+    finally:
+        leader.close()
+        learner.close()
+
+
+async def test_closing_a_stream_midway_stops_its_child(tmp_path: Path) -> None:
+    leader = _store(tmp_path / "leader")
+    try:
+        source = leader.snapshot_source(_tree(3000, b"z" * 1000))
+        assert await source.read()
+        pid = source.pid
+        source.close()
+        assert source.pid is None
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, 0)  # already reaped
+        await trio.sleep(0)
+    finally:
+        leader.close()
