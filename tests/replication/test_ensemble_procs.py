@@ -305,3 +305,42 @@ def test_a_standalone_server_becomes_the_first_member_of_an_ensemble() -> None:
         alone.stop()
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_short_stall_of_the_leader_expires_no_session_held_on_a_follower() -> None:
+    """Issue 17 (heartbeats judged in order): the leader stops (SIGSTOP) for longer than a
+    session's timeout but less than syncLimit, so its followers keep following it. When it runs
+    again its session expirer is overdue and wakes before the followers' queued pings are read;
+    it must wait for them instead of expiring every session held on a follower. (Fails before
+    this change: the client's session is expired and it gets a new one.)"""
+    import os
+    import signal
+
+    root = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-"))
+    c = Cluster(root, 3, extra={"tickTime": "500"})  # syncLimit 2.5 s; sessions of 1 s
+    try:
+        c.start_all()
+        leader = c.leader()
+        follower = next(s for s in c.servers if s is not leader)
+        zk = KazooClient(hosts=follower.hosts, timeout=1.0)
+        zk.start(timeout=30)
+        try:
+            zk.create("/stall-eph", b"", ephemeral=True)
+            session = zk.client_id[0]
+            assert leader.proc is not None
+            os.killpg(leader.proc.pid, signal.SIGSTOP)
+            time.sleep(1.8)  # > the session's 1 s, < syncLimit
+            os.killpg(leader.proc.pid, signal.SIGCONT)
+            time.sleep(2.0)
+            assert mode(leader) == "leader"  # the stall cost no election
+            assert zk.client_id[0] == session and zk.exists("/stall-eph") is not None
+            assert "expired" not in leader.log_since(0).split("serving clients")[-1]
+        finally:
+            zk.stop()
+            zk.close()
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)

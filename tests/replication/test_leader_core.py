@@ -254,3 +254,17 @@ def test_observer_syncs_are_throttled_by_kind_and_followers_never() -> None:
     join(core, 14, 5, now=1.4)
     (again,) = core.receive(14, m.AckEpoch(1, z(1, 6), 0), 1.4)
     assert isinstance(again, SyncLearner)
+
+
+def test_a_stall_of_the_leader_is_not_blamed_on_its_learners() -> None:
+    """Issue 17 (heartbeats judged in order): after this process stalls for more than syncLimit,
+    its first tick comes before the learners' queued pings are read; it must not drop them (or
+    step down) for a silence that was its own. Silence after the stall still counts."""
+    core = leader()
+    established(core)
+    core.tick(0.9)
+    effects = core.tick(4.0)  # stalled from 0.9 to 4.0: learner 1's pings are still queued
+    assert not any(isinstance(e, Close) for e in effects) and 10 in core.learners
+    core.tick(4.5)  # heard nothing since the stall ended: within syncLimit still
+    with pytest.raises(RoleEnded, match="lost the quorum"):
+        core.tick(5.2)

@@ -202,6 +202,7 @@ class LeaderCore:
     _epoch_acks: set[int] = field(default_factory=set)
     _newleader_acks: set[int] = field(default_factory=set)
     _phase_since: float = 0.0
+    _last_tick: float | None = None
 
     def __post_init__(self) -> None:
         self._accepted[self.my_id] = self.accepted_epoch
@@ -279,6 +280,13 @@ class LeaderCore:
                 what = {DISCOVERY: "connected", EPOCH: "acknowledged the epoch", SYNC: "synced"}[self.phase]
                 raise RoleEnded(f"no quorum {what} within initLimit ({self.init_limit:.1f}s)")
             return effects
+        previous, self._last_tick = self._last_tick, now
+        if previous is not None and now - previous > self.sync_limit:
+            # Ticks come every tickTime: a gap this long means this process did not run, and what
+            # the learners sent meanwhile is still queued behind this tick. Their silence is ours:
+            # judge them from now on, not from before the stall.
+            for learner in self.learners.values():
+                learner.last_heard = max(learner.last_heard, now)
         heard = {self.my_id}
         for learner in list(self.learners.values()):
             if learner.stage != SYNCED:

@@ -469,11 +469,18 @@ class ZooKeeperServer:
 
     # -- background tasks -------------------------------------------------------------
     async def _expire_sessions(self) -> None:
+        tick = self.config.tick_time / 1000
         while True:
             deadline = self.sessions.next_deadline()
             with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 3600):
                 await self._expirer_wakeup.wait()
             self._expirer_wakeup = trio.Event()
+            if deadline is not None and trio.current_time() - deadline > tick:
+                # Woken a tick or more late: this process did not run (SIGSTOP, a swapped-out VM, a
+                # long GC). The pings that arrived meanwhile are still queued behind this task; let
+                # them refresh their sessions before judging any session silent.
+                log.info("session expiry ran %.1fs late: waiting a tick for queued pings", trio.current_time() - deadline)
+                await trio.sleep(tick)
             for session_id in self.sessions.expired():
                 log.info("session 0x%x expired", session_id)
                 conn = self.by_session.get(session_id)
