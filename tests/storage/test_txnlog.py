@@ -310,3 +310,40 @@ def test_a_missing_file_in_the_middle_is_reported(tmp_path: Path) -> None:
     assert recovered(tmp_path, 3) == flatten(later)  # a snapshot at 3 covers the missing file
     # A reader that wants the newest unbroken history (a leader's DIFF window) gets it.
     assert list(recover(tmp_path, -1, repair=False, tail_after_gap=True)) == flatten(later)
+
+
+def test_the_newest_records_are_read_from_the_tail_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 (restart speed): a restart rebuilds its history window (the newest `limit`
+    records at or below its snapshot) from the log's newest files backwards, reading only the
+    files it needs, not every file of the log; the answer is the full scan's tail."""
+    from zkpy.storage import txnlog
+
+    with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
+        zxid = 1
+        for _ in range(10):  # ten files of ten records
+            write_batches(log, [[b"x" * 10] * 10], first_zxid=zxid)
+            zxid += 10
+            log.roll()
+    everything = recovered(tmp_path)
+    read: list[Path] = []
+    replay = txnlog._replay
+
+    def counting(files: list[tuple[int, Path]], after: int, live: bool):  # type: ignore[no-untyped-def]
+        read.extend(path for _, path in files)
+        return replay(files, after, live)
+
+    monkeypatch.setattr(txnlog, "_replay", counting)
+    assert txnlog.newest_records(tmp_path, upto=95, limit=15) == [r for r in everything if r[0] <= 95][-15:]
+    assert [p.name for p in read] == ["log.5b", "log.51"]  # 91-95, then 81-90: two of ten files
+    assert txnlog.newest_records(tmp_path, upto=100, limit=1000) == everything
+    assert txnlog.newest_records(tmp_path, upto=0, limit=5) == []
+
+
+def test_the_newest_records_stop_at_a_gap(tmp_path: Path) -> None:
+    with TxnLog(tmp_path, prealloc_size=PREALLOC) as log:
+        write_batches(log, [[b"a"] * 5], first_zxid=1)
+        log.roll()
+        write_batches(log, [[b"b"] * 5], first_zxid=20)  # 6-19 are missing
+    from zkpy.storage.txnlog import newest_records
+
+    assert [z for z, _ in newest_records(tmp_path, upto=30, limit=100)] == list(range(20, 25))

@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from zkpy.storage.snapshot import (
     write_snapshot,
     write_stream,
 )
-from zkpy.storage.txnlog import TxnLog, recover
+from zkpy.storage.txnlog import TxnLog, newest_records, recover
 from zkpy.tree.apply import Applier
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import load_tree, tree_items
@@ -224,12 +223,7 @@ class DurableStore:
     def logged_before(self, zxid: int, limit: int) -> list[tuple[int, bytes]]:
         """The newest `limit` logged records at or below `zxid`, oldest first: what a restarted
         leader can still sync learners from by DIFF, behind its newest snapshot."""
-        records: deque[tuple[int, bytes]] = deque(maxlen=limit)
-        for record_zxid, payload in recover(self.log_dir, -1, repair=False, tail_after_gap=True):
-            if record_zxid > zxid:
-                break
-            records.append((record_zxid, bytes(payload)))
-        return list(records)
+        return newest_records(self.log_dir, zxid, limit)
 
     def last_durable_zxid(self) -> int:
         """The newest transaction on disk: the log's last, else the last snapshot's."""

@@ -243,6 +243,35 @@ def recover(
     return _replay(needed[start:], after_zxid, live=not repair)
 
 
+def newest_records(log_dir: Path, upto: int, limit: int, *, live: bool = True) -> list[tuple[int, bytes]]:
+    """The newest `limit` valid records at or below `upto`, oldest first, reading files from the
+    newest backwards and only as many as that takes (a restart rebuilds its history window from
+    the log's tail, not by rescanning every file). Stops at a gap or at damage in an older file:
+    the history before it cannot be synced from anyway. live: the newest file may be being
+    written (an unfinished batch at its end is not damage)."""
+    files = list_zxid_files(Path(log_dir), LOG_PREFIX)
+    parts: list[list[tuple[int, bytes]]] = []  # per file, oldest file first
+    count = 0
+    for index in range(len(files) - 1, -1, -1):
+        first, path = files[index]
+        if first > upto:
+            continue
+        try:
+            records = [r for r in _replay([(first, path)], first - 1, live and index == len(files) - 1) if r[0] <= upto]
+        except CorruptLogError:
+            break
+        if not records:
+            continue
+        if parts and not follows(records[-1][0], parts[0][0][0]):
+            break  # a gap: what lies before it is not this history's unbroken past
+        parts.insert(0, records)
+        count += len(records)
+        if count >= limit:
+            break
+    flat = [record for part in parts for record in part]
+    return flat[-limit:] if limit > 0 else []
+
+
 def follows(zxid: int, next_zxid: int) -> bool:
     """Can `next_zxid` be the transaction logged right after `zxid`? Either the next in the same
     epoch, or the first of a later epoch (a new leader's counter starts at 1); anything else
