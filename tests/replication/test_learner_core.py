@@ -175,3 +175,18 @@ def test_a_stall_of_this_server_is_not_blamed_on_the_leader() -> None:
     quiet.tick(5.0)
     with pytest.raises(RoleEnded, match=r"leader silent for 5\.3s"):
         quiet.tick(5.5)
+
+
+def test_a_sync_sent_in_pieces_is_taken_whole() -> None:
+    """Issue 17 (DIFF in chunks): a large sync's transactions come ahead of its SyncData in
+    SyncTxns pieces; the learner takes them all, in order, with the SyncData's own, as one sync
+    that is durable before NEWLEADER is acknowledged."""
+    c = core()
+    c.start()
+    c.receive(m.LeaderInfo(2), now=0.1)
+    first, second, last = txn(z(1, 6)), txn(z(1, 7)), txn(z(1, 8))
+    assert c.receive(m.SyncTxns([first.pack()]), now=0.2) == []
+    assert c.receive(m.SyncTxns([second.pack()]), now=0.2) == []
+    effects = c.receive(m.SyncData("diff", z(1, 5), None, [last.pack()]), now=0.3)
+    assert effects == [TakeSync("diff", z(1, 5), None, [first, second, last])]
+    assert c.receive(m.NewLeader(2), now=0.4) == []  # held until the sync is durable

@@ -53,6 +53,7 @@ MAX_QUEUED_TO_LEARNER = 128 * 1024 * 1024
 # A streamed SNAP keeps at most this many bytes queued on its link: the forked child's pipe and
 # the link's socket carry the rest, so the leader never holds the tree's image in memory.
 STREAM_WINDOW = 4 * 1024 * 1024
+SYNC_PIECE = 1024 * 1024  # a large DIFF's transactions go in pieces of about this size
 
 # Proposal batches the leader has out at once (issue 17: pipelined proposals). One batch in flight
 # bound write throughput by fsync + round-trip latency; several keep the log writer and the
@@ -271,19 +272,21 @@ class Leader:
             return
         self._sync_started[effect.conn] = trio.current_time()
         peer.stats.syncs[plan.mode] += 1
-        if effect.streamed:
-            # The image is taken now, in the step the core planned it in: the tree is at the plan's
-            # zxid, and what follows it is in plan.txns or will be broadcast (and held).
-            if peer.tree.last_zxid != plan.zxid:
-                raise AssertionError(f"SNAP planned at 0x{plan.zxid:x}, the tree is at 0x{peer.tree.last_zxid:x}")
-            source = peer.store.snapshot_source(peer.tree)
+        if effect.streamed or sum(map(len, plan.txns)) > STREAM_WINDOW:
+            source = None
+            if effect.streamed:
+                # The image is taken now, in the step the core planned it in: the tree is at the
+                # plan's zxid, and what follows it is in plan.txns or will be broadcast (and held).
+                if peer.tree.last_zxid != plan.zxid:
+                    raise AssertionError(f"SNAP planned at 0x{plan.zxid:x}, the tree is at 0x{peer.tree.last_zxid:x}")
+                source = peer.store.snapshot_source(peer.tree)
             self._holding[effect.conn] = ([], [0])
             scope = self._pumps[effect.conn] = trio.CancelScope()
             assert self._nursery is not None
-            self._nursery.start_soon(self._stream_snapshot, effect, link, source, scope)
+            self._nursery.start_soon(self._stream_sync, effect, link, source, scope)
             log.info(
-                "learner %d: SNAP at 0x%x streamed, then %d transactions (its last zxid 0x%x)",
-                effect.sid, plan.zxid, len(plan.txns), effect.last_zxid,
+                "learner %d: %s from 0x%x streamed, %d transactions (its last zxid 0x%x)",
+                effect.sid, plan.mode.upper(), plan.zxid, len(plan.txns), effect.last_zxid,
             )  # fmt: skip
             return
         before = link.queued_bytes
@@ -295,23 +298,36 @@ class Leader:
             effect.sid, plan.mode.upper(), plan.zxid, len(plan.txns), effect.last_zxid,
         )  # fmt: skip
 
-    async def _stream_snapshot(
-        self, effect: core.SyncLearner, link: PeerLink, source: SnapshotSource, scope: trio.CancelScope
+    async def _stream_sync(
+        self, effect: core.SyncLearner, link: PeerLink, source: SnapshotSource | None, scope: trio.CancelScope
     ) -> None:
-        """Pump a SNAP's image to its learner with flow control, then the sync's transactions,
-        NEWLEADER and whatever was broadcast meanwhile. A failed image costs the link only."""
+        """Pump a large sync to its learner with flow control: a SNAP's image (from `source`),
+        then the sync's transactions in pieces, its SyncData, NEWLEADER and whatever was broadcast
+        meanwhile, in that order. A failed image costs the link only."""
         conn = effect.conn
         try:
             with scope:
-                while True:
+                while source is not None:
                     data = await source.read()
                     if not data:
                         break
                     link.send(m.SnapshotChunk(data))
                     while link.queued_bytes > STREAM_WINDOW and not link.closed:
                         await link.wait_sent()
-                for message in effect.messages():
-                    link.send(message)
+                piece: list[bytes] = []
+                size = 0
+                for raw in effect.plan.txns:
+                    piece.append(raw)
+                    size += len(raw)
+                    if size >= SYNC_PIECE:
+                        link.send(m.SyncTxns(piece))
+                        piece, size = [], 0
+                        while link.queued_bytes > STREAM_WINDOW and not link.closed:
+                            await link.wait_sent()
+                sync_data, newleader = effect.messages()
+                assert isinstance(sync_data, m.SyncData)
+                link.send(m.SyncData(sync_data.mode, sync_data.zxid, sync_data.items, piece))
+                link.send(newleader)
                 frames, _ = self._holding.pop(conn, ([], [0]))
                 for frame, tag in frames:
                     link.send_frame(frame, tag)
@@ -321,7 +337,8 @@ class Leader:
             if link_scope is not None:
                 link_scope.cancel()
         finally:
-            source.close()
+            if source is not None:
+                source.close()
             self._holding.pop(conn, None)
             self._pumps.pop(conn, None)
 

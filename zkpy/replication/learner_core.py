@@ -37,7 +37,7 @@ _BROADCAST = frozenset({m.Proposal, m.Commit, m.LeaderPing, m.Refused, m.SyncRep
 # What the leader may send in each state (anything else ends the role).
 EXPECTED: dict[str, frozenset[type[m.Message]]] = {
     WAIT_LEADERINFO: frozenset({m.LeaderInfo}),
-    WAIT_SYNC: frozenset({m.SnapshotChunk, m.SyncData}),
+    WAIT_SYNC: frozenset({m.SnapshotChunk, m.SyncTxns, m.SyncData}),
     WAIT_NEWLEADER: frozenset({m.NewLeader}),
     WAIT_UPTODATE: _BROADCAST | {m.UpToDate},
     BROADCAST: _BROADCAST,
@@ -176,7 +176,8 @@ class LearnerCore:
         self.unlogged_bytes = 0
         self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
         self._held: list[m.LeaderMessage] = []
-        self._streamed = False  # SnapshotChunks came: a SNAP's tree is on its way to disk  # messages that arrived while the sync was being written
+        self._streamed = False  # SnapshotChunks came: a SNAP's tree is on its way to disk
+        self._sync_txns: list[bytes] = []  # a sync's transactions sent ahead in pieces (SyncTxns)  # messages that arrived while the sync was being written
         self._last_tick: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -259,11 +260,16 @@ class LearnerCore:
         self._streamed = True
         return [SnapshotPiece(message.data)]
 
+    def _on_synctxns(self, message: m.SyncTxns) -> list[Effect]:
+        self._sync_txns.extend(message.txns)
+        return []
+
     def _on_syncdata(self, message: m.SyncData) -> list[Effect]:
         if message.mode == "snap" and message.items is None and not self._streamed:
             raise ValueError("a streamed SNAP without its snapshot")
         self.state = SYNCING
-        return [TakeSync(message.mode, message.zxid, message.items, [Txn.unpack(p) for p in message.txns])]
+        packed, self._sync_txns = self._sync_txns + message.txns, []
+        return [TakeSync(message.mode, message.zxid, message.items, [Txn.unpack(p) for p in packed])]
 
     def _on_newleader(self, message: m.NewLeader) -> list[Effect]:
         if message.epoch != self.epoch:

@@ -6,7 +6,7 @@ into one, checking every field's type and range first, so a malformed or hostile
 its link (ValueError) and never reaches a core's state; `to_wire` is the way back.
 
 Learner -> leader: Info, AckEpoch, AckNewLeader, Ack, LearnerPing, ForwardedRequest,
-ForwardedSync, RevalidateSession. Leader -> learner: LeaderInfo, SnapshotChunk, SyncData,
+ForwardedSync, RevalidateSession. Leader -> learner: LeaderInfo, SnapshotChunk, SyncTxns, SyncData,
 NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply, Revalidated.
 """
 
@@ -156,6 +156,16 @@ class SnapshotChunk(Message):
 
 
 @dataclass(frozen=True)
+class SyncTxns(Message):
+    """Transactions of a sync sent ahead of its SyncData in pieces (a large DIFF, or what follows
+    a streamed SNAP), in zxid order: they come before the SyncData's own `txns`."""
+
+    TAG = "synctxns"
+    SHAPE = (_list_of(_is(bytes)),)
+    txns: list[bytes]
+
+
+@dataclass(frozen=True)
 class SyncData(Message):
     TAG = "syncdata"
     SHAPE = (_is(str), ZXID, lambda v: v is None or isinstance(v, list), _list_of(_is(bytes)))
@@ -234,7 +244,7 @@ LearnerMessage = (
     Info | AckEpoch | AckNewLeader | Ack | LearnerPing | ForwardedRequest | ForwardedSync | RevalidateSession
 )
 LeaderMessage = (
-    LeaderInfo | SnapshotChunk | SyncData | NewLeader | UpToDate | Proposal | Commit | LeaderPing | Refused
+    LeaderInfo | SnapshotChunk | SyncTxns | SyncData | NewLeader | UpToDate | Proposal | Commit | LeaderPing | Refused
     | SyncReply | Revalidated
 )
 FROM_LEARNER: dict[str, type[Message]] = {
@@ -244,7 +254,7 @@ FROM_LEARNER: dict[str, type[Message]] = {
 FROM_LEADER: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (
-        LeaderInfo, SnapshotChunk, SyncData, NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply,
+        LeaderInfo, SnapshotChunk, SyncTxns, SyncData, NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply,
         Revalidated,
     )
 }  # fmt: skip
