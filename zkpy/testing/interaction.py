@@ -142,9 +142,17 @@ class Interaction:
             for link in [x for x in self.links.values() if x.leader == sid]:
                 self._drop(link)
             node.leader = None
+            self._role_over(node)
         if node.link is not None:
             self._drop(node.link)
         node.serving = False
+
+    def _role_over(self, node: Node) -> None:
+        """A role ended: its writer task dies with it (a write in flight on the simulated store
+        never lands, and no later role hears of it), and the server's history is cut back to its
+        disk before it votes again, as peer.py does."""
+        node.writes.clear()
+        node.peer.history_to_disk()
 
     def _drop(self, link: Link) -> None:
         """The connection is gone on both sides: the learner's role ends, the leader forgets it."""
@@ -153,7 +161,7 @@ class Interaction:
         if learner.link is link:
             learner.link = None
             learner.serving = False
-            learner.writes = deque(w for w in learner.writes if w[0] != "sync")  # its role's sync dies with it
+            self._role_over(learner)
         leader = self.nodes[link.leader].leader
         if leader is not None:
             self._leader_effects(link.leader, leader.disconnected(link.conn))
@@ -184,7 +192,13 @@ class Interaction:
             else:
                 leader = self.nodes[dst].leader
                 assert leader is not None
-                self._leader_effects(dst, leader.receive_wire(link.conn, message, self.now))
+                try:
+                    effects = leader.receive_wire(link.conn, message, self.now)
+                except RoleEnded as e:  # the glue's driver ends the role (e.g. a learner ahead of it)
+                    self.log(f"{dst}: role ended: {e}")
+                    self._end_roles(dst)
+                    continue
+                self._leader_effects(dst, effects)
         return delivered
 
     def drop_messages(self, src: int, dst: int) -> None:
