@@ -83,3 +83,31 @@ def test_a_learner_ahead_of_its_leader_ends_the_leaders_role() -> None:
     e.settle()
     assert e.tree(3) == {"a"}
     e.check()
+
+
+def test_a_learner_synced_by_a_leader_not_yet_established_may_hold_that_leaders_history() -> None:
+    """/b is logged by 1 and 2 only, never committed; after a power cut 2 recovers a tree with
+    /b and 1 leads with /b in its history: 2's DIFF is empty and its tree keeps /b, which 1's
+    NEWLEADER quorum commits a moment later (2 serves nothing before UPTODATE). Fails before
+    this change: check() called /b "beyond anything committed" between 2's sync and 1's
+    establishment, a false alarm (found by a random script of the harness, 5 voters, seed 3147)."""
+    e = running()
+    e.propose(1, "b")
+    e.deliver(1, 2)
+    e.complete(2)
+    e.complete(1)  # no ack delivered: /b is not committed
+    for sid in (1, 2, 3):
+        e.crash(sid)
+    e.restart(1)
+    e.restart(2)
+    assert e.tree(2) == {"a", "b"}
+    e.lead(1, 2)
+    for _ in range(3):
+        e.deliver(2, 1)
+        e.deliver(1, 2)
+    e.complete(2)  # the (empty) DIFF is durable; 2's tree still holds /b
+    e.check()
+    e.deliver(2, 1)  # acknl: 1 establishes, committing /b
+    e.deliver(1, 2)
+    assert e.nodes[2].serving and e.tree(2) == {"a", "b"}
+    e.check()

@@ -359,7 +359,8 @@ class Interaction:
                 continue
             tree = node.peer.tree
             if node.serving or not node.recovered:
-                assert tree.last_zxid <= committed_top or not self.committed, (
+                top = max(committed_top, self._to_be_committed(node))
+                assert tree.last_zxid <= top or not self.committed, (
                     f"server {node.sid} holds {tree.last_zxid:#x}, beyond anything committed ({committed_top:#x})"
                 )
             if node.serving:
@@ -370,6 +371,15 @@ class Interaction:
             holders = {sid for sid, node in self.nodes.items() if _durable_has(node, zxid, self.committed[zxid])}
             voters = {sid for sid in holders if sid <= self.voters}
             assert len(voters) * 2 > self.voters, f"committed {zxid:#x} is durable only on {sorted(holders)}"
+
+    def _to_be_committed(self, node: Node) -> int:
+        """While a learner's leader has not established its epoch, the learner's tree may hold
+        that leader's history (a tail both logged in an earlier epoch, DIFFed as common ground):
+        the NEWLEADER quorum commits all of it, and the learner serves nothing before UPTODATE."""
+        if node.link is None:
+            return -1
+        leader = self.nodes[node.link.leader].leader
+        return leader.last_logged if leader is not None and leader.phase != lc.BROADCAST else -1
 
     def replay(self, upto: int) -> DataTree:
         tree = DataTree()
