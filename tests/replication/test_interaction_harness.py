@@ -85,12 +85,10 @@ def test_a_learner_ahead_of_its_leader_ends_the_leaders_role() -> None:
     e.check()
 
 
-def test_a_learner_synced_by_a_leader_not_yet_established_may_hold_that_leaders_history() -> None:
-    """/b is logged by 1 and 2 only, never committed; after a power cut 2 recovers a tree with
-    /b and 1 leads with /b in its history: 2's DIFF is empty and its tree keeps /b, which 1's
-    NEWLEADER quorum commits a moment later (2 serves nothing before UPTODATE). Fails before
-    this change: check() called /b "beyond anything committed" between 2's sync and 1's
-    establishment, a false alarm (found by a random script of the harness, 5 voters, seed 3147)."""
+def _b_logged_by_1_and_2_then_a_power_cut() -> Interaction:
+    """/b is logged by 1 and 2 only, never committed; every server crashes; 1 and 2 restart
+    (2's recovered tree holds /b) and 1 leads with /b in its history; 2's DIFF is empty and
+    durable, its tree keeps /b, and 1 has not established its epoch yet."""
     e = running()
     e.propose(1, "b")
     e.deliver(1, 2)
@@ -105,9 +103,33 @@ def test_a_learner_synced_by_a_leader_not_yet_established_may_hold_that_leaders_
     for _ in range(3):
         e.deliver(2, 1)
         e.deliver(1, 2)
-    e.complete(2)  # the (empty) DIFF is durable; 2's tree still holds /b
+    e.complete(2)
+    return e
+
+
+def test_a_learner_synced_by_a_leader_not_yet_established_may_hold_that_leaders_history() -> None:
+    """1's NEWLEADER quorum commits /b a moment later, and 2 serves nothing before UPTODATE.
+    Fails before this change: check() called 2's /b "beyond anything committed" between its
+    sync and 1's establishment, a false alarm (found by random scripts of the harness, 5
+    voters, seed 3147)."""
+    e = _b_logged_by_1_and_2_then_a_power_cut()
     e.check()
     e.deliver(2, 1)  # acknl: 1 establishes, committing /b
     e.deliver(1, 2)
     assert e.nodes[2].serving and e.tree(2) == {"a", "b"}
+    e.check()
+
+
+def test_a_learner_whose_role_ends_before_its_leader_establishes_keeps_its_tree() -> None:
+    """1's role ends before its epoch is established: 2 keeps the tree it recovered, /b and
+    all, as a restarted server does, serving nothing until its next sync cuts or commits /b
+    (here its own leadership commits it).
+    Fails before this change (the same false alarm, 2 being neither linked nor recovered)."""
+    e = _b_logged_by_1_and_2_then_a_power_cut()
+    e.tick(1, 11.0)  # no quorum synced within initLimit
+    assert e.nodes[1].leader is None and e.nodes[2].link is None
+    e.check()
+    e.lead(2, 1)  # 2 took NEWLEADER (currentEpoch 2): it is ahead of 1 now
+    e.settle()
+    assert e.tree(1) == e.tree(2) == {"a", "b"} and e.nodes[1].serving
     e.check()

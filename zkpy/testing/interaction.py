@@ -358,9 +358,8 @@ class Interaction:
             if node.peer is None:
                 continue
             tree = node.peer.tree
-            if node.serving or not node.recovered:
-                top = max(committed_top, self._to_be_committed(node))
-                assert tree.last_zxid <= top or not self.committed, (
+            if node.serving or (not node.recovered and self._synced_by_established_leader(node)):
+                assert tree.last_zxid <= committed_top or not self.committed, (
                     f"server {node.sid} holds {tree.last_zxid:#x}, beyond anything committed ({committed_top:#x})"
                 )
             if node.serving:
@@ -372,14 +371,16 @@ class Interaction:
             voters = {sid for sid in holders if sid <= self.voters}
             assert len(voters) * 2 > self.voters, f"committed {zxid:#x} is durable only on {sorted(holders)}"
 
-    def _to_be_committed(self, node: Node) -> int:
-        """While a learner's leader has not established its epoch, the learner's tree may hold
-        that leader's history (a tail both logged in an earlier epoch, DIFFed as common ground):
-        the NEWLEADER quorum commits all of it, and the learner serves nothing before UPTODATE."""
+    def _synced_by_established_leader(self, node: Node) -> bool:
+        """Whether `node` follows a leader that has established its epoch: its sync then cut it
+        to the commit point. Before that, its tree may hold the leader's history (a tail both
+        logged in an earlier epoch, DIFFed as common ground), which the NEWLEADER quorum commits;
+        and a learner whose role ended keeps the tree it had, as a restarted server does, until
+        its next sync. Neither serves anything meanwhile (checked above when it does)."""
         if node.link is None:
-            return -1
+            return False
         leader = self.nodes[node.link.leader].leader
-        return leader.last_logged if leader is not None and leader.phase != lc.BROADCAST else -1
+        return leader is not None and leader.phase == lc.BROADCAST
 
     def replay(self, upto: int) -> DataTree:
         tree = DataTree()
