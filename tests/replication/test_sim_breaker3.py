@@ -10,9 +10,21 @@ from typing import Any
 import pytest
 import trio
 
-from tests.replication.test_sim_regressions import Points, Scenario, finish, leader_of, new_leader, write_for
+from tests.replication.test_sim_regressions import (
+    Points,
+    Scenario,
+    caught_up,
+    finish,
+    leader_of,
+    new_leader,
+    write_for,
+)
 from zkpy.replication.leader import Leader
+from zkpy.testing import cluster as cluster_module
 from zkpy.testing.cluster import SimCluster, simulate
+from zkpy.testing.disk import MemoryStore
+from zkpy.testing.workload import one_write
+from zkpy.tree.txn import Txn
 
 
 def a_learner_synced_with_a_batch_its_leader_has_not_logged(leader_fate: str) -> Scenario:
@@ -92,3 +104,79 @@ def test_a_diff_holding_a_batch_the_leader_never_logged_is_safe(seed: int, leade
     differs from the committed log); "crash", seed 3, with the leader's own ack counted at
     propose() (it restarts behind what it had applied)."""
     simulate(seed, a_learner_synced_with_a_batch_its_leader_has_not_logged(leader_fate))
+
+
+class _ThreadLikeStore(MemoryStore):
+    """As DurableStore's: a log write, once started, runs to its end (an fsync in a worker
+    thread, which no cancellation stops), and only then does the waiting task see it."""
+
+    async def persist(self, txns: list[Txn]) -> None:
+        with trio.CancelScope(shield=True):
+            await super().persist(txns)
+
+
+def _ending(cluster: SimCluster, sid: int) -> bool:
+    """`sid`'s leadership is over (its driver raised), though its nursery still waits for its
+    tasks."""
+    peer = cluster.servers[sid].peer
+    role = peer.role if peer is not None else None
+    nursery = role._nursery if isinstance(role, Leader) else None
+    return nursery is not None and nursery.cancel_scope.cancel_called
+
+
+def a_log_write_that_fails_after_the_role_ended() -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        old = cluster.leader()
+        assert old is not None
+        disk = cluster.servers[old].disk
+        disk.slow_fsync = (2.0, 2.0)
+        disk.slow_until = trio.current_time() + 3.0
+        disk.fail_next_fsync = 1
+
+        def writing() -> bool:
+            peer = cluster.servers[old].peer
+            return (
+                peer is not None
+                and isinstance(peer.role, Leader)
+                and peer.role.core.last_logged > peer.store.last_durable_zxid()
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_for, cluster, 6.0, "c")
+            await cluster.wait_until(writing, 3.0, "the leader's own fsync in flight")
+            for sid in cluster.servers:  # the role ends (lost quorum) inside that 2 s fsync
+                if sid != old:
+                    cluster.network.cut(f"s{old}", f"s{sid}")
+            await cluster.wait_until(lambda: _ending(cluster, old), 2.0, "the cut-off leader's role ending")
+            assert disk.fail_next_fsync == 1  # the fsync is still going on: the role waits for it
+            peer = cluster.servers[old].peer
+            assert peer is not None
+            role = peer.role
+            await cluster.wait_until(lambda: peer.role is not role, 3.0, "the role over, its fsync failed")
+            assert disk.fail_next_fsync == 0
+            assert peer.disk_failed is not None and peer.state == "disk failed", peer.state
+            nursery.cancel_scope.cancel()
+        cluster.network.heal()
+        await cluster.wait_all_serving(timeout=30.0)
+        await one_write(cluster, "after", timeout=30.0)
+        await cluster.wait_until(lambda: caught_up(cluster), 30.0, "every server caught up")
+        cluster.check_trees()
+        cluster.check_acknowledged()
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_log_write_failing_after_its_role_ended_still_keeps_the_server_out(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader's own fsync (a thread, as DurableStore's) is slow; its role ends meanwhile
+    (cut off: no quorum heard), and then the fsync fails. The role's nursery raises the
+    driver's RoleEnded first and the writer's StorageError after it. The disk failed: the
+    server must wait out of elections until it works, as it did when the pipeline caught its
+    own StorageError (0042bde). Fails before 993fb8e (why_role_ended looked at the first error
+    only): disk_failed stayed None and the server went straight back to election with a log
+    that refuses every write (seeds 1 and 2: it was "leading" again at once)."""
+    monkeypatch.setattr(cluster_module, "MemoryStore", _ThreadLikeStore)
+    simulate(seed, a_log_write_that_fails_after_the_role_ended())
