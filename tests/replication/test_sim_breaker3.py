@@ -124,31 +124,32 @@ def _ending(cluster: SimCluster, sid: int) -> bool:
     return nursery is not None and nursery.cancel_scope.cancel_called
 
 
-def a_log_write_that_fails_after_the_role_ended() -> Scenario:
+def a_log_write_that_fails_after_the_role_ended(who: str) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
-        old = cluster.leader()
-        assert old is not None
+        leader = cluster.leader()
+        assert leader is not None
+        old = leader if who == "leader" else min(sid for sid in cluster.servers if sid != leader)
         disk = cluster.servers[old].disk
         disk.slow_fsync = (2.0, 2.0)
         disk.slow_until = trio.current_time() + 3.0
         disk.fail_next_fsync = 1
 
         def writing() -> bool:
-            peer = cluster.servers[old].peer
-            return (
-                peer is not None
-                and isinstance(peer.role, Leader)
-                and peer.role.core.last_logged > peer.store.last_durable_zxid()
-            )
+            return disk.slow_fsyncs > 0  # a log write of `old` has begun its 2 s fsync
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write_for, cluster, 6.0, "c")
-            await cluster.wait_until(writing, 3.0, "the leader's own fsync in flight")
-            for sid in cluster.servers:  # the role ends (lost quorum) inside that 2 s fsync
+            await cluster.wait_until(writing, 3.0, "a log write's fsync in flight")
+            for sid in cluster.servers:  # the role ends (lost quorum, or leader silent) inside it
                 if sid != old:
                     cluster.network.cut(f"s{old}", f"s{sid}")
-            await cluster.wait_until(lambda: _ending(cluster, old), 2.0, "the cut-off leader's role ending")
+            if who == "leader":
+                await cluster.wait_until(
+                    lambda: _ending(cluster, old), 2.0, "the cut-off leader's role ending"
+                )
+            else:
+                await trio.sleep(1.0)  # past syncLimit (0.5 s) and a tick: the leader went silent
             assert disk.fail_next_fsync == 1  # the fsync is still going on: the role waits for it
             peer = cluster.servers[old].peer
             assert peer is not None
@@ -168,15 +169,16 @@ def a_log_write_that_fails_after_the_role_ended() -> Scenario:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("who", ["leader", "follower"])
 def test_a_log_write_failing_after_its_role_ended_still_keeps_the_server_out(
-    seed: int, monkeypatch: pytest.MonkeyPatch
+    seed: int, who: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The leader's own fsync (a thread, as DurableStore's) is slow; its role ends meanwhile
-    (cut off: no quorum heard), and then the fsync fails. The role's nursery raises the
+    """A server's log fsync (a thread, as DurableStore's) is slow; its role ends meanwhile
+    (cut off: a leader hears no quorum, a follower no leader), and then the fsync fails. The role's nursery raises the
     driver's RoleEnded first and the writer's StorageError after it. The disk failed: the
     server must wait out of elections until it works, as it did when the pipeline caught its
     own StorageError (0042bde). Fails before 993fb8e (why_role_ended looked at the first error
     only): disk_failed stayed None and the server went straight back to election with a log
     that refuses every write (seeds 1 and 2: it was "leading" again at once)."""
     monkeypatch.setattr(cluster_module, "MemoryStore", _ThreadLikeStore)
-    simulate(seed, a_log_write_that_fails_after_the_role_ended())
+    simulate(seed, a_log_write_that_fails_after_the_role_ended(who))
