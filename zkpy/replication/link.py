@@ -34,6 +34,12 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 # What a misbehaving or vanished peer can cause: it costs that link, never the server.
 LINK_ERRORS = (PeerGone, WireError, trio.TooSlowError, ValueError, TypeError, IndexError, KeyError, OSError)
 
@@ -46,11 +52,16 @@ def why_role_ended(group: BaseException, ctx: RoleContext, what: str) -> BaseExc
     e = root_cause(group)
     if not isinstance(e, Exception):
         return None
-    if isinstance(e, (RoleEnded, AssertionError)):
+    if isinstance(e, AssertionError):
         return e
-    if isinstance(e, StorageError):
-        ctx.disk_failed = str(e)
-        return RoleEnded(f"the local log failed: {e}")
+    # The driver may end the role while a log write, in a thread no cancellation stops, fails:
+    # the group holds the RoleEnded first, and the disk failed all the same.
+    failed = next((x for x in _leaves(group) if isinstance(x, StorageError)), None)
+    if failed is not None:
+        ctx.disk_failed = str(failed)
+        return RoleEnded(f"the local log failed: {failed}")
+    if isinstance(e, RoleEnded):
+        return e
     if not isinstance(e, LINK_ERRORS):
         log.exception("%s", what)
     return RoleEnded(f"{what}: {e or type(e).__name__}")

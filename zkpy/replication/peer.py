@@ -111,6 +111,18 @@ class QuorumPeer:
             self.election.abstaining = False
             log.info("re-synced after damaged data: voting again")
 
+    def history_to_disk(self) -> None:
+        """Before each election: a leader puts a batch in its history before its own fsync ends
+        (learners may sync from it meanwhile). A role that ended inside that window leaves the
+        history ahead of the disk: vote and sync only with what is durable. (The interaction
+        harness calls this where a role ends, too.)"""
+        durable = max(self.store.last_durable_zxid(), 0)  # 0: the empty tree every server starts from
+        if self.history.last > durable:
+            log.warning(
+                "history holds 0x%x but the log ends at 0x%x: dropping the rest", self.history.last, durable
+            )
+            self.history.truncate_after(durable)
+
     async def reload_tree(self) -> None:
         """After a TRUNC below what the tree holds: rebuild the tree from disk. Rare, and on the
         event loop on purpose: recovery is CPU work, and the simulator's clock must not run on
@@ -166,15 +178,7 @@ class QuorumPeer:
     async def _lead_or_follow(self) -> None:
         started = trio.current_time()
         self.state = "looking"
-        # A leader puts a batch in its history before its own fsync ends (learners may sync from
-        # it meanwhile). A role that ended inside that window leaves the history ahead of the
-        # disk: vote and sync only with what is durable.
-        durable = max(self.store.last_durable_zxid(), 0)  # 0: the empty tree every server starts from
-        if self.history.last > durable:
-            log.warning(
-                "history holds 0x%x but the log ends at 0x%x: dropping the rest", self.history.last, durable
-            )
-            self.history.truncate_after(durable)
+        self.history_to_disk()
         self._decided = trio.Event()
         resyncing = self.store.needs_resync
         self._send(self.election.start(started, self.epochs.current, self.history.last, abstain=resyncing))

@@ -144,9 +144,18 @@ class Interaction:
             for link in [x for x in self.links.values() if x.leader == sid]:
                 self._drop(link)
             node.leader = None
+            self._role_over(node)
         if node.link is not None:
             self._drop(node.link)
         node.serving = False
+
+    def _role_over(self, node: Node) -> None:
+        """A role ended: its writer task dies with it (a write in flight on the simulated store
+        never lands, and no later role hears of it), and the server's history is cut back to its
+        disk before it votes again, as peer.py does."""
+        node.writes.clear()
+        node.receiving = None
+        node.peer.history_to_disk()
 
     def _drop(self, link: Link) -> None:
         """The connection is gone on both sides: the learner's role ends, the leader forgets it."""
@@ -155,8 +164,7 @@ class Interaction:
         if learner.link is link:
             learner.link = None
             learner.serving = False
-            learner.writes = deque(w for w in learner.writes if w[0] != "sync")  # its role's sync dies with it
-            learner.receiving = None
+            self._role_over(learner)
         leader = self.nodes[link.leader].leader
         if leader is not None:
             self._leader_effects(link.leader, leader.disconnected(link.conn))
@@ -187,7 +195,13 @@ class Interaction:
             else:
                 leader = self.nodes[dst].leader
                 assert leader is not None
-                self._leader_effects(dst, leader.receive_wire(link.conn, message, self.now))
+                try:
+                    effects = leader.receive_wire(link.conn, message, self.now)
+                except RoleEnded as e:  # the glue's driver ends the role (e.g. a learner ahead of it)
+                    self.log(f"{dst}: role ended: {e}")
+                    self._end_roles(dst)
+                    continue
+                self._leader_effects(dst, effects)
         return delivered
 
     def drop_messages(self, src: int, dst: int) -> None:
@@ -348,7 +362,7 @@ class Interaction:
             if node.peer is None:
                 continue
             tree = node.peer.tree
-            if node.serving or not node.recovered:
+            if node.serving or (not node.recovered and self._synced_by_established_leader(node)):
                 assert tree.last_zxid <= committed_top or not self.committed, (
                     f"server {node.sid} holds {tree.last_zxid:#x}, beyond anything committed ({committed_top:#x})"
                 )
@@ -360,6 +374,17 @@ class Interaction:
             holders = {sid for sid, node in self.nodes.items() if _durable_has(node, zxid, self.committed[zxid])}
             voters = {sid for sid in holders if sid <= self.voters}
             assert len(voters) * 2 > self.voters, f"committed {zxid:#x} is durable only on {sorted(holders)}"
+
+    def _synced_by_established_leader(self, node: Node) -> bool:
+        """Whether `node` follows a leader that has established its epoch: its sync then cut it
+        to the commit point. Before that, its tree may hold the leader's history (a tail both
+        logged in an earlier epoch, DIFFed as common ground), which the NEWLEADER quorum commits;
+        and a learner whose role ended keeps the tree it had, as a restarted server does, until
+        its next sync. Neither serves anything meanwhile (checked above when it does)."""
+        if node.link is None:
+            return False
+        leader = self.nodes[node.link.leader].leader
+        return leader is not None and leader.phase == lc.BROADCAST
 
     def replay(self, upto: int) -> DataTree:
         tree = DataTree()
