@@ -16,6 +16,7 @@ past the peers' 256 MiB frame limit and cost two elections.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT_DIR / "scripts"))
 from bench import Session  # noqa: E402
 from bench_restart import create_bodies  # noqa: E402
 
-from zkpy.testing.procs import ServerProcess, four_letter, running_ensemble  # noqa: E402
+from zkpy.testing.procs import ServerProcess, four_letter, java_properties, running_ensemble  # noqa: E402
 
 
 def srvr_zxid(server: ServerProcess) -> int:
@@ -39,6 +40,13 @@ def srvr_zxid(server: ServerProcess) -> int:
         if line.startswith("Zxid:"):
             return int(line.split()[1], 16)
     return -1
+
+
+def _quietly(fn: Any, server: ServerProcess) -> Any:
+    try:
+        return fn(server)
+    except OSError:
+        return None
 
 
 def znode_count(server: ServerProcess) -> str | None:
@@ -81,8 +89,11 @@ async def make_root(host: str, port: int) -> None:
 
 
 def run_one(kind: str, writes: int, size: int, sessions: int, window: int) -> dict[str, Any]:
-    settings = {"tickTime": "2000", "initLimit": "10", "syncLimit": "5", "jute.maxbuffer": str(size + 64 * 1024)}
-    with running_ensemble(kind, 3, extra=settings, wait=120.0) as ensemble:
+    maxbuffer = str(size + 64 * 1024)
+    settings = {"tickTime": "2000", "initLimit": "10", "syncLimit": "5", "jute.maxbuffer": maxbuffer}
+    # Apache reads jute.maxbuffer only as a system property (zoo.cfg's is ignored).
+    props = java_properties({"jute.maxbuffer": maxbuffer}) if kind == "apache" else contextlib.nullcontext()
+    with props, running_ensemble(kind, 3, extra=settings, wait=120.0) as ensemble:
         leader = ensemble.leader()
         assert leader is not None
         trio.run(make_root, leader.host, leader.port)
@@ -90,9 +101,14 @@ def run_one(kind: str, writes: int, size: int, sessions: int, window: int) -> di
         t0 = time.monotonic()
         acked = trio.run(burst, leader.host, leader.port, writes, size, sessions, window)
         elapsed = time.monotonic() - t0
-        time.sleep(2.0)
+        deadline = time.monotonic() + 120.0
+        while True:  # the followers may still be applying (or writing a snapshot of 2 GB)
+            counts = [_quietly(znode_count, s) for s in ensemble.servers]
+            if len(set(counts)) == 1 and counts[0] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        agreed_after = time.monotonic() - t0 - elapsed
         after = ensemble.leader()
-        counts = [znode_count(s) for s in ensemble.servers]
         return {
             "server": kind,
             "writes": writes,
@@ -102,7 +118,8 @@ def run_one(kind: str, writes: int, size: int, sessions: int, window: int) -> di
             "mb_per_s": round(acked * size / elapsed / 1e6, 1),
             "same_leader": after is leader,
             "same_epoch": after is not None and srvr_zxid(after) >> 32 == epoch_before,
-            "agree": len(set(counts)) == 1,
+            "agree": len(set(counts)) == 1 and counts[0] is not None,
+            "agreed_after_s": round(agreed_after, 1),
             "znode_counts": counts,
         }
 
