@@ -104,7 +104,7 @@ def run_one(kind: str, writes: int, size: int, sessions: int, window: int) -> di
         deadline = time.monotonic() + 120.0
         while True:  # the followers may still be applying (or writing a snapshot of 2 GB)
             counts = [_quietly(znode_count, s) for s in ensemble.servers]
-            if len(set(counts)) == 1 and counts[0] is not None or time.monotonic() > deadline:
+            if (len(set(counts)) == 1 and counts[0] is not None) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
         agreed_after = time.monotonic() - t0 - elapsed
