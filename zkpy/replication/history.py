@@ -30,10 +30,11 @@ class SyncPlan:
     txns: list[bytes] = field(default_factory=list)  # packed transactions to log after that point
 
 
-# The window's size in bytes at most (beside its count, commitLogCount): a DIFF is sent as one
-# frame, which must stay well inside the peers' frame limit (wire.MAX_FRAME); a learner further
-# behind than this gets a SNAP, as with Apache's snapshotSizeFactor.
-MAX_WINDOW_BYTES = 96 * 1024 * 1024
+# The window's size in bytes at most (beside its count, commitLogCount): memory on every server,
+# and a learner further behind gets a SNAP (as with Apache's snapshotSizeFactor). Larger than what
+# a learner can lag by before its leader drops it (its unlogged bound plus the leader's queue
+# bound, about 192 MiB), so a dropped learner can usually come back by DIFF (sent in pieces).
+MAX_WINDOW_BYTES = 256 * 1024 * 1024
 
 
 class History:

@@ -23,6 +23,7 @@ import bisect
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,10 @@ log = logging.getLogger(__name__)
 # the leader drops it: a learner that cannot keep up (a slow disk: it stops reading) must not
 # grow the leader's memory. It syncs again when it reconnects.
 MAX_QUEUED_TO_LEARNER = 128 * 1024 * 1024
+# What is broadcast while a learner's sync streams waits for it (its order matters: after its
+# NEWLEADER). A SNAP of a large tree takes a while, so this bound is larger; past it the learner
+# would only fall further behind, and it is dropped (it syncs again).
+MAX_HELD_FOR_SYNC = 1024 * 1024 * 1024
 
 # A streamed SNAP keeps at most this many bytes queued on its link: the forked child's pipe and
 # the link's socket carry the rest, so the leader never holds the tree's image in memory.
@@ -101,7 +106,7 @@ class Leader:
         self._sync_frames: dict[int, int] = {}  # conn -> bytes of its sync (SNAP) frames
         # A learner whose SNAP is being streamed: what is broadcast meanwhile waits here (frames,
         # bytes) and follows its NEWLEADER, in order; the stream's task is cancelled with the link.
-        self._holding: dict[int, tuple[list[tuple[bytes, str]], list[int]]] = {}
+        self._holding: dict[int, tuple[deque[tuple[bytes, str]], list[int]]] = {}
         self._pumps: dict[int, trio.CancelScope] = {}
         self.started_at = trio.current_time()
         self.proposal_sizes = (-1, -1, -1)  # last, min, max bytes of a proposal frame (mntr)
@@ -251,12 +256,14 @@ class Leader:
 
     def _check_queue(self, conn: int, link: PeerLink) -> None:
         queued = link.queued_bytes - self._sync_frames.get(conn, 0)
+        limit = MAX_QUEUED_TO_LEARNER
         holding = self._holding.get(conn)
-        if holding is not None:
+        if holding is not None:  # its sync still streams: the held broadcasts have their own bound
             queued += holding[1][0]
+            limit = MAX_HELD_FOR_SYNC
         stats = self.peer.stats
         stats.most_queued_to_learner = max(stats.most_queued_to_learner, queued)
-        if queued > MAX_QUEUED_TO_LEARNER and not link.closed:
+        if queued > limit and not link.closed:
             log.warning("learner link %d: %d bytes queued, not read: dropping the learner (too slow)", conn, queued)
             link.closed = True  # nothing more is queued to it; its link task ends the link
             scope = self.scopes.get(conn)
@@ -280,7 +287,7 @@ class Leader:
                 if peer.tree.last_zxid != plan.zxid:
                     raise AssertionError(f"SNAP planned at 0x{plan.zxid:x}, the tree is at 0x{peer.tree.last_zxid:x}")
                 source = peer.store.snapshot_source(peer.tree)
-            self._holding[effect.conn] = ([], [0])
+            self._holding[effect.conn] = (deque(), [0])
             scope = self._pumps[effect.conn] = trio.CancelScope()
             assert self._nursery is not None
             self._nursery.start_soon(self._stream_sync, effect, link, source, scope)
@@ -328,9 +335,16 @@ class Leader:
                 assert isinstance(sync_data, m.SyncData)
                 link.send(m.SyncData(sync_data.mode, sync_data.zxid, sync_data.items, piece))
                 link.send(newleader)
-                frames, _ = self._holding.pop(conn, ([], [0]))
-                for frame, tag in frames:
+                # Then what was held, under the same window (it may be large after a long SNAP,
+                # and more is held meanwhile): the learner joins the broadcast once it is empty.
+                frames, held = self._holding.get(conn, (deque(), [0]))
+                while frames:
+                    frame, tag = frames.popleft()
+                    held[0] -= len(frame)
                     link.send_frame(frame, tag)
+                    while link.queued_bytes > STREAM_WINDOW and not link.closed:
+                        await link.wait_sent()
+                self._holding.pop(conn, None)
         except StorageError as e:
             log.error("learner link %d: the SNAP could not be streamed: %s", conn, e)
             link_scope = self.scopes.get(conn)
