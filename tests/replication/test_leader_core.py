@@ -268,3 +268,28 @@ def test_a_stall_of_the_leader_is_not_blamed_on_its_learners() -> None:
     core.tick(4.5)  # heard nothing since the stall ended: within syncLimit still
     with pytest.raises(RoleEnded, match="lost the quorum"):
         core.tick(5.2)
+
+
+def test_a_streamed_sync_gives_the_learner_initlimit_from_its_last_piece() -> None:
+    """A SNAP of a large tree takes a while to send; the learner's initLimit (to acknowledge
+    NEWLEADER) counts from when its last piece went out, as Apache's socket timeout does."""
+    core = leader()
+    established(core)
+    join(core, 11, 2, now=1.0)
+    core.receive(11, m.AckEpoch(1, z(1, 5), 0), 1.0)  # its sync starts streaming
+
+    def ticks(start: float, end: float) -> list[object]:
+        effects: list[object] = []
+        t = start
+        while t <= end:
+            core.receive(10, m.LearnerPing([]), t)  # learner 1 keeps the quorum
+            effects += core.tick(t)
+            t += 0.5
+        return effects
+
+    ticks(1.5, 5.5)
+    core.sync_sent(11, 5.5)  # 4.5 s of streaming
+    effects = ticks(6.0, 10.0)  # past initLimit (5 s) from the connect, within it from the last piece
+    assert not any(isinstance(e, Close) and e.conn == 11 for e in effects) and 11 in core.learners
+    effects = ticks(10.5, 11.0)  # initLimit after the last piece, no acknl: dropped
+    assert Close(11, "no sync within initLimit") in effects

@@ -171,6 +171,9 @@ class Leader:
                 elif kind == "logged":
                     self._point("leader logged")
                     effects = self.core.logged(value)
+                elif kind == "sync sent":
+                    self.core.sync_sent(conn, now)
+                    effects = []
                 else:
                     effects = self.core.tick(now)
                 await self._carry_out(effects)
@@ -335,6 +338,7 @@ class Leader:
                 assert isinstance(sync_data, m.SyncData)
                 link.send(m.SyncData(sync_data.mode, sync_data.zxid, sync_data.items, piece))
                 link.send(newleader)
+                self._events_in.send_nowait(("sync sent", conn, None))
                 # Then what was held, under the same window (it may be large after a long SNAP,
                 # and more is held meanwhile): the learner joins the broadcast once it is empty.
                 frames, held = self._holding.get(conn, (deque(), [0]))

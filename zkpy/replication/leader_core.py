@@ -9,6 +9,7 @@ the tree and the client-facing server, and carries the effects out in order.
     propose(txns)                    -> effects   (the pipeline's next batch: into the history,
                                                    to the learners, and WriteLog to the local log)
     logged(zxid)                     -> effects   (WriteLog done: durable here up to zxid)
+    sync_sent(conn, now)                          (a streamed sync is out: initLimit from now)
     tick(now)                        -> effects   (pings, silent learners dropped, deadlines)
 
 The leader's own log write is an effect like a learner's: the core counts the leader's ack only
@@ -217,6 +218,14 @@ class LeaderCore:
     def connected(self, conn: int, now: float) -> None:
         self.now = now
         self.learners[conn] = LearnerState(conn, now, last_heard=now)
+
+    def sync_sent(self, conn: int, now: float) -> None:
+        """A streamed sync's last piece went out: the learner's initLimit counts from here (as
+        Apache's socket timeout does from the last write), so a SNAP that takes long to send is
+        not held against the learner's time to install it."""
+        learner = self.learners.get(conn)
+        if learner is not None and learner.stage < SYNCED:
+            learner.since = max(learner.since, now)
 
     def disconnected(self, conn: int) -> list[Effect]:
         learner = self.learners.pop(conn, None)
