@@ -242,43 +242,57 @@ def run(
     extra = {"maxClientCnxns": "0", "maxSessionTimeout": "40000", "4lw.commands.whitelist": "*"}
     with running_server(kind, extra) as srv:
         assert srv.proc is not None
-        pgid = srv.proc.pid
-        ctx = multiprocessing.get_context("fork")
-        measuring, stop = ctx.Event(), ctx.Event()
-        pipes = []
-        procs = []
-        counters = []
-        start_at = time.monotonic() + 0.5
-        share = [sessions // workers + (1 if i < sessions % workers else 0) for i in range(workers)]
-        for n in share:
-            recv, send = ctx.Pipe(duplex=False)
-            counter = ctx.Value("i", 0, lock=False)
-            counters.append(counter)
-            p = ctx.Process(
-                target=generator,
-                args=(srv.host, srv.port, n, interval, start_at, (measuring, stop), counter, send),
-                daemon=True,
-            )
-            p.start()
-            procs.append(p)
-            pipes.append(recv)
-        opened_at = time.monotonic()
-        deadline = opened_at + 180
-        while time.monotonic() < deadline and sum(c.value for c in counters) < sessions:
-            time.sleep(0.2)
-        setup_s = time.monotonic() - opened_at
-        time.sleep(settle)
-        cpu0, _ = group_cpu_and_rss(pgid)
-        t0 = time.monotonic()
-        measuring.set()
-        time.sleep(duration)
-        cpu1, rss = group_cpu_and_rss(pgid)
-        t1 = time.monotonic()
-        measuring.clear()
-        stop.set()
-        results = [r.recv() for r in pipes]
-        for p in procs:
-            p.join(10)
+        return measure(kind, srv.host, srv.port, srv.proc.pid, sessions, duration, interval, workers, settle)
+
+
+def measure(
+    kind: str,
+    host: str,
+    port: int,
+    pgid: int,
+    sessions: int,
+    duration: float,
+    interval: float,
+    workers: int,
+    settle: float,
+) -> dict[str, Any]:
+    """The load against a running server whose processes form the process group `pgid`."""
+    ctx = multiprocessing.get_context("fork")
+    measuring, stop = ctx.Event(), ctx.Event()
+    pipes = []
+    procs = []
+    counters = []
+    start_at = time.monotonic() + 0.5
+    share = [sessions // workers + (1 if i < sessions % workers else 0) for i in range(workers)]
+    for n in share:
+        recv, send = ctx.Pipe(duplex=False)
+        counter = ctx.Value("i", 0, lock=False)
+        counters.append(counter)
+        p = ctx.Process(
+            target=generator,
+            args=(host, port, n, interval, start_at, (measuring, stop), counter, send),
+            daemon=True,
+        )
+        p.start()
+        procs.append(p)
+        pipes.append(recv)
+    opened_at = time.monotonic()
+    deadline = opened_at + 180
+    while time.monotonic() < deadline and sum(c.value for c in counters) < sessions:
+        time.sleep(0.2)
+    setup_s = time.monotonic() - opened_at
+    time.sleep(settle)
+    cpu0, _ = group_cpu_and_rss(pgid)
+    t0 = time.monotonic()
+    measuring.set()
+    time.sleep(duration)
+    cpu1, rss = group_cpu_and_rss(pgid)
+    t1 = time.monotonic()
+    measuring.clear()
+    stop.set()
+    results = [r.recv() for r in pipes]
+    for p in procs:
+        p.join(10)
     answered = sum(r["answered_window"] for r in results)
     cpu = cpu1 - cpu0
     return {
@@ -311,7 +325,25 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the last session opens")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--attach", metavar="HOST:PORT:PGID", help="measure a server already running (e.g. under a profiler)"
+    )
     args = parser.parse_args()
+    if args.attach:
+        host, port, pgid = args.attach.split(":")
+        r = measure(
+            "attached",
+            host,
+            int(port),
+            int(pgid),
+            args.sessions,
+            args.duration,
+            args.interval,
+            args.workers,
+            args.settle,
+        )
+        print(json.dumps(r))
+        return 0
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
     all_results = []
