@@ -674,3 +674,64 @@ def test_the_kept_children_order_always_equals_the_order_worked_out_afresh() -> 
         _vector_of_strings(vector, expected)
         assert reads._orders.order(tree.nodes, "/p", parent).vector() == vector  # the kept encodings
     assert parent.child_capacity > 2048  # the table grew on the way
+
+
+# -- the budget: multis with many ops ------------------------------------------------------------
+@zkpy_only
+async def test_a_multi_of_40000_ops_is_refused_before_it_holds_the_event_loop() -> None:
+    """Fails before the bound (zkpy.server.limits): a 760 KB multi of 40,000 check ops was decoded (~190 ms)
+    and applied (~270 ms) in one go, holding every client ~0.5 s; atomic, it cannot yield to other clients'
+    reads halfway. Now a multi (or multiRead) of more than multiMaxOps ops (1,000 by default: what Apache's
+    zkCli deleteall sends at most) is answered BadArguments before it is ordered, nothing logged, after
+    parsing at most 1,001 of its ops. One of 1,000 ops is applied as before."""
+    from zkpy.jute.ops import CheckVersionRequest, MultiRequest, PathWatchRequest
+
+    def checks(n: int) -> MultiRequest:
+        return MultiRequest([(OpCode.CHECK, CheckVersionRequest("/", -1))] * n)
+
+    async with logging_server() as (server, logged):
+
+        def attack() -> tuple[int, ...]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                return (
+                    client.error_of(OpCode.MULTI, checks(40_000)),
+                    client.error_of(OpCode.MULTI, checks(1001)),
+                    client.error_of(OpCode.MULTI, checks(1000)),
+                    client.error_of(
+                        OpCode.MULTI_READ,
+                        MultiRequest([(OpCode.GET_DATA, PathWatchRequest("/", False))] * 1001),
+                    ),
+                    client.error_of(
+                        OpCode.MULTI_READ,
+                        MultiRequest([(OpCode.GET_DATA, PathWatchRequest("/", False))] * 1000),
+                    ),
+                )
+            finally:
+                client.close(send_close_session=False)
+
+        worst, answers = await _longest_hold(server, attack)
+    bad = int(Code.BAD_ARGUMENTS)
+    assert answers == (bad, bad, 0, bad, 0)
+    assert [len(MultiRequest.read(t.body, 0)[0].ops) for t in logged if t.op == OpCode.MULTI] == [1000]
+    assert worst < 0.075, f"the event loop was held {worst * 1000:.0f} ms"
+
+
+@zkpy_only
+async def test_multi_max_ops_is_configurable() -> None:
+    """multiMaxOps in zoo.cfg sets the bound (fails before: the key was unknown and a multi had no bound)."""
+    from zkpy.jute.ops import CheckVersionRequest, MultiRequest
+
+    async with logging_server("multiMaxOps=3\n") as (server, _logged):
+
+        def scenario() -> tuple[int, int]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                ops = [(OpCode.CHECK, CheckVersionRequest("/", -1))]
+                return client.error_of(OpCode.MULTI, MultiRequest(ops * 3)), client.error_of(
+                    OpCode.MULTI, MultiRequest(ops * 4)
+                )
+            finally:
+                client.close(send_close_session=False)
+
+        assert await _in_thread(scenario) == (0, int(Code.BAD_ARGUMENTS))

@@ -285,6 +285,25 @@ class MultiRequest:
     def read(cls, data: bytes | memoryview, off: int) -> tuple[MultiRequest, int]:
         return cls.read_ops(data, off, MULTI_WRITE_OPS)
 
+    @staticmethod
+    def more_ops_than(data: bytes | memoryview, limit: int, read: bool = False) -> bool:
+        """Whether a multi (or, with `read`, a multiRead) holds more than `limit` ops, decoding at most
+        limit + 1 of them; False for one that does not parse (its answer is MarshallingError)."""
+        table = MULTI_READ_OPS if read else MULTI_WRITE_OPS
+        off = 0
+        try:
+            for _ in range(limit + 1):
+                header, off = MultiHeader.read(data, off)  # type: ignore[attr-defined]
+                if header.done:
+                    return False
+                rec_cls = table.get(header.type)
+                if rec_cls is None:
+                    return False
+                _, off = rec_cls.read(data, off)
+        except (JuteError, ValueError, IndexError, UnicodeDecodeError):
+            return False
+        return True  # limit + 1 ops read
+
     @classmethod
     def read_multi_read(cls, data: bytes | memoryview, off: int) -> tuple[MultiRequest, int]:
         return cls.read_ops(data, off, MULTI_READ_OPS)

@@ -41,6 +41,7 @@ from zkpy.jute.ops import (
 )
 from zkpy.jute.records import ACL, PERM_ADMIN, PERM_READ, Id
 from zkpy.server.child_order import ORDER_KEPT_MIN, ChildOrders
+from zkpy.server.limits import DEFAULT_MULTI_MAX_OPS, too_many_ops
 from zkpy.tree.apply import allowed, tuple_to_acl
 from zkpy.tree.datatree import OPEN_ACL, DataTree
 from zkpy.tree.watches import (
@@ -158,9 +159,12 @@ def _mask_digest(ident: str | None) -> str:
 
 
 class Reads:
-    def __init__(self, tree: DataTree, watches: WatchManager) -> None:
+    def __init__(
+        self, tree: DataTree, watches: WatchManager, multi_max_ops: int = DEFAULT_MULTI_MAX_OPS
+    ) -> None:
         self.tree = tree
         self.watches = watches
+        self.multi_max_ops = multi_max_ops  # a multiRead of more ops is refused (zkpy.server.limits)
         # getChildren orders of nodes with many children (see _children_in_java_order).
         self._orders = ChildOrders()
         self.handlers: dict[int, Callable[[Any, Caller], bytes]] = {
@@ -187,6 +191,8 @@ class Reads:
         handler = self.handlers.get(op)
         if handler is None:
             raise _REFUSED.get(op, UnimplementedError)()
+        if op == OpCode.MULTI_READ and too_many_ops(body, self.multi_max_ops, read=True):
+            raise BadArgumentsError()  # as a multi's: zkpy's bound (zkpy.server.limits)
         request, _ = REQUEST_RECORDS[op].read(body, 0)
         return handler(request, caller)
 
