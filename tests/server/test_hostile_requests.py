@@ -415,8 +415,9 @@ def test_four_letter_words_refuse_first_and_srvr_does_not_walk_watches() -> None
     watcher = Watcher()
     for i in range(1000):
         server.watches.add_data_watch(f"/w{i}", watcher)
-    server.watches.data_half.table = _NoWalk(server.watches.data_half.table)
-    server.watches.child_half.table = _NoWalk(server.watches.child_half.table)
+    for half in (server.watches.data_half, server.watches.child_half):
+        half.table = _NoWalk(half.table)
+        half.crowded = _NoWalk(half.crowded)
 
     def no_status(word: str | None = None) -> Any:
         raise AssertionError("built a status for a refused word")
@@ -735,3 +736,33 @@ async def test_multi_max_ops_is_configurable() -> None:
                 client.close(send_close_session=False)
 
         assert await _in_thread(scenario) == (0, int(Code.BAD_ARGUMENTS))
+
+
+def test_watches_are_out_of_the_cycle_collectors_sight() -> None:
+    """Fails before (issue 16, the 600k-watch flood at 102-115 ms): each half filed a path's watchers in a
+    dict of its own and each watcher's paths in a set, so the half's table (600k dicts) and the set (600k
+    strings) were tracked containers that every full collection walked entry by entry: 60-90 ms per
+    collection, several during a flood. Now a path with one watcher maps to one int and a watcher's paths
+    are a dict of str to None: containers the collector never tracks, whatever their size. Only paths
+    with several watchers get a dict of their own."""
+    from zkpy.tree.watches import WatchManager
+
+    class Watcher:
+        def notify(self, event_type: int, path: str) -> None:
+            pass
+
+    watches = WatchManager()
+    first, second = Watcher(), Watcher()
+    for i in range(10_000):
+        watches.add_data_watch(f"/w/{i}", first)
+        watches.add_child_watch(f"/w/{i}", first)
+    watches.add_persistent_watch("/w", first, recursive=True)
+    watches.add_data_watch("/w/7", second)  # a crowded path
+    for half in (watches.data_half, watches.child_half):
+        gc.collect()
+        assert not gc.is_tracked(half.table)
+        assert not any(gc.is_tracked(paths) for paths in half.by_watcher.values())
+    assert watches.count() == 20_003
+    assert watches.data_half.watchers("/w/7") == {1: 0, 2: 0}
+    watches.trigger(3, "/w/7")  # both spent; /w/7 is back to no watcher in the data half
+    assert "/w/7" not in watches.data_half and watches.count() == 20_001
