@@ -12,6 +12,11 @@ attacker, on its own connection, sends in turn:
   refused   40 setData of 1 MB each on a node the attacker may not write (all refused NoAuth)
   watches   ten setWatches frames of 60,000 paths each (600k watches), then srvr, mntr, wchs and a
             word outside the whitelist, timed, then the attacker disconnects
+  multi     one multi of 40,000 check ops (760 KB; zkpy refuses more than multiMaxOps=1,000 ops, Apache
+            applies it)
+  children  100 multis of 1,000 creates each under one node (100,000 children; the largest multis zkpy
+            takes), answered one after the other
+  getchildren  getChildren of that node, a create under it, getChildren again (the first after a change)
 
 Reported per attack: the good client's worst round trip during it, whether its session survived, the
 log growth (bytes in the data dir) and the server's RSS growth, plus each four-letter word's time.
@@ -24,6 +29,7 @@ import json
 import multiprocessing
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,15 @@ import contextlib
 from zkraw import RawClient
 
 from zkpy.jute.codec import encode
-from zkpy.jute.ops import CreateRequest, OpCode, PathWatchRequest, SetDataRequest, SetWatchesRequest
+from zkpy.jute.ops import (
+    CheckVersionRequest,
+    CreateRequest,
+    MultiRequest,
+    OpCode,
+    PathWatchRequest,
+    SetDataRequest,
+    SetWatchesRequest,
+)
 from zkpy.jute.records import ACL, OPEN_ACL_UNSAFE, PERM_ALL, AuthPacket, Id, RequestHeader
 from zkpy.testing.procs import four_letter, running_server, status_kb
 from zkpy.tree.acl import digest
@@ -145,6 +159,40 @@ def attack_watches(host: str, port: int, words: dict[str, float]) -> None:
     c.close(send_close_session=False)
 
 
+def attack_multi(host: str, port: int) -> str:
+    c = RawClient(host, port, io_timeout=60)
+    err = c.error_of(OpCode.MULTI, MultiRequest([(OpCode.CHECK, CheckVersionRequest("/", -1))] * 40_000))
+    c.close()
+    return f"the multi's answer: {err}"
+
+
+CHILDREN_MULTIS = [  # built before the clock starts
+    MultiRequest(
+        [
+            (OpCode.CREATE, CreateRequest(f"/kids/child-{m:03d}{i:04d}", b"", OPEN_ACL_UNSAFE, 0))
+            for i in range(1000)
+        ]
+    )
+    for m in range(100)
+]
+
+
+def attack_children(host: str, port: int) -> None:
+    c = RawClient(host, port, io_timeout=60)
+    c.call(OpCode.CREATE, CreateRequest("/kids", b"", OPEN_ACL_UNSAFE, 0))
+    for multi in CHILDREN_MULTIS:
+        c.call(OpCode.MULTI, multi)
+    c.close()
+
+
+def attack_getchildren(host: str, port: int) -> None:
+    c = RawClient(host, port, io_timeout=60)
+    c.call(OpCode.GET_CHILDREN, PathWatchRequest("/kids", False))
+    c.call(OpCode.CREATE, CreateRequest("/kids/one-more", b"", OPEN_ACL_UNSAFE, 0))
+    c.call(OpCode.GET_CHILDREN, PathWatchRequest("/kids", False))
+    c.close()
+
+
 def run_server(kind: str) -> dict[str, Any]:
     extra = {
         "preAllocSize": "1",
@@ -167,11 +215,14 @@ def run_server(kind: str) -> dict[str, Any]:
         idle_start = time.monotonic()
         time.sleep(2.0)  # no attack: the machine's own noise, to read the rest against
         idle = (idle_start, time.monotonic())
-        attacks = {
+        attacks: dict[str, Callable[[], str | None]] = {
             "acl": lambda: attack_acl(srv.host, srv.port),
             "addauth": lambda: attack_addauth(srv.host, srv.port),
             "refused": lambda: attack_refused(srv.host, srv.port),
             "watches": lambda: attack_watches(srv.host, srv.port, results["four_letter_ms"]),
+            "multi": lambda: attack_multi(srv.host, srv.port),
+            "children": lambda: attack_children(srv.host, srv.port),
+            "getchildren": lambda: attack_getchildren(srv.host, srv.port),
         }
         windows: dict[str, tuple[float, float]] = {"idle": idle}
         results["attacks"]["idle"] = {"attack_s": 2.0, "log_growth_bytes": 0, "rss_growth_mb": 0.0}
@@ -180,7 +231,7 @@ def run_server(kind: str) -> dict[str, Any]:
             started = time.monotonic()
             error = ""
             try:
-                attack()
+                error = attack() or ""
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
             ended = time.monotonic()
@@ -219,12 +270,12 @@ def main() -> int:
         print(json.dumps(all_results, indent=2))
         return 0
     print(
-        f"{'server':8} {'attack':8} {'worst stall ms':>15} {'session lost':>13} {'log growth B':>13} {'RSS MB':>7}"
+        f"{'server':8} {'attack':11} {'worst stall ms':>15} {'session lost':>13} {'log growth B':>13} {'RSS MB':>7}"
     )
     for r in all_results:
         for name, a in r["attacks"].items():
             print(
-                f"{r['server']:8} {name:8} {a['worst_stall_ms']:>15} {a['good_session_lost']!s:>13} "
+                f"{r['server']:8} {name:11} {a['worst_stall_ms']:>15} {a['good_session_lost']!s:>13} "
                 f"{a['log_growth_bytes']:>13} {a['rss_growth_mb']:>7}  {a['next_worst_ms']}"
             )
         print(

@@ -415,8 +415,9 @@ def test_four_letter_words_refuse_first_and_srvr_does_not_walk_watches() -> None
     watcher = Watcher()
     for i in range(1000):
         server.watches.add_data_watch(f"/w{i}", watcher)
-    server.watches.data_half.table = _NoWalk(server.watches.data_half.table)
-    server.watches.child_half.table = _NoWalk(server.watches.child_half.table)
+    for half in (server.watches.data_half, server.watches.child_half):
+        half.table = _NoWalk(half.table)
+        half.crowded = _NoWalk(half.crowded)
 
     def no_status(word: str | None = None) -> Any:
         raise AssertionError("built a status for a refused word")
@@ -573,3 +574,199 @@ def test_a_multi_failing_on_a_malformed_op_leaves_nothing_applied() -> None:
     assert result.err == int(Code.MARSHALLING_ERROR)
     assert "/a" not in tree.nodes and not result.events
     assert "a" not in tree.nodes["/"].children
+
+
+def _big_parent(tree: DataTree, path: str, n: int) -> None:
+    """`n` children under `path`, put straight into the tree (creating them through a client takes long)."""
+    from zkpy.tree.datatree import OPEN_ACL
+
+    zxid = tree.last_zxid + 1
+    parent = tree.create_node(path, b"", OPEN_ACL, 0, 0, zxid, 0)
+    for i in range(n):
+        zxid += 1
+        tree.create_node(f"{path}/child-{i:010d}", b"", OPEN_ACL, 0, parent.cversion + 1, zxid, 0)
+    tree.last_zxid = zxid
+
+
+@zkpy_only
+async def test_getchildren_of_100k_children_stays_within_the_budget_after_a_change() -> None:
+    """Fails before the order is kept up to date (zkpy.server.child_order): the first getChildren of a node
+    with 100,000 children, and the first after each change to them, hashed every name with Java's
+    String.hashCode and sorted them all in one go: 0.5-0.7 s of held event loop on the loaded test machine.
+    Now the first one builds the order in steps before it answers, and after a change only the change is
+    worked in. The answers are the order worked out from scratch."""
+    from zkpy.jute.ops import DeleteRequest, GetChildrenResponse, PathWatchRequest
+    from zkpy.server.reads import Reads
+    from zkpy.tree.watches import WatchManager
+
+    async with logging_server() as (server, _logged):
+        _big_parent(server.tree, "/big", 100_000)
+
+        def attack() -> list[bytes]:
+            """The raw answers: decoding 100,000 names in this thread would hold the GIL the server needs."""
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                first = client.read_reply(
+                    client.send(OpCode.GET_CHILDREN, PathWatchRequest("/big", False))
+                ).body
+                client.call(OpCode.CREATE, CreateRequest("/big/new", b"", OPEN_ACL_UNSAFE, 0))
+                client.call(OpCode.DELETE, DeleteRequest("/big/child-0000000007", -1))
+                after = client.read_reply(
+                    client.send(OpCode.GET_CHILDREN, PathWatchRequest("/big", True))
+                ).body
+                return [first, after]
+            finally:
+                client.close(send_close_session=False)
+
+        worst, raw = await _longest_hold(server, attack)
+        first, after = (list(GetChildrenResponse.read(body, 0)[0].children) for body in raw)
+        expected = Reads(server.tree, WatchManager())._java_order("/big", server.tree.nodes["/big"])
+    assert after == expected
+    assert sorted(first) == sorted({*after, "child-0000000007"} - {"new"})
+    assert worst < 0.075, f"the event loop was held {worst * 1000:.0f} ms"
+
+
+def test_the_kept_children_order_always_equals_the_order_worked_out_afresh() -> None:
+    """The kept order (zkpy.server.child_order) against the from-scratch order after random creations,
+    deletions, names deleted and created again, table growth, and builds in steps with the tree changing
+    between the steps."""
+    from zkpy.server.reads import Reads, _vector_of_strings
+    from zkpy.tree.datatree import OPEN_ACL
+    from zkpy.tree.watches import WatchManager
+
+    rng = random.Random(7)
+    tree = DataTree()
+    parent = tree.create_node("/p", b"", OPEN_ACL, 0, 0, 1, 0)
+    zxid = 1
+
+    def create(name: str) -> None:
+        nonlocal zxid
+        if f"/p/{name}" not in tree.nodes:
+            zxid += 1
+            tree.create_node(f"/p/{name}", b"", OPEN_ACL, 0, parent.cversion + 1, zxid, 0)
+
+    def delete(name: str) -> None:
+        nonlocal zxid
+        if f"/p/{name}" in tree.nodes:
+            zxid += 1
+            tree.delete_node(f"/p/{name}", zxid)
+
+    for i in range(1500):
+        create(f"c{i}")
+    reads = Reads(tree, WatchManager())
+    for round_ in range(200):
+        if round_ == 100:  # the table grows past 2,048 buckets
+            for i in range(600):
+                create(f"d{i}")
+        for _ in range(rng.randint(1, 40)):
+            name = f"c{rng.randint(0, 2500)}"
+            roll = rng.random()
+            if roll < 0.5:
+                create(name)
+            elif roll < 0.9:
+                delete(name)
+            else:
+                delete(name)
+                create(name)
+        if rng.random() < 0.3:
+            for _ in reads._orders.build_steps(tree.nodes, "/p", parent):
+                if rng.random() < 0.2:
+                    create(f"c{rng.randint(0, 2500)}")
+                    delete(f"c{rng.randint(0, 2500)}")
+        expected = Reads(tree, WatchManager())._java_order("/p", parent)
+        assert reads._children_in_java_order("/p", parent) == expected
+        vector = bytearray()
+        _vector_of_strings(vector, expected)
+        assert reads._orders.order(tree.nodes, "/p", parent).vector() == vector  # the kept encodings
+    assert parent.child_capacity > 2048  # the table grew on the way
+
+
+# -- the budget: multis with many ops ------------------------------------------------------------
+@zkpy_only
+async def test_a_multi_of_40000_ops_is_refused_before_it_holds_the_event_loop() -> None:
+    """Fails before the bound (zkpy.server.limits): a 760 KB multi of 40,000 check ops was decoded (~190 ms)
+    and applied (~270 ms) in one go, holding every client ~0.5 s; atomic, it cannot yield to other clients'
+    reads halfway. Now a multi (or multiRead) of more than multiMaxOps ops (1,000 by default: what Apache's
+    zkCli deleteall sends at most) is answered BadArguments before it is ordered, nothing logged, after
+    parsing at most 1,001 of its ops. One of 1,000 ops is applied as before."""
+    from zkpy.jute.ops import CheckVersionRequest, MultiRequest, PathWatchRequest
+
+    def checks(n: int) -> MultiRequest:
+        return MultiRequest([(OpCode.CHECK, CheckVersionRequest("/", -1))] * n)
+
+    async with logging_server() as (server, logged):
+
+        def attack() -> tuple[int, ...]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                return (
+                    client.error_of(OpCode.MULTI, checks(40_000)),
+                    client.error_of(OpCode.MULTI, checks(1001)),
+                    client.error_of(OpCode.MULTI, checks(1000)),
+                    client.error_of(
+                        OpCode.MULTI_READ,
+                        MultiRequest([(OpCode.GET_DATA, PathWatchRequest("/", False))] * 1001),
+                    ),
+                    client.error_of(
+                        OpCode.MULTI_READ,
+                        MultiRequest([(OpCode.GET_DATA, PathWatchRequest("/", False))] * 1000),
+                    ),
+                )
+            finally:
+                client.close(send_close_session=False)
+
+        worst, answers = await _longest_hold(server, attack)
+    bad = int(Code.BAD_ARGUMENTS)
+    assert answers == (bad, bad, 0, bad, 0)
+    assert [len(MultiRequest.read(t.body, 0)[0].ops) for t in logged if t.op == OpCode.MULTI] == [1000]
+    assert worst < 0.075, f"the event loop was held {worst * 1000:.0f} ms"
+
+
+@zkpy_only
+async def test_multi_max_ops_is_configurable() -> None:
+    """multiMaxOps in zoo.cfg sets the bound (fails before: the key was unknown and a multi had no bound)."""
+    from zkpy.jute.ops import CheckVersionRequest, MultiRequest
+
+    async with logging_server("multiMaxOps=3\n") as (server, _logged):
+
+        def scenario() -> tuple[int, int]:
+            client = RawClient("127.0.0.1", server.port)
+            try:
+                ops = [(OpCode.CHECK, CheckVersionRequest("/", -1))]
+                return client.error_of(OpCode.MULTI, MultiRequest(ops * 3)), client.error_of(
+                    OpCode.MULTI, MultiRequest(ops * 4)
+                )
+            finally:
+                client.close(send_close_session=False)
+
+        assert await _in_thread(scenario) == (0, int(Code.BAD_ARGUMENTS))
+
+
+def test_watches_are_out_of_the_cycle_collectors_sight() -> None:
+    """Fails before (issue 16, the 600k-watch flood at 102-115 ms): each half filed a path's watchers in a
+    dict of its own and each watcher's paths in a set, so the half's table (600k dicts) and the set (600k
+    strings) were tracked containers that every full collection walked entry by entry: 60-90 ms per
+    collection, several during a flood. Now a path with one watcher maps to one int and a watcher's paths
+    are a dict of str to None: containers the collector never tracks, whatever their size. Only paths
+    with several watchers get a dict of their own."""
+    from zkpy.tree.watches import WatchManager
+
+    class Watcher:
+        def notify(self, event_type: int, path: str) -> None:
+            pass
+
+    watches = WatchManager()
+    first, second = Watcher(), Watcher()
+    for i in range(10_000):
+        watches.add_data_watch(f"/w/{i}", first)
+        watches.add_child_watch(f"/w/{i}", first)
+    watches.add_persistent_watch("/w", first, recursive=True)
+    watches.add_data_watch("/w/7", second)  # a crowded path
+    for half in (watches.data_half, watches.child_half):
+        gc.collect()
+        assert not gc.is_tracked(half.table)
+        assert not any(gc.is_tracked(paths) for paths in half.by_watcher.values())
+    assert watches.count() == 20_003
+    assert watches.data_half.watchers("/w/7") == {1: 0, 2: 0}
+    watches.trigger(3, "/w/7")  # both spent; /w/7 is back to no watcher in the data half
+    assert "/w/7" not in watches.data_half and watches.count() == 20_001

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zkpy.server.limits import DEFAULT_MULTI_MAX_OPS
+
 DEFAULT_TICK_TIME = 3000
 DEFAULT_JUTE_MAX_BUFFER = 0xFFFFF
 DEFAULT_4LW_WHITELIST = frozenset({"srvr"})
@@ -77,6 +79,7 @@ class ServerConfig:
     four_letter_whitelist: frozenset[str] = DEFAULT_4LW_WHITELIST
     jute_max_buffer: int = DEFAULT_JUTE_MAX_BUFFER
     global_outstanding_limit: int = 1000
+    multi_max_ops: int = DEFAULT_MULTI_MAX_OPS  # zkpy's bound on a multi's ops (zkpy.server.limits)
     snap_count: int = 100000
     pre_alloc_size_kb: int = 65536
     force_sync: bool = True
@@ -389,7 +392,7 @@ _KNOWN = frozenset(
 _USED_EXTRA = frozenset(
     {
         "extendedTypesEnabled", "znode.container.checkIntervalMs", "secureClientPortAddress", "commitLogCount",
-        "leader.maxConcurrentSnapSyncs", "leader.maxConcurrentDiffSyncs",
+        "leader.maxConcurrentSnapSyncs", "leader.maxConcurrentDiffSyncs", "multiMaxOps",
     }
 )  # fmt: skip
 
@@ -626,6 +629,7 @@ def parse_config(text: str, base_dir: str | os.PathLike[str] = ".", source: str 
         four_letter_whitelist=_whitelist(v.get("4lw.commands.whitelist"), read_only),
         jute_max_buffer=r.get_int("jute.maxbuffer", DEFAULT_JUTE_MAX_BUFFER, 1),
         global_outstanding_limit=r.get_int("globalOutstandingLimit", 1000, 1),
+        multi_max_ops=r.get_int("multiMaxOps", DEFAULT_MULTI_MAX_OPS, 1),
         snap_count=r.get_int("snapCount", 100000, 2),
         pre_alloc_size_kb=r.get_int("preAllocSize", 65536, 1),
         force_sync=r.get_bool("forceSync", True),

@@ -28,6 +28,7 @@ from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection
 from zkpy.server.fourletter import ServerStatus
 from zkpy.server.latency import BUCKETS_MS, OpLatencies, Summary
+from zkpy.server.limits import too_many_ops
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
 from zkpy.server.prep import compact_failing_multi, deciding_auth, refuse_early
 from zkpy.server.protocol import connect_response
@@ -227,7 +228,7 @@ class ZooKeeperServer:
         self.applier = Applier(self.tree)
         self.pipeline = CommitPipeline(self.applier, self.watches, persist)
         self.pipeline.on_applied = self._on_applied
-        self.reads = Reads(self.tree, self.watches)
+        self.reads = Reads(self.tree, self.watches, config.multi_max_ops)
         self.sessions = SessionTracker(config.tick_time, config.server_id or 0, clock=trio.current_time)
         # Insertion-ordered (a dict, not a set of objects ordered by address): whatever walks the
         # connections does so in the same order every run, which a seeded simulation relies on.
@@ -386,6 +387,13 @@ class ZooKeeperServer:
         """
         if self.pipeline.write_error is not None:
             return int(Code.SYSTEM_ERROR)
+        if op == OpCode.MULTI and too_many_ops(body, self.config.multi_max_ops):
+            log.info(
+                "refused a multi of more than %d ops (multiMaxOps) from session 0x%x",
+                self.config.multi_max_ops,
+                session_id,
+            )
+            return int(Code.BAD_ARGUMENTS)
         if not self.config.extended_types_enabled and _creates_ttl(op, body):
             return int(Code.UNIMPLEMENTED)
         refusal = self.check_session(session_id, op, owner)

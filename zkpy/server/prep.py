@@ -28,7 +28,7 @@ from typing import Any
 
 from zkpy.errors import Code, InvalidACLError, ZooKeeperError
 from zkpy.jute.codec import JuteError, encode, read_buffer
-from zkpy.jute.ops import REQUEST_RECORDS, CheckVersionRequest, MultiRequest, OpCode
+from zkpy.jute.ops import REQUEST_RECORDS, CheckVersionRequest, MultiRequest, OpCode, decode_multi
 from zkpy.jute.records import (
     ACL,
     OPEN_ACL_UNSAFE,
@@ -92,21 +92,13 @@ def changed_path(op: int, req: Any) -> str | None:
     return None
 
 
-_last_multi: tuple[bytes, list[tuple[int, Any]]] | None = None
-
-
 def multi_ops(body: bytes) -> list[tuple[int, Any]] | None:
-    """A multi's (op, request) pairs, in turn; None when it does not parse (apply answers that)."""
-    # deciding_auth and InFlight.add both look at the multi just submitted: decode it once.
-    global _last_multi
-    if _last_multi is not None and _last_multi[0] is body:
-        return _last_multi[1]
+    """A multi's (op, request) pairs, in turn (decoded once for prep and apply: decode_multi; shared, never
+    changed); None when it does not parse (apply answers that)."""
     try:
-        ops = list(MultiRequest.read(body, 0)[0].ops)
+        return decode_multi(body)
     except (JuteError, ZooKeeperError, ValueError, IndexError, UnicodeDecodeError):
         return None
-    _last_multi = (body, ops)
-    return ops
 
 
 def first_path(op: int, body: bytes) -> str | None:

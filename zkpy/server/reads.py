@@ -8,7 +8,6 @@ always reads its own writes.
 from __future__ import annotations
 
 import struct
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
 from typing import Any, Protocol
@@ -41,6 +40,8 @@ from zkpy.jute.ops import (
     WhoAmIResponse,
 )
 from zkpy.jute.records import ACL, PERM_ADMIN, PERM_READ, Id
+from zkpy.server.child_order import ORDER_KEPT_MIN, ChildOrders
+from zkpy.server.limits import DEFAULT_MULTI_MAX_OPS, too_many_ops
 from zkpy.tree.apply import allowed, tuple_to_acl
 from zkpy.tree.datatree import OPEN_ACL, DataTree
 from zkpy.tree.watches import (
@@ -55,8 +56,6 @@ _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
 SET_WATCHES_CHUNK = 256  # paths between two looks at the clock (zkpy.server.steps decides when to yield)
 _ADD_WATCH_OK = encode(ErrorResponse(0))
-_ORDER_CACHE_MIN = 1024  # children from which a node's getChildren order is kept
-_ORDER_CACHE_SIZE = 16  # nodes whose order is kept
 
 
 class Caller(Protocol):
@@ -160,11 +159,14 @@ def _mask_digest(ident: str | None) -> str:
 
 
 class Reads:
-    def __init__(self, tree: DataTree, watches: WatchManager) -> None:
+    def __init__(
+        self, tree: DataTree, watches: WatchManager, multi_max_ops: int = DEFAULT_MULTI_MAX_OPS
+    ) -> None:
         self.tree = tree
         self.watches = watches
-        # getChildren orders of nodes with many children (see _children_in_java_order), least recent first.
-        self._orders: OrderedDict[str, tuple[Any, tuple[int, int, int], list[str]]] = OrderedDict()
+        self.multi_max_ops = multi_max_ops  # a multiRead of more ops is refused (zkpy.server.limits)
+        # getChildren orders of nodes with many children (see _children_in_java_order).
+        self._orders = ChildOrders()
         self.handlers: dict[int, Callable[[Any, Caller], bytes]] = {
             OpCode.EXISTS: self.exists,
             OpCode.GET_CHILDREN: self.get_children,
@@ -189,6 +191,8 @@ class Reads:
         handler = self.handlers.get(op)
         if handler is None:
             raise _REFUSED.get(op, UnimplementedError)()
+        if op == OpCode.MULTI_READ and too_many_ops(body, self.multi_max_ops, read=True):
+            raise BadArgumentsError()  # as a multi's: zkpy's bound (zkpy.server.limits)
         request, _ = REQUEST_RECORDS[op].read(body, 0)
         return handler(request, caller)
 
@@ -232,6 +236,9 @@ class Reads:
         node = self._readable(req.path, caller)
         if req.watch:
             self.watches.add_child_watch(req.path, caller)
+        if len(node.children) >= ORDER_KEPT_MIN:  # kept, with each name encoded: the answer is one join
+            vector = self._orders.order(self.tree.nodes, req.path, node).vector()
+            return vector + node.stat_bytes() if with_stat else vector
         out = bytearray()
         _vector_of_strings(out, self._children_in_java_order(req.path, node))
         if with_stat:  # getChildren2
@@ -243,25 +250,27 @@ class Reads:
         table size is the node's child_capacity (grown with the children, never shrunk, as Java's).
 
         Working the order out is O(n log n) with a Java string hash per name (100,000 children: ~0.6 s), so
-        for a node with many children it is kept until the children change: the same node object with the
-        same pzxid (every child creation and deletion sets it; a rolled-back multi restores it with the
-        children it had), count and table size has the same children, in the same order."""
+        for a node with many children it is kept and brought up to date as they change (ChildOrders)."""
         children = node.children
         if len(children) < 2:
             return list(children)
-        if len(children) < _ORDER_CACHE_MIN:
+        if len(children) < ORDER_KEPT_MIN:
             return self._java_order(path, node)
-        key = (node.pzxid, len(children), node.child_capacity)
-        cached = self._orders.get(path)
-        if cached is not None and cached[0] is node and cached[1] == key:
-            self._orders.move_to_end(path)
-            return cached[2]
-        ordered = self._java_order(path, node)
-        self._orders[path] = (node, key, ordered)
-        self._orders.move_to_end(path)
-        if len(self._orders) > _ORDER_CACHE_SIZE:
-            self._orders.popitem(last=False)
-        return ordered
+        return self._orders.order(self.tree.nodes, path, node).names
+
+    def children_order_steps(self, op: int, body: bytes) -> Iterator[None] | None:
+        """For a getChildren whose answer would build a big node's order afresh: that work, in steps, for
+        the connection to run before it answers (then the answer costs an update). None otherwise."""
+        if op not in (OpCode.GET_CHILDREN, OpCode.GET_CHILDREN2):
+            return None
+        try:
+            path, _ = read_ustring(body, 0)
+        except (JuteError, ValueError, IndexError, UnicodeDecodeError):
+            return None
+        node = self.tree.nodes.get(_node_key(path))  # type: ignore[arg-type]
+        if node is None or not self._orders.needs_build(path, node):  # type: ignore[arg-type]
+            return None
+        return self._orders.build_steps(self.tree.nodes, path, node)  # type: ignore[arg-type]
 
     def _java_order(self, path: str, node: Any) -> list[str]:
         children = node.children

@@ -79,7 +79,7 @@ def build_status(server: ZooKeeperServer, word: str | None = None) -> ServerStat
     if word == "wchs":  # counts only, as Apache's WatchesSummary: O(connections), not O(watches)
         half = watches.data_half
         watching = sum(1 for conn in server.connections if conn.session_id and watches.has_data_watches(conn))
-        watch_summary = (watching, len(half.table), half.size)
+        watch_summary = (watching, half.path_count(), half.size)
     elif word is None or word in _WATCH_WORDS:
         data_watchers = {watcher: list(ps) for watcher, ps in watches.data_paths_by_watcher().items()}
     listed = word is None or word in _CONNECTION_WORDS or word in ("wchc", "wchp")

@@ -35,10 +35,10 @@ from zkpy.jute.ops import (
     CreateResponse,
     EmptyRecord,
     ErrorResponse,
-    MultiRequest,
     MultiResponse,
     OpCode,
     StatResponse,
+    decode_multi,
 )
 from zkpy.jute.records import ACL, PERM_ADMIN, PERM_CREATE, PERM_DELETE, PERM_READ, PERM_WRITE, Id
 from zkpy.tree import acl as acls
@@ -357,12 +357,12 @@ class Applier:
         return EmptyRecord(), _no_undo
 
     def _multi(self, txn: Txn, result: Result) -> None:
-        request, _ = MultiRequest.read(txn.body, 0)
+        ops = decode_multi(txn.body)  # decoded once where it was ordered (shared: never changed)
         undos: list[Undo] = []
         responses: list[tuple[int, int, Any]] = []
         failed_at = -1
         failed_code = 0
-        for i, (op, req) in enumerate(request.ops):
+        for i, (op, req) in enumerate(ops):
             if op in _CREATE_OPS:
                 op = multi_create_op(op, req.flags)
                 if op < 0:  # ZooKeeper fails on it (ClassCastException): all of it is a MarshallingError
@@ -393,9 +393,7 @@ class Applier:
             undo()
         result.events.clear()
         codes = (
-            [0] * failed_at
-            + [failed_code]
-            + [int(Code.RUNTIME_INCONSISTENCY)] * (len(request.ops) - failed_at - 1)
+            [0] * failed_at + [failed_code] + [int(Code.RUNTIME_INCONSISTENCY)] * (len(ops) - failed_at - 1)
         )
         result.response = MultiResponse([(OpCode.ERROR, c, ErrorResponse(c)) for c in codes])
 

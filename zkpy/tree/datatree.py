@@ -214,7 +214,12 @@ class DataTree:
         start-up (its killSession of sessions without a timeout): data written before sessions
         were checked could hold such nodes, and nothing else would ever remove them."""
         orphans = sorted(
-            (path for owner, owned in self.ephemerals.items() if owner not in self.sessions for path in owned),
+            (
+                path
+                for owner, owned in self.ephemerals.items()
+                if owner not in self.sessions
+                for path in owned
+            ),
             reverse=True,
         )
         for path in orphans:

@@ -62,51 +62,104 @@ class _Half:
     """One of ZooKeeper's two watch managers (data watches and child watches): watchers per path, each
     with its mode there. A persistent watch is filed in both halves, so removing one half leaves the other.
 
-    Watchers are filed by their WatchManager id (an int), not as objects: a dict of ints is not tracked by
-    Python's cycle collector, so 600k watches add nothing to what a full collection walks (with the
-    connection objects as keys, one such collection held the event loop ~350 ms)."""
+    Kept out of sight of Python's cycle collector, which walks every entry of every tracked container on
+    each full collection (600k watches: ~90 ms of held event loop, several times during a watch flood):
+    watchers are filed by their WatchManager id (an int), not as objects, and a path with one watcher --
+    nearly all of them -- maps to one int (`id << 2 | mode`) in `table`, a dict of str to int, which the
+    collector never tracks; only paths with several watchers have a dict of their own (`crowded`). Each
+    watcher's paths are a dict of str to None, untracked for the same reason (a set would be tracked)."""
 
-    __slots__ = ("by_watcher", "recursive", "size", "table")
+    __slots__ = ("by_watcher", "crowded", "recursive", "size", "table")
 
     def __init__(self) -> None:
-        self.table: _Table = {}
-        self.by_watcher: dict[int, set[str]] = {}  # watch2Paths
+        self.table: dict[str, int] = {}  # a path with one watcher: its id << 2 | mode
+        self.crowded: _Table = {}  # a path with more: watcher id -> mode, in the order they were added
+        self.by_watcher: dict[int, dict[str, None]] = {}  # watch2Paths
         self.recursive = 0  # how many (watcher, path) pairs are recursive: parents are looked at only then
         self.size = 0  # (watcher, path) pairs: the watch count, kept so mntr and srvr cost O(1)
+
+    def __contains__(self, path: str) -> bool:
+        return path in self.table or path in self.crowded
+
+    def path_count(self) -> int:
+        return len(self.table) + len(self.crowded)
+
+    def paths(self) -> Iterator[str]:
+        yield from self.table
+        yield from self.crowded
+
+    def watchers(self, path: str) -> dict[int, int] | None:
+        """The watchers of `path` (id -> mode, in the order they were added), or None."""
+        one = self.table.get(path)
+        if one is not None:
+            return {one >> 2: one & 3}
+        return self.crowded.get(path)
+
+    def mode(self, path: str, watcher: int) -> int | None:
+        """`watcher`'s mode at `path`, None when it has no watch there."""
+        one = self.table.get(path)
+        if one is not None:
+            return one & 3 if one >> 2 == watcher else None
+        watchers = self.crowded.get(path)
+        return None if watchers is None else watchers.get(watcher)
 
     def add(self, path: str, watcher: int, mode: int) -> None:
         """WatchManager.addWatch: the watcher's mode at `path` becomes `mode`, whatever it was (so a
         getData watch on a path a persistent watch covers makes that half one-shot, as in ZooKeeper)."""
-        watchers = self.table.get(path)
-        if watchers is None:
-            self.table[path] = watchers = {}
-        old = watchers.get(watcher)
+        table = self.table
+        one = table.get(path)
+        old: int | None = None
+        if one is None:
+            watchers = self.crowded.get(path)
+            if watchers is None:
+                table[path] = watcher << 2 | mode
+            else:
+                old = watchers.get(watcher)
+                watchers[watcher] = mode
+        elif one >> 2 == watcher:
+            old = one & 3
+            table[path] = watcher << 2 | mode
+        else:  # a second watcher: the path gets a dict of its own
+            del table[path]
+            self.crowded[path] = {one >> 2: one & 3, watcher: mode}
         self.size += old is None
         self.recursive += (mode == PERSISTENT_RECURSIVE) - (old == PERSISTENT_RECURSIVE)
-        watchers[watcher] = mode
         paths_of = self.by_watcher.get(watcher)
         if paths_of is None:
-            self.by_watcher[watcher] = {path}
+            self.by_watcher[watcher] = {path: None}
         else:
-            paths_of.add(path)
+            paths_of[path] = None
+
+    def _drop(self, path: str, watcher: int) -> int | None:
+        """Take `watcher`'s watch at `path` out of the table; its mode, or None when it had none."""
+        one = self.table.get(path)
+        if one is not None:
+            if one >> 2 != watcher:
+                return None
+            del self.table[path]
+            return one & 3
+        watchers = self.crowded.get(path)
+        if watchers is None:
+            return None
+        old = watchers.pop(watcher, None)
+        if len(watchers) == 1:  # one watcher left: back to an int
+            ((left, left_mode),) = watchers.items()
+            del self.crowded[path]
+            self.table[path] = left << 2 | left_mode
+        return old
 
     def remove(self, path: str, watcher: int, mode: int | None = None) -> bool:
         """WatchManager.removeWatcher(path, watcher), or only a watch of that mode when `mode` is given."""
-        watchers = self.table.get(path)
-        if watchers is None or watcher not in watchers:
+        old = self.mode(path, watcher)
+        if old is None or (mode is not None and old != mode):
             return False
-        old = watchers[watcher]
-        if mode is not None and old != mode:
-            return False
-        del watchers[watcher]
+        self._drop(path, watcher)
         self.size -= 1
-        if not watchers:
-            del self.table[path]
         if old == PERSISTENT_RECURSIVE:
             self.recursive -= 1
         paths_of = self.by_watcher.get(watcher)
         if paths_of is not None:  # None: remove_watcher is forgetting this watcher
-            paths_of.discard(path)
+            paths_of.pop(path, None)
             if not paths_of:
                 del self.by_watcher[watcher]
         return True
@@ -119,18 +172,13 @@ class _Half:
         paths_of = self.by_watcher.pop(watcher, None)
         if not paths_of:
             return
-        table = self.table
         done = 0
         while paths_of:
-            path = paths_of.pop()
-            watchers = table.get(path)
-            if watchers is not None:
-                mode = watchers.pop(watcher, None)
-                if mode is not None:
-                    self.size -= 1
-                    self.recursive -= mode == PERSISTENT_RECURSIVE
-                    if not watchers:
-                        del table[path]
+            path, _ = paths_of.popitem()
+            mode = self._drop(path, watcher)
+            if mode is not None:
+                self.size -= 1
+                self.recursive -= mode == PERSISTENT_RECURSIVE
             done += 1
             if done % chunk == 0:
                 yield
@@ -139,10 +187,12 @@ class _Half:
         """WatchManager.containsWatcher, as ZooKeeper 3.8 has it: true when anyone watches `path` itself in
         this half, or when `watcher` has a recursive watch there; walking the parents (when any recursive
         watch exists) fails on a path without '/'."""
-        mode = self.table.get(path, {}).get(watcher, STANDARD)
+        mode = self.mode(path, watcher)
+        if mode is None:
+            mode = STANDARD
         first = True
         for p in _java_path_and_parents(path, self.recursive > 0):
-            if first and p in self.table:
+            if first and p in self:
                 return True
             first = False
             if mode == PERSISTENT_RECURSIVE:
@@ -150,13 +200,12 @@ class _Half:
         return False
 
     def has_mode(self, path: str, watcher: int, mode: int) -> bool:
-        return self.table.get(path, {}).get(watcher) == mode
+        return self.mode(path, watcher) == mode
 
     def fire(self, event_type: int, path: str, hit: dict[int, None]) -> None:
         """WatchManager.triggerWatch: the watchers of `path` (one-shot ones are spent) and the recursive
         watchers of it and its parents (never for NodeChildrenChanged) join `hit`."""
-        table = self.table
-        watchers = table.get(path)
+        watchers = self.watchers(path)
         if watchers:
             spent = None
             for watcher, mode in watchers.items():
@@ -173,7 +222,7 @@ class _Half:
                     self.remove(path, watcher)
         if self.recursive and event_type != NODE_CHILDREN_CHANGED:
             for p in paths.ancestors(path):
-                watchers = table.get(p)
+                watchers = self.watchers(p)
                 if watchers:
                     for watcher, mode in watchers.items():
                         if mode == PERSISTENT_RECURSIVE:
@@ -205,7 +254,7 @@ class WatchManager:
             self._watchers[wid] = watcher
         return wid
 
-    def data_paths_by_watcher(self) -> dict[Watcher, set[str]]:
+    def data_paths_by_watcher(self) -> dict[Watcher, dict[str, None]]:
         """The data half's paths per watcher (what wchc/wchp show)."""
         watchers = self._watchers
         return {watchers[wid]: ps for wid, ps in self.data_half.by_watcher.items() if wid in watchers}
@@ -272,10 +321,10 @@ class WatchManager:
         spent all the same, as in ZooKeeper."""
         data, child = self.data_half, self.child_half
         if event_type == NODE_CHILDREN_CHANGED:  # recursive watches never hear it: the path alone decides
-            if path not in child.table:
+            if path not in child:
                 return
-        elif (path not in data.table and not data.recursive) and (
-            event_type != NODE_DELETED or (path not in child.table and not child.recursive)
+        elif (path not in data and not data.recursive) and (
+            event_type != NODE_DELETED or (path not in child and not child.recursive)
         ):
             return
         hit: dict[int, None] = {}
@@ -299,15 +348,17 @@ class WatchManager:
 
     def paths_of(self, watcher: Watcher) -> list[str]:
         wid = self._ids.get(watcher, 0)
-        return sorted(self.data_half.by_watcher.get(wid, set()) | self.child_half.by_watcher.get(wid, set()))
+        return sorted({*self.data_half.by_watcher.get(wid, ()), *self.child_half.by_watcher.get(wid, ())})
 
     def by_path(self) -> dict[str, list[Watcher]]:
         out: dict[str, list[Watcher]] = {}
         watchers = self._watchers
         for half in (self.data_half, self.child_half):
-            for p, ws in half.table.items():
-                out.setdefault(p, []).extend(watchers[wid] for wid in ws if wid in watchers)
+            for p in half.paths():
+                out.setdefault(p, []).extend(
+                    watchers[wid] for wid in half.watchers(p) or () if wid in watchers
+                )
         return out
 
     def watched_paths(self) -> Iterable[str]:
-        return {*self.data_half.table, *self.child_half.table}
+        return {*self.data_half.paths(), *self.child_half.paths()}
