@@ -19,11 +19,15 @@ from tests.replication.test_sim_regressions import (
     wipe,
     write_for,
 )
+from zkpy.jute.ops import CreateRequest, OpCode
+from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication import leader as leader_module
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner import Learner
 from zkpy.testing.cluster import SimCluster, simulate
 from zkpy.testing.disk import MemorySnapshotSource
+from zkpy.testing.simclient import ConnectionLost, SessionExpired
+from zkpy.testing.workload import new_client
 
 
 def _learner_of(cluster: SimCluster, sid: int) -> Learner | None:
@@ -91,3 +95,84 @@ def test_a_streamed_snap_cut_twice_midstream_under_pipelined_writes_resyncs_clea
     monkeypatch.setattr(MemorySnapshotSource, "PIECE", 512)
     monkeypatch.setattr(leader_module, "STREAM_WINDOW", 2048)
     simulate(seed, snap_cut_midstream(), commit_log_count=5)
+
+
+# -- the leader's role ends with several batches in flight: no client is left waiting -------------
+
+
+async def patient_writer(cluster: SimCluster, name: str, until: float, longest: list[float]) -> None:
+    """Writes as workload.writer, but waits up to 60 s for each reply (the usual 3 s timeout
+    would hide a request the server never answers nor drops); records its longest wait."""
+    client = new_client(cluster, name, request_timeout=60.0)
+    n = 0
+    while trio.current_time() < until:
+        started = trio.current_time()
+        try:
+            if client._stream is None:
+                await client.connect(until=until)
+            path = f"/{name}-{n:05d}"
+            n += 1
+            started = trio.current_time()
+            op = await client.record("create", OpCode.CREATE, CreateRequest(path, path.encode(), OPEN, 0), path)
+        except SessionExpired:
+            continue
+        except ConnectionLost:
+            longest.append(trio.current_time() - started)
+            await trio.sleep(0.05)
+            continue
+        longest.append(trio.current_time() - started)
+        if op.outcome == "ok":
+            cluster.invariants.acknowledged_write(op)
+    await client.close()
+
+
+def leader_ends_with_batches_in_flight(active: list[int]) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        waits: list[float] = []
+        seen: dict[str, int] = {}
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(patient_writer, cluster, f"w{i}", trio.current_time() + 8.0, waits)
+            await cluster.wait_until(lambda: active[0] >= 3, 5.0, "three batches in flight on the leader")
+            seen["in_flight"] = active[0]
+            # Cut from the other servers, not from the clients: its role ends (lost quorum) with
+            # the batches out, and its clients hear whatever it does about them.
+            others = [f"s{sid}" for sid in cluster.servers if sid != leader]
+            cluster.network.partition([f"s{leader}"], others)
+            cluster.note(f"partition s{leader} from {others} with {active[0]} batches in flight")
+            await cluster.wait_until(lambda: cluster.leader() not in (None, leader), 30.0, "another leader")
+        assert seen["in_flight"] >= 3
+        # Every request was answered or its connection dropped well within the 60 s timeout:
+        # syncLimit, an election and a reconnect.
+        assert max(waits) < 20.0, sorted(waits)[-5:]
+        cluster.network.heal()
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [51, 52, 53])
+def test_a_leader_whose_role_ends_with_batches_in_flight_leaves_no_client_waiting(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six writers keep the leader's pipeline full; once three or more batches are in flight
+    (Leader.replicate calls running at once, counted by a wrapper), the leader is cut off from the
+    other servers (not from the clients), so its role ends by lost quorum with them out. Asserted: no request waits for ever (each is answered
+    or its connection is closed: clients wait up to 60 s here, the check is 20 s), another leader
+    takes over; then the simulator's invariants (no write acknowledged that was not committed),
+    heal, write, power cycle and check."""
+    active = [0]
+    replicate = Leader.replicate
+
+    async def counting(self: Leader, txns: Any) -> None:
+        active[0] += 1
+        try:
+            await replicate(self, txns)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(Leader, "replicate", counting)
+    simulate(seed, leader_ends_with_batches_in_flight(active))
