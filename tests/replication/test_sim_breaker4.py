@@ -6,6 +6,7 @@ test_sim_regressions.py has the helpers and the style)."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from zkpy.replication import leader as leader_module
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner import Learner
 from zkpy.testing.cluster import SimCluster, simulate
-from zkpy.testing.disk import MemorySnapshotSource
+from zkpy.testing.disk import MemorySnapshotSource, MemoryStore
 from zkpy.testing.simclient import ConnectionLost, SessionExpired
 from zkpy.testing.workload import new_client
 
@@ -113,7 +114,9 @@ async def patient_writer(cluster: SimCluster, name: str, until: float, longest: 
             path = f"/{name}-{n:05d}"
             n += 1
             started = trio.current_time()
-            op = await client.record("create", OpCode.CREATE, CreateRequest(path, path.encode(), OPEN, 0), path)
+            op = await client.record(
+                "create", OpCode.CREATE, CreateRequest(path, path.encode(), OPEN, 0), path
+            )
         except SessionExpired:
             continue
         except ConnectionLost:
@@ -176,3 +179,56 @@ def test_a_leader_whose_role_ends_with_batches_in_flight_leaves_no_client_waitin
 
     monkeypatch.setattr(Leader, "replicate", counting)
     simulate(seed, leader_ends_with_batches_in_flight(active))
+
+
+# -- a SNAP whose image cannot be forked costs that learner's link, not the leadership ------------
+
+
+def snap_image_fails(failures: list[int]) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        await write_for(cluster, 0.3, "a")
+        leader = cluster.leader()
+        assert leader is not None
+        epochs = dict(cluster.invariants.leaders)
+        wiped = min(sid for sid in cluster.servers if sid != leader)
+        cluster.crash(wiped)
+        await write_for(cluster, 1.0, "b")  # past the 5-transaction window: it needs a SNAP
+        wipe(cluster, wiped)
+        await cluster.start(wiped)
+        await cluster.wait_until(lambda: failures[0] >= 1, 10.0, "a SNAP image that could not be forked")
+        await write_for(cluster, 2.0, "c")
+        # The leader that could not fork one learner's image still leads its epoch.
+        assert cluster.leader() == leader and cluster.invariants.leaders == epochs, (
+            f"leadership changed: {epochs} -> {cluster.invariants.leaders}"
+        )
+        await cluster.wait_until(lambda: cluster.servers[wiped].serving, 20.0, "the wiped server serving")
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [61, 62])
+def test_a_snap_image_that_cannot_be_forked_costs_the_link_not_the_leadership(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader takes a streamed SNAP's image by forking (DurableStore.snapshot_source:
+    os.pipe + os.fork), which fails with ENOMEM/EAGAIN under memory pressure, EMFILE without fds:
+    for a big tree exactly when SNAPs are needed. A failing image of one learner must cost that
+    learner's link (as a failing read of the image does, StorageError in _stream_snapshot), not
+    the leadership: else every leader that learner connects to steps down, one after another.
+
+    Simulated: the store's snapshot_source raises OSError(ENOMEM) the first two times. Fails
+    before breaker4's fix: the OSError from Leader._sync ends the leader's role ("leading failed"),
+    a new epoch is elected (leaders {1: 3} -> {1: 3, 2: ...})."""
+    failures = [0]
+    source = MemoryStore.snapshot_source
+
+    def failing(self: MemoryStore, tree: Any) -> Any:
+        if failures[0] < 2:
+            failures[0] += 1
+            raise OSError(errno.ENOMEM, "Cannot allocate memory (simulated fork failure)")
+        return source(self, tree)
+
+    monkeypatch.setattr(MemoryStore, "snapshot_source", failing)
+    simulate(seed, snap_image_fails(failures), commit_log_count=5)

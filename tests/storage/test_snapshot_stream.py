@@ -167,3 +167,25 @@ async def test_a_streamed_snap_arriving_while_an_earlier_roles_snapshot_writer_r
         assert again.recover().last_zxid == 3000
     finally:
         again.close()
+
+
+async def test_a_fork_that_fails_leaks_no_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """breaker4 (issue 17 review): os.fork fails under memory pressure (ENOMEM) or a process limit
+    (EAGAIN); snapshot_source raises it (the leader then closes that learner's link) and must not
+    leave the pipe it opened: a leader retrying SNAPs would run out of fds. Fails before breaker4's
+    fix: two fds more are open after each failed fork."""
+    leader = _store(tmp_path / "leader")
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        monkeypatch.setattr(os, "fork", no_fork)
+        for _ in range(3):
+            with pytest.raises(OSError):
+                leader.snapshot_source(_tree(10))
+        monkeypatch.undo()
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        leader.close()
