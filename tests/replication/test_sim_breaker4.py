@@ -7,6 +7,9 @@ test_sim_regressions.py has the helpers and the style)."""
 from __future__ import annotations
 
 import errno
+import itertools
+import math
+import random
 from typing import Any
 
 import pytest
@@ -20,14 +23,16 @@ from tests.replication.test_sim_regressions import (
     wipe,
     write_for,
 )
-from zkpy.jute.ops import CreateRequest, OpCode
+from zkpy.jute.ops import CreateRequest, OpCode, PathWatchRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication import leader as leader_module
+from zkpy.replication import learner as learner_module
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner import Learner
-from zkpy.testing.cluster import SimCluster, simulate
+from zkpy.testing import cluster as cluster_module
+from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
 from zkpy.testing.disk import MemorySnapshotSource, MemoryStore
-from zkpy.testing.simclient import ConnectionLost, SessionExpired
+from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 from zkpy.testing.workload import new_client
 
 
@@ -232,3 +237,119 @@ def test_a_snap_image_that_cannot_be_forked_costs_the_link_not_the_leadership(
 
     monkeypatch.setattr(MemoryStore, "snapshot_source", failing)
     simulate(seed, snap_image_fails(failures), commit_log_count=5)
+
+
+# -- a learner that stops reading (bounded memory) stops touching its clients' sessions ------------
+
+
+async def _busy_writer(cluster: SimCluster, name: str, until: float, server: int) -> None:
+    """8 kB creates through one server, as fast as they are answered."""
+    client = SimClient(name, cluster.network.host(name), [(f"s{server}", CLIENT_PORT)], random.Random(name))
+    n = 0
+    while trio.current_time() < until:
+        try:
+            if client._stream is None:
+                await client.connect(until=until)
+            path = f"/{name}-{n:05d}"
+            n += 1
+            op = await client.record("create", OpCode.CREATE, CreateRequest(path, b"v" * 8192, OPEN, 0), path)
+        except (ConnectionLost, SessionExpired):
+            await trio.sleep(0.05)
+            continue
+        if op.outcome == "ok":
+            cluster.invariants.acknowledged_write(op)
+    await client.close()
+
+
+def sessions_on_a_slow_learner(seen: dict[str, Any]) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        slow = min(sid for sid in cluster.servers if sid != leader)
+        # A client of the slow follower alone, active all along (a read every 100 ms).
+        held = SimClient(
+            "held", cluster.network.host("held"), [(f"s{slow}", CLIENT_PORT)], random.Random(7),
+            session_timeout_ms=1000, request_timeout=30.0,
+        )  # fmt: skip
+        await held.connect()
+        op = await held.record("create", OpCode.CREATE, CreateRequest("/held", b"", OPEN, 1), "/held")
+        assert op.outcome == "ok", op  # an ephemeral of the held session
+        role = _learner_of(cluster, slow)
+        assert role is not None
+        pings: list[float] = []
+
+        def hook(sid: int, name: str) -> None:
+            if sid == slow and name == "learner sent ping":
+                pings.append(trio.current_time())
+
+        cluster.point_hooks.append(hook)
+        disk = cluster.servers[slow].disk
+        disk.slow_until = math.inf
+        disk.slow_fsync = (0.05, 0.1)
+        disk.slow_bandwidth = 30_000  # far below the writers' rate
+        until = trio.current_time() + 5.0
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(_busy_writer, cluster, f"w{i}", until, leader)
+            while trio.current_time() < until:
+                try:
+                    await held.call(OpCode.EXISTS, PathWatchRequest("/", False), "/")
+                except SessionExpired:
+                    seen["expired"] = trio.current_time()
+                    seen["same_role"] = _learner_of(cluster, slow) is role  # still following
+                    break
+                except ConnectionLost:
+                    seen["lost"] = seen.get("lost", 0) + 1
+                    await held.connect(until=until)  # the session resumes: it may not expire
+                    continue
+                await trio.sleep(0.1)
+        leader_peer = cluster.servers[leader].peer
+        assert leader_peer is not None and leader_peer.serving is not None
+        seen["alive_at_leader"] = leader_peer.serving.sessions.is_alive(held.session_id)
+        seen["ephemeral_at_leader"] = "/held" in leader_peer.tree.nodes
+        slow_peer = cluster.servers[slow].peer
+        assert slow_peer is not None
+        seen["unlogged"] = slow_peer.stats.most_unlogged_bytes
+        seen["role_unchanged"] = _learner_of(cluster, slow) is role
+        seen["longest_ping_gap"] = max(b - a for a, b in itertools.pairwise(pings))
+        cluster.point_hooks.remove(hook)
+        disk.slow_until = trio.current_time()
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [71, 72])
+def test_an_active_session_on_a_learner_that_stopped_reading_does_not_expire(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded memory (272b07e): a learner over its bound of unlogged proposals stops reading its
+    link, so it reads no LeaderPing and sends no LearnerPing, and the sessions its clients keep
+    alive are not touched at the leader while the reader is stopped. Apache's follower queues
+    proposals to its SyncRequestProcessor and answers pings on its reading thread, whatever its
+    disk does. Here (syncLimit 4 s, session timeout 1 s, the follower's disk at 30 kB/s, bound
+    shrunk to 64 kB) an active client of the slow follower must keep its session while that
+    follower still follows its leader.
+
+    Fails before breaker4's fix (seeds 71, 72): the session expired at the leader and its
+    ephemeral was deleted, though the follower never left its leader and the client read every
+    100 ms (its LearnerPings stopped for up to 2.25 s); with the bound lifted (1 TiB) the same run
+    keeps them (pings every 0.1 s, ~1 MB unlogged). Fixed: while its reader is stopped, the
+    learner sends a LearnerPing with its touched sessions on each tick (the leader takes one at
+    any time in broadcast)."""
+    monkeypatch.setattr(learner_module, "MAX_UNLOGGED_BYTES", 64 * 1024)
+    original = cluster_module.sim_config
+
+    def longer_sync_limit(*args: Any, **kwargs: Any) -> Any:
+        config = original(*args, **kwargs)
+        config.sync_limit = 40  # 4 s: longer than the session timeout, as in production defaults
+        return config
+
+    monkeypatch.setattr(cluster_module, "sim_config", longer_sync_limit)
+    seen: dict[str, Any] = {}
+    simulate(seed, sessions_on_a_slow_learner(seen), snap_count=1_000_000, commit_log_count=1_000_000)
+    assert seen["unlogged"] > 64 * 1024, seen  # the bound was reached: the reader stopped
+    assert seen["role_unchanged"], seen  # it followed the same leader all along
+    assert "expired" not in seen and seen["alive_at_leader"] and seen["ephemeral_at_leader"], seen
+    assert seen["longest_ping_gap"] < 1.0, seen  # below the session timeout
