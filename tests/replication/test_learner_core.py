@@ -19,6 +19,7 @@ from zkpy.replication.learner_core import (
     RoleEnded,
     Send,
     Serve,
+    SnapshotPiece,
     TakeSync,
 )
 from zkpy.tree.txn import Txn
@@ -190,3 +191,47 @@ def test_a_sync_sent_in_pieces_is_taken_whole() -> None:
     effects = c.receive(m.SyncData("diff", z(1, 5), None, [last.pack()]), now=0.3)
     assert effects == [TakeSync("diff", z(1, 5), None, [first, second, last])]
     assert c.receive(m.NewLeader(2), now=0.4) == []  # held until the sync is durable
+
+
+# -- a streamed SNAP (issue 17), as breaker4 probed it ----------------------------------------------
+
+
+def test_snapshot_pieces_are_taken_only_while_waiting_for_the_sync_and_complete_a_streamed_snap() -> None:
+    c = core()
+    c.start()
+    with pytest.raises(ValueError):  # before the epoch: not yet
+        core().receive(m.SnapshotChunk(b"ZKPS"), now=0.05)
+    c.receive(m.LeaderInfo(2), now=0.1)
+    assert c.receive(m.SnapshotChunk(b"ZKPS"), now=0.11) == [SnapshotPiece(b"ZKPS")]
+    assert c.receive(m.SnapshotChunk(b"rest"), now=0.12) == [SnapshotPiece(b"rest")]
+    effects = c.receive(m.SyncData("snap", z(2, 0), None, []), now=0.2)
+    assert effects == [TakeSync("snap", z(2, 0), None, [])]
+    c.sync_taken(z(2, 0), [], z(2, 0))
+    c.receive(m.NewLeader(2), now=0.3)
+    c.receive(m.UpToDate(z(2, 0)), now=0.4)
+    with pytest.raises(ValueError):  # in broadcast: a stray piece is a protocol error
+        c.receive(m.SnapshotChunk(b"late"), now=0.5)
+
+
+def test_a_streamed_snap_without_pieces_is_refused() -> None:
+    c = core()
+    c.start()
+    c.receive(m.LeaderInfo(2), now=0.1)
+    with pytest.raises(ValueError):
+        c.receive(m.SyncData("snap", z(2, 0), None, []), now=0.2)
+
+
+@pytest.mark.parametrize(
+    "sync", [m.SyncData("diff", z(1, 5), None, []), m.SyncData("trunc", z(1, 3), None, [])]
+)
+def test_snapshot_pieces_followed_by_another_sync_are_refused(sync: m.SyncData) -> None:
+    """breaker4: a leader that sends SnapshotChunks and then a DIFF or TRUNC broke the protocol;
+    the learner took the DIFF and left the pieces' temp file open and unused (the glue's receiver
+    was handed to take_sync, which ignores it for a DIFF, and never aborted). Refused now, so the
+    role ends and the glue aborts the receiver. Fails before breaker4's fix: TakeSync is returned."""
+    c = core()
+    c.start()
+    c.receive(m.LeaderInfo(2), now=0.1)
+    c.receive(m.SnapshotChunk(b"ZKPS"), now=0.11)
+    with pytest.raises(ValueError):
+        c.receive(sync, now=0.2)

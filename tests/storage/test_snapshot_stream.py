@@ -6,6 +6,7 @@ durable steps as an in-frame SNAP (snapshots above deleted, then the log dropped
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -123,5 +124,68 @@ async def test_closing_a_stream_midway_stops_its_child(tmp_path: Path) -> None:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, 0)  # already reaped
         await trio.sleep(0)
+    finally:
+        leader.close()
+
+
+async def test_a_streamed_snap_arriving_while_an_earlier_roles_snapshot_writer_runs(tmp_path: Path) -> None:
+    """breaker4 (issue 17 review): the learner's own forked snapshot writer of an earlier role is
+    still writing a snapshot ABOVE the SNAP's zxid when the streamed SNAP is installed. It must
+    be stopped and its result not reported (last_snapshot_zxid stays the SNAP's), its temp file
+    removed, the incoming file kept, and nothing above the SNAP left to recover from."""
+    leader = _store(tmp_path / "leader")
+    learner = _store(tmp_path / "learner", logged=3)
+    old_tree = _tree(6000, b"o" * 400)  # the learner's tree of an earlier role, ahead of the SNAP
+    snap_dir = tmp_path / "learner" / SUBDIR
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(learner.reap_snapshots)
+            learner._since_snap = learner._next_snap_after  # a snapshot is due: it forks now
+            learner.maybe_snapshot(old_tree)
+            writer = learner._snapshot_pid
+            assert writer is not None
+            os.kill(writer, signal.SIGSTOP)  # surely still running when the SNAP is installed
+            source = leader.snapshot_source(_tree(3000, b"x" * 500))
+            sink = learner.snapshot_receiver()
+            while data := await source.read():
+                sink.write(data)
+            source.close()
+            installed = await learner.install_received(3000, sink)
+            assert installed.last_zxid == 3000
+            assert learner._snapshot_pid is None  # stopped and reaped
+            assert learner.last_snapshot_zxid == 3000
+            await trio.sleep(0.1)  # the reaper had its say
+            assert learner.last_snapshot_zxid == 3000
+            nursery.cancel_scope.cancel()
+        assert [z for z, _ in list_zxid_files(snap_dir, SNAP_PREFIX)] == [3000]
+        assert not list(snap_dir.glob("*.tmp"))
+    finally:
+        leader.close()
+        learner.close()
+    again = DurableStore(learner.config)
+    try:
+        assert again.recover().last_zxid == 3000
+    finally:
+        again.close()
+
+
+async def test_a_fork_that_fails_leaks_no_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """breaker4 (issue 17 review): os.fork fails under memory pressure (ENOMEM) or a process limit
+    (EAGAIN); snapshot_source raises it (the leader then closes that learner's link) and must not
+    leave the pipe it opened: a leader retrying SNAPs would run out of fds. Fails before breaker4's
+    fix: two fds more are open after each failed fork."""
+    leader = _store(tmp_path / "leader")
+
+    def no_fork() -> int:
+        raise OSError(12, "Cannot allocate memory")
+
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        monkeypatch.setattr(os, "fork", no_fork)
+        for _ in range(3):
+            with pytest.raises(OSError):
+                leader.snapshot_source(_tree(10))
+        monkeypatch.undo()
+        assert len(os.listdir("/proc/self/fd")) == before
     finally:
         leader.close()

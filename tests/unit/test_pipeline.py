@@ -150,3 +150,46 @@ async def test_a_batch_is_capped_by_bytes_as_well_as_by_count() -> None:
         await pipeline.wait_idle()
         nursery.cancel_scope.cancel()
     assert batches == [2, 2, 2, 1] and tree.last_zxid == 7
+
+
+async def test_a_failed_batch_among_pipelined_ones_refuses_it_and_every_later_one() -> None:
+    """breaker4 (issue 17 review): with batches in flight, one whose persist fails must not let a
+    later batch that persisted meanwhile be applied or answered (its zxids follow a hole), nothing
+    after the failure is persisted again, the numbers handed out are not applied, and the
+    pipeline's bookkeeping (prep's InFlight, wait_idle) ends clean; and a batch BEFORE the failed
+    one, durable on its own, is still applied and answered. Fails before breaker4's fix: the
+    first batch, whose persist completed after the second's failed, was refused (SYSTEM_ERROR,
+    not applied) since _finish looked only at the pipeline-wide write_error. Latent in zkpy
+    today: only the leader pipelines, and its replicate step does not raise."""
+    calls: list[list[int]] = []
+    releases: dict[int, trio.Event] = {}
+
+    async def quorum(txns: list[Txn]) -> None:
+        calls.append([t.zxid for t in txns])
+        releases[txns[0].zxid] = done = trio.Event()
+        await done.wait()
+        if txns[0].zxid == 3:
+            raise OSError(errno.EIO, "fsync failed")
+
+    tree = DataTree()
+    pipeline = CommitPipeline(Applier(tree), WatchManager(), quorum, max_batch=2, max_in_flight=3)
+    results: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        for i in range(6):
+            pipeline.submit(1, i + 1, OpCode.CREATE, _create(f"/n{i}"), callback=results.append)
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [[1, 2], [3, 4], [5, 6]]
+        releases[5].set()  # the batch after the failing one is durable on its quorum first
+        releases[3].set()  # then the failure
+        releases[1].set()
+        await pipeline.wait_idle()
+        for i in range(6, 8):
+            pipeline.submit(1, i + 1, OpCode.CREATE, _create(f"/n{i}"), callback=results.append)
+        await pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert len(calls) == 3  # nothing persisted after the failure
+    assert [(r.zxid, r.err) for r in results[:2]] == [(1, 0), (2, 0)]
+    assert [r.err for r in results[2:]] == [int(Code.SYSTEM_ERROR)] * 6
+    assert tree.last_zxid == 2 and "/n2" not in tree.nodes and "/n4" not in tree.nodes
+    assert not pipeline.in_flight.sessions and not pipeline.in_flight.paths

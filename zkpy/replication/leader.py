@@ -289,7 +289,17 @@ class Leader:
                 # plan's zxid, and what follows it is in plan.txns or will be broadcast (and held).
                 if peer.tree.last_zxid != plan.zxid:
                     raise AssertionError(f"SNAP planned at 0x{plan.zxid:x}, the tree is at 0x{peer.tree.last_zxid:x}")
-                source = peer.store.snapshot_source(peer.tree)
+                try:
+                    source = peer.store.snapshot_source(peer.tree)
+                except (OSError, StorageError) as e:
+                    # os.pipe/os.fork failing (ENOMEM, EAGAIN, EMFILE): as a failed image read in
+                    # _stream_sync, it costs this learner's link, not the leadership.
+                    log.error("learner link %d: the SNAP's image could not be taken: %s", effect.conn, e)
+                    link.closed = True  # nothing more is queued to it; its link task ends the link
+                    link_scope = self.scopes.get(effect.conn)
+                    if link_scope is not None:
+                        link_scope.cancel()
+                    return
             self._holding[effect.conn] = (deque(), [0])
             scope = self._pumps[effect.conn] = trio.CancelScope()
             assert self._nursery is not None

@@ -23,6 +23,7 @@ import trio
 from zkpy.replication import messages as m
 from zkpy.replication.history import SNAP, TRUNC
 from zkpy.replication.learner_core import (
+    BROADCAST,
     AcceptEpoch,
     AnswerSync,
     Apply,
@@ -144,6 +145,7 @@ class Learner(Forwarder):
         self._core: LearnerCore | None = None
         self._progress = trio.Event()  # set each time the driver has handled an input
         self._waiting_bytes = 0  # proposal bytes received and not yet handed to the core
+        self._not_reading = False  # the reader stopped: too much waits for the log (_behind)
         self._received: SnapshotSink | None = None  # a streamed SNAP being written
 
     async def run(self) -> None:
@@ -180,6 +182,10 @@ class Learner(Forwarder):
                     effects = core.logged(value)
                 else:
                     effects = core.tick(trio.current_time())
+                    if self._not_reading and core.state == BROADCAST and self.server is not None:
+                        # The leader's pings wait unread behind the proposals: tell it of the
+                        # sessions this server's clients keep alive anyway, or they expire there.
+                        link.send(m.LearnerPing(self.server.touched_sessions()))
                 await self._carry_out(effects, core, nursery)
                 self._progress.set()
                 self._progress = trio.Event()
@@ -193,7 +199,9 @@ class Learner(Forwarder):
             self._waiting_bytes += _proposal_bytes(message)
             self._events_in.send_nowait(("message", message))
             while self._behind():  # read no more until the log and the driver catch up
+                self._not_reading = True
                 await self._progress.wait()
+            self._not_reading = False
 
     def _behind(self) -> bool:
         core = self._core

@@ -175,9 +175,9 @@ class LearnerCore:
         # while the sync is written): the glue stops reading the link above a bound.
         self.unlogged_bytes = 0
         self._sync_waits: list[tuple[int, int, int]] = []  # (zxid, session, cxid)
-        self._held: list[m.LeaderMessage] = []
+        self._held: list[m.LeaderMessage] = []  # messages that arrived while the sync was being written
         self._streamed = False  # SnapshotChunks came: a SNAP's tree is on its way to disk
-        self._sync_txns: list[bytes] = []  # a sync's transactions sent ahead in pieces (SyncTxns)  # messages that arrived while the sync was being written
+        self._sync_txns: list[bytes] = []  # a sync's transactions sent ahead in pieces (SyncTxns)
         self._last_tick: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -265,8 +265,13 @@ class LearnerCore:
         return []
 
     def _on_syncdata(self, message: m.SyncData) -> list[Effect]:
-        if message.mode == "snap" and message.items is None and not self._streamed:
+        streamed = message.mode == "snap" and message.items is None
+        if streamed and not self._streamed:
             raise ValueError("a streamed SNAP without its snapshot")
+        if self._streamed and not streamed:
+            # Pieces and then a DIFF/TRUNC or an in-frame SNAP: the pieces' temp file would be left
+            # open and unused (the glue aborts it when the role ends on this error).
+            raise ValueError(f"snapshot pieces before a {message.mode} sync")
         self.state = SYNCING
         packed, self._sync_txns = self._sync_txns + message.txns, []
         return [TakeSync(message.mode, message.zxid, message.items, [Txn.unpack(p) for p in packed])]

@@ -390,7 +390,12 @@ class ForkedSnapshot:
     def __init__(self, tree: DataTree) -> None:
         read_fd, write_fd = os.pipe()
         zxid = tree.last_zxid
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # ENOMEM, EAGAIN: the caller closes the learner's link; no fds leak
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if pid == 0:  # child: write and leave, touching nothing else of the parent's
             code = 0
             try:

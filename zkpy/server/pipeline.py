@@ -73,6 +73,9 @@ class CommitPipeline:
         self.on_applied: Callable[[Txn, Result], None] = lambda txn, result: None
         self.after_batch: Callable[[], None] = lambda: None  # the tree is consistent here (snapshots)
         self.write_error: str | None = None  # set when storage failed: writes are refused
+        # The first zxid of the batch whose persist failed: batches before it (in flight at once,
+        # durable on their own) are still applied and answered; it and every later one are not.
+        self._failed_at = 0
         self.epoch = 0  # zxids are epoch << 32 | counter; an ensemble's leader sets its epoch
         self.committed = 0
         self.batches = 0  # committed batches: committed / batches is the group-commit factor
@@ -188,13 +191,15 @@ class CommitPipeline:
         try:
             await self.persist(txns)
         except Exception as e:  # a full disk or failed fsync: refuse, never acknowledge
+            first = txns[0].zxid
+            self._failed_at = first if self.write_error is None else min(self._failed_at, first)
             self.write_error = f"{type(e).__name__}: {e}"
             log.error("persisting transactions failed, refusing writes from now on: %s", self.write_error)
 
     def _finish(self, batch: list, txns: list[Txn]) -> None:  # type: ignore[type-arg]
         """Apply a persisted batch and answer it; refuse it if the storage failed (this batch or
         an earlier one: nothing after a failure is acknowledged)."""
-        if self.write_error is not None:
+        if self.write_error is not None and txns[0].zxid >= self._failed_at:
             self._last_ordered = self.applier.tree.last_zxid  # its numbers were never logged: reuse them
             for item in batch:
                 callback = item[5]
