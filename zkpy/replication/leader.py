@@ -136,6 +136,7 @@ class Leader:
             await self._carry_out(self.core.start())
             async for kind, conn, value in self._events:
                 if kind == "message":
+                    self._point(f"leader got {value[0] if value else '?'}")
                     effects = self.core.receive(conn, value, trio.current_time())
                     self._note_ack(conn, value)
                     self._identified(conn)
@@ -187,6 +188,7 @@ class Leader:
                     for session_id in effect.session_ids:
                         self.server.sessions.touch(session_id)
             elif isinstance(effect, core.Committed):
+                self._point("leader committed")
                 peer.stats.quorum_acked(effect.zxid, trio.current_time())
                 self._report_committed(effect.zxid)
                 self._commit_changed.set()
@@ -207,6 +209,7 @@ class Leader:
                     log.info("closing learner link %d: %s", effect.conn, effect.reason)
             elif isinstance(effect, core.AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
+                self._point("leader accepted epoch")
                 log.info("new epoch %d", effect.epoch)
             elif isinstance(effect, core.Establish):
                 await self._establish(effect)
@@ -232,6 +235,7 @@ class Leader:
         """A quorum holds the leader's whole history: it is committed; serve it."""
         peer = self.peer
         peer.epochs.make_current(effect.epoch)
+        self._point("leader epoch written")
         server = EnsembleServer(peer.config, peer.tree, LEADER, effect.epoch, peer.env)
         server.pipeline.persist = self.replicate
         server.pipeline.after_batch = lambda: peer.store.maybe_snapshot(peer.tree)
@@ -259,6 +263,7 @@ class Leader:
         if observer is not None:
             observer.serving(self.me, peer.tree.last_zxid)
         self.established.set()
+        self._point("leader established")
         log.info(
             "leading epoch %d: %d of %d voters synced in %.3fs; serving clients",
             effect.epoch, sum(1 for x in self.core.learners.values() if x.voter) + 1, len(self.quorum.voters),
@@ -362,6 +367,7 @@ class Leader:
         packed = [txn.pack() for txn in txns]
         proposed_at = trio.current_time()
         peer.stats.proposed(txns[-1].zxid, proposed_at)
+        self._point("leader proposing")
         try:
             effects = self.core.propose(txns, packed)
         except RoleEnded as e:

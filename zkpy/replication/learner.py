@@ -96,6 +96,7 @@ class Learner(Forwarder):
             await self._carry_out(core.start(), core, nursery)
             async for kind, value in self._events:
                 if kind == "message":
+                    self._point(f"learner got {value[0] if value else '?'}")
                     effects = core.receive(value, trio.current_time())
                 elif kind == "logged":
                     effects = core.logged(value)
@@ -130,6 +131,7 @@ class Learner(Forwarder):
             elif isinstance(effect, Apply):
                 assert self.pipeline is not None
                 self.pipeline.apply_committed(effect.txns)
+                self._point("learner applied")
                 if effect.txns:  # one sample a batch: its newest transaction, ordered last
                     peer.stats.commit_propagation_ms.record(peer.env.wall_clock_ms() - effect.txns[-1].time)
             elif isinstance(effect, Log):
@@ -152,8 +154,10 @@ class Learner(Forwarder):
                 self.pipeline.refused(effect.session_id, effect.cxid, effect.code)
             elif isinstance(effect, AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
+                self._point("learner accepted epoch")
             elif isinstance(effect, MakeCurrent):
                 peer.epochs.make_current(effect.epoch)
+                self._point("learner epoch written")
                 if peer.store.needs_resync:  # the leader's whole history is durable here now
                     peer.store.resynced()
                     peer.election.abstaining = False
@@ -169,6 +173,7 @@ class Learner(Forwarder):
                 assert self.server is not None
                 await nursery.start(self.server.serve_role)
                 peer.serving = self.server
+                self._point("learner serving")
                 if peer.env.observer is not None:
                     peer.env.observer.serving(peer.my_id, peer.tree.last_zxid)
                 log.info(
@@ -189,6 +194,7 @@ class Learner(Forwarder):
                 with trio.fail_at(deadline):
                     stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
                 self.link = PeerLink(stream, self._sent_hook())
+                self._point("learner connected")
                 return self.link
             except (OSError, trio.TooSlowError) as e:
                 if trio.current_time() >= deadline:
@@ -211,6 +217,7 @@ class Learner(Forwarder):
             peer.history.reset(sync.zxid)
         elif sync.mode == TRUNC:
             await store.truncate_after(sync.zxid)
+            self._point("learner truncated")
             peer.history.truncate_after(sync.zxid)
             if peer.tree.last_zxid > sync.zxid:  # the tree holds what was cut: rebuild it from disk
                 await peer.reload_tree()
