@@ -315,7 +315,9 @@ async def test_a_crash_mid_write_leaves_none_or_a_prefix_of_the_batch_never_more
     assert outcomes == {"lost", "prefix", "torn"}
 
 
-async def test_a_crash_with_no_write_in_flight_changes_nothing(autojump_clock: trio.testing.MockClock) -> None:
+async def test_a_crash_with_no_write_in_flight_changes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     disk = MemoryDisk()
     store = fresh(disk)
     store.recover()

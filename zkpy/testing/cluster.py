@@ -105,7 +105,9 @@ class ClusterInvariants:
         for zxid in range(epoch_start + 1, tree_zxid + 1):
             packed = self.proposals.get(zxid)
             if packed is None:
-                raise InvariantViolation(f"leader {sid}'s tree is at {tree_zxid:#x}, but {zxid:#x} was never logged")
+                raise InvariantViolation(
+                    f"leader {sid}'s tree is at {tree_zxid:#x}, but {zxid:#x} was never logged"
+                )
             self.committed_by(sid, zxid, packed)
 
     def committed_by(self, sid: int, zxid: int, packed: bytes) -> None:
@@ -279,7 +281,13 @@ class SimServer:
 
 
 def sim_config(
-    sid: int, voters: int, observers: int, tick_ms: int, extra: str = "", init_limit: int = 10, sync_limit: int = 5
+    sid: int,
+    voters: int,
+    observers: int,
+    tick_ms: int,
+    extra: str = "",
+    init_limit: int = 10,
+    sync_limit: int = 5,
 ) -> ServerConfig:
     lines = [
         f"tickTime={tick_ms}",
@@ -512,7 +520,11 @@ def _items_digest(items: list[Any]) -> list[object]:
     """What _tree_state compares, from a tree's snapshot items, packed as the snapshot file packs
     them (lists and tuples alike): cheaper than loading the tree."""
     header = items[0]
-    return [header[2], sorted(tuple(s) for s in header[3]), b"".join(_PACKER.pack(item) for item in items[1:])]
+    return [
+        header[2],
+        sorted(tuple(s) for s in header[3]),
+        b"".join(_PACKER.pack(item) for item in items[1:]),
+    ]
 
 
 def _tree_state(tree: DataTree) -> list[object]:
