@@ -495,6 +495,25 @@ class SimCluster:
             if problems:
                 raise InvariantViolation(f"seed {self.seed}: server {sid}: {'; '.join(problems)}")
 
+    def check_disks(self) -> None:
+        """What each disk would recover from is committed history: its newest snapshot is the
+        committed history up to its zxid, and every logged record after it is a committed
+        transaction, byte for byte (a snapshot or a divergent suffix left behind would come back
+        at the next recovery). Once the run has healed and every server caught up."""
+        inv = self.invariants
+        for sid, server in self.servers.items():
+            disk = server.disk
+            newest = max(disk.snapshots, default=-1)
+            if newest >= 0 and _items_digest(disk.snapshots[newest]) != inv._replayed_state(-sid, newest):
+                raise InvariantViolation(
+                    f"seed {self.seed}: s{sid}'s snapshot at {newest:#x} is not the history"
+                )
+            for zxid, packed in disk.log:
+                if zxid > newest and inv.committed.get(zxid) != packed:
+                    raise InvariantViolation(
+                        f"seed {self.seed}: s{sid}'s log holds {zxid:#x}, not the committed transaction there"
+                    )
+
     def check_acknowledged(self) -> None:
         """Acknowledged creates exist on every serving server (after the run has healed; the
         workloads never delete what they create)."""

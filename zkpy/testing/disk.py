@@ -369,6 +369,8 @@ class MemoryStore:
         self.disk.fsyncs += 1
         # As DurableStore: snapshots above the one sent hold a history the ensemble cut.
         for above in [z for z in self.disk.snapshots if z > zxid]:
+            if self.on_point is not None:
+                self.on_point("store deleting a snapshot above the SNAP")
             del self.disk.snapshots[above]
             self.disk.damaged_snapshots.discard(above)
         self.disk.fsyncs += 1

@@ -4,7 +4,8 @@
 steps by name (`Observer.point`: "leader sent syncdata:snap", "learner got newleader", "store
 snapshot written", ...). Per seed a quarter of the point kinds is active; at an active point the
 nemesis may, right there, kill the server (to restart it later), bounce it (restart after
-1 ms-2 s, log-uniform), cut it off from everyone for a while, reset its connections, or pause it.
+1 ms-2 s, log-uniform), cut it off from everyone for a while, reset its connections, or pause it;
+a third of the time the fault hits another server at that moment instead.
 Faults at protocol points reach the interleavings a clock-driven nemesis almost never hits: a
 leader dying between a SNAP and its NEWLEADER quorum, a learner killed between its log write and
 its ack, a commit lost on the way while a new leader is chosen.
@@ -61,6 +62,7 @@ TWO_WOULD_BE_LEADERS = "two would-be leaders at once"
 LEARNER_BETWEEN_LEADERS = "a learner acked the epochs of two would-be leaders"
 CRASH_IN_SNAP_INSTALL = "learner crashed inside a SNAP install"
 CRASH_WITH_UNFSYNCED = "crash with a log write not yet fsynced"
+STUCK_ABOVE_EPOCH = "a server stuck above the leader's epoch (liveness, as Apache's)"
 BUGGIFIED = "buggify fault"
 CONJUNCTIONS = (
     SNAP_THEN_DIED,
@@ -71,6 +73,7 @@ CONJUNCTIONS = (
     LEARNER_BETWEEN_LEADERS,
     CRASH_IN_SNAP_INSTALL,
     CRASH_WITH_UNFSYNCED,
+    STUCK_ABOVE_EPOCH,
 )
 
 
@@ -194,11 +197,15 @@ class Buggify:
         if self.rng.random() >= chance:
             return
         action = self.rng.choices(list(ACTIONS), list(ACTIONS.values()))[0]
-        if self._act(action, sid):
+        # A third of the time the fault hits another server at this very moment (a leader dies
+        # just as its learner installs the snapshot it sent, say): coincidences of two servers'
+        # steps are what the rare interleavings are made of.
+        target = sid if self.rng.random() < 2 / 3 else self.rng.choice(sorted(self.cluster.servers))
+        if self._act(action, target):
             self._quiet_until = now + log_uniform(self.rng, 0.05, 2.0)
             self.done[f"{kind}: {action}"] += 1
             self.cluster.reach.count(BUGGIFIED)
-            self.cluster.note(f"buggify {action} s{sid} at {name!r}")
+            self.cluster.note(f"buggify {action} s{target} at {name!r} of s{sid}")
 
     def _act(self, action: str, sid: int) -> bool:
         cluster, later, rng = self.cluster, self._later, self.rng

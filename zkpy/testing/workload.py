@@ -16,6 +16,7 @@ from zkpy.testing.cluster import PEER_PORT
 from zkpy.testing.history import History, from_simclient
 from zkpy.testing.nemesis import (
     CLIENT_MOVED,
+    STUCK_ABOVE_EPOCH,
     Buggify,
     _restart_later,
     _resume_later,
@@ -428,7 +429,40 @@ async def recover_everything(cluster: SimCluster) -> None:
         for _ in range(10):  # a start fails while an injected marker failure lasts (once each)
             if server.alive or await cluster.start(sid):
                 break
+    await cluster.wait_until(
+        lambda: cluster.leader() is not None or _all_serving(cluster), 120.0, "a leader after healing"
+    )
+    with trio.move_on_after(30.0):
+        while not _all_serving(cluster):
+            await trio.sleep(cluster.tick)
+    if not _all_serving(cluster) and _stuck_above_the_leaders_epoch(cluster):
+        # A known limitation, Apache's too (Learner.registerWithLeader refuses a leader whose
+        # epoch is below its acceptedEpoch; Leader.getEpochToPropose looks at acceptedEpochs only
+        # until the epoch is chosen): a server that accepted a newer epoch as a would-be leader and
+        # died cannot join the leader elected meanwhile until the next election. The operator's
+        # remedy, so the run can check the rest: restart the leader. Counted, not hidden.
+        leader = cluster.leader()
+        assert leader is not None
+        cluster.reach.count(STUCK_ABOVE_EPOCH)
+        cluster.note(f"servers stuck above leader s{leader}'s epoch: restarting the leader")
+        await cluster.restart(leader)
     await cluster.wait_all_serving(timeout=120.0)
+
+
+def _all_serving(cluster: SimCluster) -> bool:
+    return all(s.serving for s in cluster.servers.values() if s.alive)
+
+
+def _stuck_above_the_leaders_epoch(cluster: SimCluster) -> bool:
+    leader = cluster.leader()
+    peer = None if leader is None else cluster.servers[leader].peer
+    if peer is None:
+        return False
+    epoch = peer.epochs.current
+    return any(
+        s.alive and not s.serving and s.peer is not None and s.peer.epochs.accepted > epoch
+        for s in cluster.servers.values()
+    )
 
 
 def faulty_scenario(
@@ -464,6 +498,7 @@ def faulty_scenario(
         await cluster.wait_until(lambda: _all_caught_up(cluster), 30.0, "every server caught up")
         cluster.check_trees()
         cluster.check_acknowledged()
+        cluster.check_disks()
         check_history(cluster)
 
     return scenario
