@@ -190,7 +190,7 @@ FAULTS: dict[str, int] = {
     "disk_fail": 2,  # the next 1-3 log fsyncs fail with EIO
     "damage_disk": 2,  # kill -9 of a server, then bit flips in its log or snapshots
     "delay_spike": 2,  # 0.05-1.5 s more per trip for 0.5-3 s, on every link or one server's
-    "slow_disk": 2,  # every fsync of one server takes 0.5-3 s, for 1-4 s
+    "slow_disk": 2,  # every fsync of one server (or of half or most) takes 0.5-3 s, for 0.5-8 s (Pareto)
     "disk_full": 1,  # one server's log writes fail with ENOSPC for 0.5-3 s
     "pause": 2,  # one server (the leader half the time) is frozen for 1-5 s (SimNetwork.pause)
     "reset": 2,  # the live connections between two servers, or all of one server's, are reset
@@ -294,10 +294,18 @@ async def inject_fault(
         network.delay_spike(extra, duration, None if spiked is None else [spiked])
         cluster.note(f"delay spike +{extra:.3f}s for {duration:.3f}s on {spiked or 'every link'}")
     elif fault == "slow_disk":
-        sid, duration = rng.choice(sids), pareto(rng, 0.5, 8.0)
-        disk = cluster.servers[sid].disk
-        disk.slow_until = max(disk.slow_until, now + duration)
-        cluster.note(f"slow disk s{sid} for {duration:.3f}s")
+        # One server's disk, or (a third of the time) the disks of half or a majority of them at
+        # once: then the leader cannot commit for a while, and a follower restarted meanwhile
+        # rejoins with a logged tail that is still not committed.
+        many = rng.random() < 1 / 3
+        slowed = (
+            rng.sample(sids, rng.choice((len(sids) // 2, len(sids) // 2 + 1))) if many else [rng.choice(sids)]
+        )
+        duration = pareto(rng, 0.5, 8.0)
+        for sid in slowed:
+            disk = cluster.servers[sid].disk
+            disk.slow_until = max(disk.slow_until, now + duration)
+        cluster.note(f"slow disk {', '.join(f's{sid}' for sid in slowed)} for {duration:.3f}s")
     elif fault == "disk_full":
         sid, duration = rng.choice(sids), pareto(rng, 0.2, 5.0)
         disk = cluster.servers[sid].disk
