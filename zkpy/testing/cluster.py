@@ -499,9 +499,12 @@ class SimCluster:
         """What each disk would recover from is committed history: its newest snapshot is the
         committed history up to its zxid, and every logged record after it is a committed
         transaction, byte for byte (a snapshot or a divergent suffix left behind would come back
-        at the next recovery). Once the run has healed and every server caught up."""
+        at the next recovery). Once the run has healed and every server caught up; a server not
+        serving (gone back to an election meanwhile) may still hold a tail its next sync cuts."""
         inv = self.invariants
         for sid, server in self.servers.items():
+            if not server.serving:
+                continue
             disk = server.disk
             newest = max(disk.snapshots, default=-1)
             if newest >= 0 and _items_digest(disk.snapshots[newest]) != inv._replayed_state(-sid, newest):
