@@ -22,10 +22,9 @@ from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner_core import Effect, LearnerCore, Send
-from zkpy.testing.cluster import CLIENT_PORT, InvariantViolation, SimCluster, _tree_state, simulate
-from zkpy.testing.disk import MemoryDisk, copy_items
+from zkpy.testing.cluster import CLIENT_PORT, InvariantViolation, SimCluster, simulate
+from zkpy.testing.disk import MemoryDisk
 from zkpy.testing.workload import nemesis, new_client, one_write, recover_everything, writer
-from zkpy.tree.serialize import load_tree
 from zkpy.tree.txn import Txn
 
 Scenario = Callable[[SimCluster], Awaitable[None]]
@@ -91,24 +90,8 @@ def caught_up(cluster: SimCluster) -> bool:
 
 
 def check_disks(cluster: SimCluster) -> None:
-    """What each disk would recover from is committed history: its newest snapshot is the
-    committed history up to its zxid, and every logged record after it is a committed transaction,
-    byte for byte (a divergent suffix left in a log would come back at the next recovery)."""
-    inv = cluster.invariants
-    for sid, server in cluster.servers.items():
-        disk = server.disk
-        newest = max(disk.snapshots, default=-1)
-        if newest >= 0:
-            snapshot = load_tree(copy_items(disk.snapshots[newest]))
-            if _tree_state(snapshot) != _tree_state(inv.replay(newest)):
-                raise InvariantViolation(
-                    f"seed {cluster.seed}: s{sid}'s snapshot at {newest:#x} is not the history"
-                )
-        for zxid, packed in disk.log:
-            if zxid > newest and inv.committed.get(zxid) != packed:
-                raise InvariantViolation(
-                    f"seed {cluster.seed}: s{sid}'s log holds {zxid:#x}, not the committed transaction there"
-                )
+    """What each disk would recover from is committed history (SimCluster.check_disks)."""
+    cluster.check_disks()
 
 
 async def settle_and_check(cluster: SimCluster, name: str) -> None:
@@ -558,7 +541,9 @@ def restarted_learner_with_an_uncommitted_tail(observer: bool = False) -> Scenar
         cluster.point_hooks.append(hook)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write_for, cluster, 2.0, "b")
-            await cluster.wait_until(lambda: "tail" in state, 2.0, "the learner logged a proposal, then crashed")
+            await cluster.wait_until(
+                lambda: "tail" in state, 2.0, "the learner logged a proposal, then crashed"
+            )
             restarted = trio.current_time()
             await cluster.start(learner)  # recovery applies its whole log, the tail included
             await cluster.wait_until(lambda: cluster.servers[learner].serving, 10.0, "the learner serving")
@@ -647,7 +632,8 @@ def write_from_the_server_a_client_left(arrivals: list[tuple[float, int, int]]) 
         acknowledged = trio.current_time()
         cluster.network.heal()  # the held forward reaches the leader now
         await cluster.wait_until(
-            lambda: any(t >= acknowledged and owner == old for t, owner, _ in arrivals), 5.0,
+            lambda: any(t >= acknowledged and owner == old for t, owner, _ in arrivals),
+            5.0,
             "the stale forward reached the leader after the acknowledged write",
         )
         await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")

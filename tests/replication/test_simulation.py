@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from zkpy.jute.ops import CreateRequest, OpCode
 from zkpy.replication.leader import Leader
 from zkpy.replication.wire import encode_frame
-from zkpy.testing.cluster import CLIENT_PORT, ELECTION_PORT, PEER_PORT, SimCluster, simulate
+from zkpy.testing.cluster import CLIENT_PORT, ELECTION_PORT, PEER_PORT, SimCluster, simulate, swarm
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 from zkpy.testing.workload import (
     EXPIRING_CLIENT,
@@ -80,7 +80,9 @@ def test_faults_five_voters(seed: int) -> None:
 @settings(max_examples=110, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1))
 def test_random_schedules(seed: int) -> None:
-    simulate(seed, faulty(5.0, THINK))
+    """Each seed also draws its configuration (swarm testing: tick, limits, snapCount,
+    commitLogCount, 3 or 5 voters, an observer sometimes, which faults the nemesis uses)."""
+    simulate(seed, faulty(5.0, THINK), **swarm(seed, list(FAULTS)))
 
 
 def test_an_exhausted_zxid_counter_forces_a_new_epoch() -> None:

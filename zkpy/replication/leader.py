@@ -150,6 +150,7 @@ class Leader:
             async for kind, conn, value in self._events:
                 now = trio.current_time()
                 if kind == "message":
+                    self._point(f"leader got {value[0] if isinstance(value, list) and value else '?'}")
                     effects = self.core.receive_wire(conn, value, now)
                     self._note_ack(conn, value)
                     self._identified(conn)
@@ -230,6 +231,7 @@ class Leader:
                     for session_id in effect.session_ids:
                         self.server.sessions.touch(session_id)
             elif isinstance(effect, core.Committed):
+                self._point("leader committed")
                 peer.stats.quorum_acked(effect.zxid, trio.current_time())
                 self._report_committed(effect.zxid)
                 self._commit_changed.set()
@@ -251,6 +253,7 @@ class Leader:
                     log.info("closing learner link %d: %s", effect.conn, effect.reason)
             elif isinstance(effect, core.AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
+                self._point("leader accepted epoch")
                 log.info("new epoch %d", effect.epoch)
             elif isinstance(effect, core.Establish):
                 await self._establish(effect)
@@ -380,6 +383,7 @@ class Leader:
         """A quorum holds the leader's whole history: it is committed; serve it."""
         peer = self.peer
         peer.epochs.make_current(effect.epoch)
+        self._point("leader epoch written")
         server = EnsembleServer(peer.config, peer.tree, LEADER, effect.epoch, peer.env)
         server.pipeline.persist = self.replicate
         server.pipeline.max_in_flight = BATCHES_IN_FLIGHT
@@ -408,6 +412,7 @@ class Leader:
         if observer is not None:
             observer.serving(self.me, peer.tree.last_zxid)
         self.established.set()
+        self._point("leader established")
         log.info(
             "leading epoch %d: %d of %d voters synced in %.3fs; serving clients",
             effect.epoch, sum(1 for x in self.core.learners.values() if x.voter) + 1, len(self.quorum.voters),
@@ -511,6 +516,7 @@ class Leader:
         role that ends meanwhile cancels this task with it (the pipeline runs in its nursery)."""
         proposed_at = trio.current_time()
         self.peer.stats.proposed(txns[-1].zxid, proposed_at)
+        self._point("leader proposing")
         self._events_in.send_nowait(("propose", 0, txns))
         target = txns[-1].zxid
         while self.core.committed < target:

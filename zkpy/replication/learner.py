@@ -88,6 +88,7 @@ async def take_sync(ctx: RoleContext, sync: TakeSync, received: SnapshotSink | N
         ctx.history.reset(sync.zxid)
     elif sync.mode == TRUNC:
         await store.truncate_after(sync.zxid)
+        _point(ctx, "learner truncated")
         ctx.history.truncate_after(sync.zxid)
         if ctx.tree.last_zxid > sync.zxid:  # the tree holds what was cut: rebuild it from disk
             await ctx.reload_tree()
@@ -177,6 +178,7 @@ class Learner(Forwarder):
             async for kind, value in self._events:
                 if kind == "message":
                     self._waiting_bytes -= _proposal_bytes(value)
+                    self._point(f"learner got {value[0] if isinstance(value, list) and value else '?'}")
                     effects = core.receive_wire(value, trio.current_time())
                 elif kind == "logged":
                     effects = core.logged(value)
@@ -228,6 +230,7 @@ class Learner(Forwarder):
             elif isinstance(effect, Apply):
                 assert self.pipeline is not None
                 self.pipeline.apply_committed(effect.txns)
+                self._point("learner applied")
                 if effect.txns:  # one sample a batch: its newest transaction, ordered last
                     peer.stats.commit_propagation_ms.record(peer.env.wall_clock_ms() - effect.txns[-1].time)
             elif isinstance(effect, Log):
@@ -250,8 +253,10 @@ class Learner(Forwarder):
                 self.pipeline.refused(effect.session_id, effect.cxid, effect.code)
             elif isinstance(effect, AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
+                self._point("learner accepted epoch")
             elif isinstance(effect, MakeCurrent):
                 peer.epochs.make_current(effect.epoch)
+                self._point("learner epoch written")
                 peer.resynced()  # the leader's whole history is durable here now
             elif isinstance(effect, SnapshotPiece):
                 if self._received is None:
@@ -268,6 +273,7 @@ class Learner(Forwarder):
                 assert self.server is not None
                 await nursery.start(self.server.serve_role)
                 peer.serving = self.server
+                self._point("learner serving")
                 if peer.env.observer is not None:
                     peer.env.observer.serving(peer.my_id, peer.tree.last_zxid)
                 log.info(
@@ -288,6 +294,7 @@ class Learner(Forwarder):
                 with trio.fail_at(deadline):
                     stream = await self.peer.env.network.connect(spec.host, spec.peer_port)
                 self.link = PeerLink(stream, self._sent_hook())
+                self._point("learner connected")
                 return self.link
             except (OSError, trio.TooSlowError) as e:
                 if trio.current_time() >= deadline:

@@ -4,9 +4,13 @@
 `MemoryDisk`, so the real ensemble code runs unchanged inside the deterministic simulator. What
 matters for finding bugs is *when* things become durable, so that is modelled exactly:
 
-- every write takes a random "fsync" time on trio's (mock) clock, and only when it is over does
-  the change reach the `MemoryDisk`; a crash of the simulated server (its tasks cancelled) while
-  one is in flight loses that whole write, as a crash before fsync does;
+- every write takes a random "fsync" time on trio's (mock) clock, and only when it is over is
+  the change durable on the `MemoryDisk`. A crash of the simulated server (its tasks cancelled)
+  while a log write is in flight leaves of it what a crash before fsync can (`MemoryDisk.crash`):
+  half the time nothing (Jepsen's lazyfs `lose-unfsynced-writes`), else a prefix of its records
+  (the kernel had written some back), sometimes followed by a torn record (its first sectors
+  only), which recovery cuts off as `zkpy.storage.txnlog.recover` cuts a torn tail. Never more
+  than was written, never a record that is not whole;
 - a snapshot install is two durable steps (the snapshot, then dropping the old log), so a crash
   between them leaves the snapshot beside the old log, exactly as the real one can;
 - after a failed fsync the log refuses every further write until it is recovered again, as
@@ -15,7 +19,12 @@ matters for finding bugs is *when* things become durable, so that is modelled ex
 Disk faults are fields of the `MemoryDisk`, set by a test or the nemesis: the next log writes
 fail their fsync with EIO (`fail_next_fsync`); every fsync is slow (0.5-3 s, say) until a moment
 (`slow_until`); log writes fail at once with ENOSPC, the disk being full, until a moment
-(`full_until`; snapshots and epoch files are not refused: only the log's appends are modelled).
+(`full_until`; snapshots and epoch files are not refused: only the log's appends are modelled);
+a failed log fsync may still have put part of its batch on the disk (the kernel wrote some pages
+back before the error), as with a real EIO. Other writes fail too: the next snapshots
+(`fail_next_snapshot`: a SNAP install raises OSError, a periodic snapshot is not written, as a
+forked writer that failed), epoch files (`fail_next_epoch`: the write raises OSError and the value
+stays what it was) and the resync marker (`fail_next_marker`: setting or clearing it raises).
 
 The `MemoryDisk` is what outlives a crash: restart a server by building a new `MemoryStore` on the
 same disk. All randomness comes from the `random.Random` handed in, so one seed gives one run.
@@ -72,10 +81,55 @@ class MemoryDisk:
     damaged_snapshots: set[int] = field(default_factory=set)
     resync_marker: str | None = None  # DurableStore's resyncNeeded file
     set_aside: int = 0  # how many times damaged data was moved aside
+    # The log batch written but not fsynced yet (its write in flight): what a crash leaves of it.
+    unfsynced: list[tuple[int, bytes]] | None = None
+    torn_tail: bool = False  # the log ends in a torn record, which recovery cuts off
+    kept_unfsynced: int = 0  # unfsynced or failed records a crash or EIO left on the disk
+    torn_writes: int = 0
+    # Fault hooks: the next this-many snapshot / epoch-file / resync-marker writes fail with EIO.
+    fail_next_snapshot: int = 0
+    fail_next_epoch: int = 0
+    fail_next_marker: int = 0
+    failed_writes: int = 0  # snapshot, epoch and marker writes failed by those hooks
 
     @property
     def damaged(self) -> bool:
         return (self.log_damaged and len(self.log) >= 2) or bool(self.damaged_snapshots & set(self.snapshots))
+
+    def crash(self, rng: random.Random) -> str | None:
+        """The server died: what is left of its unfsynced log write (see the module docstring);
+        None when none was in flight."""
+        batch, self.unfsynced = self.unfsynced, None
+        if not batch:
+            return None
+        if rng.random() < 0.5:
+            return f"its unfsynced write of {len(batch)} records lost"
+        keep = self.keep_prefix(batch, rng.randint(0, len(batch)))
+        if keep < len(batch) and rng.random() < 0.5:
+            zxid, packed = batch[keep]
+            self.log.append((zxid, packed[: rng.randint(1, max(1, len(packed) - 1))]))
+            self.torn_tail = True
+            self.torn_writes += 1
+            return f"{keep} of its {len(batch)} unfsynced records kept, the next one torn"
+        return f"{keep} of its {len(batch)} unfsynced records kept"
+
+    def keep_prefix(self, batch: list[tuple[int, bytes]], count: int) -> int:
+        """Put the first `count` records of a batch that was never made durable on the disk after
+        all (never past what the log already holds); how many were."""
+        last = self.log[-1][0] if self.log else -1
+        kept = [record for record in batch[:count] if record[0] > last]
+        self.log.extend(kept)
+        self.kept_unfsynced += len(kept)
+        return len(kept)
+
+    def failing(self, what: str) -> OSError | None:
+        """The error of a write of `what` ("snapshot", "epoch", "marker") that a hook fails now."""
+        name = f"fail_next_{what}"
+        if getattr(self, name) <= 0:
+            return None
+        setattr(self, name, getattr(self, name) - 1)
+        self.failed_writes += 1
+        return OSError(errno.EIO, f"simulated {what} write failure")
 
     def damage(self, what: str) -> None:
         """ "log", "newest snapshot" or "every snapshot" (a snapshot install later writes good ones)."""
@@ -118,10 +172,13 @@ class MemoryStore:
         self.fsync_ms = Summary()
         self._open = False  # DurableStore's `log is not None`: recover() opens, close_log() closes
         self._failure: str | None = None  # set by a failed fsync: the log refuses writes from then on
-        # A scripted scenario's protocol point inside the store (as the servers' observer points):
+        # Protocol points inside the store, reported as the servers' own (the cluster wires them):
         # "store writing snapshot" comes before a SNAP's first durable step, "store snapshot
-        # written" between its two.
+        # written" between its two, "store log written" between a log batch's write and its fsync.
         self.on_point: Callable[[str], None] | None = None
+        # Told of every snapshot written, (zxid, items): the simulator checks it is the history.
+        self.on_snapshot: Callable[[int, list[Any]], None] | None = None
+        self.on_logged: Callable[[list[tuple[int, bytes]]], None] | None = None  # every log write's records
 
     def _pick_snap_interval(self) -> int:
         half = self.snap_count // 2
@@ -137,6 +194,9 @@ class MemoryStore:
         """Newest snapshot (highest zxid), then every logged transaction after it, each also handed
         to `replayed` (the history an ensemble member syncs learners from)."""
         snaps = self.disk.snapshots
+        if self.disk.torn_tail:  # txnlog.recover cuts a torn record at the log's end
+            self.disk.log.pop()
+            self.disk.torn_tail = False
         if self.disk.log_damaged and len(self.disk.log) >= 2:
             # Damage before the newest batch is never taken for a torn write (txnlog.recover).
             raise CorruptLogError(f"simulated bit flip in the log before {self.disk.log[-1][0]:#x}")
@@ -186,6 +246,9 @@ class MemoryStore:
 
     def discard_damaged(self, reason: str) -> str:
         """As DurableStore: the mark first, then snapshots and log set aside (here: dropped)."""
+        error = self.disk.failing("marker")
+        if error is not None:
+            raise error
         self.disk.resync_marker = reason
         self.disk.snapshots = {}
         self.disk.log = []
@@ -203,6 +266,9 @@ class MemoryStore:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def resynced(self) -> None:
+        error = self.disk.failing("marker")
+        if error is not None:
+            raise error
         self.disk.resync_marker = None
         self.disk.fsyncs += 1
 
@@ -262,9 +328,20 @@ class MemoryStore:
             cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             self._failure = f"writing {len(records)} records to the simulated log: {cause}"
             raise StorageError(self._failure) from cause
-        await self._fsync(sum(len(raw) for _, raw in records))
+        if self.on_logged is not None:
+            self.on_logged(records)
+        self.disk.unfsynced = records
+        if self.on_point is not None:
+            self.on_point("store log written")
+        try:
+            await self._fsync(sum(len(raw) for _, raw in records))
+        finally:
+            if self.disk.unfsynced is records:  # (a crash has already settled it)
+                self.disk.unfsynced = None
         if self.disk.fail_next_fsync > 0:
             self.disk.fail_next_fsync -= 1
+            if self.rng.random() < 0.5:  # some pages reached the disk before the error
+                self.disk.keep_prefix(records, self.rng.randint(0, len(records)))
             cause = OSError(errno.EIO, "simulated fsync failure")
             self._failure = f"writing {len(records)} records to the simulated log: {cause}"
             raise StorageError(self._failure) from cause
@@ -291,11 +368,18 @@ class MemoryStore:
         await self._fsync()
         if self.on_point is not None:
             self.on_point("store writing snapshot")
+        error = self.disk.failing("snapshot")
+        if error is not None:  # the temp file never became the snapshot: nothing changed
+            raise error
+        if self.on_snapshot is not None:
+            self.on_snapshot(zxid, snapshot)
         self.disk.snapshots[zxid] = snapshot
         self.disk.damaged_snapshots.discard(zxid)  # written anew
         self.disk.fsyncs += 1
         # As DurableStore: snapshots above the one sent hold a history the ensemble cut.
         for above in [z for z in self.disk.snapshots if z > zxid]:
+            if self.on_point is not None:
+                self.on_point("store deleting a snapshot above the SNAP")
             del self.disk.snapshots[above]
             self.disk.damaged_snapshots.discard(above)
         self.disk.fsyncs += 1
@@ -337,7 +421,12 @@ class MemoryStore:
             return
         self._since_snap = 0
         self._next_snap_after = self._pick_snap_interval()
-        self.disk.snapshots[tree.last_zxid] = copy_items(list(tree_items(tree)))
+        if self.disk.failing("snapshot") is not None:  # the forked writer failed: logged, no more
+            return
+        snapshot = copy_items(list(tree_items(tree)))
+        if self.on_snapshot is not None:
+            self.on_snapshot(tree.last_zxid, snapshot)
+        self.disk.snapshots[tree.last_zxid] = snapshot
         self.disk.damaged_snapshots.discard(tree.last_zxid)
         self.disk.fsyncs += 1
         self.last_snapshot_zxid = tree.last_zxid
@@ -358,6 +447,9 @@ class MemoryStore:
         disk = self.disk
 
         def save(name: str, value: int) -> None:
+            error = disk.failing("epoch")
+            if error is not None:  # the temp file's write or fsync failed: the old value stays
+                raise error
             disk.epochs[name] = value
             disk.fsyncs += 1
 

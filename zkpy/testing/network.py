@@ -508,6 +508,11 @@ class SimNetwork:
         self._cuts.add((src, dst))
         self._connectivity_changed()
 
+    def uncut(self, src: str, dst: str) -> None:
+        """Undo cut(src, dst) alone (other faults stay)."""
+        self._cuts.discard((src, dst))
+        self._connectivity_changed()
+
     def rejoin(self, name: str) -> None:
         """Undo isolate(name) alone (other faults stay)."""
         self._isolated.discard(name)

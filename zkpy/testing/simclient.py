@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,7 @@ class SimClient:
     session_timeout_ms: int = 4000
     request_timeout: float = 3.0  # how long a request waits for its reply before the client moves on
     connect_timeout: float = 3.0  # a new session waits for a commit: not shorter than a write
+    on_gave_up: Callable[[], None] | None = None  # told when a request's reply took too long
     history: list[Op] = field(default_factory=list)
     session_id: int = 0
     password: bytes = b"\x00" * 16
@@ -149,6 +151,8 @@ class SimClient:
                         break
                     return header.err, header.zxid, result
         except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            if isinstance(e, trio.TooSlowError) and self.on_gave_up is not None:
+                self.on_gave_up()  # it moves on with the request in flight
             await self._drop()
             raise ConnectionLost(f"{self.name}: {type(e).__name__}") from None
         await self._drop()  # the server ends the connection too; the next connect starts afresh

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import trio
@@ -14,6 +14,15 @@ from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, PathWatchRequest, 
 from zkpy.jute.records import ACL, Id
 from zkpy.testing.cluster import PEER_PORT
 from zkpy.testing.history import History, from_simclient
+from zkpy.testing.nemesis import (
+    CLIENT_MOVED,
+    STUCK_ABOVE_EPOCH,
+    Buggify,
+    _restart_later,
+    _resume_later,
+    log_uniform,
+    pareto,
+)
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 
 if TYPE_CHECKING:
@@ -34,12 +43,8 @@ def new_client(
         random.Random(cluster.rng.getrandbits(64)),
         session_timeout_ms=session_timeout_ms,
         request_timeout=request_timeout,
+        on_gave_up=lambda: cluster.reach.count(CLIENT_MOVED),
     )
-
-
-def log_uniform(rng: random.Random, low: float, high: float) -> float:
-    """Heavy-tailed draws: as many between 5 and 50 ms as between 0.5 and 5 s."""
-    return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
 async def writer(
@@ -185,7 +190,7 @@ FAULTS: dict[str, int] = {
     "disk_fail": 2,  # the next 1-3 log fsyncs fail with EIO
     "damage_disk": 2,  # kill -9 of a server, then bit flips in its log or snapshots
     "delay_spike": 2,  # 0.05-1.5 s more per trip for 0.5-3 s, on every link or one server's
-    "slow_disk": 2,  # every fsync of one server takes 0.5-3 s, for 1-4 s
+    "slow_disk": 2,  # every fsync of one server (or of half or most) takes 0.5-3 s, for 0.5-8 s (Pareto)
     "disk_full": 1,  # one server's log writes fail with ENOSPC for 0.5-3 s
     "pause": 2,  # one server (the leader half the time) is frozen for 1-5 s (SimNetwork.pause)
     "reset": 2,  # the live connections between two servers, or all of one server's, are reset
@@ -193,6 +198,8 @@ FAULTS: dict[str, int] = {
     "bounce": 2,  # kill -9 of a server (the leader half the time), back after 1 ms-2 s (log-uniform)
     "slow_way": 2,  # trips one way between two servers (often a follower to the leader) 0.1-0.45 s slower
     "cut_quorum_port": 2,  # two servers' quorum port cut, their election port not, 0.2-3 s (log-uniform)
+    "swizzle": 2,  # a random half of the directed server pairs clogged one by one, unclogged in another order
+    "write_fail": 2,  # one server's next snapshot, epoch-file or resync-marker write fails (EIO)
 }
 
 # The client of faulty_scenario whose session the nemesis makes expire, and its session timeout:
@@ -201,16 +208,26 @@ EXPIRING_CLIENT = "e1"
 EXPIRING_SESSION_MS = 1000
 
 
-async def nemesis(cluster: SimCluster, until: float, rng: random.Random) -> None:
-    """Random faults, any of them, at random moments; a crashed server comes back later. Faults
-    still in force at `until` are left to recover_everything."""
-    names, weights = list(FAULTS), list(FAULTS.values())
+async def nemesis(
+    cluster: SimCluster, until: float, rng: random.Random, prior: Mapping[str, float] | None = None
+) -> None:
+    """Random faults of the kinds the run enables (cluster.enabled_faults; swarm testing) at
+    heavy-tailed intervals, and faults at protocol points (Buggify; `prior` weighs its point
+    kinds); a crashed server comes back later. Faults still in force at `until` are left to
+    recover_everything."""
+    enabled = cluster.enabled_faults
+    names = [name for name in FAULTS if enabled is None or name in enabled]
+    weights = [FAULTS[name] for name in names]
+    buggify = Buggify(cluster, random.Random(rng.getrandbits(64)), prior)
+    cluster.buggify = buggify
     async with trio.open_nursery() as later:  # the ends of timed faults
+        buggify.arm(later)
         while trio.current_time() < until:
-            await trio.sleep(rng.uniform(0.1, 1.5))
+            await trio.sleep(log_uniform(rng, 0.02, 3.0))
             fault = rng.choices(names, weights)[0]
             if await inject_fault(cluster, fault, rng, later, until):
                 cluster.faults[fault] += 1
+        buggify.disarm()
         later.cancel_scope.cancel()
 
 
@@ -272,24 +289,32 @@ async def inject_fault(
         network.cut(f"s{a}", f"s{b}")
         cluster.note(f"cut s{a} -> s{b}")
     elif fault == "delay_spike":
-        extra, duration = rng.uniform(0.05, 1.5), rng.uniform(0.5, 3.0)
+        extra, duration = log_uniform(rng, 0.02, 3.0), pareto(rng, 0.3, 6.0)
         spiked = None if rng.random() < 0.5 else f"s{rng.choice(sids)}"
         network.delay_spike(extra, duration, None if spiked is None else [spiked])
         cluster.note(f"delay spike +{extra:.3f}s for {duration:.3f}s on {spiked or 'every link'}")
     elif fault == "slow_disk":
-        sid, duration = rng.choice(sids), rng.uniform(1.0, 4.0)
-        disk = cluster.servers[sid].disk
-        disk.slow_until = max(disk.slow_until, now + duration)
-        cluster.note(f"slow disk s{sid} for {duration:.3f}s")
+        # One server's disk, or (a third of the time) the disks of half or a majority of them at
+        # once: then the leader cannot commit for a while, and a follower restarted meanwhile
+        # rejoins with a logged tail that is still not committed.
+        many = rng.random() < 1 / 3
+        slowed = (
+            rng.sample(sids, rng.choice((len(sids) // 2, len(sids) // 2 + 1))) if many else [rng.choice(sids)]
+        )
+        duration = pareto(rng, 0.5, 8.0)
+        for sid in slowed:
+            disk = cluster.servers[sid].disk
+            disk.slow_until = max(disk.slow_until, now + duration)
+        cluster.note(f"slow disk {', '.join(f's{sid}' for sid in slowed)} for {duration:.3f}s")
     elif fault == "disk_full":
-        sid, duration = rng.choice(sids), rng.uniform(0.5, 3.0)
+        sid, duration = rng.choice(sids), pareto(rng, 0.2, 5.0)
         disk = cluster.servers[sid].disk
         disk.full_until = max(disk.full_until, now + duration)
         cluster.note(f"disk full s{sid} for {duration:.3f}s")
     elif fault == "pause":
         leader = cluster.leader()
         sid = leader if leader is not None and rng.random() < 0.5 else rng.choice(sids)
-        duration = rng.uniform(1.0, 5.0)
+        duration = log_uniform(rng, 0.05, 6.0)
         host = f"s{sid}"
         if not cluster.servers[sid].alive or network.paused(host):
             return False
@@ -316,13 +341,14 @@ async def inject_fault(
         cluster.crash(sid)
         later.start_soon(_restart_later, cluster, sid, log_uniform(rng, 0.001, 2.0))
     elif fault == "slow_way":
-        # Below syncLimit (0.5 s here): the link stays up, its forwards just fall behind, which
-        # is what a client moving on with a request in flight there runs into.
+        # Below syncLimit: the link stays up, its forwards just fall behind, which is what a
+        # client moving on with a request in flight there runs into.
         leader = cluster.leader()
         src, dst = rng.sample(sids, 2)
         if leader is not None and rng.random() < 0.7:
             src, dst = rng.choice([s for s in sids if s != leader]), leader
-        extra, duration = rng.uniform(0.1, 0.45), log_uniform(rng, 0.2, 3.0)
+        limit = cluster.sync_limit_s
+        extra, duration = rng.uniform(0.2 * limit, 0.9 * limit), log_uniform(rng, 0.2, 3.0)
         network.delay_one_way(f"s{src}", f"s{dst}", extra, duration)
         cluster.note(f"slow way s{src} -> s{dst} +{extra:.3f}s for {duration:.3f}s")
     elif fault == "cut_quorum_port":
@@ -337,6 +363,17 @@ async def inject_fault(
         network.cut_port(f"s{a}", f"s{b}", PEER_PORT)
         cluster.note(f"cut quorum port s{a} <-> s{b} for {duration:.3f}s")
         later.start_soon(_uncut_port_later, cluster, f"s{a}", f"s{b}", duration)
+    elif fault == "swizzle":
+        if "swizzle" in cluster.nemesis_busy:
+            return False
+        cluster.nemesis_busy.add("swizzle")
+        later.start_soon(_swizzle, cluster, rng)
+    elif fault == "write_fail":
+        sid = rng.choice(sids)
+        what = rng.choice(("snapshot", "epoch", "marker"))
+        disk = cluster.servers[sid].disk
+        setattr(disk, f"fail_next_{what}", getattr(disk, f"fail_next_{what}") + 1)
+        cluster.note(f"write_fail s{sid}: the next {what} write fails")
     elif fault == "heal":
         network.heal()
         cluster.note("heal")
@@ -350,17 +387,26 @@ async def _uncut_port_later(cluster: SimCluster, a: str, b: str, delay: float) -
     cluster.network.uncut_port(a, b, PEER_PORT)
 
 
-async def _restart_later(cluster: SimCluster, sid: int, delay: float) -> None:
-    await trio.sleep(delay)
-    if not cluster.servers[sid].alive:  # else a restart fault was quicker
-        await cluster.start(sid)
-
-
-async def _resume_later(cluster: SimCluster, host: str, delay: float) -> None:
-    await trio.sleep(delay)
-    if cluster.network.paused(host):  # else it was healed or crashed meanwhile
-        held = cluster.network.resume(host)
-        cluster.note(f"resume {host}: {held} held chunks delivered at once")
+async def _swizzle(cluster: SimCluster, rng: random.Random) -> None:
+    """FoundationDB's swizzle-clogging: a random half of the directed server pairs clogged one
+    after another, held, then unclogged one after another in a different random order (what
+    stays clogged at each moment is a partition no single fault makes)."""
+    try:
+        hosts = [server.host for server in cluster.servers.values()]
+        pairs = [(a, b) for a in hosts for b in hosts if a != b]
+        clogged = rng.sample(pairs, len(pairs) // 2)
+        cluster.note(f"swizzle: clogging {len(clogged)} of {len(pairs)} directed pairs")
+        for a, b in clogged:
+            cluster.network.cut(a, b)
+            await trio.sleep(log_uniform(rng, 0.005, 0.5))
+        await trio.sleep(log_uniform(rng, 0.05, 3.0))
+        rng.shuffle(clogged)
+        for a, b in clogged:
+            cluster.network.uncut(a, b)
+            await trio.sleep(log_uniform(rng, 0.005, 0.5))
+        cluster.note("swizzle: every pair unclogged")
+    finally:
+        cluster.nemesis_busy.discard("swizzle")
 
 
 async def _cut_off_client(cluster: SimCluster, client: SimClient, duration: float) -> None:
@@ -388,17 +434,54 @@ async def recover_everything(cluster: SimCluster) -> None:
         server.disk.slow_until = server.disk.full_until = -math.inf
     cluster.note("heal all")
     for sid, server in cluster.servers.items():
-        if not server.alive:
-            await cluster.start(sid)
+        for _ in range(10):  # a start fails while an injected marker failure lasts (once each)
+            if server.alive or await cluster.start(sid):
+                break
+    await cluster.wait_until(
+        lambda: cluster.leader() is not None or _all_serving(cluster), 120.0, "a leader after healing"
+    )
+    with trio.move_on_after(30.0):
+        while not _all_serving(cluster):
+            await trio.sleep(cluster.tick)
+    if not _all_serving(cluster) and _stuck_above_the_leaders_epoch(cluster):
+        # A known limitation, Apache's too (Learner.registerWithLeader refuses a leader whose
+        # epoch is below its acceptedEpoch; Leader.getEpochToPropose looks at acceptedEpochs only
+        # until the epoch is chosen): a server that accepted a newer epoch as a would-be leader and
+        # died cannot join the leader elected meanwhile until the next election. The operator's
+        # remedy, so the run can check the rest: restart the leader. Counted, not hidden.
+        leader = cluster.leader()
+        assert leader is not None
+        cluster.reach.count(STUCK_ABOVE_EPOCH)
+        cluster.note(f"servers stuck above leader s{leader}'s epoch: restarting the leader")
+        await cluster.restart(leader)
     await cluster.wait_all_serving(timeout=120.0)
 
 
-def faulty_scenario(duration: float, think: float = 0.0) -> Callable[[SimCluster], Awaitable[None]]:
+def _all_serving(cluster: SimCluster) -> bool:
+    return all(s.serving for s in cluster.servers.values() if s.alive)
+
+
+def _stuck_above_the_leaders_epoch(cluster: SimCluster) -> bool:
+    leader = cluster.leader()
+    peer = None if leader is None else cluster.servers[leader].peer
+    if peer is None:
+        return False
+    epoch = peer.epochs.current
+    return any(
+        s.alive and not s.serving and s.peer is not None and s.peer.epochs.accepted > epoch
+        for s in cluster.servers.values()
+    )
+
+
+def faulty_scenario(
+    duration: float, think: float = 0.0, prior: Mapping[str, float] | None = None
+) -> Callable[[SimCluster], Awaitable[None]]:
     """Two writers, three compare-and-set clients (one with a short session, which the nemesis
     makes expire) and the nemesis for `duration` virtual seconds, then heal everything: a write
     must succeed again, every server catch up, the final checks hold and every register client's
     history is checked. `think`: the clients pause up to that long between operations (fewer
-    operations, so a cheaper run; with none they keep the ensemble as busy as it goes)."""
+    operations, so a cheaper run; with none they keep the ensemble as busy as it goes). `prior`:
+    the mean count per seed of each protocol point kind in earlier seeds (Buggify weighs by it)."""
 
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
@@ -417,12 +500,13 @@ def faulty_scenario(duration: float, think: float = 0.0) -> Callable[[SimCluster
             nursery.start_soon(
                 register_client, cluster, EXPIRING_CLIENT, until, EXPIRING_SESSION_MS, think, patience[4]
             )
-            nursery.start_soon(nemesis, cluster, until, rng)
+            nursery.start_soon(nemesis, cluster, until, rng, prior)
         await recover_everything(cluster)
         await one_write(cluster, "after-heal", timeout=60.0)
         await cluster.wait_until(lambda: _all_caught_up(cluster), 30.0, "every server caught up")
         cluster.check_trees()
         cluster.check_acknowledged()
+        cluster.check_disks()
         check_history(cluster)
 
     return scenario
