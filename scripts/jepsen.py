@@ -3,7 +3,8 @@
 history, then heal, read every server's view and check.
 
     python3 scripts/jepsen.py --server zkpy|apache --servers 3|5 --duration 120 --clients 5 --seed 1 \\
-        [--registers 3] [--no-partitions] [--session-timeout 6] [--keep-logs DIR] [--json FILE]
+        [--registers 3] [--no-partitions] [--no-silent] [--no-holds] [--no-moves] [--no-zxids] \\
+        [--session-timeout 6] [--keep-logs DIR] [--json FILE]
 
 What it does:
 
@@ -11,20 +12,37 @@ What it does:
   scripts/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
   through a small TCP proxy in this process (one per ordered pair of members and per port, quorum
   and election; server.N lines of member i name proxy ports for every other member), so the
-  nemesis can cut links;
+  nemesis can hold links (a cut link keeps its connections and delivers what it held when it
+  heals); with client faults on, clients reach each member through a client proxy of its own
+  (zkpy.testing.holdproxy);
 * `--clients` kazoo workers and `--zkpy-clients` zkpy.client workers (its blocking SyncClient)
   (threads), each with its own client/session on the connection
-  string of all servers, loop over: compare-and-set on one of `--registers` register znodes
+  string of all servers (or of their client proxies), loop over: compare-and-set on one of `--registers` register znodes
   (get, then set at the version read), sync then get, plain get, sequential creates under /seq
   (acknowledged names are remembered) and one ephemeral /eph/wN per worker session;
   every operation is recorded with time.monotonic() invocation/completion times as a
   zkpy.testing.history.Operation: ok, fail (BadVersion / NodeExists / NoNode: the request was
-  ordered and observed the state) or unknown (ConnectionLoss, SessionExpired, timeouts...);
+  ordered and observed the state) or unknown (ConnectionLoss, SessionExpired, timeouts...),
+  with its session, the reply's zxid (kazoo workers) and the member that answered;
 * a nemesis thread acts every 2-6 s: kill -9 a server (the leader half the time, found by `srvr`),
   restart killed servers, SIGSTOP a server (the leader half the time) for 3-8 s then SIGCONT,
-  isolate a server (the leader half the time) or cut one peer link for 3-8 s. At most a minority
-  of members is down (killed or paused) at once; a member that exits without being killed is
-  reported and restarted;
+  isolate a server (the leader half the time) or cut one peer link for 3-8 s (held). At most a
+  minority of members is down (killed or paused) at once; a member that exits without being
+  killed is reported and restarted. Faults that send no RST, each family with a flag to turn
+  it off:
+  - silent drops (`--no-silent`; needs nftables and root, zkpy.testing.nftdrop; off by itself
+    otherwise): for 3-8 s, packets between two members lost both ways or one way, or a member
+    (the leader half the time) cut off both ways, or only its outgoing or only its incoming
+    packets lost (it hears its peers but cannot speak, or the reverse); or, for 2-8 s, a
+    member's client packets lost both ways. Matched by the ports of this run's proxies only,
+    in a table `inet zkpy_jepsen_<pid>` deleted at exit;
+  - held client links (`--no-holds`): a member's client proxy holds every byte both ways for
+    0.5-10 s (log-uniform), connections kept; clients whose read timeout fires move to another
+    member and their request arrives late;
+  - client moves (`--no-moves`): a member's clients are cut off at once while their requests
+    are held, and those are delivered 0.05-3 s later: a session's write through the old member
+    must not take effect after its next write through the new one (FIFO client order,
+    SessionMoved);
 * after `--duration` seconds: stop the workers, heal every link, SIGCONT and restart everything,
   wait until every server serves, close the worker sessions, then on each server alone: sync
   and read every register and the children of /seq (the reads join the history as sessions of
@@ -34,7 +52,9 @@ What it does:
 Reported: operations by kind and outcome, faults by kind, acknowledged sequential creates missing
 from any server's view and acknowledged compare-and-sets not reflected in a register's final
 version (acknowledged writes lost), servers whose views disagree, ephemerals left behind,
-members that exited unexpectedly, the history checker's verdict (with each anomaly's report) and
+members that exited unexpectedly, the history checker's verdict (with each anomaly's report;
+with reply zxids unless `--no-zxids`: FIFO order and monotonic reads across znodes and servers),
+packets dropped silently, clients moved and requests delivered after their client left, and
 the elapsed time. Exit status 1 on any of these problems, 2 when the ensemble could not be
 started or healed. On a problem the server logs, configs and the history (JSON lines) are copied
 under /tmp (or --keep-logs DIR). Every process and thread is cleaned up, also on Ctrl-C.
@@ -46,6 +66,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import select
@@ -57,6 +78,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,6 +88,8 @@ from kazoo.retry import KazooRetry
 
 from zkpy.ops.layout import members_on_free_ports
 from zkpy.testing.history import History, Operation
+from zkpy.testing.holdproxy import HoldingProxy
+from zkpy.testing.nftdrop import LoopbackDrops, unavailable
 from zkpy.testing.procs import Ensemble, ServerProcess, free_port, member_process
 
 HOST = "127.0.0.1"
@@ -210,6 +234,8 @@ class Cluster:
     servers: list[ServerProcess]
     proxies: dict[tuple[int, int], list[LinkProxy]]  # (src, dst) member numbers from 1
     stopping: threading.Event
+    client_proxies: list[HoldingProxy] = field(default_factory=list)  # per member, when on
+    drops: LoopbackDrops | None = None  # silent drops by port, when on
 
     @property
     def ensemble(self) -> Ensemble:
@@ -217,7 +243,24 @@ class Cluster:
 
     @property
     def hosts(self) -> str:
+        """The workers' connection string: through the client proxies when there are some."""
+        if self.client_proxies:
+            return ",".join(f"{HOST}:{p.port}" for p in self.client_proxies)
         return ",".join(s.hosts for s in self.servers)
+
+    def server_names(self) -> dict[int, str]:
+        """Port a client connects to -> the member's name (s1...), proxies included."""
+        names = {s.port: f"s{k + 1}" for k, s in enumerate(self.servers)}
+        names.update({p.port: f"s{k + 1}" for k, p in enumerate(self.client_proxies)})
+        return names
+
+    def silent_ports(self, a: int, b: int) -> tuple[list[int], list[int]]:
+        """(dports, sports) whose packets carry member a's bytes to member b (numbers from 1):
+        on a's connections through proxy (a, b), packets to the proxy's port; on b's
+        connections through proxy (b, a), packets from it."""
+        dports = [p.port for p in self.proxies.get((a, b), ())]
+        sports = [p.port for p in self.proxies.get((b, a), ())]
+        return dports, sports
 
     def cut(self, a: int, b: int) -> None:
         for key in ((a, b), (b, a)):
@@ -244,9 +287,15 @@ class Cluster:
         for ps in self.proxies.values():
             for p in ps:
                 p.close()
+        for c in self.client_proxies:
+            c.close()
+        if self.drops is not None:
+            self.drops.close()
 
 
-def make_cluster(kind: str, n: int, home: Path, partitions: bool) -> Cluster:
+def make_cluster(
+    kind: str, n: int, home: Path, partitions: bool, client_proxies: bool = False, nft: bool = False
+) -> Cluster:
     stopping = threading.Event()
     members = members_on_free_ports(n, 0, free_port)
     proxies: dict[tuple[int, int], list[LinkProxy]] = {}
@@ -270,7 +319,12 @@ def make_cluster(kind: str, n: int, home: Path, partitions: bool) -> Cluster:
         }
         settings = {"tickTime": "500", "initLimit": "20", "syncLimit": "10", **via_proxies}
         servers.append(member_process(kind, home, member, members, settings))
-    return Cluster(kind, home, servers, proxies, stopping)
+    cluster = Cluster(kind, home, servers, proxies, stopping)
+    if client_proxies:
+        cluster.client_proxies = [HoldingProxy(f"s{k + 1}", s.port, stopping) for k, s in enumerate(servers)]
+    if nft:
+        cluster.drops = LoopbackDrops().open()
+    return cluster
 
 
 def signal_group(server: ServerProcess, sig: int) -> bool:
@@ -286,16 +340,37 @@ def signal_group(server: ServerProcess, sig: int) -> bool:
 # --- the nemesis -------------------------------------------------------------------------------
 
 
+#: Fault families beside kill -9 / SIGSTOP / held peer links, each with a flag to turn it off.
+FAULT_FAMILIES = ("silent", "hold", "move")
+
+
+def log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    """Heavy on short spans, with long ones now and then."""
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
 class Nemesis(threading.Thread):
-    def __init__(self, cluster: Cluster, rng: random.Random, t0: float, partitions: bool) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        rng: random.Random,
+        t0: float,
+        partitions: bool,
+        families: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__(daemon=True, name="nemesis")
         self.cluster, self.rng, self.t0, self.partitions = cluster, rng, t0, partitions
+        self.families = families
         self.stop_event = threading.Event()
         self.faults: Counter[str] = Counter()
         self.events: list[str] = []
         self.killed: set[int] = set()  # member indices (0-based)
         self.paused: dict[int, float] = {}  # member -> resume time
-        self.cuts: list[tuple[float, list[tuple[int, int]]]] = []  # (heal time, links)
+        # network faults in force: (heal time, what, how to undo); one among peers and one on
+        # client links at a time
+        self.cuts: list[tuple[float, str, Callable[[], None]]] = []
+        self.client_cuts: list[tuple[float, str, Callable[[], None]]] = []
+        self.moved_clients = 0
         self.unexpected: list[str] = []
         self.error: str | None = None
 
@@ -341,18 +416,18 @@ class Nemesis(threading.Thread):
                     signal_group(servers[k], signal.SIGCONT)
                     del self.paused[k]
                     self.note("resume", f"SIGCONT s{k + 1}")
-            for entry in list(self.cuts):
-                if entry[0] <= now:
-                    for a, b in entry[1]:
-                        for key in ((a, b), (b, a)):
-                            for p in self.cluster.proxies[key]:
-                                p.heal()
-                    self.cuts.remove(entry)
-                    self.note("heal", f"healed links {entry[1]}")
+            for cuts in (self.cuts, self.client_cuts):
+                for entry in list(cuts):
+                    if entry[0] <= now:
+                        entry[2]()
+                        cuts.remove(entry)
+                        self.note("heal", f"healed: {entry[1]}")
             if now >= next_action:
                 self.act(max_down)
                 next_action = time.monotonic() + self.rng.uniform(2, 6)
-            wake = min([next_action, *self.paused.values(), *(c[0] for c in self.cuts)])
+            wake = min(
+                [next_action, *self.paused.values(), *(c[0] for c in self.cuts), *(c[0] for c in self.client_cuts)]
+            )
             self.stop_event.wait(max(0.05, min(0.5, wake - time.monotonic())))
 
     def watch_exits(self) -> None:
@@ -377,6 +452,15 @@ class Nemesis(threading.Thread):
             actions += ["kill", "pause"]
         if self.partitions and not self.cuts:
             actions += ["isolate", "cut-link"]
+            if "silent" in self.families and self.cluster.drops is not None:
+                actions += ["silent"] * 2
+        if self.cluster.client_proxies and not self.client_cuts:
+            if "hold" in self.families:
+                actions += ["hold-clients"]
+            if "move" in self.families:
+                actions += ["move-clients"]
+            if "silent" in self.families and self.cluster.drops is not None:
+                actions += ["drop-clients"]
         if not actions:
             return
         action = self.rng.choice(actions)
@@ -399,32 +483,115 @@ class Nemesis(threading.Thread):
                     "pause-leader" if lead else "pause",
                     f"SIGSTOP s{k + 1}{' (leader)' if lead else ''} for {span:.1f}s",
                 )
-        elif action == "isolate":
-            k, lead = self.target(list(range(n)))
-            links = [(k + 1, j + 1) for j in range(n) if j != k]
+        elif action in ("isolate", "cut-link"):
+            if action == "isolate":
+                k, lead = self.target(list(range(n)))
+                links = [(k + 1, j + 1) for j in range(n) if j != k]
+                what = f"s{k + 1}{' (leader)' if lead else ''} isolated from its peers (links held)"
+                kind = "isolate-leader" if lead else "isolate"
+            else:
+                a, b = self.rng.sample(range(1, n + 1), 2)
+                links, what, kind = [(a, b)], f"link s{a}<->s{b} held", "cut-link"
             for a, b in links:
                 self.cluster.cut(a, b)
+
+            def heal(links: list[tuple[int, int]] = links) -> None:
+                for a, b in links:
+                    for key in ((a, b), (b, a)):
+                        for p in self.cluster.proxies[key]:
+                            p.heal()
+
             span = self.rng.uniform(3, 8)
-            self.cuts.append((time.monotonic() + span, links))
-            self.note(
-                "isolate-leader" if lead else "isolate",
-                f"isolate s{k + 1}{' (leader)' if lead else ''} from its peers for {span:.1f}s",
-            )
-        elif action == "cut-link":
+            self.cuts.append((time.monotonic() + span, what, heal))
+            self.note(kind, f"{what} for {span:.1f}s")
+        elif action == "silent":
+            self.silent_drop(n)
+        elif action in ("hold-clients", "move-clients", "drop-clients"):
+            self.client_fault(action, n)
+
+    def silent_drop(self, n: int) -> None:
+        """Packets between members lost without a trace (nftables): both ways on one link, one
+        way on one link, a member cut off both ways, or one way from or to all its peers."""
+        drops = self.cluster.drops
+        assert drops is not None
+        shape = self.rng.choice(["link", "one-way", "isolate", "isolate-one-way"])
+        directed: list[tuple[int, int]]
+        if shape in ("link", "one-way"):
             a, b = self.rng.sample(range(1, n + 1), 2)
-            self.cluster.cut(a, b)
-            span = self.rng.uniform(3, 8)
-            self.cuts.append((time.monotonic() + span, [(a, b)]))
-            self.note("cut-link", f"cut link s{a}<->s{b} for {span:.1f}s")
+            directed = [(a, b)] if shape == "one-way" else [(a, b), (b, a)]
+            what = f"s{a}->s{b}" if shape == "one-way" else f"s{a}<->s{b}"
+            lead = False
+        else:
+            k, lead = self.target(list(range(n)))
+            others = [j + 1 for j in range(n) if j != k]
+            if shape == "isolate":
+                directed = [(k + 1, j) for j in others] + [(j, k + 1) for j in others]
+                what = f"s{k + 1} <-> all peers"
+            elif self.rng.random() < 0.5:
+                directed, what = [(k + 1, j) for j in others], f"s{k + 1} -> all peers (it still hears them)"
+            else:
+                directed, what = [(j, k + 1) for j in others], f"all peers -> s{k + 1} (it still speaks)"
+            what += " (leader)" if lead else ""
+        dports: list[int] = []
+        sports: list[int] = []
+        for a, b in directed:
+            d, sp = self.cluster.silent_ports(a, b)
+            dports += d
+            sports += sp
+        token = drops.drop(dports=dports, sports=sports)
+        span = self.rng.uniform(3, 8)
+        self.cuts.append((time.monotonic() + span, f"silent drop {what}", lambda: drops.undrop(token)))
+        kind = {"link": "drop-link", "one-way": "drop-one-way"}.get(shape, "drop-isolate")
+        self.note(kind + ("-leader" if lead else ""), f"silent drop {what} for {span:.1f}s")
+
+    def client_fault(self, action: str, n: int) -> None:
+        """On one member's client links: hold every byte (clients time out and move, their
+        requests delivered late), move its clients away at once with their requests held, or
+        drop its client packets silently (nftables)."""
+        proxies = self.cluster.client_proxies
+        if action == "move-clients" and self.rng.random() < 0.5:  # where the clients are
+            k, lead = max(range(n), key=lambda j: len(proxies[j].pairs)), False
+        else:
+            k, lead = self.target(list(range(n)))
+        proxy = proxies[k]
+        who = f"s{k + 1}{' (leader)' if lead else ''}"
+        if action == "hold-clients":
+            span = log_uniform(self.rng, 0.5, 10.0)
+            proxy.hold()
+            self.client_cuts.append((time.monotonic() + span, f"client links of {who} released", proxy.release))
+            self.note(action, f"hold the client links of {who} for {span:.1f}s (connections kept)")
+        elif action == "move-clients":
+            span = log_uniform(self.rng, 0.05, 3.0)
+            moved = proxy.move_clients()
+            self.moved_clients += moved
+            self.client_cuts.append((time.monotonic() + span, f"held requests of {who} delivered", proxy.release))
+            self.note(action, f"move {moved} clients off {who}, their requests delivered {span:.2f}s later")
+        else:
+            drops = self.cluster.drops
+            assert drops is not None
+            span = self.rng.uniform(2, 8)
+            token = drops.drop(dports=[proxy.port], sports=[proxy.port])
+            self.client_cuts.append(
+                (time.monotonic() + span, f"client packets of {who}", lambda: drops.undrop(token))
+            )
+            self.note(action, f"silent drop of {who}'s client packets for {span:.1f}s")
 
     def heal_everything(self) -> None:
-        """SIGCONT paused members, heal every link, restart killed members (and any that died)."""
+        """SIGCONT paused members, undo every network fault, restart killed members (and any
+        that died)."""
         servers = self.cluster.servers
         for k in list(self.paused):
             signal_group(servers[k], signal.SIGCONT)
         self.paused.clear()
+        for cuts in (self.cuts, self.client_cuts):
+            for entry in cuts:
+                entry[2]()
+            cuts.clear()
         self.cluster.heal_all()
-        self.cuts.clear()
+        for proxy in self.cluster.client_proxies:
+            proxy.release()
+        if self.cluster.drops is not None:
+            self.cluster.drops.clear()
         self.watch_exits()
         for k in sorted(self.killed):
             servers[k].start(wait=None)
@@ -444,6 +611,30 @@ class Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def stamp_replies() -> None:
+    """Make kazoo keep, on the client, the reply header's zxid and the port of the server (or
+    client proxy) of the last reply to a request: `client.last_zxid` is not that (ping replies
+    change it too), and the async results kazoo hands out for create and sync are wrappers the
+    reply never touches. A worker has one request in flight, so the stamp read when its result
+    arrives is its reply's. The history checker uses the zxids (session order across znodes,
+    FIFO order, monotonic reads across servers); the port names the server in its reports."""
+    from kazoo.protocol.connection import ConnectionHandler
+
+    original = ConnectionHandler._read_response
+    if getattr(original, "zkpy_stamped", False):
+        return
+
+    def _read_response(self, header, buffer, offset):  # type: ignore[no-untyped-def]
+        port = None
+        with contextlib.suppress(OSError, AttributeError):
+            port = self._socket.getpeername()[1]
+        self.client.zkpy_reply = (header.zxid, port)
+        return original(self, header, buffer, offset)
+
+    _read_response.zkpy_stamped = True  # type: ignore[attr-defined]
+    ConnectionHandler._read_response = _read_response  # type: ignore[method-assign]
+
+
 def new_client(hosts: str, session_timeout: float) -> KazooClient:
     return KazooClient(
         hosts=hosts,
@@ -460,6 +651,7 @@ class Worker(threading.Thread):
         self.n, self.hosts, self.shared, self.t0 = n, hosts, shared, t0
         self.rng = random.Random(seed)
         self.session_timeout = session_timeout
+        self.server_names: dict[int, str] = {}  # port -> member name, for the reports
         self.stop_event = threading.Event()
         self.zk: KazooClient | None = None
         self.eph_session: int | None = None
@@ -477,6 +669,7 @@ class Worker(threading.Thread):
         invoked = time.monotonic()
         result = None
         error = None
+        self.zk.zkpy_reply = None  # type: ignore[union-attr]
         try:
             result = start().get(timeout=OP_TIMEOUT)
             outcome = "ok"
@@ -497,6 +690,9 @@ class Worker(threading.Thread):
         rec_value, rec_version = value, version
         if kind == "get" and outcome == "ok":
             rec_value, rec_version = result[0], result[1].version
+        zxid, port = getattr(self.zk, "zkpy_reply", None) or (None, None)
+        if outcome != "ok":
+            zxid = None
         op = Operation(
             client,
             kind,
@@ -506,8 +702,9 @@ class Worker(threading.Thread):
             invoked - self.t0,
             completed - self.t0 if outcome != "unknown" else None,
             outcome,
-            None,
+            zxid if isinstance(zxid, int) and zxid > 0 else None,
             error,
+            self.server_names.get(port) if isinstance(port, int) else None,
         )
         label = {"create": "create-seq"}.get(kind, kind) if history else kind
         with self.shared.lock:
@@ -754,6 +951,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--registers", type=int, default=3)
     ap.add_argument("--session-timeout", type=float, default=6.0)
     ap.add_argument("--no-partitions", action="store_true", help="no peer-link proxies, no link cuts")
+    ap.add_argument(
+        "--no-silent", action="store_true", help="no silent packet drops (nftables; off by itself without nft/root)"
+    )
+    ap.add_argument("--no-holds", action="store_true", help="no held client links")
+    ap.add_argument("--no-moves", action="store_true", help="no clients moved off a server with requests in flight")
+    ap.add_argument(
+        "--no-zxids", action="store_true", help="check the history without reply zxids (no cross-znode session order)"
+    )
     ap.add_argument("--keep-logs", type=Path, default=None, help="where to copy logs on a problem")
     ap.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
     args = ap.parse_args(argv)
@@ -761,10 +966,18 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     rng = random.Random(seed)
     partitions = not args.no_partitions
+    families = set(FAULT_FAMILIES)
+    for flag, family in ((args.no_silent, "silent"), (args.no_holds, "hold"), (args.no_moves, "move")):
+        if flag:
+            families.discard(family)
+    if "silent" in families and (why := unavailable()) is not None:
+        log(f"no silent drops: {why}")
+        families.discard("silent")
     log(
         f"jepsen: --server {args.server} --servers {args.servers} --duration {args.duration:g} "
         f"--clients {args.clients} --zkpy-clients {args.zkpy_clients} --seed {seed}"
-        f"{'' if partitions else ' --no-partitions'}"
+        f"{'' if partitions else ' --no-partitions'} faults: kill, pause"
+        f"{', held peer links' if partitions else ''}{''.join(', ' + f for f in sorted(families))}"
     )
 
     # Ctrl-C and SIGTERM both unwind through the finally blocks below
@@ -773,7 +986,15 @@ def main(argv: list[str] | None = None) -> int:
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     home = Path(tempfile.mkdtemp(prefix=f"zkpy-jepsen-{args.server}-"))
-    cluster = make_cluster(args.server, args.servers, home, partitions)
+    stamp_replies()
+    cluster = make_cluster(
+        args.server,
+        args.servers,
+        home,
+        partitions,
+        client_proxies=bool(families & {"hold", "move", "silent"}),
+        nft="silent" in families,
+    )
     workers: list[Worker] = []
     nemesis: Nemesis | None = None
     shared = Shared([f"/registers/r{i}" for i in range(args.registers)])
@@ -810,9 +1031,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.clients + args.zkpy_clients):
             kind = Worker if i < args.clients else ZkpyWorker
             w = kind(i + 1, cluster.hosts, shared, rng.randrange(1 << 31), args.session_timeout, t0)
+            w.server_names = cluster.server_names()
             workers.append(w)
             w.start()
-        nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions)
+        nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions, frozenset(families))
         nemesis.start()
         end = t0 + args.duration
         last_progress = t0
@@ -902,7 +1124,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"nemesis crashed: {nemesis.error}")
 
         log(f"checking the history ({len(shared.ops)} operations)")
-        result = History(shared.ops, initial=initial, check_zxids=False).check()
+        dropped_packets = cluster.drops.dropped_packets() if cluster.drops is not None else 0
+        late = sum(p.late for p in cluster.client_proxies)
+        result = History(shared.ops, initial=initial, check_zxids=not args.no_zxids).check()
         if not result.ok:
             problems.append(f"history check: {len(result.anomalies)} anomalies")
         elapsed = time.monotonic() - started
@@ -912,7 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"server {args.server} x{args.servers}, seed {seed}, {args.clients} kazoo + "
             f"{args.zkpy_clients} zkpy.client clients, "
-            f"partitions {'on' if partitions else 'off'}"
+            f"partitions {'on' if partitions else 'off'}, faults {', '.join(sorted(families)) or 'classic'}"
         )
         print(f"load {load_seconds:.1f}s, healed in {healed_after:.1f}s, elapsed {elapsed:.1f}s")
         print("operations (kind: ok / fail / unknown):")
@@ -923,6 +1147,11 @@ def main(argv: list[str] | None = None) -> int:
         if shared.errors:
             print(f"unknown outcomes by error: {dict(shared.errors.most_common())}")
         print(f"faults: {dict(sorted(nemesis.faults.items()))}")
+        with_zxid = sum(1 for op in shared.ops if op.zxid is not None)
+        print(
+            f"packets dropped silently: {dropped_packets}; clients moved: {nemesis.moved_clients}; "
+            f"requests delivered after their client left: {late}; operations with a reply zxid: {with_zxid}"
+        )
         print(f"acknowledged sequential creates: {len(acked)}; missing from some server: {len(lost_any)}")
         print(f"acknowledged compare-and-sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}")
         for k, v in views.items():
@@ -942,6 +1171,11 @@ def main(argv: list[str] | None = None) -> int:
                 "operations": {f"{k}:{o}": c for (k, o), c in sorted(shared.counts.items())},
                 "unknown_errors": dict(shared.errors),
                 "faults": dict(nemesis.faults),
+                "fault_families": sorted(families),
+                "dropped_packets": dropped_packets,
+                "moved_clients": nemesis.moved_clients,
+                "late_requests": late,
+                "zxid_checks": not args.no_zxids,
                 "acked_seq": len(acked),
                 "lost_seq": len(lost_any),
                 "acked_cas": sum(cas_acked.values()),
