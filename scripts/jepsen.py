@@ -96,6 +96,8 @@ HOST = "127.0.0.1"
 OP_TIMEOUT = 10.0  # seconds a client waits for one reply before calling the outcome unknown
 DEFINITE = {BadVersionError: "BadVersion", NodeExistsError: "NodeExists", NoNodeError: "NoNode"}
 DEFINITE_NAMES = {cls.__name__: name for cls, name in DEFINITE.items()}
+# definitely not applied, and telling nothing about the state (the checker ignores them)
+DEFINITE_NAMES["NotReadOnlyCallError"] = "NotReadOnly"
 
 
 def log(msg: str) -> None:
@@ -294,7 +296,13 @@ class Cluster:
 
 
 def make_cluster(
-    kind: str, n: int, home: Path, partitions: bool, client_proxies: bool = False, nft: bool = False
+    kind: str,
+    n: int,
+    home: Path,
+    partitions: bool,
+    client_proxies: bool = False,
+    nft: bool = False,
+    read_only: bool = False,
 ) -> Cluster:
     stopping = threading.Event()
     members = members_on_free_ports(n, 0, free_port)
@@ -318,6 +326,8 @@ def make_cluster(
             if i == member.sid
         }
         settings = {"tickTime": "500", "initLimit": "20", "syncLimit": "10", **via_proxies}
+        if read_only:  # zkpy reads it from zoo.cfg; Apache from a system property (main sets it)
+            settings["readonlymode.enabled"] = "true"
         servers.append(member_process(kind, home, member, members, settings))
     cluster = Cluster(kind, home, servers, proxies, stopping)
     if client_proxies:
@@ -501,7 +511,8 @@ class Nemesis(threading.Thread):
                         for p in self.cluster.proxies[key]:
                             p.heal()
 
-            span = self.rng.uniform(3, 8)
+            # read-only mode needs the cut-off member to notice first (syncLimit, 5 s)
+            span = self.rng.uniform(3, 15 if READ_ONLY_CLIENTS and action == "isolate" else 8)
             self.cuts.append((time.monotonic() + span, what, heal))
             self.note(kind, f"{what} for {span:.1f}s")
         elif action == "silent":
@@ -635,11 +646,17 @@ def stamp_replies() -> None:
     ConnectionHandler._read_response = _read_response  # type: ignore[method-assign]
 
 
-def new_client(hosts: str, session_timeout: float) -> KazooClient:
+#: --read-only: workers' clients accept read-only servers (kazoo's read_only), servers run in
+#: read-only mode when cut off from a quorum
+READ_ONLY_CLIENTS = False
+
+
+def new_client(hosts: str, session_timeout: float, read_only: bool = False) -> KazooClient:
     return KazooClient(
         hosts=hosts,
         timeout=session_timeout,
         connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+        read_only=read_only,
     )
 
 
@@ -657,6 +674,13 @@ class Worker(threading.Thread):
         self.eph_session: int | None = None
         self.counter = 0
         self.error: str | None = None
+
+    def server_name(self, port: object) -> str | None:
+        """The member that answered (by the port of the last reply), " ro" when read-only."""
+        name = self.server_names.get(port) if isinstance(port, int) else None
+        if name is not None and getattr(self.zk, "client_state", None) == "CONNECTED_RO":
+            name += " ro"
+        return name
 
     def session(self) -> int | None:
         return self.zk._session_id if self.zk is not None else None
@@ -704,7 +728,7 @@ class Worker(threading.Thread):
             outcome,
             zxid if isinstance(zxid, int) and zxid > 0 else None,
             error,
-            self.server_names.get(port) if isinstance(port, int) else None,
+            self.server_name(port),
         )
         label = {"create": "create-seq"}.get(kind, kind) if history else kind
         with self.shared.lock:
@@ -725,7 +749,7 @@ class Worker(threading.Thread):
     def connect(self) -> None:
         """A started client in self.zk, or an exception (retried)."""
         if self.zk is None:
-            self.zk = new_client(self.hosts, self.session_timeout)
+            self.zk = new_client(self.hosts, self.session_timeout, READ_ONLY_CLIENTS)
         self.zk.start(timeout=15)
 
     def _run(self) -> None:
@@ -957,6 +981,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-holds", action="store_true", help="no held client links")
     ap.add_argument("--no-moves", action="store_true", help="no clients moved off a server with requests in flight")
     ap.add_argument(
+        "--read-only",
+        action="store_true",
+        help="servers in read-only mode when cut off from a quorum, clients that accept them",
+    )
+    ap.add_argument(
         "--no-zxids", action="store_true", help="check the history without reply zxids (no cross-znode session order)"
     )
     ap.add_argument("--keep-logs", type=Path, default=None, help="where to copy logs on a problem")
@@ -976,7 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"jepsen: --server {args.server} --servers {args.servers} --duration {args.duration:g} "
         f"--clients {args.clients} --zkpy-clients {args.zkpy_clients} --seed {seed}"
-        f"{'' if partitions else ' --no-partitions'} faults: kill, pause"
+        f"{'' if partitions else ' --no-partitions'}{' --read-only' if args.read_only else ''} faults: kill, pause"
         f"{', held peer links' if partitions else ''}{''.join(', ' + f for f in sorted(families))}"
     )
 
@@ -987,6 +1016,12 @@ def main(argv: list[str] | None = None) -> int:
     old_term = signal.signal(signal.SIGTERM, on_term)
     home = Path(tempfile.mkdtemp(prefix=f"zkpy-jepsen-{args.server}-"))
     stamp_replies()
+    global READ_ONLY_CLIENTS
+    READ_ONLY_CLIENTS = args.read_only
+    if args.read_only and args.server == "apache":
+        os.environ["JAVA_TOOL_OPTIONS"] = (
+            os.environ.get("JAVA_TOOL_OPTIONS", "") + " -Dreadonlymode.enabled=true"
+        ).strip()
     cluster = make_cluster(
         args.server,
         args.servers,
@@ -994,6 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
         partitions,
         client_proxies=bool(families & {"hold", "move", "silent"}),
         nft="silent" in families,
+        read_only=args.read_only,
     )
     workers: list[Worker] = []
     nemesis: Nemesis | None = None
@@ -1148,9 +1184,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown outcomes by error: {dict(shared.errors.most_common())}")
         print(f"faults: {dict(sorted(nemesis.faults.items()))}")
         with_zxid = sum(1 for op in shared.ops if op.zxid is not None)
+        read_only_ops = sum(1 for op in shared.ops if op.server is not None and op.server.endswith(" ro"))
         print(
             f"packets dropped silently: {dropped_packets}; clients moved: {nemesis.moved_clients}; "
-            f"requests delivered after their client left: {late}; operations with a reply zxid: {with_zxid}"
+            f"requests delivered after their client left: {late}; operations with a reply zxid: {with_zxid}; "
+            f"answered by a read-only server: {read_only_ops}"
         )
         print(f"acknowledged sequential creates: {len(acked)}; missing from some server: {len(lost_any)}")
         print(f"acknowledged compare-and-sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}")
@@ -1175,6 +1213,8 @@ def main(argv: list[str] | None = None) -> int:
                 "dropped_packets": dropped_packets,
                 "moved_clients": nemesis.moved_clients,
                 "late_requests": late,
+                "read_only": args.read_only,
+                "read_only_operations": read_only_ops,
                 "zxid_checks": not args.no_zxids,
                 "acked_seq": len(acked),
                 "lost_seq": len(lost_any),
