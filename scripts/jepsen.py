@@ -737,6 +737,8 @@ class Worker(threading.Thread):
             self.shared.counts[(label, outcome)] += 1
             if error and outcome == "unknown":
                 self.shared.errors[error] += 1
+        if error == "NotReadOnly":
+            self.stop_event.wait(0.05)  # on a read-only server until the client finds a writable one
         return outcome, result, op
 
     def run(self) -> None:
@@ -865,6 +867,24 @@ class _ZkpyAsync:
 
     def close(self) -> None:
         pass
+
+
+class Reader(Worker):
+    """--read-only: a kazoo session on two neighbouring members only, reading (get, sync then
+    get) and never writing, so that when one of them is cut off and turns read-only, the reader
+    lands on it half the time after its next reconnect: monotonic reads across servers, a
+    read-only one included (a read-only server must refuse a session that saw newer state)."""
+
+    def step(self) -> None:
+        zk = self.zk
+        assert zk is not None
+        reg = self.rng.choice(self.shared.registers)
+        if self.rng.random() < 0.3:
+            outcome, _, _ = self.call("sync", reg, lambda: zk.sync_async(reg))
+            if outcome != "ok":
+                return
+        self.call("get", reg, lambda: zk.get_async(reg))
+        self.stop_event.wait(0.01)  # reads are cheap: leave the CPU to the writers
 
 
 class ZkpyWorker(Worker):
@@ -1070,6 +1090,15 @@ def main(argv: list[str] | None = None) -> int:
             w.server_names = cluster.server_names()
             workers.append(w)
             w.start()
+        n_workers = len(workers)
+        if args.read_only:
+            hosts = cluster.hosts.split(",")
+            for k in range(len(hosts)):
+                pair = f"{hosts[k]},{hosts[(k + 1) % len(hosts)]}"
+                r = Reader(n_workers + k + 1, pair, shared, rng.randrange(1 << 31), args.session_timeout, t0)
+                r.server_names = cluster.server_names()
+                workers.append(r)
+                r.start()
         nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions, frozenset(families))
         nemesis.start()
         end = t0 + args.duration
