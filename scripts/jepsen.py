@@ -18,7 +18,8 @@ What it does:
 * `--clients` kazoo workers and `--zkpy-clients` zkpy.client workers (its blocking SyncClient)
   (threads), each with its own client/session on the connection
   string of all servers (or of their client proxies), loop over: compare-and-set on one of `--registers` register znodes
-  (get, then set at the version read), sync then get, plain get, sequential creates under /seq
+  (get, then set at the version read), a blind set on one (a late one is not cancelled by a
+  version check, so FIFO order shows), sync then get, plain get, sequential creates under /seq
   (acknowledged names are remembered) and one ephemeral /eph/wN per worker session;
   every operation is recorded with time.monotonic() invocation/completion times as a
   zkpy.testing.history.Operation: ok, fail (BadVersion / NodeExists / NoNode: the request was
@@ -787,7 +788,7 @@ class Worker(threading.Thread):
             return
         r = self.rng.random()
         reg = self.rng.choice(self.shared.registers)
-        if r < 0.4:  # compare-and-set: read, then write at the version read
+        if r < 0.35:  # compare-and-set: read, then write at the version read
             outcome, result, _ = self.call("get", reg, lambda: zk.get_async(reg))
             if outcome == "ok":
                 version = result[1].version
@@ -799,6 +800,10 @@ class Worker(threading.Thread):
                     value=value,
                     version=version,
                 )
+        elif r < 0.45:  # a blind set: a late one is not cancelled by a version check, so a write
+            # applied out of its session's order shows (FIFO client order)
+            value = self.value()
+            self.call("set", reg, lambda: zk.set_async(reg, value), value=value)
         elif r < 0.6:  # sync, then read
             outcome, _, _ = self.call("sync", reg, lambda: zk.sync_async(reg))
             if outcome == "ok":
@@ -1150,8 +1155,11 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 lost_seq[f"s{k + 1}"] = missing
         lost_any = sorted({m for ms in lost_seq.values() for m in ms})
-        cas_acked = Counter(op.path for op in shared.ops if op.kind == "cas" and op.outcome == "ok")
-        cas_unknown = Counter(op.path for op in shared.ops if op.kind == "cas" and op.outcome == "unknown")
+        # every acknowledged compare-and-set and set bumps its register's version once
+        cas_acked = Counter(op.path for op in shared.ops if op.kind in ("cas", "set") and op.outcome == "ok")
+        cas_unknown = Counter(
+            op.path for op in shared.ops if op.kind in ("cas", "set") and op.outcome == "unknown"
+        )
         lost_cas: dict[str, int] = {}
         for reg in shared.registers:
             versions = [v["registers"][reg][1] for v in views.values() if not v["error"]]
@@ -1159,7 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
                 lost_cas[reg] = cas_acked[reg] - min(versions)
             if versions and max(versions) > cas_acked[reg] + cas_unknown[reg]:
                 problems.append(
-                    f"{reg}: version {max(versions)} exceeds acknowledged+unknown compare-and-sets "
+                    f"{reg}: version {max(versions)} exceeds acknowledged+unknown compare-and-sets and sets "
                     f"({cas_acked[reg]}+{cas_unknown[reg]})"
                 )
         good_views = {k: v for k, v in views.items() if not v["error"]}
@@ -1173,7 +1181,7 @@ def main(argv: list[str] | None = None) -> int:
         if lost_any:
             problems.append(f"{len(lost_any)} acknowledged sequential creates missing: {lost_seq}")
         if lost_cas:
-            problems.append(f"acknowledged compare-and-sets lost (register: count): {lost_cas}")
+            problems.append(f"acknowledged compare-and-sets and sets lost (register: count): {lost_cas}")
         if disagree:
             problems.append(f"servers disagree: {disagree}")
         if eph_left:
@@ -1220,7 +1228,9 @@ def main(argv: list[str] | None = None) -> int:
             f"answered by a read-only server: {read_only_ops}"
         )
         print(f"acknowledged sequential creates: {len(acked)}; missing from some server: {len(lost_any)}")
-        print(f"acknowledged compare-and-sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}")
+        print(
+            f"acknowledged compare-and-sets and sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}"
+        )
         for k, v in views.items():
             regs = {r: (d.decode(errors="replace"), ver) for r, (d, ver) in v["registers"].items()}
             print(
