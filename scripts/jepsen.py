@@ -19,7 +19,8 @@ What it does:
   (threads), each with its own client/session on the connection
   string of all servers (or of their client proxies), loop over: compare-and-set on one of `--registers` register znodes
   (get, then set at the version read), a blind set on one (a late one is not cancelled by a
-  version check, so FIFO order shows), sync then get, plain get, sequential creates under /seq
+  version check, so FIFO order shows; also right after a write to a register was lost in a
+  fault, as a client that retries), sync then get, plain get, sequential creates under /seq
   (acknowledged names are remembered) and one ephemeral /eph/wN per worker session;
   every operation is recorded with time.monotonic() invocation/completion times as a
   zkpy.testing.history.Operation: ok, fail (BadVersion / NodeExists / NoNode: the request was
@@ -379,8 +380,8 @@ class Nemesis(threading.Thread):
         self.paused: dict[int, float] = {}  # member -> resume time
         # network faults in force: (heal time, what, how to undo); one among peers and one on
         # client links at a time
-        self.cuts: list[tuple[float, str, Callable[[], None]]] = []
-        self.client_cuts: list[tuple[float, str, Callable[[], None]]] = []
+        self.cuts: list[tuple[float, str, Callable[[], object]]] = []
+        self.client_cuts: list[tuple[float, str, Callable[[], object]]] = []
         self.moved_clients = 0
         self.unexpected: list[str] = []
         self.error: str | None = None
@@ -430,9 +431,9 @@ class Nemesis(threading.Thread):
             for cuts in (self.cuts, self.client_cuts):
                 for entry in list(cuts):
                     if entry[0] <= now:
-                        entry[2]()
                         cuts.remove(entry)
-                        self.note("heal", f"healed: {entry[1]}")
+                        if entry[2]() is not False:  # False: a step of a fault, not its end
+                            self.note("heal", f"healed: {entry[1]}")
             if now >= next_action:
                 self.act(max_down)
                 next_action = time.monotonic() + self.rng.uniform(2, 6)
@@ -573,11 +574,23 @@ class Nemesis(threading.Thread):
             self.client_cuts.append((time.monotonic() + span, f"client links of {who} released", proxy.release))
             self.note(action, f"hold the client links of {who} for {span:.1f}s (connections kept)")
         elif action == "move-clients":
+            # hold first, so that each client there sends its next request into the held link,
+            # then cut them off (they move at once) and deliver those requests later
+            before = self.rng.uniform(0.1, 0.5)
             span = log_uniform(self.rng, 0.05, 3.0)
-            moved = proxy.move_clients()
-            self.moved_clients += moved
-            self.client_cuts.append((time.monotonic() + span, f"held requests of {who} delivered", proxy.release))
-            self.note(action, f"move {moved} clients off {who}, their requests delivered {span:.2f}s later")
+            proxy.hold()
+
+            def cut_off() -> bool:
+                moved = proxy.move_clients()
+                self.moved_clients += moved
+                self.note("moved", f"{moved} clients cut off {who}; their held requests go in {span:.2f}s")
+                self.client_cuts.append(
+                    (time.monotonic() + span, f"held requests of {who} delivered", proxy.release)
+                )
+                return False
+
+            self.client_cuts.append((time.monotonic() + before, f"clients of {who} moved", cut_off))
+            self.note(action, f"hold the client links of {who}, move its clients off in {before:.2f}s")
         else:
             drops = self.cluster.drops
             assert drops is not None
@@ -673,6 +686,7 @@ class Worker(threading.Thread):
         self.stop_event = threading.Event()
         self.zk: KazooClient | None = None
         self.eph_session: int | None = None
+        self.rewrite: str | None = None  # a register whose last write had an unknown outcome
         self.counter = 0
         self.error: str | None = None
 
@@ -731,6 +745,8 @@ class Worker(threading.Thread):
             error,
             self.server_name(port),
         )
+        if outcome == "unknown" and kind in ("cas", "set"):
+            self.rewrite = path
         label = {"create": "create-seq"}.get(kind, kind) if history else kind
         with self.shared.lock:
             if history:
@@ -788,6 +804,12 @@ class Worker(threading.Thread):
             return
         r = self.rng.random()
         reg = self.rng.choice(self.shared.registers)
+        if self.rewrite is not None:  # a write was lost in a fault: write its register again, as a
+            # client that retries does; if the lost one lands after this one, FIFO order broke
+            reg, self.rewrite = self.rewrite, None
+            value = self.value()
+            self.call("set", reg, lambda: zk.set_async(reg, value), value=value)
+            return
         if r < 0.35:  # compare-and-set: read, then write at the version read
             outcome, result, _ = self.call("get", reg, lambda: zk.get_async(reg))
             if outcome == "ok":
