@@ -995,6 +995,15 @@ def wait_ephemerals_gone(cluster: Cluster, session_timeout: float) -> dict[int, 
             run_bounded(lambda zk=zk: (zk.stop(), zk.close()), 15)
 
 
+def write_history(shared: Shared, path: Path) -> None:
+    """The history as JSON lines, one zkpy.testing.history.Operation each (values as text)."""
+    with open(path, "w") as f:
+        for op in shared.ops:
+            d = asdict(op)
+            d["value"] = None if op.value is None else op.value.decode(errors="replace")
+            f.write(json.dumps(d) + "\n")
+
+
 def keep_logs(cluster: Cluster, shared: Shared, dest: Path, summary: dict) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for k, s in enumerate(cluster.servers):
@@ -1003,11 +1012,7 @@ def keep_logs(cluster: Cluster, shared: Shared, dest: Path, summary: dict) -> No
                 shutil.copy(f, dest / f"s{k + 1}-{f.name}")
         with contextlib.suppress(OSError):
             shutil.copytree(s.data_dir, dest / f"s{k + 1}-data", dirs_exist_ok=True)
-    with open(dest / "history.jsonl", "w") as f:
-        for op in shared.ops:
-            d = asdict(op)
-            d["value"] = None if op.value is None else op.value.decode(errors="replace")
-            f.write(json.dumps(d) + "\n")
+    write_history(shared, dest / "history.jsonl")
     (dest / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
@@ -1037,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--keep-logs", type=Path, default=None, help="where to copy logs on a problem")
     ap.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
+    ap.add_argument("--history", type=Path, default=None, help="write the history (JSON lines) here")
     args = ap.parse_args(argv)
     logging.getLogger("kazoo").setLevel(logging.ERROR)  # one "Connection dropped" per fault and client
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
@@ -1301,6 +1307,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs, configs, data and history kept in {dest}")
         if args.json:
             args.json.write_text(json.dumps(summary, indent=2, default=str))
+        if args.history:
+            write_history(shared, args.history)
         print(f"exit status {status}")
         return status
     except KeyboardInterrupt:

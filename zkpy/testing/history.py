@@ -361,8 +361,8 @@ class _SessionFacts:
         self.fifo = fifo
         self.later_zxid: dict[int, int] = {}
         self.floor: dict[int, int] = {}
-        if not use_zxids:
-            return
+        if not use_zxids or not any(o.zxid for o in ops):
+            return  # nothing to tie znodes together
         by_session: dict[str, list[Operation]] = {}
         for op in ops:
             by_session.setdefault(op.client, []).append(op)
