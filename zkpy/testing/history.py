@@ -124,7 +124,7 @@ class Operation:
 class Anomaly:
     """One violation (or one znode whose check ran out of budget), with the window showing it."""
 
-    kind: str  # "linearizability" | "session-consistency" | "session-zxid" | "undecided"
+    kind: str  # "linearizability" | "session-consistency" | "fifo-order" | "session-zxid" | "undecided"
     path: str | None
     message: str
     window: list[Operation] = field(default_factory=list)
