@@ -552,7 +552,7 @@ class Nemesis(threading.Thread):
             dports += d
             sports += sp
         token = drops.drop(dports=dports, sports=sports)
-        span = self.rng.uniform(3, 8)
+        span = self.rng.uniform(3, 15 if READ_ONLY_CLIENTS and shape == "isolate" else 8)
         self.cuts.append((time.monotonic() + span, f"silent drop {what}", lambda: drops.undrop(token)))
         kind = {"link": "drop-link", "one-way": "drop-one-way"}.get(shape, "drop-isolate")
         self.note(kind + ("-leader" if lead else ""), f"silent drop {what} for {span:.1f}s")
