@@ -38,9 +38,11 @@ What it does:
     packets lost (it hears its peers but cannot speak, or the reverse); or, for 2-8 s, a
     member's client packets lost both ways. Matched by the ports of this run's proxies only,
     in a table `inet zkpy_jepsen_<pid>` deleted at exit;
-  - held client links (`--no-holds`): a member's client proxy holds every byte both ways for
-    0.5-10 s (log-uniform), connections kept; clients whose read timeout fires move to another
-    member and their request arrives late;
+  - held client links and slow ways (`--no-holds`): a member's client proxy holds every byte
+    both ways for 0.5-10 s (log-uniform), connections kept; clients whose read timeout fires
+    move to another member and their request arrives late. Or one direction between two
+    members (a follower's way to the leader half the time) delays every byte by 0.1-2 s
+    (log-uniform, below syncLimit) for 3-10 s: the link stays up while forwards fall behind;
   - client moves (`--no-moves`): a member's clients are cut off at once while their requests
     are held, and those are delivered 0.05-3 s later: a session's write through the old member
     must not take effect after its next write through the new one (FIFO client order,
@@ -79,7 +81,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,6 +121,8 @@ class LinkProxy:
         self.stopping = stopping
         self.open = threading.Event()
         self.open.set()
+        self.delay_fwd = 0.0  # seconds added to src -> dst bytes (a slow way)
+        self.delay_back = 0.0  # and to dst -> src bytes on src's connections
         self.lock = threading.Lock()
         self.sockets: set[socket.socket] = set()
         self.listener = socket.socket()
@@ -191,21 +195,35 @@ class LinkProxy:
             if upstream is not None:
                 self._close(upstream)
             return
-        for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        for a, b, forward in ((conn, upstream, True), (upstream, conn, False)):
+            threading.Thread(target=self._pump, args=(a, b, forward), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, forward: bool) -> None:
+        """Forward a to b, each chunk `delay` seconds after it was read (the link's latency, in
+        its direction), nothing while cut; what was read is delivered before a hang-up passes."""
+        queue: deque[tuple[float, bytes]] = deque()
+        eof = False
         try:
             while not self.stopping.is_set():
-                ready, _, _ = select.select([a], [], [], 0.25)
-                if not ready:
+                now = time.monotonic()
+                if self.open.is_set():
+                    while queue and queue[0][0] <= now:
+                        b.sendall(queue.popleft()[1])
+                if eof and not queue:
+                    break
+                wait = 0.25
+                if queue and self.open.is_set():
+                    wait = max(0.0, min(wait, queue[0][0] - now))
+                if eof:
+                    time.sleep(wait)
+                    continue
+                if not select.select([a], [], [], wait)[0]:
                     continue
                 data = a.recv(65536)
                 if not data:
-                    break
-                while not self.open.is_set() and not self.stopping.is_set():
-                    self.open.wait(0.25)
-                b.sendall(data)
+                    eof = True
+                    continue
+                queue.append((time.monotonic() + (self.delay_fwd if forward else self.delay_back), data))
         except (OSError, ValueError):
             pass
         finally:
@@ -275,6 +293,7 @@ class Cluster:
         for ps in self.proxies.values():
             for p in ps:
                 p.heal()
+                p.delay_fwd = p.delay_back = 0.0
 
     def shutdown(self) -> None:
         """SIGCONT everything (a stopped process ignores SIGTERM), stop all members, close proxies."""
@@ -466,6 +485,8 @@ class Nemesis(threading.Thread):
             actions += ["isolate", "cut-link"]
             if "silent" in self.families and self.cluster.drops is not None:
                 actions += ["silent"] * 2
+            if "hold" in self.families:
+                actions += ["slow-way"]
         if self.cluster.client_proxies and not self.client_cuts:
             if "hold" in self.families:
                 actions += ["hold-clients"]
@@ -519,6 +540,8 @@ class Nemesis(threading.Thread):
             self.note(kind, f"{what} for {span:.1f}s")
         elif action == "silent":
             self.silent_drop(n)
+        elif action == "slow-way":
+            self.slow_way(n)
         elif action in ("hold-clients", "move-clients", "drop-clients"):
             self.client_fault(action, n)
 
@@ -556,6 +579,33 @@ class Nemesis(threading.Thread):
         self.cuts.append((time.monotonic() + span, f"silent drop {what}", lambda: drops.undrop(token)))
         kind = {"link": "drop-link", "one-way": "drop-one-way"}.get(shape, "drop-isolate")
         self.note(kind + ("-leader" if lead else ""), f"silent drop {what} for {span:.1f}s")
+
+    def slow_way(self, n: int) -> None:
+        """One direction between two members made slow, not cut: every byte a sends b arrives
+        0.1-2 s late (log-uniform, below syncLimit, so the link stays up while a's forwards and
+        acks fall behind), half the time a follower's way to the leader, for 3-10 s."""
+        lead = self.leader() if self.rng.random() < 0.5 else None
+        if lead is not None:
+            a = self.rng.choice([j for j in range(1, n + 1) if j != lead + 1])
+            b = lead + 1
+        else:
+            a, b = self.rng.sample(range(1, n + 1), 2)
+        delay = log_uniform(self.rng, 0.1, 2.0)
+        for p in self.cluster.proxies[(a, b)]:
+            p.delay_fwd = delay
+        for p in self.cluster.proxies[(b, a)]:
+            p.delay_back = delay
+
+        def heal() -> None:
+            for p in self.cluster.proxies[(a, b)]:
+                p.delay_fwd = 0.0
+            for p in self.cluster.proxies[(b, a)]:
+                p.delay_back = 0.0
+
+        span = self.rng.uniform(3, 10)
+        what = f"s{a}->s{b}{' (to the leader)' if lead is not None else ''} slowed by {delay:.2f}s"
+        self.cuts.append((time.monotonic() + span, what, heal))
+        self.note("slow-way", f"{what} for {span:.1f}s")
 
     def client_fault(self, action: str, n: int) -> None:
         """On one member's client links: hold every byte (clients time out and move, their
