@@ -102,6 +102,10 @@ DEFINITE = {BadVersionError: "BadVersion", NodeExistsError: "NodeExists", NoNode
 DEFINITE_NAMES = {cls.__name__: name for cls, name in DEFINITE.items()}
 # definitely not applied, and telling nothing about the state (the checker ignores them)
 DEFINITE_NAMES["NotReadOnlyCallError"] = "NotReadOnly"
+# refused by the owner check: the leader did not order it (a worker whose session is owned by a
+# server it left gets this for every write until it reconnects; as unknown outcomes they made
+# the worker write the register again and again)
+DEFINITE_NAMES["SessionMovedError"] = "SessionMoved"
 
 
 def log(msg: str) -> None:
