@@ -3,7 +3,8 @@
 history, then heal, read every server's view and check.
 
     python3 scripts/jepsen.py --server zkpy|apache --servers 3|5 --duration 120 --clients 5 --seed 1 \\
-        [--registers 3] [--no-partitions] [--session-timeout 6] [--keep-logs DIR] [--json FILE]
+        [--registers 3] [--no-partitions] [--no-silent] [--no-holds] [--no-moves] [--no-zxids] \\
+        [--session-timeout 6] [--keep-logs DIR] [--json FILE]
 
 What it does:
 
@@ -11,20 +12,41 @@ What it does:
   scripts/apache-zk) on 127.0.0.1, tickTime 500 ms, each member's peer links going
   through a small TCP proxy in this process (one per ordered pair of members and per port, quorum
   and election; server.N lines of member i name proxy ports for every other member), so the
-  nemesis can cut links;
+  nemesis can hold links (a cut link keeps its connections and delivers what it held when it
+  heals); with client faults on, clients reach each member through a client proxy of its own
+  (zkpy.testing.holdproxy);
 * `--clients` kazoo workers and `--zkpy-clients` zkpy.client workers (its blocking SyncClient)
   (threads), each with its own client/session on the connection
-  string of all servers, loop over: compare-and-set on one of `--registers` register znodes
-  (get, then set at the version read), sync then get, plain get, sequential creates under /seq
+  string of all servers (or of their client proxies), loop over: compare-and-set on one of `--registers` register znodes
+  (get, then set at the version read), a blind set on one (a late one is not cancelled by a
+  version check, so FIFO order shows; also right after a write to a register was lost in a
+  fault, as a client that retries), sync then get, plain get, sequential creates under /seq
   (acknowledged names are remembered) and one ephemeral /eph/wN per worker session;
   every operation is recorded with time.monotonic() invocation/completion times as a
   zkpy.testing.history.Operation: ok, fail (BadVersion / NodeExists / NoNode: the request was
-  ordered and observed the state) or unknown (ConnectionLoss, SessionExpired, timeouts...);
+  ordered and observed the state) or unknown (ConnectionLoss, SessionExpired, timeouts...),
+  with its session, the reply's zxid (kazoo workers) and the member that answered;
 * a nemesis thread acts every 2-6 s: kill -9 a server (the leader half the time, found by `srvr`),
   restart killed servers, SIGSTOP a server (the leader half the time) for 3-8 s then SIGCONT,
-  isolate a server (the leader half the time) or cut one peer link for 3-8 s. At most a minority
-  of members is down (killed or paused) at once; a member that exits without being killed is
-  reported and restarted;
+  isolate a server (the leader half the time) or cut one peer link for 3-8 s (held). At most a
+  minority of members is down (killed or paused) at once; a member that exits without being
+  killed is reported and restarted. Faults that send no RST, each family with a flag to turn
+  it off:
+  - silent drops (`--no-silent`; needs nftables and root, zkpy.testing.nftdrop; off by itself
+    otherwise): for 3-8 s, packets between two members lost both ways or one way, or a member
+    (the leader half the time) cut off both ways, or only its outgoing or only its incoming
+    packets lost (it hears its peers but cannot speak, or the reverse); or, for 2-8 s, a
+    member's client packets lost both ways. Matched by the ports of this run's proxies only,
+    in a table `inet zkpy_jepsen_<pid>` deleted at exit;
+  - held client links and slow ways (`--no-holds`): a member's client proxy holds every byte
+    both ways for 0.5-10 s (log-uniform), connections kept; clients whose read timeout fires
+    move to another member and their request arrives late. Or one direction between two
+    members (a follower's way to the leader half the time) delays every byte by 0.1-2 s
+    (log-uniform, below syncLimit) for 3-10 s: the link stays up while forwards fall behind;
+  - client moves (`--no-moves`): a member's clients are cut off at once while their requests
+    are held, and those are delivered 0.05-3 s later: a session's write through the old member
+    must not take effect after its next write through the new one (FIFO client order,
+    SessionMoved);
 * after `--duration` seconds: stop the workers, heal every link, SIGCONT and restart everything,
   wait until every server serves, close the worker sessions, then on each server alone: sync
   and read every register and the children of /seq (the reads join the history as sessions of
@@ -34,7 +56,9 @@ What it does:
 Reported: operations by kind and outcome, faults by kind, acknowledged sequential creates missing
 from any server's view and acknowledged compare-and-sets not reflected in a register's final
 version (acknowledged writes lost), servers whose views disagree, ephemerals left behind,
-members that exited unexpectedly, the history checker's verdict (with each anomaly's report) and
+members that exited unexpectedly, the history checker's verdict (with each anomaly's report;
+with reply zxids unless `--no-zxids`: FIFO order and monotonic reads across znodes and servers),
+packets dropped silently, clients moved and requests delivered after their client left, and
 the elapsed time. Exit status 1 on any of these problems, 2 when the ensemble could not be
 started or healed. On a problem the server logs, configs and the history (JSON lines) are copied
 under /tmp (or --keep-logs DIR). Every process and thread is cleaned up, also on Ctrl-C.
@@ -46,6 +70,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import select
@@ -56,7 +81,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -66,12 +92,20 @@ from kazoo.retry import KazooRetry
 
 from zkpy.ops.layout import members_on_free_ports
 from zkpy.testing.history import History, Operation
+from zkpy.testing.holdproxy import HoldingProxy
+from zkpy.testing.nftdrop import LoopbackDrops, unavailable
 from zkpy.testing.procs import Ensemble, ServerProcess, free_port, member_process
 
 HOST = "127.0.0.1"
 OP_TIMEOUT = 10.0  # seconds a client waits for one reply before calling the outcome unknown
 DEFINITE = {BadVersionError: "BadVersion", NodeExistsError: "NodeExists", NoNodeError: "NoNode"}
 DEFINITE_NAMES = {cls.__name__: name for cls, name in DEFINITE.items()}
+# definitely not applied, and telling nothing about the state (the checker ignores them)
+DEFINITE_NAMES["NotReadOnlyCallError"] = "NotReadOnly"
+# refused by the owner check: the leader did not order it (a worker whose session is owned by a
+# server it left gets this for every write until it reconnects; as unknown outcomes they made
+# the worker write the register again and again)
+DEFINITE_NAMES["SessionMovedError"] = "SessionMoved"
 
 
 def log(msg: str) -> None:
@@ -91,6 +125,8 @@ class LinkProxy:
         self.stopping = stopping
         self.open = threading.Event()
         self.open.set()
+        self.delay_fwd = 0.0  # seconds added to src -> dst bytes (a slow way)
+        self.delay_back = 0.0  # and to dst -> src bytes on src's connections
         self.lock = threading.Lock()
         self.sockets: set[socket.socket] = set()
         self.listener = socket.socket()
@@ -163,21 +199,35 @@ class LinkProxy:
             if upstream is not None:
                 self._close(upstream)
             return
-        for a, b in ((conn, upstream), (upstream, conn)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+        for a, b, forward in ((conn, upstream, True), (upstream, conn, False)):
+            threading.Thread(target=self._pump, args=(a, b, forward), daemon=True).start()
 
-    def _pump(self, a: socket.socket, b: socket.socket) -> None:
+    def _pump(self, a: socket.socket, b: socket.socket, forward: bool) -> None:
+        """Forward a to b, each chunk `delay` seconds after it was read (the link's latency, in
+        its direction), nothing while cut; what was read is delivered before a hang-up passes."""
+        queue: deque[tuple[float, bytes]] = deque()
+        eof = False
         try:
             while not self.stopping.is_set():
-                ready, _, _ = select.select([a], [], [], 0.25)
-                if not ready:
+                now = time.monotonic()
+                if self.open.is_set():
+                    while queue and queue[0][0] <= now:
+                        b.sendall(queue.popleft()[1])
+                if eof and not queue:
+                    break
+                wait = 0.25
+                if queue and self.open.is_set():
+                    wait = max(0.0, min(wait, queue[0][0] - now))
+                if eof:
+                    time.sleep(wait)
+                    continue
+                if not select.select([a], [], [], wait)[0]:
                     continue
                 data = a.recv(65536)
                 if not data:
-                    break
-                while not self.open.is_set() and not self.stopping.is_set():
-                    self.open.wait(0.25)
-                b.sendall(data)
+                    eof = True
+                    continue
+                queue.append((time.monotonic() + (self.delay_fwd if forward else self.delay_back), data))
         except (OSError, ValueError):
             pass
         finally:
@@ -210,6 +260,8 @@ class Cluster:
     servers: list[ServerProcess]
     proxies: dict[tuple[int, int], list[LinkProxy]]  # (src, dst) member numbers from 1
     stopping: threading.Event
+    client_proxies: list[HoldingProxy] = field(default_factory=list)  # per member, when on
+    drops: LoopbackDrops | None = None  # silent drops by port, when on
 
     @property
     def ensemble(self) -> Ensemble:
@@ -217,7 +269,24 @@ class Cluster:
 
     @property
     def hosts(self) -> str:
+        """The workers' connection string: through the client proxies when there are some."""
+        if self.client_proxies:
+            return ",".join(f"{HOST}:{p.port}" for p in self.client_proxies)
         return ",".join(s.hosts for s in self.servers)
+
+    def server_names(self) -> dict[int, str]:
+        """Port a client connects to -> the member's name (s1...), proxies included."""
+        names = {s.port: f"s{k + 1}" for k, s in enumerate(self.servers)}
+        names.update({p.port: f"s{k + 1}" for k, p in enumerate(self.client_proxies)})
+        return names
+
+    def silent_ports(self, a: int, b: int) -> tuple[list[int], list[int]]:
+        """(dports, sports) whose packets carry member a's bytes to member b (numbers from 1):
+        on a's connections through proxy (a, b), packets to the proxy's port; on b's
+        connections through proxy (b, a), packets from it."""
+        dports = [p.port for p in self.proxies.get((a, b), ())]
+        sports = [p.port for p in self.proxies.get((b, a), ())]
+        return dports, sports
 
     def cut(self, a: int, b: int) -> None:
         for key in ((a, b), (b, a)):
@@ -228,6 +297,7 @@ class Cluster:
         for ps in self.proxies.values():
             for p in ps:
                 p.heal()
+                p.delay_fwd = p.delay_back = 0.0
 
     def shutdown(self) -> None:
         """SIGCONT everything (a stopped process ignores SIGTERM), stop all members, close proxies."""
@@ -244,9 +314,21 @@ class Cluster:
         for ps in self.proxies.values():
             for p in ps:
                 p.close()
+        for c in self.client_proxies:
+            c.close()
+        if self.drops is not None:
+            self.drops.close()
 
 
-def make_cluster(kind: str, n: int, home: Path, partitions: bool) -> Cluster:
+def make_cluster(
+    kind: str,
+    n: int,
+    home: Path,
+    partitions: bool,
+    client_proxies: bool = False,
+    nft: bool = False,
+    read_only: bool = False,
+) -> Cluster:
     stopping = threading.Event()
     members = members_on_free_ports(n, 0, free_port)
     proxies: dict[tuple[int, int], list[LinkProxy]] = {}
@@ -269,8 +351,15 @@ def make_cluster(kind: str, n: int, home: Path, partitions: bool) -> Cluster:
             if i == member.sid
         }
         settings = {"tickTime": "500", "initLimit": "20", "syncLimit": "10", **via_proxies}
+        if read_only:  # zkpy reads it from zoo.cfg; Apache from a system property (main sets it)
+            settings["readonlymode.enabled"] = "true"
         servers.append(member_process(kind, home, member, members, settings))
-    return Cluster(kind, home, servers, proxies, stopping)
+    cluster = Cluster(kind, home, servers, proxies, stopping)
+    if client_proxies:
+        cluster.client_proxies = [HoldingProxy(f"s{k + 1}", s.port, stopping) for k, s in enumerate(servers)]
+    if nft:
+        cluster.drops = LoopbackDrops().open()
+    return cluster
 
 
 def signal_group(server: ServerProcess, sig: int) -> bool:
@@ -286,16 +375,37 @@ def signal_group(server: ServerProcess, sig: int) -> bool:
 # --- the nemesis -------------------------------------------------------------------------------
 
 
+#: Fault families beside kill -9 / SIGSTOP / held peer links, each with a flag to turn it off.
+FAULT_FAMILIES = ("silent", "hold", "move")
+
+
+def log_uniform(rng: random.Random, lo: float, hi: float) -> float:
+    """Heavy on short spans, with long ones now and then."""
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
 class Nemesis(threading.Thread):
-    def __init__(self, cluster: Cluster, rng: random.Random, t0: float, partitions: bool) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        rng: random.Random,
+        t0: float,
+        partitions: bool,
+        families: frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__(daemon=True, name="nemesis")
         self.cluster, self.rng, self.t0, self.partitions = cluster, rng, t0, partitions
+        self.families = families
         self.stop_event = threading.Event()
         self.faults: Counter[str] = Counter()
         self.events: list[str] = []
         self.killed: set[int] = set()  # member indices (0-based)
         self.paused: dict[int, float] = {}  # member -> resume time
-        self.cuts: list[tuple[float, list[tuple[int, int]]]] = []  # (heal time, links)
+        # network faults in force: (heal time, what, how to undo); one among peers and one on
+        # client links at a time
+        self.cuts: list[tuple[float, str, Callable[[], object]]] = []
+        self.client_cuts: list[tuple[float, str, Callable[[], object]]] = []
+        self.moved_clients = 0
         self.unexpected: list[str] = []
         self.error: str | None = None
 
@@ -341,18 +451,18 @@ class Nemesis(threading.Thread):
                     signal_group(servers[k], signal.SIGCONT)
                     del self.paused[k]
                     self.note("resume", f"SIGCONT s{k + 1}")
-            for entry in list(self.cuts):
-                if entry[0] <= now:
-                    for a, b in entry[1]:
-                        for key in ((a, b), (b, a)):
-                            for p in self.cluster.proxies[key]:
-                                p.heal()
-                    self.cuts.remove(entry)
-                    self.note("heal", f"healed links {entry[1]}")
+            for cuts in (self.cuts, self.client_cuts):
+                for entry in list(cuts):
+                    if entry[0] <= now:
+                        cuts.remove(entry)
+                        if entry[2]() is not False:  # False: a step of a fault, not its end
+                            self.note("heal", f"healed: {entry[1]}")
             if now >= next_action:
                 self.act(max_down)
                 next_action = time.monotonic() + self.rng.uniform(2, 6)
-            wake = min([next_action, *self.paused.values(), *(c[0] for c in self.cuts)])
+            wake = min(
+                [next_action, *self.paused.values(), *(c[0] for c in self.cuts), *(c[0] for c in self.client_cuts)]
+            )
             self.stop_event.wait(max(0.05, min(0.5, wake - time.monotonic())))
 
     def watch_exits(self) -> None:
@@ -377,6 +487,17 @@ class Nemesis(threading.Thread):
             actions += ["kill", "pause"]
         if self.partitions and not self.cuts:
             actions += ["isolate", "cut-link"]
+            if "silent" in self.families and self.cluster.drops is not None:
+                actions += ["silent"] * 2
+            if "hold" in self.families:
+                actions += ["slow-way"]
+        if self.cluster.client_proxies and not self.client_cuts:
+            if "hold" in self.families:
+                actions += ["hold-clients"]
+            if "move" in self.families:
+                actions += ["move-clients"]
+            if "silent" in self.families and self.cluster.drops is not None:
+                actions += ["drop-clients"]
         if not actions:
             return
         action = self.rng.choice(actions)
@@ -399,32 +520,157 @@ class Nemesis(threading.Thread):
                     "pause-leader" if lead else "pause",
                     f"SIGSTOP s{k + 1}{' (leader)' if lead else ''} for {span:.1f}s",
                 )
-        elif action == "isolate":
-            k, lead = self.target(list(range(n)))
-            links = [(k + 1, j + 1) for j in range(n) if j != k]
+        elif action in ("isolate", "cut-link"):
+            if action == "isolate":
+                k, lead = self.target(list(range(n)))
+                links = [(k + 1, j + 1) for j in range(n) if j != k]
+                what = f"s{k + 1}{' (leader)' if lead else ''} isolated from its peers (links held)"
+                kind = "isolate-leader" if lead else "isolate"
+            else:
+                a, b = self.rng.sample(range(1, n + 1), 2)
+                links, what, kind = [(a, b)], f"link s{a}<->s{b} held", "cut-link"
             for a, b in links:
                 self.cluster.cut(a, b)
-            span = self.rng.uniform(3, 8)
-            self.cuts.append((time.monotonic() + span, links))
-            self.note(
-                "isolate-leader" if lead else "isolate",
-                f"isolate s{k + 1}{' (leader)' if lead else ''} from its peers for {span:.1f}s",
-            )
-        elif action == "cut-link":
+
+            def heal(links: list[tuple[int, int]] = links) -> None:
+                for a, b in links:
+                    for key in ((a, b), (b, a)):
+                        for p in self.cluster.proxies[key]:
+                            p.heal()
+
+            # read-only mode needs the cut-off member to notice first (syncLimit, 5 s)
+            span = self.rng.uniform(3, 15 if READ_ONLY_CLIENTS and action == "isolate" else 8)
+            self.cuts.append((time.monotonic() + span, what, heal))
+            self.note(kind, f"{what} for {span:.1f}s")
+        elif action == "silent":
+            self.silent_drop(n)
+        elif action == "slow-way":
+            self.slow_way(n)
+        elif action in ("hold-clients", "move-clients", "drop-clients"):
+            self.client_fault(action, n)
+
+    def silent_drop(self, n: int) -> None:
+        """Packets between members lost without a trace (nftables): both ways on one link, one
+        way on one link, a member cut off both ways, or one way from or to all its peers."""
+        drops = self.cluster.drops
+        assert drops is not None
+        shape = self.rng.choice(["link", "one-way", "isolate", "isolate-one-way"])
+        directed: list[tuple[int, int]]
+        if shape in ("link", "one-way"):
             a, b = self.rng.sample(range(1, n + 1), 2)
-            self.cluster.cut(a, b)
-            span = self.rng.uniform(3, 8)
-            self.cuts.append((time.monotonic() + span, [(a, b)]))
-            self.note("cut-link", f"cut link s{a}<->s{b} for {span:.1f}s")
+            directed = [(a, b)] if shape == "one-way" else [(a, b), (b, a)]
+            what = f"s{a}->s{b}" if shape == "one-way" else f"s{a}<->s{b}"
+            lead = False
+        else:
+            k, lead = self.target(list(range(n)))
+            others = [j + 1 for j in range(n) if j != k]
+            if shape == "isolate":
+                directed = [(k + 1, j) for j in others] + [(j, k + 1) for j in others]
+                what = f"s{k + 1} <-> all peers"
+            elif self.rng.random() < 0.5:
+                directed, what = [(k + 1, j) for j in others], f"s{k + 1} -> all peers (it still hears them)"
+            else:
+                directed, what = [(j, k + 1) for j in others], f"all peers -> s{k + 1} (it still speaks)"
+            what += " (leader)" if lead else ""
+        dports: list[int] = []
+        sports: list[int] = []
+        for a, b in directed:
+            d, sp = self.cluster.silent_ports(a, b)
+            dports += d
+            sports += sp
+        token = drops.drop(dports=dports, sports=sports)
+        span = self.rng.uniform(3, 15 if READ_ONLY_CLIENTS and shape == "isolate" else 8)
+        self.cuts.append((time.monotonic() + span, f"silent drop {what}", lambda: drops.undrop(token)))
+        kind = {"link": "drop-link", "one-way": "drop-one-way"}.get(shape, "drop-isolate")
+        self.note(kind + ("-leader" if lead else ""), f"silent drop {what} for {span:.1f}s")
+
+    def slow_way(self, n: int) -> None:
+        """One direction between two members made slow, not cut: every byte a sends b arrives
+        0.1-2 s late (log-uniform, below syncLimit, so the link stays up while a's forwards and
+        acks fall behind), half the time a follower's way to the leader, for 3-10 s."""
+        lead = self.leader() if self.rng.random() < 0.5 else None
+        if lead is not None:
+            a = self.rng.choice([j for j in range(1, n + 1) if j != lead + 1])
+            b = lead + 1
+        else:
+            a, b = self.rng.sample(range(1, n + 1), 2)
+        delay = log_uniform(self.rng, 0.1, 2.0)
+        for p in self.cluster.proxies[(a, b)]:
+            p.delay_fwd = delay
+        for p in self.cluster.proxies[(b, a)]:
+            p.delay_back = delay
+
+        def heal() -> None:
+            for p in self.cluster.proxies[(a, b)]:
+                p.delay_fwd = 0.0
+            for p in self.cluster.proxies[(b, a)]:
+                p.delay_back = 0.0
+
+        span = self.rng.uniform(3, 10)
+        what = f"s{a}->s{b}{' (to the leader)' if lead is not None else ''} slowed by {delay:.2f}s"
+        self.cuts.append((time.monotonic() + span, what, heal))
+        self.note("slow-way", f"{what} for {span:.1f}s")
+
+    def client_fault(self, action: str, n: int) -> None:
+        """On one member's client links: hold every byte (clients time out and move, their
+        requests delivered late), move its clients away at once with their requests held, or
+        drop its client packets silently (nftables)."""
+        proxies = self.cluster.client_proxies
+        if action == "move-clients" and self.rng.random() < 0.5:  # where the clients are
+            k, lead = max(range(n), key=lambda j: len(proxies[j].pairs)), False
+        else:
+            k, lead = self.target(list(range(n)))
+        proxy = proxies[k]
+        who = f"s{k + 1}{' (leader)' if lead else ''}"
+        if action == "hold-clients":
+            span = log_uniform(self.rng, 0.5, 10.0)
+            proxy.hold()
+            self.client_cuts.append((time.monotonic() + span, f"client links of {who} released", proxy.release))
+            self.note(action, f"hold the client links of {who} for {span:.1f}s (connections kept)")
+        elif action == "move-clients":
+            # hold first, so that each client there sends its next request into the held link,
+            # then cut them off (they move at once) and deliver those requests later
+            before = self.rng.uniform(0.1, 0.5)
+            span = log_uniform(self.rng, 0.05, 3.0)
+            proxy.hold()
+
+            def cut_off() -> bool:
+                moved = proxy.move_clients()
+                self.moved_clients += moved
+                self.note("moved", f"{moved} clients cut off {who}; their held requests go in {span:.2f}s")
+                self.client_cuts.append(
+                    (time.monotonic() + span, f"held requests of {who} delivered", proxy.release)
+                )
+                return False
+
+            self.client_cuts.append((time.monotonic() + before, f"clients of {who} moved", cut_off))
+            self.note(action, f"hold the client links of {who}, move its clients off in {before:.2f}s")
+        else:
+            drops = self.cluster.drops
+            assert drops is not None
+            span = self.rng.uniform(2, 8)
+            token = drops.drop(dports=[proxy.port], sports=[proxy.port])
+            self.client_cuts.append(
+                (time.monotonic() + span, f"client packets of {who}", lambda: drops.undrop(token))
+            )
+            self.note(action, f"silent drop of {who}'s client packets for {span:.1f}s")
 
     def heal_everything(self) -> None:
-        """SIGCONT paused members, heal every link, restart killed members (and any that died)."""
+        """SIGCONT paused members, undo every network fault, restart killed members (and any
+        that died)."""
         servers = self.cluster.servers
         for k in list(self.paused):
             signal_group(servers[k], signal.SIGCONT)
         self.paused.clear()
+        for cuts in (self.cuts, self.client_cuts):
+            for entry in cuts:
+                entry[2]()
+            cuts.clear()
         self.cluster.heal_all()
-        self.cuts.clear()
+        for proxy in self.cluster.client_proxies:
+            proxy.release()
+        if self.cluster.drops is not None:
+            self.cluster.drops.clear()
         self.watch_exits()
         for k in sorted(self.killed):
             servers[k].start(wait=None)
@@ -444,11 +690,41 @@ class Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def new_client(hosts: str, session_timeout: float) -> KazooClient:
+def stamp_replies() -> None:
+    """Make kazoo keep, on the client, the reply header's zxid and the port of the server (or
+    client proxy) of the last reply to a request: `client.last_zxid` is not that (ping replies
+    change it too), and the async results kazoo hands out for create and sync are wrappers the
+    reply never touches. A worker has one request in flight, so the stamp read when its result
+    arrives is its reply's. The history checker uses the zxids (session order across znodes,
+    FIFO order, monotonic reads across servers); the port names the server in its reports."""
+    from kazoo.protocol.connection import ConnectionHandler
+
+    original = ConnectionHandler._read_response
+    if getattr(original, "zkpy_stamped", False):
+        return
+
+    def _read_response(self, header, buffer, offset):  # type: ignore[no-untyped-def]
+        port = None
+        with contextlib.suppress(OSError, AttributeError):
+            port = self._socket.getpeername()[1]
+        self.client.zkpy_reply = (header.zxid, port)
+        return original(self, header, buffer, offset)
+
+    _read_response.zkpy_stamped = True  # type: ignore[attr-defined]
+    ConnectionHandler._read_response = _read_response  # type: ignore[method-assign]
+
+
+#: --read-only: workers' clients accept read-only servers (kazoo's read_only), servers run in
+#: read-only mode when cut off from a quorum
+READ_ONLY_CLIENTS = False
+
+
+def new_client(hosts: str, session_timeout: float, read_only: bool = False) -> KazooClient:
     return KazooClient(
         hosts=hosts,
         timeout=session_timeout,
         connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=1.0),
+        read_only=read_only,
     )
 
 
@@ -460,11 +736,20 @@ class Worker(threading.Thread):
         self.n, self.hosts, self.shared, self.t0 = n, hosts, shared, t0
         self.rng = random.Random(seed)
         self.session_timeout = session_timeout
+        self.server_names: dict[int, str] = {}  # port -> member name, for the reports
         self.stop_event = threading.Event()
         self.zk: KazooClient | None = None
         self.eph_session: int | None = None
+        self.rewrite: str | None = None  # a register whose last write had an unknown outcome
         self.counter = 0
         self.error: str | None = None
+
+    def server_name(self, port: object) -> str | None:
+        """The member that answered (by the port of the last reply), " ro" when read-only."""
+        name = self.server_names.get(port) if isinstance(port, int) else None
+        if name is not None and getattr(self.zk, "client_state", None) == "CONNECTED_RO":
+            name += " ro"
+        return name
 
     def session(self) -> int | None:
         return self.zk._session_id if self.zk is not None else None
@@ -477,6 +762,7 @@ class Worker(threading.Thread):
         invoked = time.monotonic()
         result = None
         error = None
+        self.zk.zkpy_reply = None  # type: ignore[union-attr]
         try:
             result = start().get(timeout=OP_TIMEOUT)
             outcome = "ok"
@@ -497,6 +783,9 @@ class Worker(threading.Thread):
         rec_value, rec_version = value, version
         if kind == "get" and outcome == "ok":
             rec_value, rec_version = result[0], result[1].version
+        zxid, port = getattr(self.zk, "zkpy_reply", None) or (None, None)
+        if outcome != "ok":
+            zxid = None
         op = Operation(
             client,
             kind,
@@ -506,9 +795,12 @@ class Worker(threading.Thread):
             invoked - self.t0,
             completed - self.t0 if outcome != "unknown" else None,
             outcome,
-            None,
+            zxid if isinstance(zxid, int) and zxid > 0 else None,
             error,
+            self.server_name(port),
         )
+        if outcome == "unknown" and kind in ("cas", "set"):
+            self.rewrite = path
         label = {"create": "create-seq"}.get(kind, kind) if history else kind
         with self.shared.lock:
             if history:
@@ -516,6 +808,8 @@ class Worker(threading.Thread):
             self.shared.counts[(label, outcome)] += 1
             if error and outcome == "unknown":
                 self.shared.errors[error] += 1
+        if error == "NotReadOnly":
+            self.stop_event.wait(0.05)  # on a read-only server until the client finds a writable one
         return outcome, result, op
 
     def run(self) -> None:
@@ -528,7 +822,7 @@ class Worker(threading.Thread):
     def connect(self) -> None:
         """A started client in self.zk, or an exception (retried)."""
         if self.zk is None:
-            self.zk = new_client(self.hosts, self.session_timeout)
+            self.zk = new_client(self.hosts, self.session_timeout, READ_ONLY_CLIENTS)
         self.zk.start(timeout=15)
 
     def _run(self) -> None:
@@ -564,7 +858,13 @@ class Worker(threading.Thread):
             return
         r = self.rng.random()
         reg = self.rng.choice(self.shared.registers)
-        if r < 0.4:  # compare-and-set: read, then write at the version read
+        if self.rewrite is not None:  # a write was lost in a fault: write its register again, as a
+            # client that retries does; if the lost one lands after this one, FIFO order broke
+            reg, self.rewrite = self.rewrite, None
+            value = self.value()
+            self.call("set", reg, lambda: zk.set_async(reg, value), value=value)
+            return
+        if r < 0.35:  # compare-and-set: read, then write at the version read
             outcome, result, _ = self.call("get", reg, lambda: zk.get_async(reg))
             if outcome == "ok":
                 version = result[1].version
@@ -576,6 +876,10 @@ class Worker(threading.Thread):
                     value=value,
                     version=version,
                 )
+        elif r < 0.45:  # a blind set: a late one is not cancelled by a version check, so a write
+            # applied out of its session's order shows (FIFO client order)
+            value = self.value()
+            self.call("set", reg, lambda: zk.set_async(reg, value), value=value)
         elif r < 0.6:  # sync, then read
             outcome, _, _ = self.call("sync", reg, lambda: zk.sync_async(reg))
             if outcome == "ok":
@@ -644,6 +948,24 @@ class _ZkpyAsync:
 
     def close(self) -> None:
         pass
+
+
+class Reader(Worker):
+    """--read-only: a kazoo session on two neighbouring members only, reading (get, sync then
+    get) and never writing, so that when one of them is cut off and turns read-only, the reader
+    lands on it half the time after its next reconnect: monotonic reads across servers, a
+    read-only one included (a read-only server must refuse a session that saw newer state)."""
+
+    def step(self) -> None:
+        zk = self.zk
+        assert zk is not None
+        reg = self.rng.choice(self.shared.registers)
+        if self.rng.random() < 0.3:
+            outcome, _, _ = self.call("sync", reg, lambda: zk.sync_async(reg))
+            if outcome != "ok":
+                return
+        self.call("get", reg, lambda: zk.get_async(reg))
+        self.stop_event.wait(0.01)  # reads are cheap: leave the CPU to the writers
 
 
 class ZkpyWorker(Worker):
@@ -727,6 +1049,15 @@ def wait_ephemerals_gone(cluster: Cluster, session_timeout: float) -> dict[int, 
             run_bounded(lambda zk=zk: (zk.stop(), zk.close()), 15)
 
 
+def write_history(shared: Shared, path: Path) -> None:
+    """The history as JSON lines, one zkpy.testing.history.Operation each (values as text)."""
+    with open(path, "w") as f:
+        for op in shared.ops:
+            d = asdict(op)
+            d["value"] = None if op.value is None else op.value.decode(errors="replace")
+            f.write(json.dumps(d) + "\n")
+
+
 def keep_logs(cluster: Cluster, shared: Shared, dest: Path, summary: dict) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for k, s in enumerate(cluster.servers):
@@ -735,11 +1066,7 @@ def keep_logs(cluster: Cluster, shared: Shared, dest: Path, summary: dict) -> No
                 shutil.copy(f, dest / f"s{k + 1}-{f.name}")
         with contextlib.suppress(OSError):
             shutil.copytree(s.data_dir, dest / f"s{k + 1}-data", dirs_exist_ok=True)
-    with open(dest / "history.jsonl", "w") as f:
-        for op in shared.ops:
-            d = asdict(op)
-            d["value"] = None if op.value is None else op.value.decode(errors="replace")
-            f.write(json.dumps(d) + "\n")
+    write_history(shared, dest / "history.jsonl")
     (dest / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
@@ -754,17 +1081,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--registers", type=int, default=3)
     ap.add_argument("--session-timeout", type=float, default=6.0)
     ap.add_argument("--no-partitions", action="store_true", help="no peer-link proxies, no link cuts")
+    ap.add_argument(
+        "--no-silent", action="store_true", help="no silent packet drops (nftables; off by itself without nft/root)"
+    )
+    ap.add_argument("--no-holds", action="store_true", help="no held client links")
+    ap.add_argument("--no-moves", action="store_true", help="no clients moved off a server with requests in flight")
+    ap.add_argument(
+        "--read-only",
+        action="store_true",
+        help="servers in read-only mode when cut off from a quorum, clients that accept them",
+    )
+    ap.add_argument(
+        "--no-zxids", action="store_true", help="check the history without reply zxids (no cross-znode session order)"
+    )
     ap.add_argument("--keep-logs", type=Path, default=None, help="where to copy logs on a problem")
     ap.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
+    ap.add_argument("--history", type=Path, default=None, help="write the history (JSON lines) here")
     args = ap.parse_args(argv)
     logging.getLogger("kazoo").setLevel(logging.ERROR)  # one "Connection dropped" per fault and client
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     rng = random.Random(seed)
     partitions = not args.no_partitions
+    families = set(FAULT_FAMILIES)
+    for flag, family in ((args.no_silent, "silent"), (args.no_holds, "hold"), (args.no_moves, "move")):
+        if flag:
+            families.discard(family)
+    if "silent" in families and (why := unavailable()) is not None:
+        log(f"no silent drops: {why}")
+        families.discard("silent")
     log(
         f"jepsen: --server {args.server} --servers {args.servers} --duration {args.duration:g} "
         f"--clients {args.clients} --zkpy-clients {args.zkpy_clients} --seed {seed}"
-        f"{'' if partitions else ' --no-partitions'}"
+        f"{'' if partitions else ' --no-partitions'}{' --read-only' if args.read_only else ''} faults: kill, pause"
+        f"{', held peer links' if partitions else ''}{''.join(', ' + f for f in sorted(families))}"
     )
 
     # Ctrl-C and SIGTERM both unwind through the finally blocks below
@@ -773,7 +1122,22 @@ def main(argv: list[str] | None = None) -> int:
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     home = Path(tempfile.mkdtemp(prefix=f"zkpy-jepsen-{args.server}-"))
-    cluster = make_cluster(args.server, args.servers, home, partitions)
+    stamp_replies()
+    global READ_ONLY_CLIENTS
+    READ_ONLY_CLIENTS = args.read_only
+    if args.read_only and args.server == "apache":
+        os.environ["JAVA_TOOL_OPTIONS"] = (
+            os.environ.get("JAVA_TOOL_OPTIONS", "") + " -Dreadonlymode.enabled=true"
+        ).strip()
+    cluster = make_cluster(
+        args.server,
+        args.servers,
+        home,
+        partitions,
+        client_proxies=bool(families & {"hold", "move", "silent"}),
+        nft="silent" in families,
+        read_only=args.read_only,
+    )
     workers: list[Worker] = []
     nemesis: Nemesis | None = None
     shared = Shared([f"/registers/r{i}" for i in range(args.registers)])
@@ -810,9 +1174,19 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.clients + args.zkpy_clients):
             kind = Worker if i < args.clients else ZkpyWorker
             w = kind(i + 1, cluster.hosts, shared, rng.randrange(1 << 31), args.session_timeout, t0)
+            w.server_names = cluster.server_names()
             workers.append(w)
             w.start()
-        nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions)
+        n_workers = len(workers)
+        if args.read_only:
+            hosts = cluster.hosts.split(",")
+            for k in range(len(hosts)):
+                pair = f"{hosts[k]},{hosts[(k + 1) % len(hosts)]}"
+                r = Reader(n_workers + k + 1, pair, shared, rng.randrange(1 << 31), args.session_timeout, t0)
+                r.server_names = cluster.server_names()
+                workers.append(r)
+                r.start()
+        nemesis = Nemesis(cluster, random.Random(rng.randrange(1 << 31)), t0, partitions, frozenset(families))
         nemesis.start()
         end = t0 + args.duration
         last_progress = t0
@@ -863,8 +1237,11 @@ def main(argv: list[str] | None = None) -> int:
             if missing:
                 lost_seq[f"s{k + 1}"] = missing
         lost_any = sorted({m for ms in lost_seq.values() for m in ms})
-        cas_acked = Counter(op.path for op in shared.ops if op.kind == "cas" and op.outcome == "ok")
-        cas_unknown = Counter(op.path for op in shared.ops if op.kind == "cas" and op.outcome == "unknown")
+        # every acknowledged compare-and-set and set bumps its register's version once
+        cas_acked = Counter(op.path for op in shared.ops if op.kind in ("cas", "set") and op.outcome == "ok")
+        cas_unknown = Counter(
+            op.path for op in shared.ops if op.kind in ("cas", "set") and op.outcome == "unknown"
+        )
         lost_cas: dict[str, int] = {}
         for reg in shared.registers:
             versions = [v["registers"][reg][1] for v in views.values() if not v["error"]]
@@ -872,7 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
                 lost_cas[reg] = cas_acked[reg] - min(versions)
             if versions and max(versions) > cas_acked[reg] + cas_unknown[reg]:
                 problems.append(
-                    f"{reg}: version {max(versions)} exceeds acknowledged+unknown compare-and-sets "
+                    f"{reg}: version {max(versions)} exceeds acknowledged+unknown compare-and-sets and sets "
                     f"({cas_acked[reg]}+{cas_unknown[reg]})"
                 )
         good_views = {k: v for k, v in views.items() if not v["error"]}
@@ -886,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
         if lost_any:
             problems.append(f"{len(lost_any)} acknowledged sequential creates missing: {lost_seq}")
         if lost_cas:
-            problems.append(f"acknowledged compare-and-sets lost (register: count): {lost_cas}")
+            problems.append(f"acknowledged compare-and-sets and sets lost (register: count): {lost_cas}")
         if disagree:
             problems.append(f"servers disagree: {disagree}")
         if eph_left:
@@ -902,7 +1279,9 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"nemesis crashed: {nemesis.error}")
 
         log(f"checking the history ({len(shared.ops)} operations)")
-        result = History(shared.ops, initial=initial, check_zxids=False).check()
+        dropped_packets = cluster.drops.dropped_packets() if cluster.drops is not None else 0
+        late = sum(p.late for p in cluster.client_proxies)
+        result = History(shared.ops, initial=initial, check_zxids=not args.no_zxids).check()
         if not result.ok:
             problems.append(f"history check: {len(result.anomalies)} anomalies")
         elapsed = time.monotonic() - started
@@ -912,7 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"server {args.server} x{args.servers}, seed {seed}, {args.clients} kazoo + "
             f"{args.zkpy_clients} zkpy.client clients, "
-            f"partitions {'on' if partitions else 'off'}"
+            f"partitions {'on' if partitions else 'off'}, faults {', '.join(sorted(families)) or 'classic'}"
         )
         print(f"load {load_seconds:.1f}s, healed in {healed_after:.1f}s, elapsed {elapsed:.1f}s")
         print("operations (kind: ok / fail / unknown):")
@@ -923,8 +1302,17 @@ def main(argv: list[str] | None = None) -> int:
         if shared.errors:
             print(f"unknown outcomes by error: {dict(shared.errors.most_common())}")
         print(f"faults: {dict(sorted(nemesis.faults.items()))}")
+        with_zxid = sum(1 for op in shared.ops if op.zxid is not None)
+        read_only_ops = sum(1 for op in shared.ops if op.server is not None and op.server.endswith(" ro"))
+        print(
+            f"packets dropped silently: {dropped_packets}; clients moved: {nemesis.moved_clients}; "
+            f"requests delivered after their client left: {late}; operations with a reply zxid: {with_zxid}; "
+            f"answered by a read-only server: {read_only_ops}"
+        )
         print(f"acknowledged sequential creates: {len(acked)}; missing from some server: {len(lost_any)}")
-        print(f"acknowledged compare-and-sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}")
+        print(
+            f"acknowledged compare-and-sets and sets: {sum(cas_acked.values())}; lost: {sum(lost_cas.values())}"
+        )
         for k, v in views.items():
             regs = {r: (d.decode(errors="replace"), ver) for r, (d, ver) in v["registers"].items()}
             print(
@@ -942,6 +1330,13 @@ def main(argv: list[str] | None = None) -> int:
                 "operations": {f"{k}:{o}": c for (k, o), c in sorted(shared.counts.items())},
                 "unknown_errors": dict(shared.errors),
                 "faults": dict(nemesis.faults),
+                "fault_families": sorted(families),
+                "dropped_packets": dropped_packets,
+                "moved_clients": nemesis.moved_clients,
+                "late_requests": late,
+                "read_only": args.read_only,
+                "read_only_operations": read_only_ops,
+                "zxid_checks": not args.no_zxids,
                 "acked_seq": len(acked),
                 "lost_seq": len(lost_any),
                 "acked_cas": sum(cas_acked.values()),
@@ -966,6 +1361,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs, configs, data and history kept in {dest}")
         if args.json:
             args.json.write_text(json.dumps(summary, indent=2, default=str))
+        if args.history:
+            write_history(shared, args.history)
         print(f"exit status {status}")
         return status
     except KeyboardInterrupt:

@@ -8,7 +8,10 @@ demands linearizable reads reports false alarms, since a follower answers reads 
 * Writes (create, set, cas = set with an expected version, delete), including writes that failed
   with an error that observes state (NodeExists, NoNode, BadVersion, NotEmpty), are linearizable:
   they all go through the leader's single commit order. An operation whose outcome is unknown
-  (the connection broke) may take effect at any moment after its invocation, or never.
+  (the connection broke) may take effect at any moment after its invocation, or never, but
+  not after a later write of its own session that took effect (FIFO client order: a session's
+  writes take effect in the order sent, also when the client moved to another server with the
+  request in flight, which is what SessionMoved protects).
 * Reads are sequentially consistent per session: a read returns the state after some prefix of
   that commit order, at least as new as anything its session read, wrote or observed before it
   (across reconnects: a session keeps its name), and it cannot see a write invoked after it
@@ -17,14 +20,19 @@ demands linearizable reads reports false alarms, since a follower answers reads 
   before the sync was invoked.
 * When reply zxids are recorded, they never go backwards within a session (a server refuses a
   reconnecting client that has seen a newer zxid than it has), and acknowledged writes to one
-  znode are committed in zxid order.
+  znode are committed in zxid order. They also tie a session's znodes together: a read sees
+  every acknowledged write on its znode up to the highest zxid its session had seen (monotonic
+  reads across znodes and across servers, read-only servers included), and an unknown-outcome
+  write that took effect goes before every acknowledged write at or above the zxid of its
+  session's next acknowledged write, on whatever znode that was.
 
 The search is Wing & Gong's, with Lowe's memoization of (linearized set, state) as Porcupine and
 Knossos do, partitioned per znode (ZooKeeper's per-znode state is independent, so a history of
 thousands of operations splits into small searches). Reads join the search as operations that
 need no real-time predecessor but their session's previous operation; since a read never changes
 state, placing it at the first point where it fits is always safe, which keeps the search close
-to linear for reads. Cross-znode session order is checked only through zxids.
+to linear for reads. Cross-znode session order is checked only through zxids. FIFO order makes
+an unknown-outcome write unavailable as soon as a later write of its session is placed.
 
 On a violation the report gives the smallest window found: the operations of the failing znode
 around the first point where no linearization extends, starting from the state a valid prefix
@@ -88,6 +96,7 @@ class Operation:
     outcome: str  # "ok" | "fail" (definitely not applied) | "unknown"
     zxid: int | None = None  # the reply header zxid when known
     error: str | None = None  # e.g. "BadVersion", "NodeExists", "NoNode"
+    server: str | None = None  # which server answered, when known (reports only; e.g. "s3 ro")
 
     def describe(self) -> str:
         """One readable line, used in violation reports."""
@@ -107,14 +116,15 @@ class Operation:
         else:
             result = "unknown outcome"
         zxid = "" if self.zxid is None else f"  zxid {self.zxid:#x}"
-        return f"[{self.client}] {self.invoked:8.3f} .. {end}  {what}: {result}{zxid}"
+        server = "" if self.server is None else f"  @{self.server}"
+        return f"[{self.client}] {self.invoked:8.3f} .. {end}  {what}: {result}{zxid}{server}"
 
 
 @dataclass
 class Anomaly:
     """One violation (or one znode whose check ran out of budget), with the window showing it."""
 
-    kind: str  # "linearizability" | "session-consistency" | "session-zxid" | "undecided"
+    kind: str  # "linearizability" | "session-consistency" | "fifo-order" | "session-zxid" | "undecided"
     path: str | None
     message: str
     window: list[Operation] = field(default_factory=list)
@@ -180,15 +190,18 @@ class History:
         *,
         max_states: int = 200_000,
         check_zxids: bool = True,
+        fifo: bool = True,
     ) -> None:
         """`initial` gives znodes present before the history began (others start absent);
         `max_states` bounds each partition's search so a pathological history cannot hang a
         test (the partition is then reported "undecided"); `check_zxids` can turn off the
-        zxid-based checks for a server that does not report meaningful reply zxids."""
+        zxid-based checks for a server that does not report meaningful reply zxids; `fifo` can
+        turn off FIFO client order for unknown-outcome writes (only to compare reports)."""
         self.ops: list[Operation] = []
         self.initial: dict[str, State] = dict(initial or {})
         self.max_states = max_states
         self.check_zxids = check_zxids
+        self.fifo = fifo
         for op in ops:
             self.add(op)
 
@@ -214,11 +227,12 @@ class History:
             anomalies.extend(_session_zxid_anomalies(self.ops))
         partitions, stats.ignored = _partition(self.ops)
         stats.operations = len(self.ops) - stats.ignored
+        facts = _SessionFacts(self.ops, self.check_zxids, self.fifo)
         for path in sorted(partitions):
             ops = partitions[path]
             stats.partitions += 1
             initial = self.initial.get(path)
-            part = _Partition(ops, self.check_zxids)
+            part = _Partition(ops, self.check_zxids, facts)
             found = _search(part, initial, self.max_states)
             stats.states += found.states
             if found.ok:
@@ -234,7 +248,7 @@ class History:
                     )
                 )
                 continue
-            anomalies.append(_explain(path, part, found, initial, self.max_states, self.check_zxids))
+            anomalies.append(_explain(path, part, found, initial, self.max_states, facts))
         stats.seconds = time.perf_counter() - start
         return CheckResult(not anomalies, anomalies, stats)
 
@@ -330,10 +344,67 @@ def _partition(ops: Sequence[Operation]) -> tuple[dict[str, list[Operation]], in
 # --- the search --------------------------------------------------------------------------------
 
 
+class _SessionFacts:
+    """What a session's operations on other znodes tell the per-znode search (from zxids), and
+    whether FIFO client order binds unknown-outcome writes.
+
+    * `later_zxid[id(u)]`, for an unknown-outcome write u: the smallest reply zxid of an
+      acknowledged write its session invoked after u. A session's writes take effect in the order
+      sent, so if u took effect its zxid is below that one: on u's znode it goes before every
+      acknowledged write with a zxid at least that high (FIFO order across znodes).
+    * `floor[id(r)]`, for a read r: the highest zxid its session had seen when r was invoked (or
+      r's own reply zxid, if higher). A server never serves a session older state than a zxid the
+      session saw (it refuses the reconnect), so r sees every acknowledged write on its znode up
+      to that zxid (monotonic reads across znodes and servers, read-only ones included)."""
+
+    def __init__(self, ops: Sequence[Operation], use_zxids: bool, fifo: bool) -> None:
+        self.fifo = fifo
+        self.later_zxid: dict[int, int] = {}
+        self.floor: dict[int, int] = {}
+        if not use_zxids or not any(o.zxid for o in ops):
+            return  # nothing to tie znodes together
+        by_session: dict[str, list[Operation]] = {}
+        for op in ops:
+            by_session.setdefault(op.client, []).append(op)
+        for session in by_session.values():
+            session.sort(key=lambda o: o.invoked)
+            if fifo:
+                low = _INF
+                for op in reversed(session):
+                    if op.kind in WRITE_KINDS:
+                        if op.outcome == "unknown" and low < _INF:
+                            self.later_zxid[id(op)] = int(low)
+                        elif op.outcome == "ok" and op.zxid is not None and op.zxid > 0:
+                            low = min(low, op.zxid)
+            seen = sorted(
+                (o.completed, o.zxid)
+                for o in session
+                if o.outcome == "ok" and o.completed is not None and o.zxid is not None and o.zxid > 0
+            )
+            k, high = 0, 0
+            for op in session:  # by invocation
+                if op.kind not in READ_KINDS or _role(op) is None:
+                    continue
+                while k < len(seen) and seen[k][0] <= op.invoked:
+                    high = max(high, seen[k][1])
+                    k += 1
+                own = op.zxid if op.outcome == "ok" and op.zxid is not None else 0
+                if max(high, own) > 0:
+                    self.floor[id(op)] = max(high, own)
+
+    def without_fifo(self) -> _SessionFacts:
+        """The same facts with FIFO order off (to tell a FIFO violation from others)."""
+        other = _SessionFacts((), False, False)
+        other.floor = self.floor
+        return other
+
+
 class _Partition:
     """One znode's operations, indexed for the search."""
 
-    def __init__(self, ops: Sequence[Operation], use_zxids: bool) -> None:
+    def __init__(self, ops: Sequence[Operation], use_zxids: bool, facts: _SessionFacts | None = None) -> None:
+        facts = facts or _SessionFacts((), False, True)
+        self.use_zxids, self.facts = use_zxids, facts
         self.ops = sorted(ops, key=lambda o: (o.invoked, o.completed if o.completed is not None else _INF))
         n = len(self.ops)
         roles = [_role(o) for o in self.ops]
@@ -392,12 +463,20 @@ class _Partition:
         self.values: list[bytes | None] = [
             o.value if not merge or o.value in observed else _UNREAD for o in self.ops
         ]
-        self.uclass: list[tuple[str, int | None, bytes | None]] = [
-            (o.kind, o.version if o.version is not None and o.version >= 0 else None, self.values[i])
+        # of unknown writes with the same effect only the first is offered; with FIFO order they
+        # are interchangeable only within a session (placing one forbids its session's earlier ones)
+        self.uclass: list[tuple[str, int | None, bytes | None, str]] = [
+            (
+                o.kind,
+                o.version if o.version is not None and o.version >= 0 else None,
+                self.values[i],
+                o.client if facts.fifo else "",
+            )
             for i, o in enumerate(self.ops)
         ]
         # acknowledged writes are committed in zxid order
         self.zpred = [-1] * n
+        acked: list[int] = []
         if use_zxids:
             acked = sorted(
                 (
@@ -410,6 +489,48 @@ class _Partition:
             for a, b in itertools.pairwise(acked):
                 if (self.ops[a].zxid or 0) < (self.ops[b].zxid or 0):
                     self.zpred[b] = a
+        acked_zxids = [self.ops[i].zxid or 0 for i in acked]
+        # a read sees every acknowledged write up to the highest zxid its session had seen
+        for i, o in enumerate(self.ops):
+            floor = facts.floor.get(id(o))
+            if floor is not None and self.roles[i] == _READ:
+                k = bisect.bisect_right(acked_zxids, floor) - 1
+                if k >= 0:
+                    self.zpred[i] = acked[k]
+        # FIFO client order: an unknown-outcome write that takes effect goes before every later
+        # write of its session that took effect. Definite writes of a session are placed in
+        # session order, so "the first later one is not placed yet" stands for all of them; for
+        # later unknown ones, a mask of them; across znodes, the first acknowledged write here
+        # at or above the session's next acknowledged zxid (placed in zxid order, likewise).
+        self.fifo_def = [-1] * n
+        self.fifo_mask = [0] * n
+        self.fifo_zxid = [-1] * n
+        if facts.fifo:
+            bit = {i: 1 << k for k, i in enumerate(self.writes_unknown)}
+            per_session: dict[str, list[int]] = {}
+            for i in range(n):
+                if self.roles[i] == _MUTATE:
+                    per_session.setdefault(self.ops[i].client, []).append(i)
+            for writes in per_session.values():
+                next_def, mask = -1, 0
+                for i in reversed(writes):
+                    if self.definite[i]:
+                        next_def = i
+                    else:
+                        self.fifo_def[i], self.fifo_mask[i] = next_def, mask
+                        mask |= bit[i]
+            for i in self.writes_unknown:
+                low = facts.later_zxid.get(id(self.ops[i]))
+                if low is not None:
+                    k = bisect.bisect_left(acked_zxids, low)
+                    if k < len(acked):
+                        self.fifo_zxid[i] = acked[k]
+
+    def fifo_open(self, i: int, placed: bytearray, unknown_placed: int) -> bool:
+        """Whether unknown-outcome write `i` may still take effect: no later write of its
+        session that took effect is placed (`unknown_placed`: the mask of placed unknown ones)."""
+        d, z = self.fifo_def[i], self.fifo_zxid[i]
+        return (d < 0 or not placed[d]) and (z < 0 or not placed[z]) and not self.fifo_mask[i] & unknown_placed
 
 
 @dataclass
@@ -439,7 +560,7 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     ops, roles, inv, comp = part.ops, part.roles, part.inv, part.comp
     spred, zpred, sessions, values, uclass = part.spred, part.zpred, part.sessions, part.values, part.uclass
     by_all, by_lin, writes_def = part.by_comp_all, part.by_comp_lin, part.writes_def
-    definite = part.definite
+    definite, fifo_open = part.definite, part.fifo_open
     n = len(ops)
     n_definite = sum(definite)
     rng = random.Random(0x5EED)
@@ -493,8 +614,8 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
                             break
                         if not _step(state, ops[i], role)[0]:
                             break
-                    elif not _step(state, ops[i], role)[0]:
-                        break
+                    elif (zpred[i] >= 0 and not placed[zpred[i]]) or not _step(state, ops[i], role)[0]:
+                        break  # a read waits for the writes up to its session's zxid floor
                     place(i, state, key)
                     p += 1
                     changed = True
@@ -509,9 +630,10 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
             return [part.unknown_if_absent]
         return [part.unknown_if_present, part.unknown_at_version.get(state[1], [])]
 
-    def candidates(state: State, lo_all: int, lo_w: int) -> tuple[list[int], int]:
+    def candidates(state: State, lo_all: int, lo_w: int, unknown_placed: int) -> tuple[list[int], int]:
         """Writes that may go next: all their real-time, session and zxid predecessors placed
-        (unknown-outcome ones only if they could apply to `state`)."""
+        (unknown-outcome ones only if they could apply to `state` and no later write of their
+        session that took effect is placed: FIFO client order)."""
         lo_w = _first_unset(writes_def, lo_w, placed)
         min_all = comp[by_all[lo_all]] if lo_all < len(by_all) else _INF
         out: list[int] = []
@@ -522,13 +644,13 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
             if roles[i] == _MUTATE and not placed[i] and _ready(i):
                 out.append(i)
         out.sort(key=lambda i: comp[i])
-        offered: set[tuple[str, int | None, bytes | None]] = set()
+        offered: set[tuple[str, int | None, bytes | None, str]] = set()
         unknown: list[int] = []
         for bucket in unknown_for(state):
             for i in bucket:
                 if inv[i] > min_all:
                     break
-                if not placed[i] and _ready(i):
+                if not placed[i] and _ready(i) and fifo_open(i, placed, unknown_placed):
                     unknown.append(i)
         for i in sorted(unknown):
             # of interchangeable unknown writes (same effect, both already invoked) only the
@@ -546,8 +668,9 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     # it: copying at every new depth made a long history quadratic.
     best_len = 0
     best_live = False  # path[:best_len] is the deepest sequence, not yet copied
-    # Memoization with subsumption: an unknown-outcome write is optional and constrains no other
-    # operation, so of two search states with the same definite operations placed and the same
+    # Memoization with subsumption: an unknown-outcome write is optional and constrains no
+    # definite operation (under FIFO order a placed one only closes its session's earlier unknown
+    # writes), so of two search states with the same definite operations placed and the same
     # znode state, the one that placed a subset of the other's unknown writes has every option
     # the other has. Keyed by (definite ops placed, state): the unknown-write sets placed so far.
     visited: dict[tuple[int, State], list[int]] = {}
@@ -590,7 +713,7 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
     if key0[2] == n_definite:
         return _Found(True, False, 1, [], [], -1)
     note(key0, lo_all0)
-    cands0, lo_w0 = candidates(initial, lo_all0, 0)
+    cands0, lo_w0 = candidates(initial, lo_all0, 0, 0)
     # frame: [key, state, lo_all, lo_lin, lo_w, sptr, candidates, next candidate, path length]
     stack: list[list[Any]] = [[key0, initial, lo_all0, lo_lin0, lo_w0, sptr0, cands0, 0, len(path)]]
     seen_before(key0, initial)
@@ -620,7 +743,7 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
         if explored > max_states:
             return found_none(True)
         note(new_key, new_lo_all)
-        new_cands, new_lo_w = candidates(new_state, new_lo_all, lo_w)
+        new_cands, new_lo_w = candidates(new_state, new_lo_all, lo_w, new_key[1])
         stack.append(
             [new_key, new_state, new_lo_all, new_lo_lin, new_lo_w, new_sptr, new_cands, 0, len(path)]
         )
@@ -631,7 +754,7 @@ def _search(part: _Partition, initial: State, max_states: int) -> _Found:
 
 
 def _explain(
-    path: str, part: _Partition, found: _Found, initial: State, max_states: int, use_zxids: bool
+    path: str, part: _Partition, found: _Found, initial: State, max_states: int, facts: _SessionFacts
 ) -> Anomaly:
     """Shrink a failing partition to a small window that still fails on its own.
 
@@ -643,18 +766,31 @@ def _explain(
     stuck = found.stuck
     horizon = part.comp[stuck] if stuck >= 0 else _INF
     seq, states = found.deepest, found.deepest_states
+    use_zxids = part.use_zxids
+    unknown_index = {i: k for k, i in enumerate(part.writes_unknown)}
 
     def window(cut: int, bounded: bool) -> tuple[list[Operation], State]:
-        done = set(seq[:cut])
+        done = bytearray(len(ops))
+        unknown_done = 0
+        for i in seq[:cut]:
+            done[i] = 1
+            if not part.definite[i]:
+                unknown_done |= 1 << unknown_index[i]
         start = states[cut - 1] if cut > 0 else initial
+        # an unknown-outcome write that FIFO order already closed (a later write of its session
+        # is in the prefix) can no longer take effect: it leaves the window
         chosen = [
-            ops[i] for i in range(len(ops)) if i not in done and (not bounded or part.inv[i] <= horizon)
+            ops[i]
+            for i in range(len(ops))
+            if not done[i]
+            and (not bounded or part.inv[i] <= horizon)
+            and (part.definite[i] or part.roles[i] != _MUTATE or part.fifo_open(i, done, unknown_done))
         ]
         return chosen, start
 
-    def fails(chosen: list[Operation], start: State) -> bool:
+    def fails(chosen: list[Operation], start: State, with_facts: _SessionFacts = facts) -> bool:
         # a window that cannot be decided cheaply is treated as not showing the violation
-        result = _search(_Partition(chosen, use_zxids), start, max(1000, max_states // 20))
+        result = _search(_Partition(chosen, use_zxids, with_facts), start, max(1000, max_states // 20))
         return not result.ok and not result.exhausted
 
     best: tuple[list[Operation], State] = ([*ops], initial)
@@ -688,7 +824,21 @@ def _explain(
     chosen, start = best
     culprit = ops[stuck] if stuck >= 0 else None
     writes_only = [o for o in chosen if o.kind in WRITE_KINDS]
-    if writes_only and fails(writes_only, start):
+    fifo_only = facts.fifo and _search(_Partition(ops, use_zxids, facts.without_fifo()), initial, max_states).ok
+    if fifo_only:
+        kind = "fifo-order"
+        closed = [
+            ops[i]
+            for i in part.writes_unknown
+            if i not in seq[:best_cut] and part.inv[i] <= horizon and ops[i] not in chosen
+        ][-3:]
+        message = (
+            "only an order in which an unknown-outcome write takes effect after a later write of its "
+            "session that took effect explains these results (FIFO client order); unknown-outcome "
+            "writes FIFO order had closed before the window: "
+            + ("; ".join(o.describe() for o in closed) or "none")
+        )
+    elif writes_only and fails(writes_only, start):
         kind = "linearizability"
         message = "no order of the writes agrees with their results and real-time order"
     else:
