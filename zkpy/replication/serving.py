@@ -191,6 +191,7 @@ class EnsembleServer(ZooKeeperServer):
             nursery.start_soon(self.pipeline.run)
             if self.state == LEADER:
                 nursery.start_soon(self._expire_sessions)
+                nursery.start_soon(self._watch_loop)
                 nursery.start_soon(self._sweep_containers)
             task_status.started()
 

@@ -243,6 +243,8 @@ class ZooKeeperServer:
         self.container_check_ms = config.container_check_interval_ms
         self.port = 0
         self._expirer_wakeup = trio.Event()
+        self._loop_beat: float | None = None  # when _watch_loop last ran (None: it does not run)
+        self._stall_grace_until = 0.0
 
     # -- lifecycle ------------------------------------------------------------------
     async def serve(
@@ -261,6 +263,7 @@ class ZooKeeperServer:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.pipeline.run)
             nursery.start_soon(self._expire_sessions)
+            nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._sweep_containers)
             nursery.start_soon(trio.serve_listeners, self._handle_client, listeners)
             log.debug(
@@ -476,6 +479,19 @@ class ZooKeeperServer:
             self.sessions.remove(txn.session_id)
 
     # -- background tasks -------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        """Notice when this process did not run for a while (SIGSTOP, a swapped-out VM, a long
+        pause): the session expirer must not judge sessions by a silence that was ours. A beat
+        every half tick; a gap of more than a tick opens a tick of grace."""
+        tick = self.config.tick_time / 1000
+        last = self._loop_beat = trio.current_time()
+        while True:
+            await trio.sleep(tick / 2)
+            now = trio.current_time()
+            if now - last > tick:
+                self._stall_grace_until = now + tick
+            last = self._loop_beat = now
+
     async def _expire_sessions(self) -> None:
         tick = self.config.tick_time / 1000
         while True:
@@ -483,12 +499,15 @@ class ZooKeeperServer:
             with trio.move_on_at(deadline if deadline is not None else trio.current_time() + 3600):
                 await self._expirer_wakeup.wait()
             self._expirer_wakeup = trio.Event()
-            if deadline is not None and trio.current_time() - deadline > tick:
-                # Woken a tick or more late: this process did not run (SIGSTOP, a swapped-out VM, a
-                # long GC). The pings that arrived meanwhile are still queued behind this task; let
-                # them refresh their sessions before judging any session silent.
-                log.info("session expiry ran %.1fs late: waiting a tick for queued pings", trio.current_time() - deadline)
-                await trio.sleep(tick)
+            now = trio.current_time()
+            beat = self._loop_beat
+            if (beat is not None and now - beat > tick) or now < self._stall_grace_until:
+                # This process did not run for a while: the pings that arrived meanwhile are still
+                # queued behind this task (in sockets, or in a leader's links from its learners).
+                # Let them refresh their sessions before judging any session silent.
+                wait = max(tick, self._stall_grace_until - now)
+                log.info("the server was stalled: session expiry waits %.1fs for queued pings", wait)
+                await trio.sleep(wait)
             for session_id in self.sessions.expired():
                 log.info("session 0x%x expired", session_id)
                 conn = self.by_session.get(session_id)
@@ -523,3 +542,4 @@ class ZooKeeperServer:
     def status(self, word: str | None = None) -> ServerStatus:
         """What the four-letter word `word` shows (None: everything)."""
         return build_status(self, word)
+
