@@ -3,6 +3,7 @@ server, kill -9 of the leader and of a follower, catch-up by DIFF and by SNAP.""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -83,10 +84,11 @@ class Cluster:
         return "\n".join(f"--- {s.hosts}\n{s.log_tail(40)}" for s in self.servers)
 
 
-@pytest.fixture
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def started_cluster(extra: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """Three members started and serving; their logs printed if the body fails; stopped after."""
     root = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-"))
-    c = Cluster(root, 3)
+    c = Cluster(root, 3, extra=extra)
     try:
         c.start_all()
         yield c
@@ -96,6 +98,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     finally:
         c.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    with started_cluster() as c:
+        yield c
 
 
 def client(hosts: str, **kw: object) -> KazooClient:
@@ -316,10 +324,7 @@ def test_a_short_stall_of_the_leader_expires_no_session_held_on_a_follower() -> 
     import os
     import signal
 
-    root = Path(tempfile.mkdtemp(prefix="zkpy-ensemble-"))
-    c = Cluster(root, 3, extra={"tickTime": "500"})  # syncLimit 2.5 s; sessions of 1 s
-    try:
-        c.start_all()
+    with started_cluster({"tickTime": "500"}) as c:  # syncLimit 2.5 s; sessions of 1 s
         leader = c.leader()
         follower = next(s for s in c.servers if s is not leader)
         zk = KazooClient(hosts=follower.hosts, timeout=1.0)
@@ -338,9 +343,3 @@ def test_a_short_stall_of_the_leader_expires_no_session_held_on_a_follower() -> 
         finally:
             zk.stop()
             zk.close()
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
-        shutil.rmtree(root, ignore_errors=True)
