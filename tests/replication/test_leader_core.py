@@ -84,6 +84,20 @@ def test_a_learner_ahead_of_the_leader_ends_the_leadership() -> None:
         core.receive(10, m.AckEpoch(1, z(1, 12), 0), 0.2)
 
 
+def test_a_voter_that_accepted_a_later_epoch_makes_the_leader_step_down() -> None:
+    """A voter promised epoch 7 (as a would-be leader whose offers never went out) and can never
+    follow epoch 2: the leader steps down so the next election's epoch can include it (the swarm
+    seed of tests/replication/test_sim_liveness.py looped elections before). An observer's or an
+    equal accepted epoch changes nothing. Fails before this change (no RoleEnded)."""
+    core = leader()
+    established(core)
+    assert core.epoch == 2
+    assert join(core, 12, 4, accepted=7) == [SendTo(12, m.LeaderInfo(2))]  # server 4 observes
+    assert join(core, 13, 2, accepted=2) == [SendTo(13, m.LeaderInfo(2))]
+    with pytest.raises(RoleEnded, match="accepted epoch 7"):
+        join(core, 14, 2, accepted=7)
+
+
 def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
     """Ensemble safety item 5: an ackepoch of -1 (the learner had already promised this epoch to
     another leader) is not part of the epoch quorum, and is not judged ahead of the leader; the

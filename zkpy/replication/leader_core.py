@@ -17,7 +17,7 @@ when logged() reports it, so a commit always includes the leader's fsync (one ba
 written while learners already acknowledge it, as Apache's leader logs and proposes at once).
 
 RoleEnded is raised when leadership ends: no quorum within initLimit, a learner ahead of the
-leader, a quorum no longer heard within syncLimit, or a zxid counter about to overflow.
+leader (in its log, or in an accepted epoch it can never follow this leader from), a quorum no longer heard within syncLimit, or a zxid counter about to overflow.
 
 Phases: DISCOVERY (collect acceptedEpochs until a quorum, then the new epoch is max + 1)
 -> EPOCH (wait for a quorum of ACKEPOCH; one ahead of the leader ends the leadership)
@@ -360,6 +360,15 @@ class LeaderCore:
         learner.sid = sid
         learner.voter = sid in self.quorum.voters
         learner.stage = WAIT_EPOCH
+        if learner.voter and self.phase != DISCOVERY and accepted > self.epoch:
+            # It promised a later epoch (as a would-be leader whose offers never went out, say)
+            # and can never follow this one; the ensemble's next election picks an epoch above
+            # ours, so each step-down raises the epoch and the loop ends. Apache keeps leading
+            # and leaves that voter re-electing this leader until the next leader change.
+            raise RoleEnded(
+                f"voter {sid} has accepted epoch {accepted}, above this leader's {self.epoch}: "
+                "stepping down so that the next epoch can include it"
+            )
         if learner.voter and self.phase == DISCOVERY:
             self._accepted[sid] = accepted
             effects += self._check_discovery()

@@ -62,7 +62,7 @@ TWO_WOULD_BE_LEADERS = "two would-be leaders at once"
 LEARNER_BETWEEN_LEADERS = "a learner acked the epochs of two would-be leaders"
 CRASH_IN_SNAP_INSTALL = "learner crashed inside a SNAP install"
 CRASH_WITH_UNFSYNCED = "crash with a log write not yet fsynced"
-STUCK_ABOVE_EPOCH = "a server stuck above the leader's epoch (liveness, as Apache's)"
+STUCK_ABOVE_EPOCH = "a server above the leader's epoch at a heal"
 BUGGIFIED = "buggify fault"
 CONJUNCTIONS = (
     SNAP_THEN_DIED,
