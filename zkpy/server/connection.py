@@ -292,8 +292,9 @@ class ClientConnection:
         so a client that gives up while its handshake waits (a learner asking its leader about
         the session, a new session waiting for its commit) is noticed at once: the connection
         closes, and a learner withdraws the claim its question made at the leader (owners.py).
-        Apache's NIOServerCnxn reads nothing until the session is set up. Bytes that come
-        (a client sending ahead of the answer) are the receiver's next read."""
+        Apache's processConnectRequest stops reading (cnxn.disableRecv) until the session is
+        set up, so it learns of the close only afterwards. Bytes that come (a client sending
+        ahead of the answer) are the receiver's next read."""
         if self._handshake_done.is_set() or self._nursery is None:
             await self._handshake_done.wait()
             return
