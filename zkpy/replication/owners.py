@@ -23,11 +23,13 @@ server L, then a write W2 it made, acknowledged, on a later connection d through
 forwarded, so d's claim is never withdrawn (only claims of connections that forwarded nothing
 are), and it was taken after c's (c's claim was answered before the client could send W1, and
 the client left c before connecting d). For W1 to be applied after W2, an L claim must stand
-after d's when W1 arrives, hence have been taken after d's; every L claim asked after c's was
+after d's when W1 arrives (d's, or newer ones if it was dropped as old, still stand), hence
+have been taken after d's; every L claim asked after c's was
 asked for a connect at L that closed c first (a server closes a session's other connection
 before it asks, EnsembleServer.resume_session), so W1, read on c before that, is ahead of the
 question on L's link and reaches the leader before that claim stands. No such claim: W1 is
-refused. (With L = M the same holds: d's question closed c.) Withdrawing only ever removes
+refused. (With L = M the same holds: d's question closed c. With L the leader there is no
+link: W1 is checked as it is read, and a later connect there closes c first.) Withdrawing only ever removes
 claims: it never puts one back in front of a claim that forwarded something. A relinquish of
 the only claim left is ignored (the owner stays): with no claim at all the first server to ask
 would take the session, which a late write from a server the client left could be.
@@ -35,12 +37,19 @@ would take the session, which a late write from a server the client left could b
 Apache 3.8 differs: Leader.revalidateSession makes the asking LearnerHandler the owner
 (SessionTrackerImpl.setOwner, unconditionally: the last REVALIDATE to reach the leader wins),
 checkSession refuses any other owner, and nothing tells the leader a handshake was abandoned.
-So Apache keeps the liveness hole; the peer protocol here is zkpy's own, and a learner that
-never sends a relinquish (an older release) leaves the leader acting as before.
+So Apache keeps the liveness hole. The peer protocol here is zkpy's own: a learner of an older
+release never sends a relinquish and the leader acts as before with it, but a leader of an older
+release takes a relinquish for a protocol error and drops that learner's link (it reconnects and
+syncs), as a learner of a release before streamed SNAPs does a SnapshotChunk: the members of
+one ensemble should run one release.
 
 Owners are per leader and in memory, as Apache's: a new leader starts with none and a session
 belongs to the first server to forward for it. Every learner closes its clients when its
-leader changes, so each of them resumes through a revalidation (a claim) before it forwards.
+leader changes, so each of them resumes through a revalidation (a claim) before it forwards; a
+relinquish goes on the link its question went on, so it only ever reaches the leader that took
+the claim. The leader's own connections claim at once (no question, nothing a client can
+abandon halfway), and so do createSessions. There are no local sessions outside read-only mode,
+where nothing is forwarded.
 """
 
 from __future__ import annotations
