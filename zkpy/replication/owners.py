@@ -29,10 +29,11 @@ asked for a connect at L that closed c first (a server closes a session's other 
 before it asks, EnsembleServer.resume_session), so W1, read on c before that, is ahead of the
 question on L's link and reaches the leader before that claim stands. No such claim: W1 is
 refused. (With L = M the same holds: d's question closed c. With L the leader there is no
-link: W1 is checked as it is read, and a later connect there closes c first.) Withdrawing only ever removes
-claims: it never puts one back in front of a claim that forwarded something. A relinquish of
-the only claim left is ignored (the owner stays): with no claim at all the first server to ask
-would take the session, which a late write from a server the client left could be.
+link: W1 is checked as it is read, and a later connect there closes c first.) Withdrawing
+only ever removes claims: it never puts one back in front of a claim that forwarded something.
+A relinquish of the only claim left is ignored (the owner stays): with no claim at all the
+first server to ask would take the session, which a late write from a server the client left
+could be.
 
 Apache 3.8 differs: Leader.revalidateSession makes the asking LearnerHandler the owner
 (SessionTrackerImpl.setOwner, unconditionally: the last REVALIDATE to reach the leader wins),
