@@ -17,6 +17,7 @@ from zkpy.replication.leader_core import (
     Establish,
     ForwardRequest,
     LeaderCore,
+    Relinquish,
     Revalidate,
     SendTo,
     SyncLearner,
@@ -153,7 +154,26 @@ def test_synced_learners_forward_requests_pings_and_syncs() -> None:
         ForwardRequest(10, 1, 7, 3, 1, b"x", (("digest", "a"),))
     ]
     assert core.receive(10, m.ForwardedSync(7, 4), 0.5) == [SendTo(10, m.SyncReply(7, 4, z(1, 9)))]
-    assert core.receive(10, m.RevalidateSession(7, 4000), 0.5) == [Revalidate(10, 1, 7, 4000)]
+    assert core.receive(10, m.RevalidateSession(7, 4000), 0.5) == [Revalidate(10, 1, 7, 4000, 1)]
+
+
+def test_revalidations_are_numbered_per_link_and_a_relinquish_names_one() -> None:
+    """A learner withdraws a claim by its question's number on the link (owners.py): both sides
+    count the questions in the order sent, so the revalidate on the wire is unchanged. A
+    relinquish of a question never asked is a protocol error: it costs the link. Fails before
+    this change: Revalidate has no number, and a relinquish is an unknown message."""
+    core = leader()
+    established(core)
+    join(core, 11, 2, now=0.4)
+    core.receive(11, m.AckEpoch(1, z(1, 9), 0), 0.4)
+    core.receive(11, m.AckNewLeader(z(1, 9)), 0.4)
+    assert core.receive(10, m.RevalidateSession(7, 4000), 0.5) == [Revalidate(10, 1, 7, 4000, 1)]
+    assert core.receive(11, m.RevalidateSession(7, 4000), 0.5) == [Revalidate(11, 2, 7, 4000, 1)]
+    assert core.receive(10, m.RevalidateSession(8, 3000), 0.5) == [Revalidate(10, 1, 8, 3000, 2)]
+    assert core.receive(10, m.Relinquish(7, 1), 0.6) == [Relinquish(10, 1, 7, 1)]
+    effects = core.receive(10, m.Relinquish(7, 3), 0.6)
+    assert isinstance(effects[-1], Close) and 10 not in core.learners
+    assert core.receive(11, m.Relinquish(7, 1), 0.6) == [Relinquish(11, 2, 7, 1)]
 
 
 def test_a_protocol_error_closes_only_that_link() -> None:

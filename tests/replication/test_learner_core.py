@@ -16,6 +16,7 @@ from zkpy.replication.learner_core import (
     MakeCurrent,
     Pong,
     Refuse,
+    Revalidated,
     RoleEnded,
     Send,
     Serve,
@@ -152,6 +153,51 @@ def test_pings_refusals_and_silence() -> None:
     assert c.tick(2.9) == []
     with pytest.raises(RoleEnded):
         c.tick(3.1)  # syncLimit (1 s) without a word from the leader
+
+
+def test_revalidation_answers_go_to_their_own_questions() -> None:
+    """Questions are numbered in the order asked (the leader counts them the same way); the
+    leader answers a link's questions in order, so each answer about a session is for its
+    oldest question still out, and a second connect's question gets its own answer, never
+    the first one's. An answer nobody asked for is a protocol error. Fails before this change:
+    the core had no revalidate (the glue matched answers per session)."""
+    c = core()
+    broadcasting(c)
+    assert c.revalidate(7, 4000) == (1, [Send(m.RevalidateSession(7, 4000))])
+    assert c.revalidate(8, 4000) == (2, [Send(m.RevalidateSession(8, 4000))])
+    assert c.revalidate(7, 3000) == (3, [Send(m.RevalidateSession(7, 3000))])
+    assert c.receive(m.Revalidated(8, True), now=1) == [Revalidated(8, True, 2)]
+    assert c.receive(m.Revalidated(7, False), now=1) == [Revalidated(7, False, 1)]
+    assert c.receive(m.Revalidated(7, True), now=1) == [Revalidated(7, True, 3)]
+    with pytest.raises(ValueError):
+        c.receive(m.Revalidated(7, True), now=1)
+
+
+def test_a_claim_is_withdrawn_only_if_nothing_was_forwarded_under_it() -> None:
+    """The learner's side of owners.py. A connection that closes while its question is out
+    withdraws the claim at once (the relinquish follows the question on the link) and its
+    answer is dropped; one that closes after a "valid" answer withdraws it if nothing of the
+    session was forwarded since. A claim some request went to the leader under is never
+    withdrawn (the leader may have ordered that request as the owner's), nor one the leader
+    did not make (an invalid answer), nor one twice. Fails before this change: the core has no
+    revalidate, forwarded or withdraw."""
+    c = core()
+    broadcasting(c)
+    c.revalidate(7, 4000)
+    assert c.withdraw(7, 1) == [Send(m.Relinquish(7, 1))]  # the client gave up on the handshake
+    assert c.withdraw(7, 1) == []
+    assert c.receive(m.Revalidated(7, True), now=1) == []  # the answer to a closed connection
+    c.revalidate(7, 4000)
+    assert c.receive(m.Revalidated(7, True), now=1) == [Revalidated(7, True, 2)]
+    assert c.withdraw(7, 2) == [Send(m.Relinquish(7, 2))]  # it left before writing anything
+    c.revalidate(7, 4000)
+    c.receive(m.Revalidated(7, True), now=1)
+    c.forwarded(8)  # another session's write changes nothing for this one
+    c.forwarded(7)  # a write of this session went to the leader under claim 3
+    assert c.withdraw(7, 3) == []
+    c.revalidate(7, 4000)
+    c.receive(m.Revalidated(7, False), now=1)
+    assert c.withdraw(7, 4) == []  # the session was gone: the leader made no claim
 
 
 def test_the_sync_waits_for_initlimit_not_synclimit() -> None:

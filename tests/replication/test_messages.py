@@ -19,6 +19,7 @@ FROM_LEARNER: list[m.Message] = [
     m.ForwardedRequest(-5, 3, 1, b"\x00\x01", [["digest", "a:b"]]),
     m.ForwardedSync(7, 4),
     m.RevalidateSession(7, 4000),
+    m.Relinquish(7, 1),
 ]
 FROM_LEADER: list[m.Message] = [
     m.LeaderInfo(6),
@@ -60,6 +61,8 @@ def test_the_wire_format_is_the_tag_then_the_fields_in_order() -> None:
     assert m.SyncData("trunc", 5, None, [b"x"]).to_wire() == ["syncdata", "trunc", 5, None, [b"x"]]
     assert m.LeaderPing().to_wire() == ["ping"]
     assert m.LearnerPing([1]).to_wire() == ["ping", [1]]
+    assert m.RevalidateSession(7, 4000).to_wire() == ["revalidate", 7, 4000]  # questions numbered by count
+    assert m.Relinquish(7, 2).to_wire() == ["relinquish", 7, 2]
 
 
 @pytest.mark.parametrize(
@@ -77,6 +80,8 @@ def test_the_wire_format_is_the_tag_then_the_fields_in_order() -> None:
         ["ping", [1.5]],
         ["request", 1, 1, 1, "text", []],
         ["request", 1, 1, -10, b"", []],  # a createSession without its timeout
+        ["relinquish", 7, 0],  # questions are numbered from 1
+        ["relinquish", 7],
     ],
 )
 def test_malformed_learner_arrays_are_refused(array: Any) -> None:

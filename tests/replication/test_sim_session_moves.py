@@ -15,6 +15,8 @@ on the old server gets (compared with Apache 3.8). Each ends with test_sim_regre
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import pytest
 import trio
 from test_sim_regressions import Scenario, caught_up, finish
@@ -23,8 +25,9 @@ from zkpy.errors import Code
 from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.replication.serving import EnsembleServer
+from zkpy.server.connection import ClientConnection
 from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
-from zkpy.testing.simclient import ConnectionLost
+from zkpy.testing.simclient import ConnectionLost, SimClient
 from zkpy.testing.workload import new_client
 
 # (virtual time, the learner that asked) for every revalidation the leader answered
@@ -37,9 +40,9 @@ def revalidations(monkeypatch: pytest.MonkeyPatch) -> Revalidations:
     seen: Revalidations = []
     revalidated = EnsembleServer.revalidated
 
-    def recording(self: EnsembleServer, session_id: int, owner: int) -> bool:
+    def recording(self: EnsembleServer, session_id: int, owner: int, *claim: Hashable) -> bool:
         seen.append((trio.current_time(), owner))
-        return revalidated(self, session_id, owner)
+        return revalidated(self, session_id, owner, *claim)
 
     monkeypatch.setattr(EnsembleServer, "revalidated", recording)
     return seen
@@ -56,16 +59,28 @@ def assert_everywhere(cluster: SimCluster, path: str, value: bytes, why: str) ->
         assert data == value, f"s{sid} has {path}={data!r} {why}"
 
 
-def handshakes_waiting(cluster: SimCluster, sid: int) -> int:
-    """How many ConnectRequests server `sid` has read and not answered yet."""
+def waiting(cluster: SimCluster, sid: int) -> set[ClientConnection]:
+    """The connections whose ConnectRequest server `sid` has read and not answered yet."""
     peer = cluster.servers[sid].peer
     server = None if peer is None else peer.serving
-    return (
-        0 if server is None else sum(1 for c in server.connections if c.packets_received and not c.session_id)
-    )
+    return set() if server is None else {c for c in server.connections if c.packets_received and not c.session_id}
+
+
+def handshakes_waiting(cluster: SimCluster, sid: int) -> int:
+    return len(waiting(cluster, sid))
 
 
 # -- the old connection on the server a client comes back to ---------------------------------
+
+
+async def give_up_on(client: SimClient, sid: int) -> None:
+    """The client tries server `sid` and gives up on the handshake after 0.05 s (its connect and
+    request timeouts are 3 s again afterwards)."""
+    client.servers = [(f"s{sid}", CLIENT_PORT)]
+    client.request_timeout = client.connect_timeout = 0.05  # the handshake waits as long
+    with pytest.raises(ConnectionLost):
+        await client.connect(attempts=1)
+    client.request_timeout = client.connect_timeout = 3.0
 
 
 def two_learners(cluster: SimCluster, observer_first: bool) -> tuple[int, int]:
@@ -169,27 +184,19 @@ def answer_to_an_earlier_question(revalidations: Revalidations, observer: bool =
         # after the answer on the leader's link.)
         started = trio.current_time()
         cluster.network.cut(f"s{leader}", f"s{slow}")
-        client.servers = [(f"s{slow}", CLIENT_PORT)]
-        client.request_timeout = 0.05
-        client.connect_timeout = 0.05  # the handshake waits as long
-        with pytest.raises(ConnectionLost):
-            await client.connect(attempts=1)
+        await give_up_on(client, slow)
         assert asked_by(revalidations, slow, started)
-        client.request_timeout = 3.0
-        client.connect_timeout = 3.0  # the handshake waits as long
         client.servers = [(f"s{other}", CLIENT_PORT)]
         await client.connect()
         assert asked_by(revalidations, other, started)
         # The client comes back to F1 while F1's first question is still unanswered. The answer
         # to that question (asked before F2 became the owner) must not stand for this one.
         back = trio.current_time()
+        before = waiting(cluster, slow)  # the handshake the client gave up on, if F1 still holds it
         client.servers = [(f"s{slow}", CLIENT_PORT)]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.connect)
-            # Both handshakes wait at F1: the one the client gave up on and this one.
-            await cluster.wait_until(
-                lambda: handshakes_waiting(cluster, slow) == 2, 1.0, "the handshake at F1"
-            )
+            await cluster.wait_until(lambda: waiting(cluster, slow) - before, 1.0, "the handshake at F1")
             cluster.network.heal()
         assert client.session_id, "the session lives: the client resumed it on F1"
         # The client's next write through F1 must be taken, as on Apache, where every connect
@@ -327,12 +334,16 @@ def test_the_connection_left_on_the_old_server_gets_session_moved_for_writes_onl
 # -- a question that reaches the leader late -----------------------------------------------------
 
 
-def late_question_from_a_server_the_client_left(revalidations: Revalidations) -> Scenario:
+def late_question_from_a_server_the_client_left(
+    revalidations: Revalidations, observer: bool = False, back_to_leader: bool = False, slow_answer: bool = False
+) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()
         assert leader is not None
-        slow, home = two_learners(cluster, False)
+        slow, home = two_learners(cluster, observer)
+        if back_to_leader:
+            home = leader
         client = new_client(cluster, "flapper")
         client.servers = [(f"s{home}", CLIENT_PORT)]
         await client.connect()
@@ -342,16 +353,15 @@ def late_question_from_a_server_the_client_left(revalidations: Revalidations) ->
         # (within syncLimit); it gives up and resumes its session on F2 again, which asks too.
         started = trio.current_time()
         cluster.network.cut(f"s{slow}", f"s{leader}")
-        client.servers = [(f"s{slow}", CLIENT_PORT)]
-        client.request_timeout = 0.05
-        client.connect_timeout = 0.05  # the handshake waits as long
-        with pytest.raises(ConnectionLost):
-            await client.connect(attempts=1)
-        client.request_timeout = 3.0
-        client.connect_timeout = 3.0  # the handshake waits as long
+        await give_up_on(client, slow)
         client.servers = [(f"s{home}", CLIENT_PORT)]
         await client.connect()
-        assert asked_by(revalidations, home, started) and not asked_by(revalidations, slow, started)
+        assert not asked_by(revalidations, slow, started)
+        assert back_to_leader or asked_by(revalidations, home, started)
+        if slow_answer:
+            # The leader's answer to F1 will be slow too: F1 cannot wait for it to learn that
+            # its client is gone (well within syncLimit: the leader's pings are as late).
+            cluster.network.delay_one_way(f"s{leader}", f"s{slow}", cluster.sync_limit_s / 3, 1.0)
         cluster.network.heal()  # F1's question arrives now: the leader makes F1 the owner
         await cluster.wait_until(lambda: asked_by(revalidations, slow, started), 1.0, "F1's late question")
         write = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
@@ -361,17 +371,99 @@ def late_question_from_a_server_the_client_left(revalidations: Revalidations) ->
     return scenario
 
 
-@pytest.mark.xfail(strict=True, reason="shared with Apache 3.8: the last question to reach the leader wins")
 @pytest.mark.parametrize("seed", [91, 92])
 def test_a_late_question_from_a_server_the_client_left_does_not_take_the_session(
     seed: int, revalidations: Revalidations
 ) -> None:
-    """Liveness of session moves, a limitation shared with Apache 3.8 (by reading: its
-    LearnerHandler's REVALIDATE sets the owner to whichever learner asked last). The client
-    tries F1, whose revalidation is slow to reach the leader; it gives up, resumes its session
-    on F2 (the owner), and then F1's question arrives and makes F1 the owner: every write the
-    client sends through F2 is refused with SessionMoved until it reconnects for another reason
-    (neither Apache's client nor zkpy's reconnects on SessionMoved). Questions from different
-    learners are not ordered with each other; only the client knows which connect came last.
-    Fails on 93912ca and after this branch's fixes: the write is answered -118."""
+    """Liveness of session moves. The client tries F1, whose revalidation is slow to reach the
+    leader; it gives up, resumes its session on F2 (the owner), and then F1's question arrives
+    and makes F1 the owner: every write the client sent through F2 was refused with SessionMoved
+    until it reconnected for another reason (neither Apache's client nor zkpy's reconnects on
+    SessionMoved). Questions from different learners are not ordered with each other; only the
+    client knows which connect came last. Apache 3.8 shares it (by reading: its LearnerHandler's
+    REVALIDATE sets the owner to whichever learner asked last). Now F1 sees the client close the
+    connection whose handshake waits, and withdraws the claim (a relinquish behind its question on
+    the same link), and the leader's owner falls back to F2 (owners.py). Fails before this change
+    (on 64955c5): the write is answered -118 on both seeds."""
     simulate(seed, late_question_from_a_server_the_client_left(revalidations), voters=3)
+
+
+@pytest.mark.parametrize("seed", [93, 94])
+def test_a_late_question_whose_answer_is_slow_too(seed: int, revalidations: Revalidations) -> None:
+    """The case above with the leader's answer to F1 slow as well (a third of syncLimit). A
+    learner that learned of its client's leaving only when the answer came (its connection reads
+    nothing while the handshake waits, as Apache's) would withdraw the claim a round trip late,
+    and the client's write through F2 in the meantime is refused. F1 notices the close while the
+    question is out, so the relinquish is on the link right behind the question. Fails with
+    connection.py's read during the handshake removed (_await_handshake waiting only): -118."""
+    simulate(seed, late_question_from_a_server_the_client_left(revalidations, slow_answer=True), voters=3)
+
+
+@pytest.mark.parametrize("seed", [95, 96])
+def test_a_late_question_from_an_observer_after_the_client_went_back_to_the_leader(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """The same with an observer as the server whose question is late, and the leader as the
+    server the client goes back to: the leader's own connection claims the session at once (no
+    question, nothing to withdraw), and the observer's withdrawn claim gives it back to the
+    leader. Fails before this change (on 64955c5): -118."""
+    scenario = late_question_from_a_server_the_client_left(revalidations, observer=True, back_to_leader=True)
+    simulate(seed, scenario, voters=3, observers=1)
+
+
+def withdrawn_claim_with_a_write_held_elsewhere(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        first, slow, last = sorted(sid for sid in cluster.servers if sid != leader)  # F1, F2, the observer
+        client = new_client(cluster, "mover")
+        client.servers = [(f"s{first}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "every server has /k")
+        # The client's /k=1 through F1 is slow on the client's own link: it reaches F1 0.8 s
+        # later, on the connection F1 still holds. The client gives up on it.
+        cluster.network.delay_spike(0.8, 0.001, ["mover"])
+        client.request_timeout = 0.05
+        stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert stale.outcome == "unknown"
+        cluster.network.end_spikes()
+        held_until = stale.invoked + 0.8
+        # It tries F2, whose question is held on F2's link; it gives up there too.
+        started = trio.current_time()
+        cluster.network.cut(f"s{slow}", f"s{leader}")
+        await give_up_on(client, slow)
+        # It resumes the session on the observer and sets /k=2 there, acknowledged.
+        client.servers = [(f"s{last}", CLIENT_PORT)]
+        await client.connect()
+        moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
+        assert moved.outcome == "ok"
+        # F2's late question, and its relinquish, reach the leader; then the old /k=1 reaches F1,
+        # which forwards it. The owner the relinquish leaves must be the observer, not F1.
+        cluster.network.heal()
+        await cluster.wait_until(lambda: asked_by(revalidations, slow, started), 1.0, "F2's late question")
+        assert trio.current_time() < held_until, "the schedule no longer reaches the case"
+        await trio.sleep_until(held_until + 0.01)
+        after = await client.record("create", OpCode.CREATE, CreateRequest("/after", b"", OPEN, 0), "/after")
+        assert after.outcome == "ok", f"the client's write through the observer was answered {after.err}"
+        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
+        assert_everywhere(cluster, "/k", b"2", "after the client's acknowledged /k=2")
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [97, 98])
+def test_a_withdrawn_claim_does_not_hand_the_session_to_a_server_holding_an_old_write(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """Item 4's safety with claims withdrawn. The client's /k=1 through F1 is held on its way;
+    the client gives up, tries F2 (whose question is late, then withdrawn), and sets /k=2 on
+    the observer, acknowledged. When F2's relinquish reaches the leader the owner must fall back
+    to the newest claim still standing, the observer's, and never to F1, whose connection still
+    holds the old /k=1 and forwards it afterwards: that /k=1 is refused. Fails with the withdrawn
+    claim leaving the session without an owner (owners.py's relinquish deleting every claim, so
+    the first server to forward takes it): the simulator's check finds /k=1 committed after the
+    client's later /k=2, "FIFO client order broken", on both seeds."""
+    simulate(seed, withdrawn_claim_with_a_write_held_elsewhere(revalidations), voters=3, observers=1)

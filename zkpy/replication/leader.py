@@ -239,10 +239,14 @@ class Leader:
             elif isinstance(effect, core.SyncLearner):
                 self._sync(effect)
             elif isinstance(effect, core.Revalidate):
-                valid = self.server is not None and self.server.revalidated(effect.session_id, effect.sid)
+                claim = (effect.conn, effect.question)
+                valid = self.server is not None and self.server.revalidated(effect.session_id, effect.sid, claim)
                 link = self.links.get(effect.conn)
                 if link is not None:
                     link.send(m.Revalidated(effect.session_id, valid))
+            elif isinstance(effect, core.Relinquish):
+                if self.server is not None:
+                    self.server.relinquished(effect.session_id, effect.sid, (effect.conn, effect.question))
             elif isinstance(effect, core.Close | core.DropLearner):
                 self._stop_stream(effect.conn)
                 scope = self.scopes.pop(effect.conn, None)

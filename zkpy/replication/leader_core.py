@@ -59,6 +59,7 @@ class LearnerState:
     last_heard: float = 0.0
     in_broadcast: bool = False  # proposals and commits reach it (from its sync on)
     sync_mode: str | None = None  # while its sync is on its way (until its NEWLEADER ack)
+    questions: int = 0  # revalidations asked on this link (each is numbered by its place)
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,24 @@ class ForwardRequest:
 @dataclass(frozen=True)
 class Revalidate:
     """A client moved its session to learner `sid`: answer whether it lives (and make `sid` its
-    owner if so)."""
+    owner if so, by the claim (conn, question): the question's number on this link)."""
 
     conn: int
     sid: int
     session_id: int
     timeout: int
+    question: int
+
+
+@dataclass(frozen=True)
+class Relinquish:
+    """Learner `sid` withdraws the claim its question (conn, question) made: the connection it
+    asked for closed without forwarding anything (owners.py)."""
+
+    conn: int
+    sid: int
+    session_id: int
+    question: int
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,7 @@ class DropLearner:
 
 Effect = (
     SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
-    | DropLearner | Revalidate | WriteLog
+    | DropLearner | Revalidate | Relinquish | WriteLog
 )
 
 
@@ -334,7 +347,12 @@ class LeaderCore:
                     )
                 ]
             if isinstance(message, m.RevalidateSession):
-                return [Revalidate(learner.conn, learner.sid, message.session_id, message.timeout)]
+                learner.questions += 1
+                return [Revalidate(learner.conn, learner.sid, message.session_id, message.timeout, learner.questions)]
+            if isinstance(message, m.Relinquish):
+                if message.question > learner.questions:
+                    raise ValueError(f"relinquish of question {message.question}, of {learner.questions} asked")
+                return [Relinquish(learner.conn, learner.sid, message.session_id, message.question)]
             if isinstance(message, m.ForwardedSync):
                 # Everything acknowledged to any client before this sync is committed by now;
                 # the learner answers once it has applied up to here (the commits go first).

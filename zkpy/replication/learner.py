@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -142,7 +141,7 @@ class Learner(Forwarder):
         self.started_at = trio.current_time()
         self._events_in, self._events = trio.open_memory_channel[tuple[str, Any]](math.inf)
         self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
-        self._revalidations: dict[int, deque[Callable[[bool], None]]] = {}
+        self._revalidations: dict[int, Callable[[bool], None]] = {}  # by question
         self._core: LearnerCore | None = None
         self._progress = trio.Event()  # set each time the driver has handled an input
         self._waiting_bytes = 0  # proposal bytes received and not yet handed to the core
@@ -242,11 +241,8 @@ class Learner(Forwarder):
                 assert self.pipeline is not None
                 self.pipeline.synced(effect.session_id, effect.cxid)
             elif isinstance(effect, Revalidated):
-                waiting = self._revalidations.get(effect.session_id)
-                if waiting:  # the leader answers a link's questions in the order they were asked
-                    answer = waiting.popleft()
-                    if not waiting:
-                        del self._revalidations[effect.session_id]
+                answer = self._revalidations.pop(effect.question, None)
+                if answer is not None:
                     answer(effect.valid)
             elif isinstance(effect, Refuse):
                 assert self.pipeline is not None
@@ -339,17 +335,31 @@ class Learner(Forwarder):
     def forward(
         self, session_id: int, cxid: int, op: int, body: bytes, auth: tuple[tuple[str, str], ...]
     ) -> None:
-        assert self.link is not None
+        assert self.link is not None and self._core is not None
+        self._core.forwarded(session_id)
         self.link.send(m.ForwardedRequest(session_id, cxid, op, body, [list(a) for a in auth]))
 
     def forward_sync(self, session_id: int, cxid: int) -> None:
         assert self.link is not None
         self.link.send(m.ForwardedSync(session_id, cxid))
 
-    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
+    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> int:
         """One question per connect, as Apache's Learner.validateSession: an answer given before
         the session moved elsewhere and back must not stand for a later connect here (the leader
         made another server the owner meanwhile; every write from here would be SessionMoved)."""
-        assert self.link is not None
-        self._revalidations.setdefault(session_id, deque()).append(answer)
-        self.link.send(m.RevalidateSession(session_id, timeout))
+        assert self.link is not None and self._core is not None
+        question, effects = self._core.revalidate(session_id, timeout)
+        self._revalidations[question] = answer
+        self._send(effects)
+        return question
+
+    def withdraw(self, session_id: int, question: int) -> None:
+        """The connection closed: the core says whether its claim goes back (a Relinquish)."""
+        self._revalidations.pop(question, None)
+        if self._core is not None:
+            self._send(self._core.withdraw(session_id, question))
+
+    def _send(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            assert isinstance(effect, Send) and self.link is not None
+            self.link.send(effect.message)

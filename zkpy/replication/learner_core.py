@@ -130,10 +130,11 @@ class Refuse:
 
 @dataclass(frozen=True)
 class Revalidated:
-    """The leader's answer about a session a client moved here."""
+    """The leader's answer to question `question` about a session a client moved here."""
 
     session_id: int
     valid: bool
+    question: int
 
 
 Effect = (
@@ -179,6 +180,14 @@ class LearnerCore:
         self._streamed = False  # SnapshotChunks came: a SNAP's tree is on its way to disk
         self._sync_txns: list[bytes] = []  # a sync's transactions sent ahead in pieces (SyncTxns)
         self._last_tick: float | None = None
+        # Session claims (owners.py). Questions are numbered in the order asked, as the leader
+        # counts them; per session, those not answered yet, oldest first (the leader answers in
+        # order); those withdrawn before their answer (it is dropped); and, per session, those
+        # answered "valid" while nothing of the session has been forwarded since (withdrawable).
+        self._questions = 0
+        self._asked: dict[int, deque[int]] = {}
+        self._withdrawn: set[int] = set()
+        self._unused: dict[int, set[int]] = {}
 
     # -- inputs -------------------------------------------------------------------------
     def start(self) -> list[Effect]:
@@ -239,6 +248,37 @@ class LearnerCore:
             )
         behind = f"; {self.unlogged_bytes} bytes of proposals not yet logged here" if self.unlogged_bytes else ""
         raise RoleEnded(f"leader silent for {silent:.1f}s while {self.state}{behind}")
+
+    # -- session claims (owners.py) -------------------------------------------------------
+    def revalidate(self, session_id: int, timeout: int) -> tuple[int, list[Effect]]:
+        """A client resumes its session here: ask the leader, which makes this server the
+        owner. The question's number, for its answer (Revalidated) and withdraw()."""
+        self._questions += 1
+        self._asked.setdefault(session_id, deque()).append(self._questions)
+        return self._questions, [Send(m.RevalidateSession(session_id, timeout))]
+
+    def forwarded(self, session_id: int) -> None:
+        """A request of the session went to the leader: no claim of it made so far may be
+        withdrawn (one is the claim the request was ordered under)."""
+        if self._unused:
+            self._unused.pop(session_id, None)
+
+    def withdraw(self, session_id: int, question: int) -> list[Effect]:
+        """The connection `question` was asked for closed. Its claim is given back if nothing of
+        the session was forwarded under it: while the answer is still on its way (the client
+        gave up on the handshake; the relinquish follows the question on the link, and the
+        answer is dropped), or after a "valid" answer. Nothing to do otherwise."""
+        asked = self._asked.get(session_id)
+        if asked is not None and question in asked and question not in self._withdrawn:
+            self._withdrawn.add(question)
+            return [Send(m.Relinquish(session_id, question))]
+        unused = self._unused.get(session_id)
+        if unused is not None and question in unused:
+            unused.discard(question)
+            if not unused:
+                del self._unused[session_id]
+            return [Send(m.Relinquish(session_id, question))]
+        return []
 
     # -- the leader's messages ------------------------------------------------------------
     def _on_leaderinfo(self, message: m.LeaderInfo) -> list[Effect]:
@@ -306,7 +346,19 @@ class LearnerCore:
         return [Refuse(message.session_id, message.cxid, message.code, message.zxid)]
 
     def _on_revalidated(self, message: m.Revalidated) -> list[Effect]:
-        return [Revalidated(message.session_id, message.valid)]
+        session_id = message.session_id
+        asked = self._asked.get(session_id)
+        if not asked:
+            raise ValueError(f"an answer about session 0x{session_id:x}, which this server did not ask about")
+        question = asked.popleft()
+        if not asked:
+            del self._asked[session_id]
+        if question in self._withdrawn:
+            self._withdrawn.discard(question)
+            return []  # its connection is gone, and the claim withdrawn
+        if message.valid:
+            self._unused.setdefault(session_id, set()).add(question)
+        return [Revalidated(session_id, message.valid, question)]
 
     def _on_syncreply(self, message: m.SyncReply) -> list[Effect]:
         self._sync_waits.append((message.zxid, message.session_id, message.cxid))

@@ -6,8 +6,9 @@ into one, checking every field's type and range first, so a malformed or hostile
 its link (ValueError) and never reaches a core's state; `to_wire` is the way back.
 
 Learner -> leader: Info, AckEpoch, AckNewLeader, Ack, LearnerPing, ForwardedRequest,
-ForwardedSync, RevalidateSession. Leader -> learner: LeaderInfo, SnapshotChunk, SyncTxns, SyncData,
-NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply, Revalidated.
+ForwardedSync, RevalidateSession, Relinquish. Leader -> learner: LeaderInfo, SnapshotChunk,
+SyncTxns, SyncData, NewLeader, UpToDate, Proposal, Commit, LeaderPing, Refused, SyncReply,
+Revalidated.
 """
 
 from __future__ import annotations
@@ -128,10 +129,25 @@ class ForwardedSync(Message):
 
 @dataclass(frozen=True)
 class RevalidateSession(Message):
+    """A client resumes its session here: does it live? (It makes this server the owner.) The
+    questions on a link are numbered 1, 2, ... in the order sent, by both sides (the leader
+    answers them in that order): the number is not on the wire, which stays as before."""
+
     TAG = "revalidate"
     SHAPE = (INT64, INT32)
     session_id: int
     timeout: int
+
+
+@dataclass(frozen=True)
+class Relinquish(Message):
+    """The connection question number `question` (on this link) was asked for closed without
+    forwarding anything: withdraw the claim it made (owners.py)."""
+
+    TAG = "relinquish"
+    SHAPE = (INT64, _int_in(1, 2**63))
+    session_id: int
+    question: int
 
 
 # -- leader -> learner ---------------------------------------------------------------------
@@ -242,6 +258,7 @@ class Revalidated(Message):
 
 LearnerMessage = (
     Info | AckEpoch | AckNewLeader | Ack | LearnerPing | ForwardedRequest | ForwardedSync | RevalidateSession
+    | Relinquish
 )
 LeaderMessage = (
     LeaderInfo | SnapshotChunk | SyncTxns | SyncData | NewLeader | UpToDate | Proposal | Commit | LeaderPing | Refused
@@ -249,8 +266,10 @@ LeaderMessage = (
 )
 FROM_LEARNER: dict[str, type[Message]] = {
     cls.TAG: cls
-    for cls in (Info, AckEpoch, AckNewLeader, Ack, LearnerPing, ForwardedRequest, ForwardedSync, RevalidateSession)
-}
+    for cls in (
+        Info, AckEpoch, AckNewLeader, Ack, LearnerPing, ForwardedRequest, ForwardedSync, RevalidateSession, Relinquish,
+    )
+}  # fmt: skip
 FROM_LEADER: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (

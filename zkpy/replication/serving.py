@@ -6,7 +6,7 @@ Only the leader runs the session expirer and the container/TTL sweeper.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -14,6 +14,7 @@ import trio
 from zkpy.errors import Code
 from zkpy.jute.codec import JuteError, read_buffer
 from zkpy.jute.ops import OpCode
+from zkpy.replication.owners import SessionOwners
 from zkpy.server.fourletter import LeaderStats, ServerStatus
 from zkpy.server.node import ZooKeeperServer
 from zkpy.server.pipeline import Callback, CommitPipeline
@@ -66,8 +67,14 @@ class Forwarder:
 
     def forward_sync(self, session_id: int, cxid: int) -> None: ...
 
-    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> None:
-        """Ask the leader whether the session lives, making this server its owner if it does."""
+    def revalidate(self, session_id: int, timeout: int, answer: Callable[[bool], None]) -> int:
+        """Ask the leader whether the session lives, making this server its owner if it does;
+        the question's number on the link (the claim, for withdraw)."""
+        return 0
+
+    def withdraw(self, session_id: int, question: int) -> None:
+        """The connection `question` was asked for has closed: if it forwarded nothing of the
+        session, give the claim back (owners.py says why that is safe)."""
 
 
 class LearnerPipeline(CommitPipeline):
@@ -158,8 +165,10 @@ class EnsembleServer(ZooKeeperServer):
         # The leader's record of which server each session's client is on (Apache's session
         # owner): a request forwarded by any other server is refused with SessionMoved. Without
         # it a write sent through a server the client then left could be applied after a write
-        # the client made through the next server: FIFO client order broken.
-        self.owners: dict[int, int] = {}
+        # the client made through the next server: FIFO client order broken (owners.py).
+        self.owners = SessionOwners()
+        # A learner's connections that asked the leader about their session: (session, question).
+        self._claims: dict[ClientConnection, tuple[int, int]] = {}
         self.my_sid = config.server_id or 0
         self.forwarder: Forwarder | None = None  # a learner's link to its leader
         self._catch_ups = 0  # the last cxid of a sync asked before resuming an unknown session
@@ -201,13 +210,11 @@ class EnsembleServer(ZooKeeperServer):
             return refusal  # the leader checks owners; the expirer closes without owning
         owner = self.my_sid if owner is None else owner
         if op == OpCode.CREATE_SESSION:
-            self.owners[session_id] = owner
+            self.owners.claim(session_id, owner)
             return 0
         # A session with no owner yet (this leader is new) belongs to the first server to ask,
         # as Apache's: clients reconnect through a revalidation when their server changes leader.
-        if self.owners.setdefault(session_id, owner) != owner:
-            return int(Code.SESSION_MOVED)
-        return 0
+        return 0 if self.owners.check(session_id, owner) else int(Code.SESSION_MOVED)
 
     def handle_connect(self, conn: ClientConnection, request: ConnectRequest) -> bool:
         pipeline = self.pipeline
@@ -246,7 +253,8 @@ class EnsembleServer(ZooKeeperServer):
         if previous is not None and previous is not conn:
             previous.close()
         if self.state == LEADER:
-            self.owners[session_id] = self.my_sid
+            # Its own connection answers at once: a claim no client can abandon halfway.
+            self.owners.claim(session_id, self.my_sid)
             super().resume_session(conn, session_id, timeout, password, read_only)
             return
         if self.forwarder is None:
@@ -254,6 +262,8 @@ class EnsembleServer(ZooKeeperServer):
             return
 
         def answered(valid: bool) -> None:
+            if conn.closing:
+                return  # the client gave up meanwhile: connection_closed withdraws the claim
             if not valid:
                 self._refuse_session(conn, read_only)
             elif self.sessions.is_alive(session_id):
@@ -263,19 +273,33 @@ class EnsembleServer(ZooKeeperServer):
 
         # Apache's Learner.validateSession: the leader says whether the session lives and makes
         # this server its owner, before the client may send anything through here.
-        self.forwarder.revalidate(session_id, timeout, answered)
+        self._claims[conn] = (session_id, self.forwarder.revalidate(session_id, timeout, answered))
 
-    def revalidated(self, session_id: int, owner: int) -> bool:
-        """The leader's side of a learner's revalidation."""
+    def connection_closed(self, conn: ClientConnection) -> None:
+        super().connection_closed(conn)
+        claim = self._claims.pop(conn, None)
+        if claim is not None and self.forwarder is not None:
+            # A client that gave up on its handshake here (the leader's answer was slow), or
+            # left before sending a write, must not leave this server the owner: a question
+            # that reached the leader after the client's next server asked would otherwise
+            # refuse every write the client sends there (owners.py).
+            self.forwarder.withdraw(*claim)
+
+    def revalidated(self, session_id: int, owner: int, claim: Hashable = None) -> bool:
+        """The leader's side of a learner's revalidation (`claim`: its link and question)."""
         if not self.sessions.is_alive(session_id):
             return False
-        self.owners[session_id] = owner
+        self.owners.claim(session_id, owner, claim)
         self.sessions.touch(session_id)
         return True
 
+    def relinquished(self, session_id: int, owner: int, claim: Hashable) -> None:
+        """The leader's side of a learner's withdrawn claim (owners.py)."""
+        self.owners.relinquish(session_id, owner, claim)
+
     def _on_applied(self, txn: Txn, result: Result) -> None:
         if txn.op == OpCode.CLOSE_SESSION:
-            self.owners.pop(txn.session_id, None)
+            self.owners.forget(txn.session_id)
         if self.observer is not None:
             self.observer.applied(self.config.server_id or 0, txn.zxid, txn.pack())
         if txn.op == OpCode.CLOSE_SESSION and self.state != LEADER:

@@ -80,6 +80,17 @@ class _Pending:
         self.started = started
 
 
+class _ReadAhead:
+    """The read a connection keeps going while its handshake waits (see _await_handshake)."""
+
+    __slots__ = ("data", "done", "scope")
+
+    def __init__(self) -> None:
+        self.data = b""  # b"": the client closed (or the read was cut short by close())
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()
+
+
 def plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
     """The operating system socket under a plain TCP stream (None for TLS or an in-memory stream).
 
@@ -115,7 +126,9 @@ class ClientConnection:
         self._gone = False  # serve() has ended: the server forgot this connection
         self._recv_scope = trio.CancelScope()
         self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
         self._handshake_done = trio.Event()
+        self._ahead: _ReadAhead | None = None
         self.established = time.time()
         self.reset_stats()
 
@@ -134,6 +147,7 @@ class ClientConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
+                self._nursery = nursery
                 nursery.start_soon(self._send_loop)
                 nursery.start_soon(self._handshake_deadline)
                 with self._recv_scope:
@@ -154,7 +168,14 @@ class ClientConnection:
         self._closing = True
         self._handshake_done.set()
         self._recv_scope.cancel()
+        if self._ahead is not None:
+            self._ahead.scope.cancel()
         self._out_ready.set()
+
+    @property
+    def closing(self) -> bool:
+        """close() was called: nothing more is read, and nothing more should be attached."""
+        return self._closing
 
     def send(self, data: bytes) -> None:
         queued = len(self._out)
@@ -252,24 +273,55 @@ class ClientConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.close()
 
-    async def _recv_loop(self) -> None:
-        stream = self.stream
-        server = self.server
-        pipeline = server.pipeline
-        limit = server.config.global_outstanding_limit
+    async def _receive_bytes(self) -> bytes | bytearray:
+        """The client's next bytes; b"" once it closed (or the connection broke)."""
         sock = self._sock
-        data: bytes | bytearray
         while True:
             try:
                 if sock is not None:
                     await trio.lowlevel.wait_readable(sock)
-                    data = sock.recv(65536)
-                else:
-                    data = await stream.receive_some(65536)
+                    return sock.recv(65536)
+                return await self.stream.receive_some(65536)
             except BlockingIOError:
                 continue
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return
+                return b""
+
+    async def _await_handshake(self) -> None:
+        """Until the handshake is answered or the connection closes. Meanwhile one read goes on,
+        so a client that gives up while its handshake waits (a learner asking its leader about
+        the session, a new session waiting for its commit) is noticed at once: the connection
+        closes, and a learner withdraws the claim its question made at the leader (owners.py).
+        Apache's processConnectRequest stops reading (cnxn.disableRecv) until the session is
+        set up, so it learns of the close only afterwards. Bytes that come (a client sending
+        ahead of the answer) are the receiver's next read."""
+        if self._handshake_done.is_set() or self._nursery is None:
+            await self._handshake_done.wait()
+            return
+        ahead = self._ahead = _ReadAhead()
+        self._nursery.start_soon(self._read_ahead, ahead)
+        await self._handshake_done.wait()
+
+    async def _read_ahead(self, ahead: _ReadAhead) -> None:
+        with ahead.scope:
+            ahead.data = bytes(await self._receive_bytes())
+            if not ahead.data:
+                self.close()
+        ahead.done.set()
+
+    async def _recv_loop(self) -> None:
+        server = self.server
+        pipeline = server.pipeline
+        limit = server.config.global_outstanding_limit
+        data: bytes | bytearray
+        while True:
+            ahead = self._ahead
+            if ahead is not None:  # the read the handshake's wait started is this one
+                await ahead.done.wait()
+                self._ahead = None
+                data = ahead.data
+            else:
+                data = await self._receive_bytes()
             if not data:
                 return
             server.stats.bytes_received += len(data)
@@ -305,7 +357,7 @@ class ClientConnection:
                     started = time.monotonic()
                     if not server.handle_connect(self, event.request):
                         return
-                    await self._handshake_done.wait()
+                    await self._await_handshake()
                     if self._closing:
                         return
                     if event.request.session_id == 0:  # ZooKeeper's cons shows a new session as SESS

@@ -1,0 +1,115 @@
+"""Which server each session's client is on, as the leader sees it (Apache's session owner), and
+how a server that never served the session after all gives its claim back.
+
+Why owners: a write sent through a server the client then left could reach the leader after a
+write the client made through the next server, and be applied after it: FIFO client order
+broken. So the server a client resumes its session on asks the leader first (a revalidation),
+which makes it the owner, and a request forwarded by any other server is refused with
+SessionMoved (ensemble safety, item 4).
+
+The liveness hole this module closes: claims from different servers are not ordered with each
+other; only the client knows which of its connects came last. A client that gives up on F1
+while F1's question is slow to reach the leader, and resumes its session on F2, has F2 as the
+owner, until F1's late question arrives and makes F1 the owner: every write through F2 is then
+refused until the client reconnects for another reason (the Jepsen run in docs/measurements.md,
+"SessionMoved for every write through s3 for 15 s"). So the leader keeps each session's claims in
+the order it took them, and the owner is the server of the newest claim still standing; a
+learner whose claim was for a connection that closed without forwarding a single request
+withdraws it ("relinquish", on the same FIFO link as its question), and the owner falls back to
+the claim before it.
+
+Why withdrawing such a claim is safe. Take a write W1 the client sent on connection c through
+server L, then a write W2 it made, acknowledged, on a later connection d through M. W2 was
+forwarded, so d's claim is never withdrawn (only claims of connections that forwarded nothing
+are), and it was taken after c's (c's claim was answered before the client could send W1, and
+the client left c before connecting d). For W1 to be applied after W2, an L claim must stand
+after d's when W1 arrives (d's, or newer ones if it was dropped as old, still stand), hence
+have been taken after d's; every L claim asked after c's was
+asked for a connect at L that closed c first (a server closes a session's other connection
+before it asks, EnsembleServer.resume_session), so W1, read on c before that, is ahead of the
+question on L's link and reaches the leader before that claim stands. No such claim: W1 is
+refused. (With L = M the same holds: d's question closed c. With L the leader there is no
+link: W1 is checked as it is read, and a later connect there closes c first.) Withdrawing
+only ever removes claims: it never puts one back in front of a claim that forwarded something.
+A relinquish of the only claim left is ignored (the owner stays): with no claim at all the
+first server to ask would take the session, which a late write from a server the client left
+could be.
+
+Apache 3.8 differs: Leader.revalidateSession makes the asking LearnerHandler the owner
+(SessionTrackerImpl.setOwner, unconditionally: the last REVALIDATE to reach the leader wins),
+checkSession refuses any other owner, and nothing tells the leader a handshake was abandoned.
+So Apache keeps the liveness hole. The peer protocol here is zkpy's own: a learner of an older
+release never sends a relinquish and the leader acts as before with it, but a leader of an older
+release takes a relinquish for a protocol error and drops that learner's link (it reconnects and
+syncs), as a learner of a release before streamed SNAPs does a SnapshotChunk: the members of
+one ensemble should run one release.
+
+Owners are per leader and in memory, as Apache's: a new leader starts with none and a session
+belongs to the first server to forward for it. Every learner closes its clients when its
+leader changes, so each of them resumes through a revalidation (a claim) before it forwards; a
+relinquish goes on the link its question went on, so it only ever reaches the leader that took
+the claim. The leader's own connections claim at once (no question, nothing a client can
+abandon halfway), and so do createSessions. There are no local sessions outside read-only mode,
+where nothing is forwarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+# The newest claims kept per session. Dropping older ones is safe: a relinquish only ever
+# uncovers a claim still kept, which is newer than every dropped one.
+MAX_CLAIMS = 8
+
+
+class SessionOwners:
+    """Per session, the claims the leader took, oldest first: (server id, key). A learner's
+    revalidation has a key (its link and the question's number on it) by which it can be
+    withdrawn; a claim without one (the leader's own connection, a createSession, the first
+    forward after an election) stands until newer claims pass it."""
+
+    def __init__(self, max_claims: int = MAX_CLAIMS) -> None:
+        self.max_claims = max_claims
+        self._claims: dict[int, list[tuple[int, Hashable]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def owner(self, session_id: int) -> int | None:
+        claims = self._claims.get(session_id)
+        return claims[-1][0] if claims else None
+
+    def claim(self, session_id: int, sid: int, key: Hashable = None) -> None:
+        """Server `sid` has the session's client now (its revalidation, createSession, or the
+        leader's own connection): it is the owner."""
+        claims = self._claims.setdefault(session_id, [])
+        claims.append((sid, key))
+        if len(claims) > self.max_claims:
+            del claims[0]
+
+    def check(self, session_id: int, sid: int) -> bool:
+        """May a request forwarded by `sid` be ordered? A session with no claim yet (this leader
+        is new) belongs to the first server to ask, as Apache's checkSession."""
+        claims = self._claims.get(session_id)
+        if not claims:
+            self.claim(session_id, sid)
+            return True
+        return claims[-1][0] == sid
+
+    def relinquish(self, session_id: int, sid: int, key: Hashable) -> bool:
+        """Learner `sid` withdraws its claim `key`: the connection it asked for closed without
+        forwarding anything. The owner is the newest claim left. False when there was nothing
+        to withdraw (the question found the session dead, the claim was dropped as old, or it
+        is the only one left)."""
+        claims = self._claims.get(session_id)
+        if key is None or not claims or len(claims) < 2:
+            return False
+        for i in range(len(claims) - 1, -1, -1):
+            if claims[i] == (sid, key):
+                del claims[i]
+                return True
+        return False
+
+    def forget(self, session_id: int) -> None:
+        """The session is closed."""
+        self._claims.pop(session_id, None)
