@@ -25,6 +25,7 @@ measures the ensemble's sync path (SNAP), what a replaced disk or a long-dead fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -39,7 +40,7 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR))
 sys.path.insert(0, str(ROOT_DIR / "scripts"))
 
-from bench import Session  # noqa: E402
+from bench import BenchError, Session  # noqa: E402
 from bench_restart import create_bodies, get_data_ok, load  # noqa: E402
 
 from zkpy.jute.codec import encode  # noqa: E402
@@ -58,6 +59,7 @@ class Probe:
         self.longest_gap = 0.0
         self.errors = 0
         self.newest = ""  # the writer's newest acknowledged znode
+        self.reconnects = 0
         self._last = 0.0
 
     def done(self, started: float, ok: bool) -> None:
@@ -72,6 +74,7 @@ class Probe:
         lat = sorted(self.latencies) or [0.0]
         return {
             "requests": len(self.latencies),
+            "reconnects": self.reconnects,
             "errors": self.errors,
             "longest_stall_ms": round(self.longest_gap * 1000, 1),
             "p99_ms": round(lat[int(len(lat) * 0.99) - 1 if len(lat) > 1 else 0] * 1000, 1),
@@ -79,25 +82,39 @@ class Probe:
 
 
 async def probe_loop(host: str, port: int, probe: Probe, stop: trio.Event, write: bool) -> None:
-    session = await Session.open(host, port)
+    """One request at a time until `stop`; a closed connection (the leader losing its quorum when
+    two followers are wiped) is reopened, and the time without replies counts as the stall."""
     n = 0
-    try:
-        if write:
-            await session.call_many(create_bodies(["/sync"], b""))
-        while not stop.is_set():
-            started = time.monotonic()
-            if write:
-                path = f"/sync/w{n:08d}"
-                n += 1
-                [(err, _)] = await session.call_many(create_bodies([path], b"w" * 100))
-                if err == 0:
-                    probe.newest = path
-            else:
-                body = encode(PathWatchRequest("/r", False))
-                [(err, _)] = await session.call_many([(OpCode.GET_DATA, body)])
-            probe.done(started, err == 0)
-    finally:
-        await session.close()
+    first = True
+    while not stop.is_set():
+        try:
+            session = await Session.open(host, port)
+        except (OSError, BenchError, trio.BrokenResourceError):
+            await trio.sleep(0.05)
+            continue
+        try:
+            if write and first:
+                await session.call_many(create_bodies(["/sync"], b""))
+                first = False
+            while not stop.is_set():
+                started = time.monotonic()
+                if write:
+                    path = f"/sync/w{n:08d}"
+                    n += 1
+                    [(err, _)] = await session.call_many(create_bodies([path], b"w" * 100))
+                    if err == 0:
+                        probe.newest = path
+                else:
+                    body = encode(PathWatchRequest("/r", False))
+                    [(err, _)] = await session.call_many([(OpCode.GET_DATA, body)])
+                probe.done(started, err == 0)
+        except (OSError, BenchError, trio.BrokenResourceError):
+            probe.reconnects += 1
+            await trio.sleep(0.05)
+        finally:
+            quiet = contextlib.suppress(OSError, BenchError, trio.BrokenResourceError)
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0), quiet:
+                await session.close()
 
 
 def wipe(server: ServerProcess) -> None:
@@ -124,9 +141,6 @@ def run_one(kind: str, znodes: int, size: int, wiped_count: int) -> dict[str, An
         trio.run(load, leader.host, leader.port, znodes, size, 16, 200)
         load_s = time.monotonic() - t0
         followers = [s for s in ensemble.servers if s is not leader][:wiped_count]
-        for f in followers:
-            f.kill()
-            wipe(f)
         result: dict[str, Any] = {"server": kind, "znodes": znodes, "size": size, "load_s": round(load_s, 1)}
         result.update(sync_under_load(ensemble, leader, followers))
         return result
@@ -153,6 +167,11 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
             while not writer.newest:
                 await trio.sleep(0.1)
             newest = writer.newest
+            # Killed and wiped with the probes running: with two wiped the leader loses its
+            # quorum, and nothing could be written before they are back.
+            for f in followers:
+                f.kill()
+                wipe(f)
             flag = threading.Event()
             watcher = threading.Thread(target=watch_rss, args=(flag,), daemon=True)
             watcher.start()

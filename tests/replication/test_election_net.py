@@ -191,3 +191,26 @@ async def test_a_peer_that_accepts_and_hangs_up_at_once_harms_nobody() -> None:
                 await trio.sleep(0.01)
         assert hangups > 3  # redialled again and again, and the sender is still running
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_says_hello_is_redialled_at_once() -> None:
+    """Server 1 could not reach server 2 and backs off for 30 s; server 2 starts and says hello:
+    server 1 connects back at once, so 2 hears 1's vote before it settles with anyone else (two
+    wiped followers elected each other while the old leader, the one with the data, waited out
+    its back-off: scripts/bench_sync.py --wipe 2). Fails before this change (times out)."""
+    port2 = await free_port()
+    listener1 = await bind()
+    addresses = {1: (HOST, port_of(listener1)), 2: (HOST, port2)}
+    net1 = ElectionNet(1, addresses, listeners=[listener1], retry_initial=30.0, retry_max=30.0)
+    vote = Notification(1, LOOKING, Vote(1, 0x1_0000_00FF, 1), 3)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net1.run)
+            net1.send(2, vote)
+            await trio.sleep(0.2)  # refused: server 1 is in its back-off now
+            net2 = ElectionNet(2, addresses)
+            await nursery.start(net2.run)
+            net2.send(1, Notification(2, LOOKING, Vote(2, 0, 0), 1))
+            with trio.fail_after(3):
+                assert await net2.incoming.receive() == vote
+            nursery.cancel_scope.cancel()

@@ -6,7 +6,11 @@ Kept deliberately thin so the pure ``election`` state machine holds all the logi
   ``["hello", sid]`` naming the sender (a sid not in the configuration is hung up on), then
   carries ``Notification.pack()`` frames (``wire.encode_frame``).
 * One outgoing connection per other server, which only *sends*. A peer that is down is retried
-  with a short exponential back-off, so starting servers in any order works.
+  with a short exponential back-off, so starting servers in any order works, and at once when
+  its hello arrives here (Apache's QuorumCnxManager connects back at once too): otherwise a
+  server back from a restart could hear only the others for up to a second and settle with them
+  on a leader that lacks what this server has (two wiped followers electing each other while
+  the old leader, the only one with the data, still waits to redial them).
 * Per peer we keep only the newest unsent notification: an election only cares about a peer's
   latest view, and a peer that is down for minutes must not come back to a backlog of stale
   votes. ``send`` therefore never blocks, whatever the network does.
@@ -75,6 +79,7 @@ class ElectionNet:
         self.network: Network = network or TcpNetwork()
         self._pending: dict[int, Notification] = {}
         self._wakeups: dict[int, trio.Event] = {sid: trio.Event() for sid in self.peers}
+        self._redial: dict[int, trio.Event] = {sid: trio.Event() for sid in self.peers}
         self._incoming_send, self.incoming = trio.open_memory_channel[Notification](incoming_buffer)
         self._incoming_by_sid: dict[int, list[trio.CancelScope]] = {}  # per peer, oldest first
         self.ports: list[int] = []  # what we are bound to, once run() has started
@@ -132,7 +137,11 @@ class ElectionNet:
                     sid, host, port, error,
                 )  # fmt: skip
                 unreachable = True
-                await trio.sleep(delay)
+                # Until the back-off ends or the peer says hello here (it is up now: a server
+                # that restarted must hear our vote before it settles with the others).
+                self._redial[sid] = redial = trio.Event()
+                with trio.move_on_after(delay):
+                    await redial.wait()
                 delay = min(delay * 2, self.retry_max)
                 continue
             if unreachable:
@@ -219,6 +228,7 @@ class ElectionNet:
             while (msg := decoder.next_message()) is not None:
                 if sid is None:
                     sid = self._hello(msg)
+                    self._redial[sid].set()
                     scope.deadline = math.inf
                     mine = self._incoming_by_sid.setdefault(sid, [])
                     mine.append(scope)
