@@ -11,7 +11,8 @@ again, while one reader (getData) and one writer (create) keep working on the le
 request at a time. Reported:
 
 - sync: seconds from the restart until each wiped follower answers getData of the newest znode
-  the writer had created when the follower was started (its data came by SNAP);
+  the writer had created when the follower was started (its data came by SNAP), or null if it
+  did not within SYNC_TIMEOUT;
 - the longest gap between two replies the reader and the writer saw meanwhile (their stall), and
   their p99 latency;
 - the peak RSS of the leader and of each wiped follower during the sync (VmRSS sampled every
@@ -28,6 +29,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ from zkpy.jute.ops import OpCode, PathWatchRequest  # noqa: E402
 from zkpy.testing.procs import Ensemble, ServerProcess, four_letter, running_ensemble, status_kb  # noqa: E402
 
 SETTINGS = {"tickTime": "2000", "initLimit": "10", "syncLimit": "5"}
+SYNC_TIMEOUT = 600.0  # seconds a wiped follower gets to serve the newest znode
 
 
 class Probe:
@@ -178,15 +181,17 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
             started = time.monotonic()
             for f in followers:
                 f.start(wait=None)
-            times = []
+            times: list[float | None] = []
             for f in followers:
-                while True:
+                while time.monotonic() - started < SYNC_TIMEOUT:
                     f.check_running()
                     ok = await trio.to_thread.run_sync(_serves, f, newest)
                     if ok:
+                        times.append(round(time.monotonic() - started, 2))
                         break
                     await trio.sleep(0.1)
-                times.append(round(time.monotonic() - started, 2))
+                else:
+                    times.append(None)  # never served it (say, the wiped pair elected each other)
             await trio.sleep(1.0)
             flag.set()
             stop.set()
@@ -215,6 +220,8 @@ def _serves(server: ServerProcess, path: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Killed by timeout(1) or ^C: unwind, so that running_ensemble stops its servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--server", choices=["zkpy", "apache", "both"], default="both")
     ap.add_argument("--znodes", type=int, default=1_000_000)
