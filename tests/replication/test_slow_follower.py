@@ -13,6 +13,7 @@ is judged on."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import trio
@@ -96,3 +97,60 @@ def test_a_follower_with_a_slow_disk_keeps_bounded_memory_and_the_others_commit(
     # Bounded: at most the bound plus what one read or one broadcast adds past it.
     assert seen["unlogged"] <= UNLOGGED + 64 * VALUE, seen
     assert seen["queued"] <= QUEUED + 64 * VALUE, seen
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_leader_stops_reading_its_learners_while_its_inputs_wait(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader's driver takes one input at a time (messages of every link, ticks, its own log
+    completions); a link's reader stops reading while more than leader.MAX_WAITING_MESSAGES of the
+    learners' messages wait,
+    so learners that send faster than the leader handles fill their sockets, not its memory. The
+    driver is slowed to 500 inputs a virtual second and the bound shrunk to 8, so that the
+    writers' acks, pings and forwarded requests pass it: each reader adds at most one past it,
+    and the ensemble keeps committing. Fails before this change (the waiting inputs were not
+    bounded)."""
+    monkeypatch.setattr(leader_module, "MAX_WAITING_MESSAGES", 8)
+    init = leader_module.Leader.__init__
+
+    class SlowDriver:
+        """The driver's input channel, taken at most 500 inputs a virtual second."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __aiter__(self) -> SlowDriver:
+            return self
+
+        async def __anext__(self) -> Any:
+            await trio.sleep(0.002)
+            return await self.inner.__anext__()
+
+    def slow_init(self: leader_module.Leader, peer: Any) -> None:
+        init(self, peer)
+        self._events = SlowDriver(self._events)  # type: ignore[assignment]
+
+    monkeypatch.setattr(leader_module.Leader, "__init__", slow_init)
+    seen: dict[str, int] = {}
+
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        acked: list[int] = []
+        until = trio.current_time() + 3.0
+        async with trio.open_nursery() as nursery:
+            for i in range(12):
+                nursery.start_soon(big_writer, cluster, f"w{i}", until, acked)
+        leader = cluster.leader()
+        assert leader is not None
+        leader_peer = cluster.servers[leader].peer
+        assert leader_peer is not None
+        seen["acked"] = len(acked)
+        seen["waiting"] = leader_peer.stats.most_waiting_messages
+        seen["links"] = len(cluster.servers) - 1
+        cluster.check_trees()
+        cluster.check_acknowledged()
+
+    simulate(seed, scenario)
+    assert seen["acked"] > 100, seen
+    assert 8 <= seen["waiting"] <= 8 + seen["links"], seen  # reached, and held

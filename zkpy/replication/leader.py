@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 # the leader drops it: a learner that cannot keep up (a slow disk: it stops reading) must not
 # grow the leader's memory. It syncs again when it reconnects.
 MAX_QUEUED_TO_LEARNER = 128 * 1024 * 1024
+# Learners' messages waiting for the driver at which their links stop being read: a learner
+# flooding forwarded requests fills its socket, not the leader's memory (each at most
+# jute.maxbuffer). The driver's other inputs are bounded at their sources (batches in flight,
+# one tick, one log write at a time).
+MAX_WAITING_MESSAGES = 1024
 # What is broadcast while a learner's sync streams waits for it (its order matters: after its
 # NEWLEADER). A SNAP of a large tree takes a while, so this bound is larger; past it the learner
 # would only fall further behind, and it is dropped (it syncs again).
@@ -99,6 +104,8 @@ class Leader:
         self._events_in, self._events = trio.open_memory_channel[tuple[str, int, Any]](math.inf)
         self._to_log_in, self._to_log = trio.open_memory_channel[list[Txn]](math.inf)
         self._commit_changed = trio.Event()
+        self._progress = trio.Event()  # set each time an event was handled
+        self._waiting_messages = 0  # learners' messages in _events, not yet handled
         self.established = trio.Event()
         self.server: EnsembleServer | None = None
         self._nursery: trio.Nursery | None = None
@@ -150,6 +157,7 @@ class Leader:
             async for kind, conn, value in self._events:
                 now = trio.current_time()
                 if kind == "message":
+                    self._waiting_messages -= 1
                     self._point(f"leader got {value[0] if isinstance(value, list) and value else '?'}")
                     effects = self.core.receive_wire(conn, value, now)
                     self._note_ack(conn, value)
@@ -178,6 +186,8 @@ class Leader:
                 else:
                     effects = self.core.tick(now)
                 await self._carry_out(effects)
+                self._progress.set()
+                self._progress = trio.Event()
 
     async def _ticks(self) -> None:
         while True:
@@ -488,11 +498,16 @@ class Leader:
             link.max_frame = self.peer.config.jute_max_buffer + 64 * 1024
 
     async def _serve_link(self, conn: int, link: PeerLink) -> None:
+        stats = self.peer.stats
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(link.send_loop)
                 while True:
                     self._events_in.send_nowait(("message", conn, await link.receive()))
+                    self._waiting_messages += 1
+                    stats.most_waiting_messages = max(stats.most_waiting_messages, self._waiting_messages)
+                    while self._waiting_messages > MAX_WAITING_MESSAGES:
+                        await self._progress.wait()  # read no more (TCP pushes back on the learner)
         except BaseException as group:  # a nursery's group may also hold Cancelled
             e = root_cause(group)
             if not isinstance(e, LINK_ERRORS):

@@ -37,6 +37,7 @@ class ReplicationStats:
         # and a leader's output to one learner not yet written (the tests check the bounds).
         self.most_unlogged_bytes = 0
         self.most_queued_to_learner = 0
+        self.most_waiting_messages = 0  # learners' messages waiting for a leader's driver (count)
 
     def proposed(self, zxid: int, now: float) -> None:
         proposed = self._proposed
