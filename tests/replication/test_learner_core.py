@@ -125,6 +125,50 @@ def test_proposals_are_logged_one_batch_at_a_time_and_acked_cumulatively() -> No
     assert c.logged([b, d]) == [Send(m.Ack(z(2, 3)))]
 
 
+def test_a_log_batch_is_capped_in_bytes() -> None:
+    """What arrives during one fsync is the next batch, up to MAX_LOG_BATCH_BYTES: a slow disk's
+    backlog went out as one 64 MiB write (a 43.7 s fsync in scripts/bench_slow_follower.py).
+    Fails before this change (one batch of all five)."""
+    c = core()
+    broadcasting(c)
+    big = [Txn(z(2, n), 0, 1, n, 1, b"x" * (3 * 1024 * 1024)) for n in range(1, 6)]
+    assert c.receive(m.Proposal([big[0].pack()]), now=1) == [Log(big[:1])]
+    assert c.receive(m.Proposal([t.pack() for t in big[1:]]), now=1) == []
+    assert c.logged(big[:1]) == [Send(m.Ack(z(2, 1))), Log(big[1:3])]  # 6 MiB: past 4, then cut
+    assert c.logged(big[1:3]) == [Send(m.Ack(z(2, 3))), Log(big[3:5])]
+
+
+def test_a_proposal_not_logged_within_synclimit_takes_this_server_out() -> None:
+    """Ensemble reads are served only up to what this server has logged, so a disk that cannot
+    follow served reads 25-48 s old (scripts/bench_slow_follower.py, syncLimit 10 s), and kept
+    serving 38 s after the leader had dropped it: it did not read its link, so it never saw
+    that. A proposal still unlogged syncLimit after it arrived ends the role (Apache's leader
+    drops such a follower, "transaction timeout"); a stall of this process is not the disk's.
+    Fails before this change (no RoleEnded)."""
+    c = core()
+    broadcasting(c)
+    a, b = txn(z(2, 1)), txn(z(2, 2))
+    c.receive(m.Proposal([a.pack()]), now=1.0)
+    c.receive(m.Proposal([b.pack()]), now=1.5)
+    c.receive(m.LeaderPing(), now=1.9)
+    assert c.tick(1.9) == []
+    c.logged([a])
+    c.receive(m.LeaderPing(), now=2.4)
+    assert c.tick(2.4) == []  # a is logged; b arrived 0.9 s ago
+    with pytest.raises(RoleEnded, match=r"arrived 1\.1s ago is not yet logged here"):
+        c.tick(2.6)
+    paused = core()
+    broadcasting(paused)
+    paused.receive(m.Proposal([a.pack()]), now=1.0)
+    paused.tick(1.0)
+    paused.receive(m.LeaderPing(), now=9.0)  # queued while this process was stopped
+    assert paused.tick(9.0) == []  # stalled for 8 s: judged from now
+    paused.receive(m.LeaderPing(), now=9.5)
+    assert paused.tick(9.5) == []
+    with pytest.raises(RoleEnded, match="not yet logged"):
+        paused.tick(10.1)
+
+
 def test_a_commit_is_applied_only_once_the_transaction_is_durable_here() -> None:
     c = core()
     broadcasting(c)

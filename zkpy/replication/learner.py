@@ -173,26 +173,39 @@ class Learner(Forwarder):
             nursery.start_soon(self._receive, link)
             nursery.start_soon(self._ticks)
             nursery.start_soon(self._log_proposals)
-            await self._carry_out(core.start(), core, nursery)
-            async for kind, value in self._events:
-                if kind == "message":
-                    self._waiting_bytes -= _proposal_bytes(value)
-                    self._point(f"learner got {value[0] if isinstance(value, list) and value else '?'}")
-                    effects = core.receive_wire(value, trio.current_time())
-                elif kind == "logged":
-                    effects = core.logged(value)
-                else:
-                    effects = core.tick(trio.current_time())
-                    if self._not_reading and core.state == BROADCAST and self.server is not None:
-                        # The leader's pings wait unread behind the proposals: tell it of the
-                        # sessions this server's clients keep alive anyway, or they expire there.
-                        link.send(m.LearnerPing(self.server.touched_sessions()))
-                await self._carry_out(effects, core, nursery)
-                self._progress.set()
-                self._progress = trio.Event()
-                unlogged = core.unlogged_bytes + self._waiting_bytes
-                if unlogged > peer.stats.most_unlogged_bytes:
-                    peer.stats.most_unlogged_bytes = unlogged
+            try:
+                await self._drive(core, link, nursery)
+            except BaseException:
+                # Out of service at once: the nursery may yet wait for a log write in a thread
+                # (a slow disk's fsync cannot be cancelled), and reads must not be served meanwhile.
+                if self.server is not None and peer.serving is self.server:
+                    peer.serving = None
+                    self.server.close_all_clients()
+                raise
+
+    async def _drive(self, core: LearnerCore, link: PeerLink, nursery: trio.Nursery) -> None:
+        """The role's one input channel into the core, and the effects out, in order."""
+        peer = self.peer
+        await self._carry_out(core.start(), core, nursery)
+        async for kind, value in self._events:
+            if kind == "message":
+                self._waiting_bytes -= _proposal_bytes(value)
+                self._point(f"learner got {value[0] if isinstance(value, list) and value else '?'}")
+                effects = core.receive_wire(value, trio.current_time())
+            elif kind == "logged":
+                effects = core.logged(value)
+            else:
+                effects = core.tick(trio.current_time())
+                if self._not_reading and core.state == BROADCAST and self.server is not None:
+                    # The leader's pings wait unread behind the proposals: tell it of the
+                    # sessions this server's clients keep alive anyway, or they expire there.
+                    link.send(m.LearnerPing(self.server.touched_sessions()))
+            await self._carry_out(effects, core, nursery)
+            self._progress.set()
+            self._progress = trio.Event()
+            unlogged = core.unlogged_bytes + self._waiting_bytes
+            if unlogged > peer.stats.most_unlogged_bytes:
+                peer.stats.most_unlogged_bytes = unlogged
 
     async def _receive(self, link: PeerLink) -> None:
         while True:

@@ -50,6 +50,9 @@ TXN_OVERHEAD = 48
 
 # An ackepoch's currentEpoch when the learner had already accepted the offered epoch.
 NOT_COUNTED = -1
+# A Log batch's bytes: what arrives during one fsync is the next batch, up to this much, so that
+# one fsync of a slow disk stays short (and a role that ends waits for one such write at most).
+MAX_LOG_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,9 @@ class LearnerCore:
         self.applied_zxid = -1
         self.unapplied: deque[Txn] = deque()  # durable here, not yet known committed
         self._to_log: list[Txn] = []
+        # (last zxid, when it arrived) of each proposal not yet durable here, oldest first: one
+        # older than syncLimit means this server's disk cannot follow, and it stops serving.
+        self._arrived: deque[tuple[int, float]] = deque()
         self._logging = False  # a Log batch is in flight
         # Bytes of proposals received and not yet durable here (queued, being logged, or held
         # while the sync is written): the glue stops reading the link above a bound.
@@ -228,6 +234,9 @@ class LearnerCore:
         self.unlogged_bytes -= sum(len(t.body) + TXN_OVERHEAD for t in batch)
         self.unapplied.extend(batch)
         self.last_logged = batch[-1].zxid
+        arrived = self._arrived
+        while arrived and arrived[0][0] <= self.last_logged:
+            arrived.popleft()
         effects: list[Effect] = [Send(m.Ack(batch[-1].zxid))]
         effects += self._apply()
         effects += self._next_log()
@@ -237,13 +246,25 @@ class LearnerCore:
         limit = self.sync_limit if self.state == BROADCAST else self.init_limit
         previous, self._last_tick = self._last_tick, now
         silent = now - self.last_heard
+        gap = now - previous if previous is not None else 0.0
+        stalled = gap > limit
+        if stalled and self._arrived:  # this process did not run: judge the backlog from now
+            self._arrived = deque((zxid, now) for zxid, _ in self._arrived)
+        if self._arrived and now - self._arrived[0][1] > limit and not stalled:
+            # Served reads would be as old as the backlog (this server applies only what it has
+            # logged), and the leader cannot count on its acks: out until it syncs again (Apache's
+            # leader drops such a follower: "transaction timeout" in LearnerHandler.ping).
+            raise RoleEnded(
+                f"a proposal that arrived {now - self._arrived[0][1]:.1f}s ago is not yet logged here "
+                f"({self.unlogged_bytes} bytes behind): this disk cannot follow the leader"
+            )
         if silent <= limit:
             return []
-        if previous is not None and now - previous > limit:
+        if stalled:
             # Ticks come every tickTime: a gap this long means this process did not run (SIGSTOP,
             # a swapped-out VM), so the silence is ours, not the leader's.
             raise RoleEnded(
-                f"this server was stalled for {now - previous:.1f}s (paused?), {silent:.1f}s since it "
+                f"this server was stalled for {gap:.1f}s (paused?), {silent:.1f}s since it "
                 f"last heard its leader, while {self.state}"
             )
         behind = f"; {self.unlogged_bytes} bytes of proposals not yet logged here" if self.unlogged_bytes else ""
@@ -331,6 +352,8 @@ class LearnerCore:
 
     def _on_proposal(self, message: m.Proposal) -> list[Effect]:
         txns = [Txn.unpack(p) for p in message.txns]
+        if txns:
+            self._arrived.append((txns[-1].zxid, self.last_heard))
         self._to_log.extend(txns)
         self.unlogged_bytes += sum(len(t.body) + TXN_OVERHEAD for t in txns)
         return self._next_log()
@@ -369,7 +392,11 @@ class LearnerCore:
         """Group commit: one batch in flight; what arrives meanwhile is the next batch."""
         if self._logging or not self._to_log:
             return []
-        batch, self._to_log = self._to_log, []
+        size, end = 0, 0
+        while end < len(self._to_log) and size < MAX_LOG_BATCH_BYTES:
+            size += len(self._to_log[end].body) + TXN_OVERHEAD
+            end += 1
+        batch, self._to_log = self._to_log[:end], self._to_log[end:]
         self._logging = True
         return [Log(batch)]
 
