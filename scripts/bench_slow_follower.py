@@ -19,6 +19,9 @@ Reported:
   the longest gap between two acknowledged writes (does the leader wait for the slow disk?);
 - the peak RSS of the slow follower, the leader and the other follower during the slow phase
   (VmRSS sampled every 0.1 s), and the slow follower's RSS each 5 s;
+- how stale the data is that a client of the slow follower reads (a clock znode set through the
+  leader every 0.1 s and read on the slow follower every 0.1 s), the longest it waited for an
+  answer and how often it had to reconnect;
 - whether the slow follower was dropped and re-synced: the times `srvr` saw it not serving, and
   the sync and drop lines in its and the leader's log;
 - how far behind it was when the writes stopped (transactions) and the seconds until it had the
@@ -35,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +48,11 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT_DIR))
 sys.path.insert(0, str(ROOT_DIR / "scripts"))
 
-from bench import Request, Session  # noqa: E402
+from bench import BenchError, Request, Session  # noqa: E402
 from bench_restart import create_bodies  # noqa: E402
 
-from zkpy.jute.codec import encode  # noqa: E402
-from zkpy.jute.ops import OpCode, PathWatchRequest, SetDataRequest  # noqa: E402
+from zkpy.jute.codec import decode, encode  # noqa: E402
+from zkpy.jute.ops import GetDataResponse, OpCode, PathWatchRequest, SetDataRequest  # noqa: E402
 from zkpy.testing import slowfsync  # noqa: E402
 from zkpy.testing.procs import Ensemble, ServerProcess, four_letter, running_ensemble, status_kb  # noqa: E402
 
@@ -139,6 +143,70 @@ class Writers:
             self.errors += 1
 
 
+CLOCK = "/slowdisk-clock"
+CLIENT_ERRORS = (BenchError, OSError, trio.BrokenResourceError, trio.TooSlowError, trio.ClosedResourceError)
+
+
+class Staleness:
+    """A clock znode the leader's writer sets to the wall time every 0.1 s, and a reader on the
+    slow follower getting it every 0.1 s, one request at a time: how old the data its clients
+    read is, and how long they wait for an answer. The reader's session is opened before the
+    disk is slow (opening one on the slow follower waits for its backlog: a session is a write);
+    when the follower drops it, it opens a new one, however long that takes."""
+
+    def __init__(self) -> None:
+        self.worst_s = 0.0
+        self.reads = 0
+        self.reconnects = 0
+        self.longest_wait_s = 0.0
+        self._session: Session | None = None
+
+    async def open(self, server: ServerProcess) -> None:
+        self._session = await Session.open(server.host, server.port)
+
+    async def write_clock(self, host: str, port: int, until: float) -> None:
+        session = await Session.open(host, port)
+        try:
+            while time.monotonic() < until:
+                body = encode(SetDataRequest(CLOCK, repr(time.time()).encode(), -1))
+                await session.call_many([(OpCode.SET_DATA, body)])
+                await trio.sleep(0.1)
+        finally:
+            await session.close()
+
+    async def read_clock(self, server: ServerProcess, until: float) -> None:
+        body = encode(PathWatchRequest(CLOCK, False))
+        last_answer = time.monotonic()
+        try:
+            with trio.move_on_at(trio.current_time() + until - time.monotonic()):
+                while True:
+                    if self._session is None:
+                        try:
+                            self._session = await Session.open(server.host, server.port)
+                        except CLIENT_ERRORS:
+                            await trio.sleep(0.1)
+                            continue
+                    try:
+                        [(err, reply)] = await self._session.call_many([(OpCode.GET_DATA, body)])
+                    except CLIENT_ERRORS:
+                        self.reconnects += 1
+                        self._session = None
+                        continue
+                    now = time.monotonic()
+                    self.longest_wait_s = max(self.longest_wait_s, now - last_answer)
+                    last_answer = now
+                    data = decode(GetDataResponse, reply).data if err == 0 else b""
+                    if data:  # empty until the clock's first set
+                        self.reads += 1
+                        self.worst_s = max(self.worst_s, time.time() - float(data))
+                    await trio.sleep(0.1)
+        finally:
+            self.longest_wait_s = max(self.longest_wait_s, time.monotonic() - last_answer)
+            if self._session is not None:
+                with trio.move_on_after(1):
+                    await self._session.close()
+
+
 class Watch:
     """Every 0.1 s: each member's VmRSS (peaks, and the slow one's each 5 s); every 0.5 s whether
     the slow follower serves (`srvr`), counting the times it stopped."""
@@ -184,7 +252,7 @@ class Watch:
 async def prepare(host: str, port: int, znodes: int) -> None:
     session = await Session.open(host, port)
     try:
-        paths = ["/slowdisk", *(f"/slowdisk/n{i:04d}" for i in range(znodes))]
+        paths = ["/slowdisk", CLOCK, *(f"/slowdisk/n{i:04d}" for i in range(znodes))]
         await session.call_many(create_bodies(paths, b""))
     finally:
         await session.close()
@@ -202,12 +270,34 @@ async def contents(server: ServerProcess, znodes: int) -> list[tuple[int, bytes]
 
 
 def write_phase(
-    leader: ServerProcess, args: argparse.Namespace, seconds: float, stop: threading.Event | None = None
+    leader: ServerProcess,
+    args: argparse.Namespace,
+    seconds: float,
+    stop: threading.Event | None = None,
+    staleness: tuple[Staleness, ServerProcess] | None = None,
+    begin: Callable[[], None] = lambda: None,
 ) -> tuple[Writers, float]:
-    """The writers for `seconds` (less when `stop` is set) and the seconds they wrote."""
+    """The writers for `seconds` (less when `stop` is set) and the seconds they wrote; with
+    `staleness`, its clock and its reader on the given server meanwhile. `begin` runs once the
+    reader is connected, just before the writes start (the disk is made slow there)."""
     writers = Writers(args.size, args.znodes, stop)
     started = time.monotonic()
-    trio.run(writers.run, leader.host, leader.port, args.sessions, args.window, started + seconds)
+
+    async def run() -> None:
+        nonlocal started
+        if staleness is not None:
+            await staleness[0].open(staleness[1])
+        begin()
+        started = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            if staleness is not None:
+                probe, server = staleness
+                nursery.start_soon(probe.write_clock, leader.host, leader.port, started + seconds)
+                nursery.start_soon(probe.read_clock, server, started + seconds)
+            await writers.run(leader.host, leader.port, args.sessions, args.window, started + seconds)
+            nursery.cancel_scope.cancel()  # the writes stopped early (RSS limit): the probes too
+
+    trio.run(run)
     return writers, time.monotonic() - started
 
 
@@ -252,18 +342,26 @@ def measure(
         }
     result["rss_before_slow_mb"] = rss_mb
     slow_log_from, leader_log_from = _log_size(slow), _log_size(leader)
-    slow_written, other_written = written_bytes(slow), written_bytes(other)
-    disk.slow(args.slow_ms, args.slow_bytes_per_s)
+    written_before: dict[str, int] = {}
+
+    def begin() -> None:
+        written_before.update(slow=written_bytes(slow), other=written_bytes(other))
+        disk.slow(args.slow_ms, args.slow_bytes_per_s)
+
     with Watch({"slow": slow, "leader": leader, "other": other}) as watch:
         watch.rss_limit_kb = args.rss_limit_mb * 1024
-        writers, seconds = write_phase(leader, args, args.duration, watch.over_limit)
-        newest = srvr_zxid(leader)
-        behind = newest - srvr_zxid(slow)
+        staleness = Staleness()
+        writers, seconds = write_phase(
+            leader, args, args.duration, watch.over_limit, (staleness, slow), begin
+        )
+        newest, slow_zxid = srvr_zxid(leader), srvr_zxid(slow)
+        behind = newest - slow_zxid if slow_zxid >= 0 else None  # None: not serving then
         # How much less the slow follower has written than the other: its unlogged backlog (a
         # zkpy follower re-synced by SNAP skips part of it, an Apache follower applies commits
         # before its own log has them, so its zxid is current while its log is not).
-        backlog_mb = ((written_bytes(other) - other_written) - (written_bytes(slow) - slow_written)) / 1e6
-        slowest_fsync = max_fsync_ms(slow)
+        backlog_mb = (
+            (written_bytes(other) - written_before["other"]) - (written_bytes(slow) - written_before["slow"])
+        ) / 1e6
         disk.fast()
         fast_from = time.monotonic()
         zxid_at = settled_at = None
@@ -281,6 +379,7 @@ def measure(
                     settled_at = last_check
                 last_written, last_check = written, now
     views = [trio.run(contents, s, args.znodes) for s in ensemble.servers]
+    slowest_fsync = max_fsync_ms(slow)  # its largest since it started (a drop does not reset it)
     if args.logs is not None:
         args.logs.mkdir(parents=True, exist_ok=True)
         for role, server in [("leader", leader), ("slow", slow), ("other", other)]:
@@ -299,6 +398,9 @@ def measure(
         "slow_syncs_in_log": len(re.findall(SYNC_LINES[kind], slow_log)),
         "leader_drops_in_log": len(re.findall(DROP_LINES[kind], leader_log)),
         "slow_max_fsync_ms": slowest_fsync,
+        "slow_read_staleness_max_s": round(staleness.worst_s, 1),
+        "slow_read_longest_wait_s": round(staleness.longest_wait_s, 1),
+        "slow_reader_reconnects": staleness.reconnects,
         "slow_behind_txns_at_end": behind,
         "slow_backlog_mb_at_end": round(backlog_mb, 1),
     }
