@@ -261,7 +261,7 @@ async def prepare(host: str, port: int, znodes: int) -> None:
 async def contents(server: ServerProcess, znodes: int) -> list[tuple[int, bytes]]:
     session = await Session.open(server.host, server.port)
     try:
-        bodies = [
+        bodies: list[tuple[int, bytes]] = [
             (OpCode.GET_DATA, encode(PathWatchRequest(f"/slowdisk/n{i:04d}", False))) for i in range(znodes)
         ]
         return await session.call_many(bodies)
