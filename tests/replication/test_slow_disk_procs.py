@@ -16,8 +16,8 @@ leader, read on the slow follower): that one is known to exceed ZooKeeper's time
 today and reports xfail with the figure (see its docstring).
 
 Fails without the learner's back-pressure (learner.py's `_behind` made to return False, checked by
-hand): the slow follower's RSS grew by 990 MB while the 420 MB were written (it read everything,
-the leader never dropped it; 1,450-2,300 MB in earlier 25 s runs) against 210-230 MB with it.
+hand): the slow follower's RSS grew by 965 MiB while the 420 MB were written (it read everything,
+the leader never dropped it; 1,450-2,270 MiB in earlier 25 s runs) against about 205 MiB with it.
 """
 
 from __future__ import annotations
