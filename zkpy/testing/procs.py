@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +68,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, str] = field(default_factory=dict)
     log_start: int = 0  # where this start's output begins in log_path
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment (a shim's LD_PRELOAD)
 
     @property
     def hosts(self) -> str:
@@ -89,7 +90,12 @@ class ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.log_start = log.tell()
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.data_dir
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.data_dir,
+            env={**os.environ, **self.env} if self.env else None,
         )
         log.close()
         if wait is None:
@@ -279,13 +285,18 @@ def member_process(
 
 @contextlib.contextmanager
 def running_ensemble(
-    kind: str = "apache", n: int = 3, extra: dict[str, str] | None = None, wait: float = 90.0
+    kind: str = "apache",
+    n: int = 3,
+    extra: dict[str, str] | None = None,
+    wait: float = 90.0,
+    envs: Sequence[dict[str, str]] = (),
 ) -> Iterator[Ensemble]:
     """`n` servers of `kind` on 127.0.0.1 in one quorum (server.N lines, myid files), stopped afterwards.
 
     All members are spawned first and then waited on together: one member alone never serves.
     When a port was taken by another process in between, the whole ensemble starts again on new
     ports. Each server's output is in its `log_path` (<tmp>/sN/server.log) while it runs.
+    `envs[i]`, when given, is added to member i's environment (zkpy.testing.slowfsync's shim).
     """
     if kind not in ("zkpy", "apache"):
         raise ValueError(f"unknown server kind {kind!r}")
@@ -294,6 +305,8 @@ def running_ensemble(
     try:
         for attempt in range(1, START_ATTEMPTS + 1):
             ensemble.servers = ensemble_servers(kind, tmp, n, extra)
+            for server, env in zip(ensemble.servers, envs, strict=False):
+                server.env = dict(env)
             try:
                 for server in ensemble.servers:
                     server.start(wait=None)
