@@ -12,8 +12,7 @@ again the slow follower catches up and all three hold the same data. The simulat
 this, with the bounds shrunk, is tests/replication/test_slow_follower.py.
 
 A second run measures how stale the slow follower's reads are (a clock znode set through the
-leader, read on the slow follower): that one is known to exceed ZooKeeper's timeliness bound
-today and reports xfail with the figure (see its docstring).
+leader, read on the slow follower): within 2 x syncLimit, ZooKeeper's timeliness bound.
 
 Fails without the learner's back-pressure (learner.py's `_behind` made to return False, checked by
 hand): the slow follower's RSS grew by 965 MiB while the 420 MB were written (it read everything,
@@ -379,13 +378,11 @@ def test_a_slow_follower_serves_no_read_staler_than_twice_sync_limit(shim_dir: P
     seconds), or the client sees an outage. With syncLimit 5 s (tickTime 1000), a read that the
     slow follower answers should be at most 2 x syncLimit old.
 
-    Known to fail today (issue 17, left to the lead: the fix is in zkpy/replication), so it
-    reports xfail with what it saw: the slow follower serves reads as old as its whole unlogged
-    backlog (24-25 s of a 25 s slow spell in these runs) and keeps serving for tens of seconds
-    after the leader dropped it. Apache's leader drops a follower whose acks lag past syncLimit,
-    and its reads were at most 3.1 s old (scripts/bench_slow_follower.py). When it passes, the
-    xfail below is dead code: delete it."""
+    Failed on a3f6d82's parent branch (reads 24-25 s old in a 25 s slow spell: a follower serves
+    up to what it has logged, and it kept serving tens of seconds after the leader dropped it).
+    Passes since the learner leaves service when a proposal stays unlogged for syncLimit
+    (learner_core.tick). Apache's leader drops a follower whose acks lag past syncLimit; its reads
+    were at most 3.1 s old (scripts/bench_slow_follower.py)."""
     seen = run_scenario(shim_dir, {**SETTINGS, "tickTime": "1000"}, math.inf, 25.0)
     assert seen.stale.reads > 0
-    if seen.stale.worst > 2 * 5.0:
-        pytest.xfail(f"known: the slow follower served a read {seen.stale.worst:.1f} s old (bound 10 s)")
+    assert seen.stale.worst <= 2 * 5.0, f"the slow follower served a read {seen.stale.worst:.1f} s old (bound 10 s)"
