@@ -12,6 +12,7 @@ import trio
 
 from zkpy.ops.service import OpsListeners, bind_ops
 from zkpy.ops.source import PeerSource, StandaloneSource
+from zkpy.server import gcpause
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
 from zkpy.server.node import VERSION, StartupError, ZooKeeperServer, open_client_listeners
@@ -131,6 +132,7 @@ def _freeze_startup_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    gcpause.install()
 
 
 async def _serve(
