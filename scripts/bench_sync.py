@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import signal
 import sys
@@ -154,6 +155,7 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
     stop = trio.Event()
     out: dict[str, Any] = {}
     rss: dict[str, int] = {}
+    marks: list[int] = []  # the members' log sizes when the sync began
 
     def watch_rss(stop_flag: threading.Event) -> None:
         while not stop_flag.is_set():
@@ -170,6 +172,7 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
             while not writer.newest:
                 await trio.sleep(0.1)
             newest = writer.newest
+            marks[:] = log_sizes(ensemble)
             # Killed and wiped with the probes running: with two wiped the leader loses its
             # quorum, and nothing could be written before they are back.
             for f in followers:
@@ -208,8 +211,33 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
     views = [mntr(s) for s in ensemble.servers]
     counts = {v.get("zk_znode_count") for v in views}
     out["agree"] = len(counts) == 1
+    out["gc_pauses_ms"] = gc_pauses(ensemble, marks)
     out["znode_counts"] = [v.get("zk_znode_count") for v in views]
     return out
+
+
+GC_PAUSE = re.compile(r"garbage collection of generation (\d) held this server for (\d+) ms")
+
+
+def log_sizes(ensemble: Ensemble) -> list[int]:
+    return [s.log_path.stat().st_size if s.log_path.exists() else 0 for s in ensemble.servers]
+
+
+def gc_pauses(ensemble: Ensemble, since: list[int]) -> dict[str, list[int]]:
+    """Per zkpy member, the full GC pauses it logged (zkpy/server/gcpause.py) after `since` (log
+    sizes), longest first: a stall that lines up with one is the collector's, not the sync's."""
+    pauses: dict[str, list[int]] = {}
+    for i, (server, start) in enumerate(zip(ensemble.servers, since, strict=True), 1):
+        try:
+            with open(server.log_path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        found = sorted((int(ms) for gen, ms in GC_PAUSE.findall(text) if gen == "2"), reverse=True)
+        if found:
+            pauses[f"s{i}"] = found[:5]
+    return pauses
 
 
 def _serves(server: ServerProcess, path: str) -> bool:
