@@ -16,6 +16,7 @@ from zkpy.server import gcpause
 from zkpy.server.config import ServerConfig
 from zkpy.server.durable import DurableStore
 from zkpy.server.node import VERSION, StartupError, ZooKeeperServer, open_client_listeners
+from zkpy.server.pausemon import PauseMonitor
 from zkpy.storage.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ async def _serve(
     ops: OpsListeners,
 ) -> None:
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(PauseMonitor().run)
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
         nursery.start_soon(resume_writes_when_the_disk_works, server, store)
@@ -194,6 +196,7 @@ async def _serve_peer(
 
     peer = QuorumPeer(config, store)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(PauseMonitor().run)
         nursery.start_soon(store.reap_snapshots)
         nursery.start_soon(store.autopurge)
         await nursery.start(peer.run, listeners)
