@@ -249,6 +249,10 @@ class EnsembleServer(ZooKeeperServer):
         # client sent on it before leaving, arriving late, would otherwise be forwarded after the
         # revalidation below made this server the owner again, and so ordered after the writes
         # the client made elsewhere meanwhile.
+        if conn.closing:
+            # The client left while this learner caught up first (handle_connect's sync): a claim
+            # asked now would have no connection left to withdraw it, and could be the newest.
+            return
         previous = self.by_session.get(session_id)
         if previous is not None and previous is not conn:
             previous.close()
