@@ -84,3 +84,68 @@ def test_a_catch_up_answered_after_the_client_left_does_not_claim_the_session(
     _claims entry for it is never removed). Every write the client sends through F1 is then
     refused with SessionMoved. Fails on main at e8388aa: the write is answered -118."""
     simulate(seed, abandoned_catch_up(revalidations), voters=3)
+
+
+def forwarded_claim_withdrawn(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        first, second, last = sorted(sid for sid in cluster.servers if sid != leader)  # F1, F2, observer
+        client = new_client(cluster, "mover")
+        client.servers = [(f"s{first}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "every server has /k")
+        # The client's /k=1 through F1 is slow on the client's own link: it reaches F1 0.8 s
+        # later, on the connection F1 still holds. The client gives up on it.
+        cluster.network.delay_spike(0.8, 0.001, ["mover"])
+        client.request_timeout = 0.05
+        stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert stale.outcome == "unknown"
+        cluster.network.end_spikes()
+        held_until = stale.invoked + 0.8
+        client.request_timeout = 3.0
+        # It resumes the session on F2 and sets /k=2 there, acknowledged: F2's claim now has a
+        # write ordered under it.
+        client.servers = [(f"s{second}", CLIENT_PORT)]
+        await client.connect()
+        moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
+        assert moved.outcome == "ok"
+        # It leaves F2 (its connection closes) for the observer, whose question is held on the
+        # observer's link until after the old /k=1 reached F1: F2's claim is the newest one when
+        # /k=1 is forwarded, and must stay so.
+        await client._drop()
+        started = trio.current_time()
+        cluster.network.cut(f"s{last}", f"s{leader}")
+        client.servers = [(f"s{last}", CLIENT_PORT)]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.connect)
+            assert trio.current_time() < held_until, "the schedule no longer reaches the case"
+            await trio.sleep_until(held_until + 0.05)  # the old /k=1 is at F1, and forwarded
+            assert not asked_by(revalidations, last, started), "the schedule no longer reaches the case"
+            cluster.network.heal()
+        after = await client.record("create", OpCode.CREATE, CreateRequest("/after", b"", OPEN, 0), "/after")
+        assert after.outcome == "ok", f"the client's write through the observer was answered {after.err}"
+        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
+        for sid, server in cluster.servers.items():
+            assert server.peer is not None
+            data = server.peer.tree.nodes["/k"].data
+            assert data == b"2", f"s{sid} has /k={data!r} after the client's acknowledged /k=2"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [211, 212])
+def test_a_claim_a_write_was_ordered_under_is_never_withdrawn(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """Item 4's safety, the rule owners.py's argument rests on: a claim a request was forwarded
+    under is never withdrawn. The client's /k=1 through F1 is held on its way; the client gives
+    up, sets /k=2 through F2 (acknowledged), closes that connection and goes to the observer,
+    whose question is late. If F2 withdrew its claim when the connection closed, F1's claim
+    would be the newest again when the old /k=1 reaches F1 and is forwarded, and /k=1 would be
+    applied after the acknowledged /k=2. A guard, not a regression test: it passes on e8388aa,
+    and fails with learner_core.forwarded() doing nothing (the FIFO oracle, or /k=1 everywhere)."""
+    simulate(seed, forwarded_claim_withdrawn(revalidations), voters=3, observers=1)
