@@ -16,6 +16,7 @@ from test_sim_session_moves import Revalidations, asked_by, give_up_on, revalida
 from zkpy.jute.ops import CreateRequest, OpCode, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
 from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
+from zkpy.testing.simclient import ConnectionLost
 from zkpy.testing.workload import new_client
 
 __all__ = ["revalidations"]  # the fixture, imported for the tests below
@@ -149,3 +150,56 @@ def test_a_claim_a_write_was_ordered_under_is_never_withdrawn(
     applied after the acknowledged /k=2. A guard, not a regression test: it passes on e8388aa,
     and fails with learner_core.forwarded() doing nothing (the FIFO oracle, or /k=1 everywhere)."""
     simulate(seed, forwarded_claim_withdrawn(revalidations), voters=3, observers=1)
+
+
+def withdrawal_behind_a_newer_claim(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        slow, home = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        client = new_client(cluster, "flapper")
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "every server has /k")
+        # The client tries F1. F1's question reaches the leader at once (F1 the owner), but the
+        # answer is slow, and so is everything F1 sends after the question: its relinquish comes
+        # after the claim the client's next connect makes (within syncLimit).
+        started = trio.current_time()
+        delay = cluster.sync_limit_s / 3
+        cluster.network.delay_one_way(f"s{leader}", f"s{slow}", delay, 1.0)
+        client.servers = [(f"s{slow}", CLIENT_PORT)]
+        client.request_timeout = client.connect_timeout = 0.05
+        async with trio.open_nursery() as nursery:
+
+            async def try_slow() -> None:
+                with pytest.raises(ConnectionLost):
+                    await client.connect(attempts=1)
+
+            nursery.start_soon(try_slow)
+            await cluster.wait_until(lambda: asked_by(revalidations, slow, started), 1.0, "F1's question")
+            cluster.network.delay_one_way(f"s{slow}", f"s{leader}", delay, 1.0)
+        client.request_timeout = client.connect_timeout = 3.0
+        # It resumes the session on F2: F2's claim is the newest; F1's relinquish then withdraws
+        # F1's claim, which is not the newest one.
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        await trio.sleep(2 * delay)  # F1's relinquish has reached the leader
+        write = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert write.outcome == "ok", f"the client's write through F2, where it is, was answered {write.err}"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [221, 222])
+def test_a_withdrawal_behind_a_newer_claim_takes_only_its_own(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """Liveness: a relinquish names its claim, which need not be the newest. F1's question
+    reaches the leader at once, its relinquish (the client gave up on the slow answer) only after
+    F2's claim for the client's next connect: the leader must withdraw F1's claim and leave F2
+    the owner. A guard, not a regression test: passes on e8388aa; fails with owners.py's
+    relinquish taking the newest claim whatever it names (-118: F1 left the owner)."""
+    simulate(seed, withdrawal_behind_a_newer_claim(revalidations), voters=3)
