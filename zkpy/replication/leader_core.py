@@ -105,7 +105,10 @@ class SyncLearner:
         return self.plan.mode == SNAP and self.items is None
 
     def messages(self) -> list[m.LeaderMessage]:
-        return [m.SyncData(self.plan.mode, self.plan.zxid, self.items, self.plan.txns), m.NewLeader(self.epoch)]
+        return [
+            m.SyncData(self.plan.mode, self.plan.zxid, self.items, self.plan.txns),
+            m.NewLeader(self.epoch),
+        ]
 
 
 @dataclass(frozen=True)
@@ -179,8 +182,19 @@ class DropLearner:
 
 
 Effect = (
-    SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
-    | DropLearner | Revalidate | Relinquish | WriteLog
+    SendTo
+    | Broadcast
+    | Close
+    | AcceptEpoch
+    | SyncLearner
+    | Establish
+    | Committed
+    | ForwardRequest
+    | TouchSessions
+    | DropLearner
+    | Revalidate
+    | Relinquish
+    | WriteLog
 )
 
 
@@ -213,6 +227,7 @@ class LeaderCore:
     learners: dict[int, LearnerState] = field(default_factory=dict)  # by conn
     acks: dict[int, int] = field(default_factory=dict)  # voter sid -> cumulative ack
     _accepted: dict[int, int] = field(default_factory=dict)
+    _observers_accepted: int = -1  # the highest acceptedEpoch an observer told in DISCOVERY
     _epoch_acks: set[int] = field(default_factory=set)
     _newleader_acks: set[int] = field(default_factory=set)
     _phase_since: float = 0.0
@@ -287,7 +302,9 @@ class LeaderCore:
     def logged(self, zxid: int) -> list[Effect]:
         """A WriteLog is durable: the leader's own ack."""
         if zxid > self.last_logged or zxid <= self.acks.get(self.my_id, -1):
-            raise AssertionError(f"logged {zxid:#x}: not a batch in flight (last proposed {self.last_logged:#x})")
+            raise AssertionError(
+                f"logged {zxid:#x}: not a batch in flight (last proposed {self.last_logged:#x})"
+            )
         self.acks[self.my_id] = zxid
         return self._advance_commit()
 
@@ -343,15 +360,27 @@ class LeaderCore:
                 auth_ids = tuple((s, i) for s, i in message.auth)
                 return [
                     ForwardRequest(
-                        learner.conn, learner.sid, message.session_id, message.cxid, message.op, message.body, auth_ids
+                        learner.conn,
+                        learner.sid,
+                        message.session_id,
+                        message.cxid,
+                        message.op,
+                        message.body,
+                        auth_ids,
                     )
                 ]
             if isinstance(message, m.RevalidateSession):
                 learner.questions += 1
-                return [Revalidate(learner.conn, learner.sid, message.session_id, message.timeout, learner.questions)]
+                return [
+                    Revalidate(
+                        learner.conn, learner.sid, message.session_id, message.timeout, learner.questions
+                    )
+                ]
             if isinstance(message, m.Relinquish):
                 if message.question > learner.questions:
-                    raise ValueError(f"relinquish of question {message.question}, of {learner.questions} asked")
+                    raise ValueError(
+                        f"relinquish of question {message.question}, of {learner.questions} asked"
+                    )
                 return [Relinquish(learner.conn, learner.sid, message.session_id, message.question)]
             if isinstance(message, m.ForwardedSync):
                 # Everything acknowledged to any client before this sync is committed by now;
@@ -378,26 +407,30 @@ class LeaderCore:
         learner.sid = sid
         learner.voter = sid in self.quorum.voters
         learner.stage = WAIT_EPOCH
-        if learner.voter and self.phase != DISCOVERY and accepted > self.epoch:
+        if self.phase != DISCOVERY and accepted > self.epoch:
             # It promised a later epoch (as a would-be leader whose offers never went out, say)
             # and can never follow this one; the ensemble's next election picks an epoch above
             # ours, so each step-down raises the epoch and the loop ends. Apache keeps leading
-            # and leaves that voter re-electing this leader until the next leader change.
+            # and leaves that learner re-electing this leader until the next leader change. An
+            # observer too: a would-be leader's offer may have reached it and no voter.
+            kind = "voter" if learner.voter else "observer"
             raise RoleEnded(
-                f"voter {sid} has accepted epoch {accepted}, above this leader's {self.epoch}: "
+                f"{kind} {sid} has accepted epoch {accepted}, above this leader's {self.epoch}: "
                 "stepping down so that the next epoch can include it"
             )
         if learner.voter and self.phase == DISCOVERY:
             self._accepted[sid] = accepted
             effects += self._check_discovery()
         else:
+            if self.phase == DISCOVERY:  # an observer: not in the quorum, but the epoch goes above it
+                self._observers_accepted = max(self._observers_accepted, accepted)
             effects += self._offer_epoch(learner)
         return effects
 
     def _check_discovery(self) -> list[Effect]:
         if self.phase != DISCOVERY or not self.quorum.contains_quorum(self._accepted):
             return []
-        self.epoch = max(self._accepted.values()) + 1
+        self.epoch = max(*self._accepted.values(), self._observers_accepted) + 1
         self._enter(EPOCH)
         effects: list[Effect] = [AcceptEpoch(self.epoch)]
         for learner in self.learners.values():
