@@ -25,7 +25,7 @@ from zkpy.replication.leader_core import (
     WriteLog,
 )
 from zkpy.replication.quorum import Quorum
-from zkpy.replication.roles import RoleEnded
+from zkpy.replication.roles import AboveEpoch, RoleEnded
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
@@ -89,13 +89,15 @@ def test_a_voter_that_accepted_a_later_epoch_makes_the_leader_step_down() -> Non
     """A voter promised epoch 7 (as a would-be leader whose offers never went out) and can never
     follow epoch 2: the leader steps down so the next election's epoch can include it (the swarm
     seed of tests/replication/test_sim_liveness.py looped elections before). An equal accepted
-    epoch changes nothing. Fails before this change (no RoleEnded)."""
+    epoch changes nothing. Fails before this change (no RoleEnded). The step-down carries the
+    voter's epoch, which the server takes as its own acceptedEpoch (roles.AboveEpoch)."""
     core = leader()
     established(core)
     assert core.epoch == 2
     assert join(core, 13, 2, accepted=2) == [SendTo(13, m.LeaderInfo(2))]
-    with pytest.raises(RoleEnded, match="voter 2 has accepted epoch 7"):
+    with pytest.raises(AboveEpoch, match="voter 2 has accepted epoch 7") as ended:
         join(core, 14, 2, accepted=7)
+    assert ended.value.accepted == 7
 
 
 def test_an_observer_that_accepted_a_later_epoch_makes_the_leader_step_down_too() -> None:
@@ -116,11 +118,8 @@ def test_an_observers_accepted_epoch_told_in_discovery_raises_the_epoch_not_the_
     core = leader()
     assert core.start() == []
     assert join(core, 12, 4, accepted=7) == []  # server 4 observes: no quorum yet
-    assert join(core, 10, 1, accepted=1) == [
-        AcceptEpoch(8),
-        SendTo(12, m.LeaderInfo(8)),
-        SendTo(10, m.LeaderInfo(8)),
-    ]
+    expected = [AcceptEpoch(8), SendTo(12, m.LeaderInfo(8)), SendTo(10, m.LeaderInfo(8))]
+    assert join(core, 10, 1, accepted=1) == expected
 
 
 def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
@@ -143,9 +142,7 @@ def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:
 def test_a_quorum_of_newleader_acks_commits_the_whole_history() -> None:
     core = leader()
     join(core, 10, 1)
-    assert core.receive(10, m.AckEpoch(1, z(1, 7), 0), 0.2) == [
-        SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)), 2)
-    ]
+    assert core.receive(10, m.AckEpoch(1, z(1, 7), 0), 0.2) == [SyncLearner(10, 1, z(1, 7), diff(z(1, 7), z(1, 8), z(1, 9)), 2)]
     effects = core.receive(10, m.AckNewLeader(z(1, 9)), 0.3)
     assert effects[:2] == [Establish(2, z(1, 9)), SendTo(10, m.UpToDate(z(1, 9)))]
     assert core.committed == z(1, 9)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import trio
 
 from zkpy.testing.cluster import SimCluster, simulate
 
@@ -86,3 +87,41 @@ def test_an_observer_that_accepted_a_would_be_leaders_epoch_rejoins(seed: int) -
     does not serve again within 30 s on both seeds (it re-elects the same leader, refuses its
     epoch, and loops until the next leader change; Apache's Learner.registerWithLeader alike)."""
     simulate(seed, observer_above_the_epoch(), voters=5, observers=1)
+
+
+def voter_far_above(k: int) -> Any:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        peer = cluster.servers[leader].peer
+        assert peer is not None
+        x = max(sid for sid in cluster.servers if sid != leader)
+        cluster.crash(x)
+        # X accepted k epochs above the ensemble's (a would-be leader elected and dead k times
+        # right after its acceptedEpoch write, as in test_sim_liveness), and it is far away: its
+        # every trip takes 50 ms longer, so it connects to each new leader after the others.
+        current = peer.epochs.current
+        cluster.servers[x].disk.epochs["acceptedEpoch"] = current + k
+        cluster.network.delay_spike(0.05, 1000.0, [f"s{x}"])
+        started = trio.current_time()
+        await cluster.start(x)
+        await cluster.wait_until(
+            lambda: all(s.serving for s in cluster.servers.values() if s.alive), 30.0, "everybody serving"
+        )
+        took = trio.current_time() - started
+        cluster.network.end_spikes()
+        assert took < 4.0, f"{took:.1f}s of elections for a voter {k} epochs above"
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_voter_many_epochs_above_costs_one_step_down(seed: int) -> None:
+    """Change 7125515 has the leader step down for such a voter; the next leader's discovery
+    quorum, without the far voter, chose an epoch one above the last, and the voter made it step
+    down again: one election per epoch X is above (20 epochs: ~10.5 s of elections, writes
+    refused meanwhile). The leader that steps down now takes X's acceptedEpoch as its own
+    (roles.AboveEpoch), so whichever quorum elects the next leader holds it: one step-down.
+    Fails on e8388aa: 10.6 s and 10.4 s."""
+    simulate(seed, voter_far_above(20), voters=5)

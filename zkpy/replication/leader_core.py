@@ -35,7 +35,7 @@ from zkpy.replication import messages as m
 from zkpy.replication.history import SNAP, History, SyncPlan
 from zkpy.replication.learner_core import NOT_COUNTED
 from zkpy.replication.quorum import Quorum
-from zkpy.replication.roles import RoleEnded
+from zkpy.replication.roles import AboveEpoch, RoleEnded
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
@@ -105,10 +105,7 @@ class SyncLearner:
         return self.plan.mode == SNAP and self.items is None
 
     def messages(self) -> list[m.LeaderMessage]:
-        return [
-            m.SyncData(self.plan.mode, self.plan.zxid, self.items, self.plan.txns),
-            m.NewLeader(self.epoch),
-        ]
+        return [m.SyncData(self.plan.mode, self.plan.zxid, self.items, self.plan.txns), m.NewLeader(self.epoch)]
 
 
 @dataclass(frozen=True)
@@ -182,19 +179,8 @@ class DropLearner:
 
 
 Effect = (
-    SendTo
-    | Broadcast
-    | Close
-    | AcceptEpoch
-    | SyncLearner
-    | Establish
-    | Committed
-    | ForwardRequest
-    | TouchSessions
-    | DropLearner
-    | Revalidate
-    | Relinquish
-    | WriteLog
+    SendTo | Broadcast | Close | AcceptEpoch | SyncLearner | Establish | Committed | ForwardRequest | TouchSessions
+    | DropLearner | Revalidate | Relinquish | WriteLog
 )
 
 
@@ -302,9 +288,7 @@ class LeaderCore:
     def logged(self, zxid: int) -> list[Effect]:
         """A WriteLog is durable: the leader's own ack."""
         if zxid > self.last_logged or zxid <= self.acks.get(self.my_id, -1):
-            raise AssertionError(
-                f"logged {zxid:#x}: not a batch in flight (last proposed {self.last_logged:#x})"
-            )
+            raise AssertionError(f"logged {zxid:#x}: not a batch in flight (last proposed {self.last_logged:#x})")
         self.acks[self.my_id] = zxid
         return self._advance_commit()
 
@@ -360,27 +344,15 @@ class LeaderCore:
                 auth_ids = tuple((s, i) for s, i in message.auth)
                 return [
                     ForwardRequest(
-                        learner.conn,
-                        learner.sid,
-                        message.session_id,
-                        message.cxid,
-                        message.op,
-                        message.body,
-                        auth_ids,
+                        learner.conn, learner.sid, message.session_id, message.cxid, message.op, message.body, auth_ids
                     )
                 ]
             if isinstance(message, m.RevalidateSession):
                 learner.questions += 1
-                return [
-                    Revalidate(
-                        learner.conn, learner.sid, message.session_id, message.timeout, learner.questions
-                    )
-                ]
+                return [Revalidate(learner.conn, learner.sid, message.session_id, message.timeout, learner.questions)]
             if isinstance(message, m.Relinquish):
                 if message.question > learner.questions:
-                    raise ValueError(
-                        f"relinquish of question {message.question}, of {learner.questions} asked"
-                    )
+                    raise ValueError(f"relinquish of question {message.question}, of {learner.questions} asked")
                 return [Relinquish(learner.conn, learner.sid, message.session_id, message.question)]
             if isinstance(message, m.ForwardedSync):
                 # Everything acknowledged to any client before this sync is committed by now;
@@ -410,13 +382,15 @@ class LeaderCore:
         if self.phase != DISCOVERY and accepted > self.epoch:
             # It promised a later epoch (as a would-be leader whose offers never went out, say)
             # and can never follow this one; the ensemble's next election picks an epoch above
-            # ours, so each step-down raises the epoch and the loop ends. Apache keeps leading
-            # and leaves that learner re-electing this leader until the next leader change. An
-            # observer too: a would-be leader's offer may have reached it and no voter.
+            # ours (this server takes `accepted` as its own: roles.AboveEpoch), and the loop
+            # ends. Apache keeps leading and leaves that learner re-electing this leader until
+            # the next leader change. An observer too: a would-be leader's offer may have
+            # reached it and no voter.
             kind = "voter" if learner.voter else "observer"
-            raise RoleEnded(
+            raise AboveEpoch(
                 f"{kind} {sid} has accepted epoch {accepted}, above this leader's {self.epoch}: "
-                "stepping down so that the next epoch can include it"
+                "stepping down so that the next epoch can include it",
+                accepted,
             )
         if learner.voter and self.phase == DISCOVERY:
             self._accepted[sid] = accepted
