@@ -275,3 +275,48 @@ def test_a_write_sent_ahead_of_the_handshake_answer_is_not_applied_after_the_cli
     ordered by something the client carries (its lastZxidSeen is not enough: it need not grow
     between two connects)."""
     simulate(seed, write_sent_ahead_of_the_answer(revalidations), voters=3)
+
+
+def link_lost_before_the_relinquish(revalidations: Revalidations) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        slow, home = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        client = new_client(cluster, "flapper")
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "every server has /k")
+        # Everything F1 sends the leader is slow for a moment (within syncLimit). The client
+        # tries F1, gives up, and resumes on F2 (the owner) before F1's question arrives.
+        started = trio.current_time()
+        cluster.network.delay_one_way(f"s{slow}", f"s{leader}", cluster.sync_limit_s / 3, 1.0)
+        await give_up_on(client, slow)
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        assert not asked_by(revalidations, slow, started), "the schedule no longer reaches the case"
+        # F1's question arrives (F1 the owner); F1's link breaks before its relinquish, right
+        # behind, arrives. F1 reconnects and follows the same leader.
+        await cluster.wait_until(lambda: asked_by(revalidations, slow, started), 1.0, "F1's late question")
+        cluster.network.reset(f"s{slow}", f"s{leader}")
+        cluster.network.end_spikes()
+        await cluster.wait_until(lambda: cluster.leader_of_learner(slow) == leader, 10.0, "F1 back")
+        write = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert write.outcome == "ok", f"the client's write through F2, where it is, was answered {write.err}"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [241, 244, 245])
+def test_a_claim_whose_relinquish_was_lost_with_the_link_does_not_keep_the_session(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """Liveness of session moves when a learner's link breaks between its late question and its
+    relinquish (the link that was slow is the one likely to break): the leader kept F1's claim,
+    the newest, for good, and every write the client sent through F2 was refused with
+    SessionMoved until it reconnected for another reason. Now the leader, dropping a learner's
+    link, withdraws that link's claims it ordered nothing under (owners.SessionOwners.drop_link:
+    the relinquishes the link can no longer bring). Fails on main at e8388aa: -118."""
+    simulate(seed, link_lost_before_the_relinquish(revalidations), voters=3)

@@ -301,6 +301,11 @@ class EnsembleServer(ZooKeeperServer):
         """The leader's side of a learner's withdrawn claim (owners.py)."""
         self.owners.relinquish(session_id, owner, claim)
 
+    def link_dropped(self, link: int) -> None:
+        """The leader dropped a learner's link: the relinquishes it could still have brought are
+        lost, so its claims nothing was ordered under go (owners.py)."""
+        self.owners.drop_link(link)
+
     def _on_applied(self, txn: Txn, result: Result) -> None:
         if txn.op == OpCode.CLOSE_SESSION:
             self.owners.forget(txn.session_id)
