@@ -119,3 +119,19 @@ def test_a_claim_a_request_was_ordered_under_survives_its_links_drop_and_any_rel
     other = SessionOwners()
     other.claim(S, 1, (10, 1))
     assert other.drop_link(10) == 0 and other.owner(S) == 1
+
+
+def test_drop_link_looks_only_at_the_sessions_that_link_claimed() -> None:
+    """A leader with many sessions drops a learner's link without a pass over all of them, and
+    keeps no index entry for a closed session (a guard for the index)."""
+    owners = SessionOwners()
+    for session in range(1000):
+        owners.claim(session, 1)
+        owners.claim(session, 2, (20, session + 1))
+    owners.claim(S, 1)
+    owners.claim(S, 3, (30, 1))
+    owners.forget(S)
+    assert 30 not in owners._by_link
+    assert owners.drop_link(30) == 0
+    assert owners.drop_link(20) == 1000 and all(owners.owner(s) == 1 for s in range(1000))
+    assert owners._by_link == {}
