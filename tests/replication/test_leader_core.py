@@ -25,7 +25,7 @@ from zkpy.replication.leader_core import (
     WriteLog,
 )
 from zkpy.replication.quorum import Quorum
-from zkpy.replication.roles import RoleEnded
+from zkpy.replication.roles import AboveEpoch, RoleEnded
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
@@ -88,15 +88,38 @@ def test_a_learner_ahead_of_the_leader_ends_the_leadership() -> None:
 def test_a_voter_that_accepted_a_later_epoch_makes_the_leader_step_down() -> None:
     """A voter promised epoch 7 (as a would-be leader whose offers never went out) and can never
     follow epoch 2: the leader steps down so the next election's epoch can include it (the swarm
-    seed of tests/replication/test_sim_liveness.py looped elections before). An observer's or an
-    equal accepted epoch changes nothing. Fails before this change (no RoleEnded)."""
+    seed of tests/replication/test_sim_liveness.py looped elections before). An equal accepted
+    epoch changes nothing. Fails before this change (no RoleEnded). The step-down carries the
+    voter's epoch, which the server takes as its own acceptedEpoch (roles.AboveEpoch)."""
     core = leader()
     established(core)
     assert core.epoch == 2
-    assert join(core, 12, 4, accepted=7) == [SendTo(12, m.LeaderInfo(2))]  # server 4 observes
     assert join(core, 13, 2, accepted=2) == [SendTo(13, m.LeaderInfo(2))]
-    with pytest.raises(RoleEnded, match="accepted epoch 7"):
+    with pytest.raises(AboveEpoch, match="voter 2 has accepted epoch 7") as ended:
         join(core, 14, 2, accepted=7)
+    assert ended.value.accepted == 7
+
+
+def test_an_observer_that_accepted_a_later_epoch_makes_the_leader_step_down_too() -> None:
+    """An observer can be above the ensemble's epoch as well (a would-be leader's offer reached
+    it and no voter: test_sim_epoch_adversarial), and can never follow this leader either: it
+    steps down for it as for a voter. Fails on e8388aa: the observer is sent LeaderInfo(2)."""
+    core = leader()
+    established(core)
+    assert join(core, 13, 4, accepted=2) == [SendTo(13, m.LeaderInfo(2))]  # server 4 observes
+    with pytest.raises(RoleEnded, match="observer 4 has accepted epoch 7"):
+        join(core, 12, 4, accepted=7)
+
+
+def test_an_observers_accepted_epoch_told_in_discovery_raises_the_epoch_not_the_quorum() -> None:
+    """The next leader's epoch goes above an observer's acceptedEpoch when the observer tells it
+    during DISCOVERY (one step-down is then enough), while the observer still counts for no
+    quorum. Fails on e8388aa: the epoch is 2, below the observer's 7."""
+    core = leader()
+    assert core.start() == []
+    assert join(core, 12, 4, accepted=7) == []  # server 4 observes: no quorum yet
+    expected = [AcceptEpoch(8), SendTo(12, m.LeaderInfo(8)), SendTo(10, m.LeaderInfo(8))]
+    assert join(core, 10, 1, accepted=1) == expected
 
 
 def test_an_uncounted_epoch_ack_does_not_make_a_quorum() -> None:

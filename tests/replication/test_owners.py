@@ -92,3 +92,46 @@ def test_a_closed_session_is_forgotten() -> None:
     owners.claim(S, 1)
     owners.forget(S)
     assert owners.owner(S) is None and len(owners) == 0
+
+
+def test_a_dropped_links_claims_nothing_was_ordered_under_are_withdrawn() -> None:
+    """A learner's link breaks between its late question and its relinquish: the leader drops
+    the link's unused claims itself (test_sim_claims_adversarial has the whole case). Fails on
+    e8388aa: SessionOwners has no drop_link."""
+    owners = SessionOwners()
+    owners.claim(S, 1)
+    owners.claim(S, 2, (20, 1))  # F2: the client is there
+    owners.claim(S, 1, (10, 1))  # F1's late question, on link 10
+    assert owners.drop_link(10) == 1
+    assert owners.owner(S) == 2 and owners.check(S, 2)
+
+
+def test_a_claim_a_request_was_ordered_under_survives_its_links_drop_and_any_relinquish() -> None:
+    """Item 4's rule, on the leader's side: check() marks the claim a request passes under, and
+    neither drop_link nor a relinquish takes that one; the last claim is never dropped either."""
+    owners = SessionOwners()
+    owners.claim(S, 1, (10, 1))
+    owners.claim(S, 2, (20, 1))
+    assert owners.check(S, 2)  # a write through F2, ordered under (20, 1)
+    owners.claim(S, 3, (30, 1))
+    assert owners.drop_link(20) == 0 and not owners.relinquish(S, 2, (20, 1))
+    assert owners.drop_link(30) == 1 and owners.owner(S) == 2
+    other = SessionOwners()
+    other.claim(S, 1, (10, 1))
+    assert other.drop_link(10) == 0 and other.owner(S) == 1
+
+
+def test_drop_link_looks_only_at_the_sessions_that_link_claimed() -> None:
+    """A leader with many sessions drops a learner's link without a pass over all of them, and
+    keeps no index entry for a closed session (a guard for the index)."""
+    owners = SessionOwners()
+    for session in range(1000):
+        owners.claim(session, 1)
+        owners.claim(session, 2, (20, session + 1))
+    owners.claim(S, 1)
+    owners.claim(S, 3, (30, 1))
+    owners.forget(S)
+    assert 30 not in owners._by_link
+    assert owners.drop_link(30) == 0
+    assert owners.drop_link(20) == 1000 and all(owners.owner(s) == 1 for s in range(1000))
+    assert owners._by_link == {}

@@ -22,12 +22,13 @@ class FakeConnection:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.attached: tuple[int, int] | None = None
+        self.closing = False
 
     def send(self, data: bytes) -> None:
         self.sent.append(data)
 
     def close(self) -> None:
-        pass
+        self.closing = True
 
     def attach(self, session_id: int, timeout: int) -> None:
         self.attached = (session_id, timeout)

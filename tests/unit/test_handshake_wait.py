@@ -103,3 +103,30 @@ async def test_requests_sent_ahead_of_the_answer_are_taken_after_it_in_order(
         xids = [decode(ReplyHeader, await read_frame(client, buffer)).xid for _ in range(2)]
         assert xids == [5, 6]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_new_session_committed_after_its_client_left_is_not_attached_to_the_dead_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A new session's handshake waits for its createSession commit; the client gives up
+    meanwhile, which the read during the wait notices at once, so the connection is closed and
+    forgotten (connection_closed) before the commit. The commit's callback then attached the
+    session to that dead connection: by_session kept it, and nothing removes it (only
+    connection_closed does), one dead connection per abandoned handshake for as long as the
+    server runs. Fails on main at e8388aa: by_session holds the closed connection."""
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
+    server = ZooKeeperServer(config, tree=DataTree())
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.serve)
+        await client.send_all(CONNECT)  # its createSession waits: the pipeline is not running yet
+        await trio.testing.wait_all_tasks_blocked()
+        await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert conn.closing and conn not in server.connections, "the close was noticed"
+        nursery.start_soon(server.pipeline.run)  # the commit comes
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.tree.sessions) == 1, "the session was created (it expires unused)"
+        assert conn not in server.by_session.values(), "by_session holds a closed connection"
+        nursery.cancel_scope.cancel()

@@ -45,6 +45,10 @@ class FakeConnection:
     def close(self) -> None:
         self.closed = True
 
+    @property
+    def closing(self) -> bool:
+        return self.closed
+
     def attach(self, session_id: int, timeout: int) -> None:
         self.attached = (session_id, timeout)
 

@@ -265,6 +265,8 @@ class Leader:
                     scope.cancel()
                 if isinstance(effect, core.Close):
                     log.info("closing learner link %d: %s", effect.conn, effect.reason)
+                elif self.server is not None:
+                    self.server.link_dropped(effect.conn)
             elif isinstance(effect, core.AcceptEpoch):
                 peer.epochs.accept(effect.epoch)
                 self._point("leader accepted epoch")

@@ -35,7 +35,7 @@ from zkpy.replication import messages as m
 from zkpy.replication.history import SNAP, History, SyncPlan
 from zkpy.replication.learner_core import NOT_COUNTED
 from zkpy.replication.quorum import Quorum
-from zkpy.replication.roles import RoleEnded
+from zkpy.replication.roles import AboveEpoch, RoleEnded
 from zkpy.tree.datatree import DataTree
 from zkpy.tree.serialize import tree_items
 from zkpy.tree.txn import Txn
@@ -213,6 +213,7 @@ class LeaderCore:
     learners: dict[int, LearnerState] = field(default_factory=dict)  # by conn
     acks: dict[int, int] = field(default_factory=dict)  # voter sid -> cumulative ack
     _accepted: dict[int, int] = field(default_factory=dict)
+    _observers_accepted: int = -1  # the highest acceptedEpoch an observer told in DISCOVERY
     _epoch_acks: set[int] = field(default_factory=set)
     _newleader_acks: set[int] = field(default_factory=set)
     _phase_since: float = 0.0
@@ -378,26 +379,32 @@ class LeaderCore:
         learner.sid = sid
         learner.voter = sid in self.quorum.voters
         learner.stage = WAIT_EPOCH
-        if learner.voter and self.phase != DISCOVERY and accepted > self.epoch:
+        if self.phase != DISCOVERY and accepted > self.epoch:
             # It promised a later epoch (as a would-be leader whose offers never went out, say)
             # and can never follow this one; the ensemble's next election picks an epoch above
-            # ours, so each step-down raises the epoch and the loop ends. Apache keeps leading
-            # and leaves that voter re-electing this leader until the next leader change.
-            raise RoleEnded(
-                f"voter {sid} has accepted epoch {accepted}, above this leader's {self.epoch}: "
-                "stepping down so that the next epoch can include it"
+            # ours (this server takes `accepted` as its own: roles.AboveEpoch), and the loop
+            # ends. Apache keeps leading and leaves that learner re-electing this leader until
+            # the next leader change. An observer too: a would-be leader's offer may have
+            # reached it and no voter.
+            kind = "voter" if learner.voter else "observer"
+            raise AboveEpoch(
+                f"{kind} {sid} has accepted epoch {accepted}, above this leader's {self.epoch}: "
+                "stepping down so that the next epoch can include it",
+                accepted,
             )
         if learner.voter and self.phase == DISCOVERY:
             self._accepted[sid] = accepted
             effects += self._check_discovery()
         else:
+            if self.phase == DISCOVERY:  # an observer: not in the quorum, but the epoch goes above it
+                self._observers_accepted = max(self._observers_accepted, accepted)
             effects += self._offer_epoch(learner)
         return effects
 
     def _check_discovery(self) -> list[Effect]:
         if self.phase != DISCOVERY or not self.quorum.contains_quorum(self._accepted):
             return []
-        self.epoch = max(self._accepted.values()) + 1
+        self.epoch = max(*self._accepted.values(), self._observers_accepted) + 1
         self._enter(EPOCH)
         effects: list[Effect] = [AcceptEpoch(self.epoch)]
         for learner in self.learners.values():

@@ -44,6 +44,13 @@ release takes a relinquish for a protocol error and drops that learner's link (i
 syncs), as a learner of a release before streamed SNAPs does a SnapshotChunk: the members of
 one ensemble should run one release.
 
+A learner's link can break between its question and its relinquish (a slow link is the one
+likely to break), and the relinquish is then lost with it. So the leader does, on that link's
+behalf, what its relinquishes would have done: when it drops a learner's link it withdraws the
+link's claims it ordered nothing under (drop_link). It knows which those are better than the
+learner: a forwarded request passes check() under the newest claim, which it marks used, and a
+request still on a dropped link is never ordered. The same argument as above holds for them.
+
 Owners are per leader and in memory, as Apache's: a new leader starts with none and a session
 belongs to the first server to forward for it. Every learner closes its clients when its
 leader changes, so each of them resumes through a revalidation (a claim) before it forwards; a
@@ -71,6 +78,8 @@ class SessionOwners:
     def __init__(self, max_claims: int = MAX_CLAIMS) -> None:
         self.max_claims = max_claims
         self._claims: dict[int, list[tuple[int, Hashable]]] = {}
+        self._used: dict[int, set[Hashable]] = {}  # per session: keys a request was ordered under
+        self._by_link: dict[Hashable, set[int]] = {}  # sessions a link has claimed (for drop_link)
 
     def __len__(self) -> int:
         return len(self._claims)
@@ -84,8 +93,13 @@ class SessionOwners:
         leader's own connection): it is the owner."""
         claims = self._claims.setdefault(session_id, [])
         claims.append((sid, key))
+        if isinstance(key, tuple) and key:
+            self._by_link.setdefault(key[0], set()).add(session_id)
         if len(claims) > self.max_claims:
-            del claims[0]
+            _, dropped = claims.pop(0)
+            used = self._used.get(session_id)
+            if used is not None:
+                used.discard(dropped)
 
     def check(self, session_id: int, sid: int) -> bool:
         """May a request forwarded by `sid` be ordered? A session with no claim yet (this leader
@@ -94,7 +108,12 @@ class SessionOwners:
         if not claims:
             self.claim(session_id, sid)
             return True
-        return claims[-1][0] == sid
+        owner, key = claims[-1]
+        if owner != sid:
+            return False
+        if key is not None:
+            self._used.setdefault(session_id, set()).add(key)  # never withdrawn from now on
+        return True
 
     def relinquish(self, session_id: int, sid: int, key: Hashable) -> bool:
         """Learner `sid` withdraws its claim `key`: the connection it asked for closed without
@@ -102,7 +121,7 @@ class SessionOwners:
         to withdraw (the question found the session dead, the claim was dropped as old, or it
         is the only one left)."""
         claims = self._claims.get(session_id)
-        if key is None or not claims or len(claims) < 2:
+        if key is None or not claims or len(claims) < 2 or key in self._used.get(session_id, ()):
             return False
         for i in range(len(claims) - 1, -1, -1):
             if claims[i] == (sid, key):
@@ -110,6 +129,33 @@ class SessionOwners:
                 return True
         return False
 
+    def drop_link(self, link: Hashable) -> int:
+        """The leader dropped learner link `link`: its claims (keys (link, question)) that no
+        request was ordered under are withdrawn, as its relinquishes, lost with it, would have
+        (never the last claim of a session). How many went. Only the sessions the link claimed
+        are looked at (a leader with a million sessions drops links without a pause)."""
+        withdrawn = 0
+        for session_id in self._by_link.pop(link, ()):
+            claims = self._claims.get(session_id)
+            if claims is None:
+                continue
+            used = self._used.get(session_id, ())
+            for i in range(len(claims) - 1, -1, -1):
+                if len(claims) < 2:
+                    break
+                key = claims[i][1]
+                if isinstance(key, tuple) and key and key[0] == link and key not in used:
+                    del claims[i]
+                    withdrawn += 1
+        return withdrawn
+
     def forget(self, session_id: int) -> None:
         """The session is closed."""
-        self._claims.pop(session_id, None)
+        for _, key in self._claims.pop(session_id, ()):
+            if isinstance(key, tuple) and key:
+                sessions = self._by_link.get(key[0])
+                if sessions is not None:
+                    sessions.discard(session_id)
+                    if not sessions:
+                        del self._by_link[key[0]]
+        self._used.pop(session_id, None)

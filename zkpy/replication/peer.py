@@ -23,7 +23,7 @@ from zkpy.replication.history import History
 from zkpy.replication.leader import Leader
 from zkpy.replication.learner import Learner
 from zkpy.replication.quorum import Quorum
-from zkpy.replication.roles import RoleEnded
+from zkpy.replication.roles import AboveEpoch, RoleEnded
 from zkpy.replication.serving import EnsembleServer, ReadOnlyServer
 from zkpy.replication.stats import ReplicationStats
 from zkpy.server.config import ServerConfig
@@ -212,6 +212,11 @@ class QuorumPeer:
             await self.role.run()
         except RoleEnded as e:
             log.warning("%s; back to election", e)
+            if isinstance(e, AboveEpoch) and e.accepted > self.epochs.accepted:
+                try:
+                    self.epochs.accept(e.accepted)  # see AboveEpoch
+                except OSError as failed:  # only a shortcut: the step-downs converge without it
+                    log.warning("could not take accepted epoch %d: %s", e.accepted, failed)
         except OSError as e:
             log.warning("peer I/O failed: %s; back to election", e)
         finally:

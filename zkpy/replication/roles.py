@@ -28,6 +28,18 @@ class RoleEnded(Exception):
     """This server stops leading or following; it goes back to election."""
 
 
+class AboveEpoch(RoleEnded):
+    """A leader steps down for a learner that accepted a later epoch than its own, `accepted`,
+    and can never follow it (leader_core._on_info). The server takes that epoch as its own
+    acceptedEpoch (a promise to refuse older leaders, which it may always make) before it votes
+    again: the next epoch it chooses as leader, or that a leader whose discovery quorum it is in
+    chooses, is then above it, in one election rather than one election per epoch."""
+
+    def __init__(self, message: str, accepted: int) -> None:
+        super().__init__(message)
+        self.accepted = accepted
+
+
 class RoleContext(Protocol):
     """The server a role runs on (QuorumPeer in production)."""
 

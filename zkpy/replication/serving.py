@@ -249,6 +249,10 @@ class EnsembleServer(ZooKeeperServer):
         # client sent on it before leaving, arriving late, would otherwise be forwarded after the
         # revalidation below made this server the owner again, and so ordered after the writes
         # the client made elsewhere meanwhile.
+        if conn.closing:
+            # The client left while this learner caught up first (handle_connect's sync): a claim
+            # asked now would have no connection left to withdraw it, and could be the newest.
+            return
         previous = self.by_session.get(session_id)
         if previous is not None and previous is not conn:
             previous.close()
@@ -296,6 +300,11 @@ class EnsembleServer(ZooKeeperServer):
     def relinquished(self, session_id: int, owner: int, claim: Hashable) -> None:
         """The leader's side of a learner's withdrawn claim (owners.py)."""
         self.owners.relinquish(session_id, owner, claim)
+
+    def link_dropped(self, link: int) -> None:
+        """The leader dropped a learner's link: the relinquishes it could still have brought are
+        lost, so its claims nothing was ordered under go (owners.py)."""
+        self.owners.drop_link(link)
 
     def _on_applied(self, txn: Txn, result: Result) -> None:
         if txn.op == OpCode.CLOSE_SESSION:

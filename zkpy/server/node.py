@@ -367,6 +367,11 @@ class ZooKeeperServer:
     def _attach(
         self, conn: ClientConnection, session_id: int, timeout: int, password: bytes, read_only: bool | None
     ) -> None:
+        if conn.closing:
+            # The client left while its handshake waited (a new session's commit): the
+            # connection may be forgotten already (connection_closed), and by_session would keep
+            # it for good. The session, if new, expires unused, as Apache's.
+            return
         previous = self.by_session.get(session_id)
         if previous is not None and previous is not conn:
             previous.close()  # the session moved to this connection
