@@ -26,6 +26,7 @@ writes went out in batches of ~70 instead of ~230, and the ensemble spent ~30% m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,9 @@ class CommitPipeline:
         self._idle = trio.Event()
         self._idle.set()
         self.on_applied: Callable[[Txn, Result], None] = lambda txn, result: None
+        # Held while a batch is answered: the server's connections write its answers at the end
+        # (connection.HeldAnswers), one send each, not one per answer.
+        self.hold_answers: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         self.after_batch: Callable[[], None] = lambda: None  # the tree is consistent here (snapshots)
         self.write_error: str | None = None  # set when storage failed: writes are refused
         # The first zxid of the batch whose persist failed: batches before it (in flight at once,
@@ -237,13 +241,14 @@ class CommitPipeline:
         apply = self.applier.apply
         trigger = self.watches.trigger
         on_applied = self.on_applied
-        for txn, callback in zip(txns, callbacks, strict=True):
-            result = apply(txn)
-            for event_type, path, acl in result.events:
-                trigger(event_type, path, acl)
-            on_applied(txn, result)
-            if callback is not None:
-                callback(result)
+        with self.hold_answers:
+            for txn, callback in zip(txns, callbacks, strict=True):
+                result = apply(txn)
+                for event_type, path, acl in result.events:
+                    trigger(event_type, path, acl)
+                on_applied(txn, result)
+                if callback is not None:
+                    callback(result)
         self.committed += len(txns)
         self.batches += 1
         self.after_batch()
