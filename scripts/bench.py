@@ -529,6 +529,23 @@ def summarize(args: argparse.Namespace, labels: list[str], results: list[dict[st
     if each:
         out["server_cpu_cores"] = round(sum(each), 2)  # all --server-pid processes together
         out["server_cpu_cores_each"] = [round(c, 2) for c in each]
+    # CPU per answered request, in microseconds: robust on a shared machine where ops/s is not (other
+    # work slows the run but costs these processes nothing). Over the measured window, as ops/s.
+    answered = sum(o["ok"] for o in ops.values())
+    if answered:
+        server_cpu = [s0[f"server{j}_end"] - s0[f"server{j}_begin"] for j in range(len(each))]
+        out["server_cpu_us_per_op_each"] = [round(c / answered * 1e6, 1) for c in server_cpu]
+        out["server_cpu_us_per_op"] = round(sum(server_cpu) / answered * 1e6, 1)
+        out["client_cpu_us_per_op"] = round(
+            sum(
+                r["samples"]["cpu_end"] - r["samples"]["cpu_begin"]
+                for r in results
+                if "cpu_end" in r["samples"]
+            )
+            / answered
+            * 1e6,
+            1,
+        )
     return out
 
 
@@ -553,6 +570,12 @@ def print_report(summary: dict[str, Any]) -> None:
         if len(summary["server_cpu_cores_each"]) > 1:
             line += " (" + " + ".join(f"{c:.2f}" for c in summary["server_cpu_cores_each"]) + ")"
     print(line)
+    if "client_cpu_us_per_op" in summary:
+        line = f"  cpu per answered request: client {summary['client_cpu_us_per_op']:.1f} us"
+        if summary.get("server_cpu_us_per_op_each"):
+            each = " + ".join(f"{c:.1f}" for c in summary["server_cpu_us_per_op_each"])
+            line += f"; server {summary['server_cpu_us_per_op']:.1f} us ({each})"
+        print(line)
     if any(x > 0.9 for x in summary["client_cpu_per_process"]):
         print(
             "  note: a load-generator process is near 100% CPU; try --processes 2 to see if it is the limit"

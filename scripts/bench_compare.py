@@ -11,6 +11,8 @@ round by round so that background load hits both alike, and prints one table of 
 With --ensemble N both are N-server ensembles on this machine (tickTime 500, initLimit 10,
 syncLimit 5, as scripts/apache-zk --ensemble): the connections go round-robin over all
 members' client ports, and each member's CPU use is reported by role (L leader, F follower).
+CPU per answered request (microseconds, servers summed, and the load generator's) is reported too:
+on a shared machine it holds still where ops/s does not. `--servers zkpy` runs zkpy alone.
 Each server's log is copied to --logs (a fresh temporary directory by default) when it stops.
 """
 
@@ -53,6 +55,9 @@ def bench(hosts: str, op: str, duration: float, pids: list[int]) -> dict[str, An
         "server_cores": summary.get("server_cpu_cores_each", []),
         "machine_busy_cores": summary.get("machine_busy_cores"),
         "client_cpu": summary.get("client_cpu_per_process", []),
+        "server_us": summary.get("server_cpu_us_per_op", 0.0),
+        "server_us_each": summary.get("server_cpu_us_per_op_each", []),
+        "client_us": summary.get("client_cpu_us_per_op", 0.0),
         "failures": summary["failures"],
         "errors_whole_run": summary["errors_whole_run"],
     }
@@ -60,7 +65,8 @@ def bench(hosts: str, op: str, duration: float, pids: list[int]) -> dict[str, An
 
 def broken(why: str) -> dict[str, Any]:
     return {"ops_per_s": 0.0, "p99_ms": 0.0, "errors": 0, "server_cores": [], "failures": [why],
-            "errors_whole_run": {}, "client_cpu": [], "machine_busy_cores": None}  # fmt: skip
+            "errors_whole_run": {}, "client_cpu": [], "machine_busy_cores": None, "server_us": 0.0,
+            "server_us_each": [], "client_us": 0.0}  # fmt: skip
 
 
 def server_pid(server: ServerProcess) -> int:
@@ -108,14 +114,16 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--ensemble", type=int, default=1, metavar="N", help="N-server ensembles (default 1)")
     parser.add_argument("--logs", type=Path, default=None, help="copy server logs here (default: a temp dir)")
+    parser.add_argument("--servers", default=",".join(KINDS), help="zkpy,apache (default) or one of them")
     args = parser.parse_args()
     ops = args.ops.split(",")
+    kinds = [k for k in KINDS if k in args.servers.split(",")]
     logs = args.logs or Path(tempfile.mkdtemp(prefix="bench-compare-logs-"))
     logs.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     trouble: list[str] = []
     for rnd in range(1, args.rounds + 1):
-        for kind in KINDS:
+        for kind in kinds:
             with servers_of(kind, args.ensemble, logs, f"{kind}-round{rnd}") as servers:
                 pids = [server_pid(s) for s in servers]
                 for op in ops:
@@ -129,7 +137,8 @@ def main() -> int:
                     )
                     line = (f"round {rnd} {kind:6} {op:6} {result['ops_per_s']:8.0f} ops/s  "
                             f"p99 {result['p99_ms']:7.1f} ms  server cores {cpu}  "
-                            f"machine {result['machine_busy_cores']}")  # fmt: skip
+                            f"machine {result['machine_busy_cores']}  "
+                            f"cpu/op server {result['server_us']:.0f} us client {result['client_us']:.0f} us")  # fmt: skip
                     problems = list(result["failures"])
                     if result["errors_whole_run"]:
                         problems.append(f"error replies {result['errors_whole_run']}")
@@ -146,10 +155,10 @@ def main() -> int:
     print("| op | zkpy ops/s | Apache ops/s | zkpy/Apache | zkpy p99 ms | Apache p99 ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for op in ops:
-        z, a = rows[(op, "zkpy")], rows[(op, "apache")]
+        z, a = rows.get((op, "zkpy"), []), rows.get((op, "apache"), [])
         ratio = sum(r["ops_per_s"] for r in z) / max(1.0, sum(r["ops_per_s"] for r in a))
         print(
-            f"| {op} | {fmt(z, 'ops_per_s')} | {fmt(a, 'ops_per_s')} | {ratio:.2f} "
+            f"| {op} | {fmt(z, 'ops_per_s')} | {fmt(a, 'ops_per_s')} | {f'{ratio:.2f}' if z and a else '-'} "
             f"| {fmt(z, 'p99_ms')} | {fmt(a, 'p99_ms')} |"
         )
     print("\nserver CPU, cores per server by role (L leader, F follower, S standalone), a / b\n")
@@ -159,11 +168,32 @@ def main() -> int:
             " / ".join(
                 " ".join(f"{role}{c:.2f}" for role, c in zip(r["roles"], r["server_cores"], strict=False))
                 or "-"
-                for r in rows[(op, kind)]
+                for r in rows.get((op, kind), [])
             )
             for kind in KINDS
         ]
         print(f"| {op} | {cells[0]} | {cells[1]} |")
+    print(
+        "\nCPU per answered request, microseconds: servers summed (each by role) and load generator, a / b\n"
+    )
+    print("| op | zkpy servers | zkpy client | Apache servers | Apache client |\n|---|---|---|---|---|")
+    for op in ops:
+        cells = []
+        for kind in KINDS:
+            rs = rows.get((op, kind), [])
+            cells.append(
+                " / ".join(
+                    f"{r['server_us']:.0f} ("
+                    + " ".join(
+                        f"{role}{c:.0f}" for role, c in zip(r["roles"], r["server_us_each"], strict=False)
+                    )
+                    + ")"
+                    for r in rs
+                )
+                or "-"
+            )
+            cells.append(" / ".join(f"{r['client_us']:.0f}" for r in rs) or "-")
+        print(f"| {op} | {' | '.join(cells)} |")
     print(f"\nserver logs: {logs}")
     for t in trouble:
         print(f"PROBLEM: {t}")

@@ -28,11 +28,12 @@ def validate(path: object, sequential: bool = False) -> str:
         raise BadArgumentsError("path must not end with /", path)
     if _BAD_CHARS.search(check):
         raise BadArgumentsError("invalid character in path", path)
-    for segment in check[1:].split("/"):
-        if not segment:
-            raise BadArgumentsError("empty path segment", path)
-        if segment in (".", ".."):
-            raise BadArgumentsError("relative path segment", path)
+    if "//" in check or "/." in check:  # else no segment is empty, ".", or ".." (every write comes here)
+        for segment in check[1:].split("/"):
+            if not segment:
+                raise BadArgumentsError("empty path segment", path)
+            if segment in (".", ".."):
+                raise BadArgumentsError("relative path segment", path)
     return path
 
 

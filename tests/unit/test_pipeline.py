@@ -193,3 +193,45 @@ async def test_a_failed_batch_among_pipelined_ones_refuses_it_and_every_later_on
     assert [r.err for r in results[2:]] == [int(Code.SYSTEM_ERROR)] * 6
     assert tree.last_zxid == 2 and "/n2" not in tree.nodes and "/n4" not in tree.nodes
     assert not pipeline.in_flight.sessions and not pipeline.in_flight.paths
+
+
+async def test_a_further_batch_goes_out_beside_those_in_flight_only_once_it_is_worth_one() -> None:
+    """Every batch costs every member the same fixed work, so a pipelining leader must not cut the
+    clients' outstanding writes into many small batches: while batches are in flight, the next
+    waits for min_pipelined_batch writes (or until none is in flight). Fails before
+    this rule: each write queued while the first batch was out went as a batch of its own
+    ([[1], [2], [3], [4]] with 3 writes, 512 outstanding writes as batches of ~70, not ~230)."""
+    calls: list[list[int]] = []
+    releases: dict[int, trio.Event] = {}
+
+    async def quorum(txns: list[Txn]) -> None:
+        calls.append([t.zxid for t in txns])
+        releases[txns[0].zxid] = done = trio.Event()
+        await done.wait()
+
+    tree = DataTree()
+    pipeline = CommitPipeline(Applier(tree), WatchManager(), quorum, max_in_flight=4)
+    pipeline.min_pipelined_batch = 3
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        pipeline.submit(1, 1, OpCode.CREATE, _create("/n1"))  # nothing in flight: goes alone, at once
+        await trio.testing.wait_all_tasks_blocked()
+        for i in (2, 3):
+            pipeline.submit(1, i, OpCode.CREATE, _create(f"/n{i}"))
+            await trio.testing.wait_all_tasks_blocked()
+        assert calls == [[1]]  # two queued: not worth a second batch beside the first
+        pipeline.submit(1, 4, OpCode.CREATE, _create("/n4"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [[1], [2, 3, 4]]  # three: worth one
+        pipeline.submit(1, 5, OpCode.CREATE, _create("/n5"))
+        await trio.testing.wait_all_tasks_blocked()
+        releases[1].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [[1], [2, 3, 4]]  # one still in flight
+        releases[2].set()  # none in flight: what waited goes, however small
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == [[1], [2, 3, 4], [5]]
+        releases[5].set()
+        await pipeline.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert tree.last_zxid == 5

@@ -70,6 +70,8 @@ SYNC_PIECE = 1024 * 1024  # a large DIFF's transactions go in pieces of about th
 # learners busy. Commits stay in zxid order (acks are cumulative) and each batch is answered only
 # once a quorum, the leader included, has it durable; the bound is the back-pressure.
 BATCHES_IN_FLIGHT = 4
+# Inputs the role takes in one turn of the event loop when they are queued already (see _run).
+EVENTS_PER_TURN = 64
 
 
 def new_leader_core(ctx: RoleContext, init_limit: float, sync_limit: float, now: float) -> LeaderCore:
@@ -154,40 +156,54 @@ class Leader:
             nursery.start_soon(self._ticks)
             nursery.start_soon(self._log_proposals)
             await self._carry_out(self.core.start())
-            async for kind, conn, value in self._events:
-                now = trio.current_time()
-                if kind == "message":
-                    self._waiting_messages -= 1
-                    self._point(f"leader got {value[0] if isinstance(value, list) and value else '?'}")
-                    effects = self.core.receive_wire(conn, value, now)
-                    self._note_ack(conn, value)
-                    self._identified(conn)
-                elif kind == "connected":
-                    self.core.connected(conn, now)
-                    effects = []
-                elif kind == "gone":
-                    effects = self.core.disconnected(conn)
-                    # Also a link the core never knew by a sid (it hung up or sent junk before
-                    # its info): nothing else would forget it, and its buffer with it.
-                    self.links.pop(conn, None)
-                    self.scopes.pop(conn, None)
-                    self._sync_started.pop(conn, None)
-                    self._sync_frames.pop(conn, None)
-                    self._stop_stream(conn)
-                elif kind == "propose":
-                    effects = self.core.propose(value)
-                    self._record_size(effects)
-                elif kind == "logged":
-                    self._point("leader logged")
-                    effects = self.core.logged(value)
-                elif kind == "sync sent":
-                    self.core.sync_sent(conn, now)
-                    effects = []
-                else:
-                    effects = self.core.tick(now)
-                await self._carry_out(effects)
-                self._progress.set()
-                self._progress = trio.Event()
+            async for event in self._events:
+                await self._handle(*event)
+                # What else is queued is taken in the same turn, in order, without a trip through
+                # the scheduler for each (one per forwarded client write: ~4 us of CPU each); a
+                # bounded number, so the clients' tasks still get their turns.
+                for _ in range(EVENTS_PER_TURN):
+                    try:
+                        event = self._events.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    await self._handle(*event)
+
+    async def _handle(self, kind: str, conn: int, value: Any) -> None:
+        """One input of the role, carried to the core and its effects carried out."""
+        now = trio.current_time()
+        if kind == "message":
+            self._waiting_messages -= 1
+            if self.peer.env.observer is not None:  # not formatted on every message otherwise
+                self._point(f"leader got {value[0] if isinstance(value, list) and value else '?'}")
+            effects = self.core.receive_wire(conn, value, now)
+            self._note_ack(conn, value)
+            self._identified(conn)
+        elif kind == "connected":
+            self.core.connected(conn, now)
+            effects = []
+        elif kind == "gone":
+            effects = self.core.disconnected(conn)
+            # Also a link the core never knew by a sid (it hung up or sent junk before
+            # its info): nothing else would forget it, and its buffer with it.
+            self.links.pop(conn, None)
+            self.scopes.pop(conn, None)
+            self._sync_started.pop(conn, None)
+            self._sync_frames.pop(conn, None)
+            self._stop_stream(conn)
+        elif kind == "propose":
+            effects = self.core.propose(value)
+            self._record_size(effects)
+        elif kind == "logged":
+            self._point("leader logged")
+            effects = self.core.logged(value)
+        elif kind == "sync sent":
+            self.core.sync_sent(conn, now)
+            effects = []
+        else:
+            effects = self.core.tick(now)
+        await self._carry_out(effects)
+        self._progress.set()
+        self._progress = trio.Event()
 
     async def _ticks(self) -> None:
         while True:

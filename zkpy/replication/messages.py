@@ -43,9 +43,13 @@ def _list_of(check: Check) -> Check:
 
 
 def _auth(v: Any) -> bool:
-    return isinstance(v, list) and all(
-        isinstance(a, list) and len(a) == 2 and all(isinstance(x, str) for x in a) for a in v
-    )
+    # A plain loop: every forwarded write carries one (nested generators cost ~1 us a request).
+    if not isinstance(v, list):
+        return False
+    for a in v:
+        if not (isinstance(a, list) and len(a) == 2 and isinstance(a[0], str) and isinstance(a[1], str)):
+            return False
+    return True
 
 
 class Message:
@@ -55,7 +59,7 @@ class Message:
     SHAPE: ClassVar[tuple[Check, ...]]
 
     def to_wire(self) -> list[Any]:
-        return [self.TAG, *(getattr(self, f.name) for f in fields(self))]  # type: ignore[arg-type]
+        return [self.TAG, *[getattr(self, name) for name in _field_names(type(self))]]
 
     def check(self) -> None:
         """Rules across fields, after each field's type is known good (ValueError)."""
@@ -279,6 +283,18 @@ FROM_LEADER: dict[str, type[Message]] = {
 }  # fmt: skip
 
 
+_FIELD_NAMES: dict[type[Message], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Message]) -> tuple[str, ...]:
+    """A record's field names in wire order, looked up once per class (dataclasses.fields() cost
+    ~0.3 us on every message sent)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    return names
+
+
 def decode(message: Any, table: dict[str, type[Message]]) -> Any:
     """The record for an array from the other side (`table`: FROM_LEARNER or FROM_LEADER);
     ValueError unless it is one of them with fields of the right types."""
@@ -291,10 +307,11 @@ def decode(message: Any, table: dict[str, type[Message]]) -> Any:
     shape = cls.SHAPE
     if len(message) != len(shape) + 1:
         raise ValueError(f"{tag} with {len(message) - 1} fields, not {len(shape)}")
-    for i, (valid, value) in enumerate(zip(shape, message[1:], strict=True), 1):
-        if not valid(value):
-            raise ValueError(f"{tag}: field {i} is {brief(value)}")
-    record = cls(*message[1:])
+    values = message[1:]
+    for i, valid in enumerate(shape):
+        if not valid(values[i]):
+            raise ValueError(f"{tag}: field {i + 1} is {brief(values[i])}")
+    record = cls(*values)
     record.check()
     return record
 

@@ -188,6 +188,7 @@ class EnsembleServer(ZooKeeperServer):
 
     def use_pipeline(self, pipeline: CommitPipeline) -> None:
         pipeline.on_applied = self._on_applied
+        pipeline.hold_answers = self.held_answers
         pipeline.epoch = self.pipeline.epoch
         pipeline.wall_clock_ms = self.pipeline.wall_clock_ms
         self.pipeline = pipeline

@@ -105,12 +105,38 @@ def plain_socket(stream: trio.abc.Stream) -> socket.socket | None:
     return raw if isinstance(raw, socket.socket) else None
 
 
+class HeldAnswers:
+    """While a batch of commits is applied and answered, answers that would go straight to a socket
+    (ClientConnection.send) wait, and each connection writes what the batch gave it in one send at
+    the end (CommitPipeline.apply_batch holds them).
+
+    A batch answers up to a thousand writes, dozens of them on one connection. Written one by one,
+    each answer was a send() of its own and a TCP segment the client woke up for: with 8
+    connections each keeping 64 writes in flight, about 10 us of the load generator's CPU per write
+    instead of 4, and a system call per answer on every server. Nothing is held longer than the
+    batch's own (synchronous) apply loop, and the order of a connection's output is unchanged."""
+
+    def __init__(self) -> None:
+        self.holding = False
+        self.connections: list[ClientConnection] = []
+
+    def __enter__(self) -> None:
+        self.holding = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.holding = False
+        connections, self.connections = self.connections, []
+        for connection in connections:
+            connection.release_held()
+
+
 class ClientConnection:
     def __init__(self, server: ZooKeeperServer, stream: trio.abc.Stream, remote: tuple[str, int]) -> None:
         self.server = server
         self.stream = stream
         self._sock = plain_socket(stream)
         self._sending = False  # the sender holds a chunk that is not all written yet
+        self._held = False  # answers wait in _out for the end of a batch (HeldAnswers)
         self.remote = remote
         self.protocol = ServerProtocol(server.config.jute_max_buffer)
         self.session_id = 0
@@ -187,30 +213,62 @@ class ClientConnection:
         if self._cut_off:
             return
         self.packets_sent += 1
-        sock = self._sock
+        if self._held:
+            self._out += data  # written with the rest of the batch's answers (release_held)
+            return
         if (
-            sock is not None
+            self._sock is not None
             and not self._out
             and not self._sending
             and not self._gone
             and len(data) <= _DIRECT_MAX
         ):
             # Small, and nothing queued ahead of it: straight to the socket, without waking the sender (a
-            # large answer goes through the sender, in chunks, as before).
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # the peer is gone: as the sender does, stop
-                self.close()
+            # large answer goes through the sender, in chunks, as before); at a batch's end if one is
+            # being answered.
+            held = self.server.held_answers
+            if held.holding:
+                self._held = True
+                self._out += data
+                held.connections.append(self)
                 return
-            self._sent_bytes += sent
-            if sent == len(data):
-                self._progress.set()
+            rest = self._write_now(data)
+            if not rest:
                 return
-            data = data[sent:]
-        self._out += data
+            self._out += rest
+        else:
+            self._out += data
         self._out_ready.set()
+
+    def release_held(self) -> None:
+        """The batch is answered: what it gave this connection goes out, at once if it is small and
+        the sender has nothing in hand (as send's direct write), through the sender otherwise."""
+        self._held = False
+        out = self._out
+        if not out:  # cut off meanwhile, or the sender took it
+            return
+        if not self._sending and not self._gone and len(out) <= _DIRECT_MAX:
+            self._out = bytearray(self._write_now(out))
+            if not self._out:
+                return
+        self._out_ready.set()
+
+    def _write_now(self, data: bytes | bytearray) -> bytes | bytearray:
+        """Write to the socket without waiting; what it did not take (all of it when the peer is gone:
+        the connection is closed then, as the sender does) is returned."""
+        assert self._sock is not None
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the peer is gone: as the sender does, stop
+            self.close()
+            return b""
+        self._sent_bytes += sent
+        if sent == len(data):
+            self._progress.set()
+            return b""
+        return data[sent:]
 
     def cut_off(self, why: str) -> None:
         """Drop a peer that does not read: its unsent output is discarded, not flushed."""

@@ -25,7 +25,7 @@ from zkpy.jute.codec import JuteError, encode
 from zkpy.jute.ops import DeleteRequest, MultiRequest, OpCode
 from zkpy.jute.records import PERM_READ, ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
-from zkpy.server.connection import ClientConnection
+from zkpy.server.connection import ClientConnection, HeldAnswers
 from zkpy.server.fourletter import ServerStatus
 from zkpy.server.latency import BUCKETS_MS, OpLatencies, Summary
 from zkpy.server.limits import too_many_ops
@@ -228,6 +228,8 @@ class ZooKeeperServer:
         self.applier = Applier(self.tree)
         self.pipeline = CommitPipeline(self.applier, self.watches, persist)
         self.pipeline.on_applied = self._on_applied
+        self.held_answers = HeldAnswers()
+        self.pipeline.hold_answers = self.held_answers
         self.reads = Reads(self.tree, self.watches, config.multi_max_ops)
         self.sessions = SessionTracker(config.tick_time, config.server_id or 0, clock=trio.current_time)
         # Insertion-ordered (a dict, not a set of objects ordered by address): whatever walks the

@@ -15,10 +15,18 @@ come in zxid order), the next batch is numbered and handed to persist while earl
 wait for their quorum: batches are applied strictly in order, each once its own persist is done,
 so a write is still answered only after it is durable on a quorum. A bounded number in flight is
 the back-pressure: the queue of submitted writes grows meanwhile, not the proposals.
+
+A further batch goes out while others are in flight only once it is worth one
+(`min_pipelined_batch` writes or a sixteenth of `max_batch_bytes` queued); a smaller queue waits
+until none is in flight, as without pipelining. Every batch costs the same fixed work on
+every member (a proposal, acks, a commit, a log write and its fsync, task and thread hops), so
+cutting the clients' outstanding writes into many small batches multiplied it: 512 outstanding
+writes went out in batches of ~70 instead of ~230, and the ensemble spent ~30% more CPU per write.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +59,7 @@ class CommitPipeline:
         max_batch: int = 1000,
         max_in_flight: int = 1,
         max_batch_bytes: int = 16 * 1024 * 1024,
+        min_pipelined_batch: int = 100,
     ) -> None:
         self.applier = applier
         self.watches = watches
@@ -61,6 +70,8 @@ class CommitPipeline:
         # A batch is one proposal frame in an ensemble: capped by bytes too, so a burst of large
         # writes cannot build a frame past the peers' frame limit (a batch holds at least one write).
         self.max_batch_bytes = max_batch_bytes
+        self.min_pipelined_batch = min_pipelined_batch  # see the module docstring
+        self._queued_bytes = 0
         self._last_ordered = 0  # the zxid of the last write numbered (ahead of the tree while in flight)
         self._queue: list[
             tuple[int, int, int, bytes, tuple[tuple[str, str], ...], Callback | None, tuple[str, ...]]
@@ -71,6 +82,9 @@ class CommitPipeline:
         self._idle = trio.Event()
         self._idle.set()
         self.on_applied: Callable[[Txn, Result], None] = lambda txn, result: None
+        # Held while a batch is answered: the server's connections write its answers at the end
+        # (connection.HeldAnswers), one send each, not one per answer.
+        self.hold_answers: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         self.after_batch: Callable[[], None] = lambda: None  # the tree is consistent here (snapshots)
         self.write_error: str | None = None  # set when storage failed: writes are refused
         # The first zxid of the batch whose persist failed: batches before it (in flight at once,
@@ -96,6 +110,7 @@ class CommitPipeline:
         """Queue a write; `callback` gets its Result once it is durable and applied."""
         changed = self.in_flight.add(session_id, op, body)
         self._queue.append((session_id, cxid, op, body, auth, callback, changed))
+        self._queued_bytes += len(body)
         self._work.set()
 
     async def wait_idle(self) -> None:
@@ -140,6 +155,8 @@ class CommitPipeline:
                     pending -= 1
                     if pending == 0:
                         self._idle.set()
+                    if self._queue:
+                        self._work.set()  # what waited for a batch worth sending may go now
 
         async def persist(txns: list[Txn], persisted: trio.Event) -> None:
             try:
@@ -152,7 +169,7 @@ class CommitPipeline:
             while True:
                 await self._work.wait()
                 self._work = trio.Event()
-                while self._queue:
+                while self._queue and (pending == 0 or self._worth_another_batch()):
                     batch = self._next_batch()
                     txns = self._number(batch)
                     persisted = trio.Event()
@@ -162,17 +179,24 @@ class CommitPipeline:
                     await send.send((batch, txns, persisted))  # waits while max_in_flight are out
                     nursery.start_soon(persist, txns, persisted)
 
+    def _worth_another_batch(self) -> bool:
+        """Whether the queue is worth a batch beside those in flight (see the module docstring)."""
+        worth = min(self.min_pipelined_batch, self.max_batch)  # a full batch always is
+        return len(self._queue) >= worth or self._queued_bytes >= self.max_batch_bytes // 16
+
     def _next_batch(self) -> list:  # type: ignore[type-arg]
         queue = self._queue
         count = min(len(queue), self.max_batch)
         size = 0
         for i in range(count):
-            size += len(queue[i][3])
-            if size > self.max_batch_bytes and i > 0:
+            item_size = len(queue[i][3])
+            if size + item_size > self.max_batch_bytes and i > 0:
                 count = i
                 break
+            size += item_size
         batch = queue[:count]
         del queue[:count]
+        self._queued_bytes -= size
         return batch
 
     def _number(self, batch: list) -> list[Txn]:  # type: ignore[type-arg]
@@ -217,13 +241,14 @@ class CommitPipeline:
         apply = self.applier.apply
         trigger = self.watches.trigger
         on_applied = self.on_applied
-        for txn, callback in zip(txns, callbacks, strict=True):
-            result = apply(txn)
-            for event_type, path, acl in result.events:
-                trigger(event_type, path, acl)
-            on_applied(txn, result)
-            if callback is not None:
-                callback(result)
+        with self.hold_answers:
+            for txn, callback in zip(txns, callbacks, strict=True):
+                result = apply(txn)
+                for event_type, path, acl in result.events:
+                    trigger(event_type, path, acl)
+                on_applied(txn, result)
+                if callback is not None:
+                    callback(result)
         self.committed += len(txns)
         self.batches += 1
         self.after_batch()
