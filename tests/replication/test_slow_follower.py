@@ -127,6 +127,9 @@ def test_the_leader_stops_reading_its_learners_while_its_inputs_wait(
             await trio.sleep(0.002)
             return await self.inner.__anext__()
 
+        def receive_nowait(self) -> Any:
+            raise trio.WouldBlock  # one input a turn, each after its pause
+
     def slow_init(self: leader_module.Leader, peer: Any) -> None:
         init(self, peer)
         self._events = SlowDriver(self._events)  # type: ignore[assignment]
