@@ -99,7 +99,7 @@ def test_a_follower_with_a_slow_disk_keeps_bounded_memory_and_the_others_commit(
     assert seen["queued"] <= QUEUED + 64 * VALUE, seen
 
 
-@pytest.mark.parametrize("seed", [3, 4])
+@pytest.mark.parametrize("seed", [4, 5])
 def test_the_leader_stops_reading_its_learners_while_its_inputs_wait(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,7 +107,7 @@ def test_the_leader_stops_reading_its_learners_while_its_inputs_wait(
     completions); a link's reader stops reading while more than leader.MAX_WAITING_MESSAGES of the
     learners' messages wait,
     so learners that send faster than the leader handles fill their sockets, not its memory. The
-    driver is slowed to 500 inputs a virtual second and the bound shrunk to 8, so that the
+    driver is slowed to 200 inputs a virtual second and the bound shrunk to 8, so that the
     writers' acks, pings and forwarded requests pass it: each reader adds at most one past it,
     and the ensemble keeps committing. Fails before this change (the waiting inputs were not
     bounded)."""
@@ -115,7 +115,7 @@ def test_the_leader_stops_reading_its_learners_while_its_inputs_wait(
     init = leader_module.Leader.__init__
 
     class SlowDriver:
-        """The driver's input channel, taken at most 500 inputs a virtual second."""
+        """The driver's input channel, taken at most 200 inputs a virtual second."""
 
         def __init__(self, inner: Any) -> None:
             self.inner = inner
@@ -124,7 +124,7 @@ def test_the_leader_stops_reading_its_learners_while_its_inputs_wait(
             return self
 
         async def __anext__(self) -> Any:
-            await trio.sleep(0.002)
+            await trio.sleep(0.005)
             return await self.inner.__anext__()
 
         def receive_nowait(self) -> Any:
