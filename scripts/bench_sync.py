@@ -138,7 +138,9 @@ def mntr(server: ServerProcess) -> dict[str, str]:
 
 
 def run_one(kind: str, znodes: int, size: int, wiped_count: int) -> dict[str, Any]:
-    with running_ensemble(kind, 3, extra=SETTINGS, wait=120.0) as ensemble:
+    # zkpy members report event-loop stalls from 200 ms on (zkpy/server/pausemon.py), with stacks.
+    envs = [{"ZKPY_PAUSE_THRESHOLD_MS": "200"}] * 3 if kind == "zkpy" else []
+    with running_ensemble(kind, 3, extra=SETTINGS, wait=120.0, envs=envs) as ensemble:
         leader = ensemble.leader()
         assert leader is not None
         t0 = time.monotonic()
@@ -212,6 +214,12 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
     counts = {v.get("zk_znode_count") for v in views}
     out["agree"] = len(counts) == 1
     out["gc_pauses_ms"] = gc_pauses(ensemble, marks)
+    out["loop_stalls_s"] = loop_stalls(ensemble, marks)
+    if out["loop_stalls_s"]:  # where: the members' logs go with the ensemble's directory
+        for server in ensemble.servers:
+            text = server.log_path.read_text(errors="replace")
+            for block in text.split("the event loop has not run for")[1:][:3]:
+                print(f"--- {server.log_path}: the event loop has not run for{block[:1500]}", file=sys.stderr)
     out["znode_counts"] = [v.get("zk_znode_count") for v in views]
     return out
 
@@ -238,6 +246,26 @@ def gc_pauses(ensemble: Ensemble, since: list[int]) -> dict[str, list[int]]:
         if found:
             pauses[f"s{i}"] = found[:5]
     return pauses
+
+
+LOOP_STALL = re.compile(r"the event loop ran again after a stall of ([\d.]+) s")
+
+
+def loop_stalls(ensemble: Ensemble, since: list[int]) -> dict[str, list[float]]:
+    """Per zkpy member, the event-loop stalls of 200 ms or more it logged after `since`
+    (zkpy/server/pausemon.py; the log has the stack of each)."""
+    stalls: dict[str, list[float]] = {}
+    for i, (server, start) in enumerate(zip(ensemble.servers, since, strict=True), 1):
+        try:
+            with open(server.log_path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        found = sorted((float(x) for x in LOOP_STALL.findall(text)), reverse=True)
+        if found:
+            stalls[f"s{i}"] = found[:5]
+    return stalls
 
 
 def _serves(server: ServerProcess, path: str) -> bool:
