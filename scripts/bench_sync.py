@@ -48,6 +48,7 @@ from bench_restart import create_bodies, get_data_ok, load  # noqa: E402
 
 from zkpy.jute.codec import encode  # noqa: E402
 from zkpy.jute.ops import OpCode, PathWatchRequest  # noqa: E402
+from zkpy.server.pausemon import PauseMonitor  # noqa: E402
 from zkpy.testing.procs import Ensemble, ServerProcess, four_letter, running_ensemble, status_kb  # noqa: E402
 
 SETTINGS = {"tickTime": "2000", "initLimit": "10", "syncLimit": "5"}
@@ -158,6 +159,7 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
     out: dict[str, Any] = {}
     rss: dict[str, int] = {}
     marks: list[int] = []  # the members' log sizes when the sync began
+    client_monitor = PauseMonitor(threshold=0.2)
 
     def watch_rss(stop_flag: threading.Event) -> None:
         while not stop_flag.is_set():
@@ -168,6 +170,7 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(client_monitor.run)  # a stall of this process is not the server's
             nursery.start_soon(probe_loop, leader.host, leader.port, reader, stop, False)
             nursery.start_soon(probe_loop, leader.host, leader.port, writer, stop, True)
             await trio.sleep(2.0)  # the probes' steady state before the restart
@@ -201,6 +204,8 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
             flag.set()
             stop.set()
             out["sync_s"] = times
+            out["probe_process_stalls"] = client_monitor.stalls
+            out["probe_process_longest_stall_s"] = round(client_monitor.longest, 2)
             out["reader"] = reader.summary()
             out["writer"] = writer.summary()
             out["peak_rss_mb"] = {k: round(v / 1024) for k, v in rss.items()}
