@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zkpy.testing.cluster import SimCluster, simulate, swarm
+from zkpy.testing.conjunctions import CONJUNCTION_FAULTS
 from zkpy.testing.nemesis import CONJUNCTIONS
 from zkpy.testing.workload import FAULTS, faulty_scenario
 
@@ -113,7 +114,7 @@ def main() -> int:
         print(f"  {kind:15} {faults[kind]}")
     print(f"{snapshots_checked} snapshots checked against the committed history")
     print("rare conjunctions reached:")
-    for name in CONJUNCTIONS:
+    for name in CONJUNCTIONS + CONJUNCTION_FAULTS:
         print(f"  {conjunctions[name]:7} {name}")
     print(f"protocol points reached (kind: times; buggify faults there, {buggified.total()} in all):")
     at_kind: Counter[str] = Counter()
