@@ -78,6 +78,7 @@ class ConjunctionFaults:
         self._later: trio.Nursery | None = None
         self._holding: int | None = None  # a leader whose outgoing links are held until it logs
         self._lagging: tuple[int, int, int] | None = None  # (follower kept down, its zxid, leader)
+        self._cut_off: dict[str, int] = {}  # host of an orphaned learner -> the leader that died
         self._orphans: dict[int, int] = {}  # learner -> the dead would-be leader that SNAPped it
         self._rejoining: tuple[int, int, float] | None = (
             None  # (follower to bounce when it logs, leader, until)
@@ -101,8 +102,8 @@ class ConjunctionFaults:
 
     def _at_point(self, sid: int, name: str) -> None:
         cluster = self.cluster
-        if name == "store deleting a snapshot above the SNAP":
-            self._count(SNAP_BELOW_SNAPSHOT)
+        if name == "learner installing snapshot":
+            self._snap_below(sid)
         elif name == "learner got leaderinfo":
             self._offered(sid)
         elif name == "learner accepted epoch":
@@ -130,12 +131,27 @@ class ConjunctionFaults:
             if cluster.leader_of_learner(sid) != dead and self._fire("snap orphan"):
                 self._bounce(sid, log_uniform(self.rng, 0.001, 1.0))
                 self._count(SNAP_ORPHAN_BOUNCE)
-        elif name == f"elected {sid}" and voters >= 5 and self._bridge is None and self._fire("bridge"):
-            self._split(sid)
+        elif name == f"elected {sid}":
+            self._elected(sid)
         elif name in ("learner sent info", "learner sent ackepoch") and sid == self._bridge:
             current = cluster.leader_of_learner(sid)
             if current is not None and self.rng.random() < 0.5:
-                self._later.start_soon(self._flap, sid, current, log_uniform(self.rng, 0.0003, 0.01))
+                if name == "learner sent info":
+                    # Its info counts there, the leader's answer is held and then lost: it has been
+                    # in that leader's discovery without accepting its epoch.
+                    cluster.network.cut(f"s{current}", f"s{sid}")
+                self._later.start_soon(self._flap, sid, current, log_uniform(self.rng, 0.003, 0.02))
+
+    def _elected(self, sid: int) -> None:
+        # A learner cut off after an orphaned SNAP comes back as soon as another leader is
+        # elected without it: it then joins that leader's sync, while its tree is below the SNAP.
+        for host, dead in list(self._cut_off.items()):
+            if dead != sid:
+                del self._cut_off[host]
+                assert self._later is not None
+                self._later.start_soon(self._rejoin_later, host, log_uniform(self.rng, 0.001, 0.3))
+        if self.cluster.voters >= 5 and self._bridge is None and self._fire("bridge"):
+            self._split(sid)
 
     def _established(self, sid: int) -> bool:
         peer = self.cluster.servers[sid].peer
@@ -232,14 +248,27 @@ class ConjunctionFaults:
         host = f"s{learner}"
         if host not in cluster.network._isolated:
             cluster.network.isolate(host)
-            self._later.start_soon(self._rejoin_later, host, log_uniform(self.rng, 0.3, 3.0))
+            self._cut_off[host] = leader
+            self._later.start_soon(self._rejoin_later, host, 3.0)  # if no other leader comes
         self._orphans[learner] = leader
         self._count(SNAP_ORPHAN)
         cluster.note(f"conjunction: s{leader} killed after its SNAP to s{learner}, s{learner} cut off")
 
     async def _rejoin_later(self, host: str, delay: float) -> None:
         await trio.sleep(delay)
+        self._cut_off.pop(host, None)
         self.cluster.network.rejoin(host)
+
+    def _snap_below(self, learner: int) -> None:
+        """Counts a SNAP about to be installed below a snapshot already on the learner's disk (the
+        store must delete that one: item 1), seen from the disk, whatever the store then does."""
+        cluster = self.cluster
+        leader = cluster.leader_of_learner(learner)
+        if leader is None or not cluster.servers[leader].alive:
+            return
+        zxid = cluster._tree_zxid(leader)
+        if any(z > zxid for z in cluster.servers[learner].disk.snapshots):
+            self._count(SNAP_BELOW_SNAPSHOT)
 
     # -- slow rejoin (item 3) -------------------------------------------------------------------
     def _slow_rejoin(self, leader: int) -> None:
@@ -313,9 +342,11 @@ class ConjunctionFaults:
     async def _flap(self, learner: int, leader: int, delay: float) -> None:
         """Once what the learner just sent has arrived, reset its links to that leader."""
         await trio.sleep(delay)
+        network = self.cluster.network
         if self.cluster.leader_of_learner(learner) == leader:
-            self.cluster.network.reset(f"s{learner}", f"s{leader}")
+            network.reset(f"s{learner}", f"s{leader}")
             self._count(BRIDGE_FLAP)
+        network.uncut(f"s{leader}", f"s{learner}")
 
     def _offered(self, learner: int) -> None:
         """Counts a learner being offered, by a leader other than the one it accepted it from, the
