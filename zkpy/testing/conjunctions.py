@@ -127,8 +127,11 @@ class ConjunctionFaults:
         elif name == "learner installed snapshot":
             self._snap_installed(sid)
         elif name == "learner sent acknl" and sid in self._orphans:
-            dead = self._orphans.pop(sid)
-            if cluster.leader_of_learner(sid) != dead and self._fire("snap orphan"):
+            dead = self._orphans[sid]
+            if cluster.leader_of_learner(sid) == dead:
+                return  # its acknowledgement of the SNAP, on its way to the dead leader
+            del self._orphans[sid]
+            if self._fire("snap orphan"):
                 self._bounce(sid, log_uniform(self.rng, 0.001, 1.0))
                 self._count(SNAP_ORPHAN_BOUNCE)
         elif name == f"elected {sid}":
