@@ -147,12 +147,17 @@ class ConjunctionFaults:
 
     def _elected(self, sid: int) -> None:
         # A learner cut off after an orphaned SNAP comes back as soon as another leader is
-        # elected without it: it then joins that leader's sync, while its tree is below the SNAP.
+        # elected without it, and that leader's other learners' disks turn slow for a while: the
+        # learner joins its sync before it establishes, while its tree is below the SNAP.
         for host, dead in list(self._cut_off.items()):
             if dead != sid:
                 del self._cut_off[host]
                 assert self._later is not None
-                self._later.start_soon(self._rejoin_later, host, log_uniform(self.rng, 0.001, 0.3))
+                self._later.start_soon(self._rejoin_later, host, log_uniform(self.rng, 0.001, 0.05))
+                until = trio.current_time() + log_uniform(self.rng, 0.3, 2.0)
+                for other in self.cluster.servers.values():
+                    if other.host not in (host, f"s{sid}"):
+                        other.disk.slow_until = max(other.disk.slow_until, until)
         if self.cluster.voters >= 5 and self._bridge is None and self._fire("bridge"):
             self._split(sid)
 
