@@ -7,14 +7,15 @@ Each seed runs a whole ensemble (the real server code on virtual time, simulated
 under the nemesis's faults (zkpy/testing/workload.py FAULTS: crashes, restarts, partitions,
 one-way cuts, swizzle-clogging, whole-quorum power cuts, failing, slow and full disks, failing
 snapshot, epoch and marker writes, delay spikes, process pauses, connection resets, a client's
-session expiring mid-request) and faults at protocol points (zkpy/testing/nemesis.py Buggify)
-while clients write, then heals, checks liveness, every invariant (zkpy/testing/cluster.py) and
+session expiring mid-request), faults at protocol points (zkpy/testing/nemesis.py Buggify) and
+conjunction faults aimed at rare preconditions (zkpy/testing/conjunctions.py) while clients write, then heals, checks liveness, every invariant (zkpy/testing/cluster.py) and
 the clients' histories. Each seed draws its configuration (cluster.swarm: tick, limits,
 snapCount, commitLogCount, voters, observers, which faults); --voters/--observers override the
 draw, --no-swarm runs the fixed configuration CI's fixed seeds use (3 voters unless given).
 
 Printed at the end: the faults injected by kind, and how often each protocol point kind and each
-rare conjunction was reached (zkpy/testing/nemesis.py Reach). --adapt weighs Buggify's faults by
+rare conjunction was reached (zkpy/testing/nemesis.py Reach), and how often each conjunction fault
+acted and the preconditions it aims at were met (the "fault: ..." lines and the three after them). --adapt weighs Buggify's faults by
 the mean counts of the seeds run before (rarely reached points get more); a failing seed's
 weights are then written to a file to replay it with --prior FILE. A failing seed is printed with
 its error and the run's event trace; re-run it alone with `--first SEED --seeds 1` (plus the
@@ -37,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zkpy.testing.cluster import SimCluster, simulate, swarm
+from zkpy.testing.conjunctions import CONJUNCTION_FAULTS
 from zkpy.testing.nemesis import CONJUNCTIONS
 from zkpy.testing.workload import FAULTS, faulty_scenario
 
@@ -113,7 +115,7 @@ def main() -> int:
         print(f"  {kind:15} {faults[kind]}")
     print(f"{snapshots_checked} snapshots checked against the committed history")
     print("rare conjunctions reached:")
-    for name in CONJUNCTIONS:
+    for name in CONJUNCTIONS + CONJUNCTION_FAULTS:
         print(f"  {conjunctions[name]:7} {name}")
     print(f"protocol points reached (kind: times; buggify faults there, {buggified.total()} in all):")
     at_kind: Counter[str] = Counter()

@@ -15,6 +15,7 @@ from zkpy.jute.ops import CreateRequest, OpCode
 from zkpy.replication.leader import Leader
 from zkpy.replication.wire import encode_frame
 from zkpy.testing.cluster import CLIENT_PORT, ELECTION_PORT, PEER_PORT, SimCluster, simulate, swarm
+from zkpy.testing.conjunctions import SLOW_REJOIN, SNAP_BELOW_SNAPSHOT, SNAP_ORPHAN
 from zkpy.testing.simclient import ConnectionLost, SessionExpired, SimClient
 from zkpy.testing.workload import (
     EXPIRING_CLIENT,
@@ -213,6 +214,35 @@ def test_seeds_that_found_bugs(seed: int) -> None:
         simulate(seed, faulty(5.0, 0.02))  # found when the seeded runs' THINK was 0.02
     else:
         simulate(seed, faulty(8.0 if seed == 40 else 6.0))
+
+
+@pytest.mark.parametrize(
+    ("seed", "reached"),
+    [
+        # Item 1: a leader with a tail only it logged SNAPs a learner and dies before its NEWLEADER
+        # quorum; the learner joins the next leader's sync and is SNAPped below its snapshot.
+        # With SNAP keeping the snapshots above it (MemoryStore.install_snapshot's deletion
+        # loop removed) the run fails: "server 3 wrote a snapshot at zxid 0x700000001 that is
+        # not the committed history" (the 38th five-voter seed from 0; checked on 254f930).
+        (37, (SNAP_ORPHAN, SNAP_BELOW_SNAPSHOT)),
+        # Item 3: a follower bounced right after logging while the other followers' disks are
+        # slow rejoins with its tail uncommitted. With the TRUNC to the commit point reverted
+        # (leader_core._sync passing committed=None in broadcast) the run fails: "server 4
+        # serves a tree at zxid 0x10000000b, which no leader committed" (the 5th seed from 0;
+        # checked on 254f930).
+        (4, (SLOW_REJOIN,)),
+    ],
+)
+def test_conjunction_faults_reach_the_safety_holes(seed: int, reached: tuple[str, ...]) -> None:
+    """Five-voter random seeds (swarm configuration, 8 s, no think time: `scripts/simulate.py
+    --voters 5`) whose conjunction faults (zkpy/testing/conjunctions.py) reach an interleaving of
+    the ensemble-safety review: with its fix reverted each fails, which seeds before those faults
+    never did (docs/testing.md, the mutation table). Here, with the fixes, it passes, and the
+    assertion keeps CI's reach: a nemesis change that no longer gets there fails it."""
+    options = {**swarm(seed, list(FAULTS)), "voters": 5}
+    cluster = simulate(seed, faulty(8.0), **options)
+    for what in reached:
+        assert cluster.reach.conjunctions[what] > 0, what
 
 
 def test_a_learner_applies_what_it_logged_in_an_earlier_role() -> None:

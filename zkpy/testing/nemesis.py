@@ -110,6 +110,9 @@ class Reach:
             self._snap_unestablished.discard(sid)
         elif kind == "learner installed snapshot":
             leader = cluster.leader_of_learner(sid)
+            before = self._snapped_by.get(sid)
+            if before is not None and before in self._dead_unestablished:
+                return  # SNAPped again by the next leader: still the learner of the dead one's SNAP
             if leader is not None and cluster.would_be_leader(leader):
                 self._snapped_by[sid] = leader
         elif kind == "learner sent ackepoch":
@@ -122,6 +125,8 @@ class Reach:
             self._acked_epoch_of[sid] = leader
         elif kind == "learner sent acknl":
             leader = cluster.leader_of_learner(sid)
+            if leader == self._snapped_by.get(sid) and leader in self._dead_unestablished:
+                return  # its acknowledgement of that SNAP, on its way to the dead leader
             snapped_by = self._snapped_by.pop(sid, None)
             if snapped_by is not None and leader != snapped_by and snapped_by in self._dead_unestablished:
                 self.count(SNAPPED_LEARNER_MOVED)

@@ -13,6 +13,7 @@ import trio
 from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, PathWatchRequest, SetDataRequest
 from zkpy.jute.records import ACL, Id
 from zkpy.testing.cluster import PEER_PORT
+from zkpy.testing.conjunctions import ConjunctionFaults
 from zkpy.testing.history import History, from_simclient
 from zkpy.testing.nemesis import (
     CLIENT_MOVED,
@@ -220,14 +221,18 @@ async def nemesis(
     weights = [FAULTS[name] for name in names]
     buggify = Buggify(cluster, random.Random(rng.getrandbits(64)), prior)
     cluster.buggify = buggify
+    # A stream of their own: what else the nemesis draws stays as it was for each seed.
+    conjunctions = ConjunctionFaults(cluster, random.Random(f"conjunctions/{cluster.seed}"))
     async with trio.open_nursery() as later:  # the ends of timed faults
         buggify.arm(later)
+        conjunctions.arm(later)
         while trio.current_time() < until:
             await trio.sleep(log_uniform(rng, 0.02, 3.0))
             fault = rng.choices(names, weights)[0]
             if await inject_fault(cluster, fault, rng, later, until):
                 cluster.faults[fault] += 1
         buggify.disarm()
+        conjunctions.disarm()
         later.cancel_scope.cancel()
 
 
