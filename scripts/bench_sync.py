@@ -208,6 +208,7 @@ def sync_under_load(ensemble: Ensemble, leader: ServerProcess, followers: list[S
             out["probe_process_longest_stall_s"] = round(client_monitor.longest, 2)
             out["reader"] = reader.summary()
             out["writer"] = writer.summary()
+            nursery.cancel_scope.cancel()  # the pause monitor runs until cancelled
             out["peak_rss_mb"] = {k: round(v / 1024) for k, v in rss.items()}
             out["follower_vmhwm_mb"] = [
                 round(status_kb(f.proc.pid, "VmHWM") / 1024) for f in followers if f.proc is not None
