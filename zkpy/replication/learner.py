@@ -193,7 +193,7 @@ class Learner(Forwarder):
                 self._point(f"learner got {value[0] if isinstance(value, list) and value else '?'}")
                 effects = core.receive_wire(value, trio.current_time())
             elif kind == "logged":
-                effects = core.logged(value)
+                effects = core.logged(value, trio.current_time())
             else:
                 effects = core.tick(trio.current_time())
                 if self._not_reading and core.state == BROADCAST and self.server is not None:

@@ -51,8 +51,9 @@ TXN_OVERHEAD = 48
 # An ackepoch's currentEpoch when the learner had already accepted the offered epoch.
 NOT_COUNTED = -1
 # A Log batch's bytes: what arrives during one fsync is the next batch, up to this much, so that
-# one fsync of a slow disk stays short (and a role that ends waits for one such write at most).
-MAX_LOG_BATCH_BYTES = 4 * 1024 * 1024
+# one write of a slow disk stays short (a role that ends waits for one such write at most, and
+# the behind rule of tick() allows two writes' time beyond syncLimit).
+MAX_LOG_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,13 @@ class LearnerCore:
         # (last zxid, when it arrived) of each proposal not yet durable here, oldest first: one
         # older than syncLimit means this server's disk cannot follow, and it stops serving.
         self._arrived: deque[tuple[int, float]] = deque()
+        # How long this disk's log writes take lately (a decaying maximum): a proposal may wait
+        # for the write in flight and its own before it is durable, so the rule above allows two
+        # of them beyond syncLimit (a disk whose fsync is longer than syncLimit but keeps up
+        # with the writes is slow, not behind).
+        self._clock = now
+        self._log_started = now
+        self.log_seconds = 0.0
         self._logging = False  # a Log batch is in flight
         # Bytes of proposals received and not yet durable here (queued, being logged, or held
         # while the sync is written): the glue stops reading the link above a bound.
@@ -204,7 +212,7 @@ class LearnerCore:
         return self.receive(m.from_leader(message), now)
 
     def receive(self, message: m.LeaderMessage, now: float) -> list[Effect]:
-        self.last_heard = now
+        self.last_heard = self._clock = now
         if self.state == SYNCING:
             self._held.append(message)  # in order, after the sync is durable
             if isinstance(message, m.Proposal):
@@ -229,7 +237,11 @@ class LearnerCore:
             effects += self.receive(message, self.last_heard)
         return effects
 
-    def logged(self, batch: list[Txn]) -> list[Effect]:
+    def logged(self, batch: list[Txn], now: float | None = None) -> list[Effect]:
+        """A Log batch is durable here (`now`: when, to learn how long this disk takes)."""
+        if now is not None:
+            self._clock = now
+            self.log_seconds = max(now - self._log_started, self.log_seconds / 2)
         self._logging = False
         self.unlogged_bytes -= sum(len(t.body) + TXN_OVERHEAD for t in batch)
         self.unapplied.extend(batch)
@@ -250,10 +262,15 @@ class LearnerCore:
         stalled = gap > limit
         if stalled and self._arrived:  # this process did not run: judge the backlog from now
             self._arrived = deque((zxid, now) for zxid, _ in self._arrived)
-        if self._arrived and now - self._arrived[0][1] > limit and not stalled:
+            self._log_started = max(self._log_started, now)
+        self._clock = now
+        writing = min(now - self._log_started, limit) if self._logging else 0.0  # a hung write: limit
+        allowance = 2 * max(self.log_seconds, writing)
+        if self._arrived and now - self._arrived[0][1] > limit + allowance and not stalled:
             # Served reads would be as old as the backlog (this server applies only what it has
             # logged), and the leader cannot count on its acks: out until it syncs again (Apache's
-            # leader drops such a follower: "transaction timeout" in LearnerHandler.ping).
+            # leader drops such a follower: "transaction timeout" in LearnerHandler.ping; it allows
+            # syncLimit only, so a disk slower per fsync than syncLimit is dropped there too).
             raise RoleEnded(
                 f"a proposal that arrived {now - self._arrived[0][1]:.1f}s ago is not yet logged here "
                 f"({self.unlogged_bytes} bytes behind): this disk cannot follow the leader"
@@ -398,6 +415,7 @@ class LearnerCore:
             end += 1
         batch, self._to_log = self._to_log[:end], self._to_log[end:]
         self._logging = True
+        self._log_started = self._clock
         return [Log(batch)]
 
     def _apply(self) -> list[Effect]:
