@@ -216,6 +216,15 @@ def test_seeds_that_found_bugs(seed: int) -> None:
         simulate(seed, faulty(8.0 if seed == 40 else 6.0))
 
 
+@pytest.mark.parametrize("seed", [90426, 91301])
+def test_swarm_seeds_that_found_bugs(seed: int) -> None:
+    """`scripts/simulate.py --first SEED --seeds 1` (swarm configuration, 5 s, 0.02 think) on
+    61248f4: no write after healing. Their disks' fsyncs (up to 0.2 s) were longer than syncLimit
+    (two 50 ms ticks), and the learner's new behind rule took followers out every few ticks;
+    it now allows two of the disk's recent writes beyond syncLimit."""
+    simulate(seed, faulty(5.0, 0.02), **swarm(seed, list(FAULTS)))
+
+
 @pytest.mark.parametrize(
     ("seed", "reached"),
     [
