@@ -127,8 +127,12 @@ def test_item3_a_restarted_observer_never_serves_its_uncommitted_tail(seed: int)
     """Ensemble safety item 3 for an observer: it logs every proposal (and acknowledges none), so
     after a crash and restart its recovered tree holds proposals no quorum committed; it must be
     cut back to the leader's commit point like a follower. Fails with 60aa3e5's commit point
-    reverted (zkpy/replication/leader_core.py), through the serving oracle."""
-    simulate(seed, restarted_learner_with_an_uncommitted_tail(observer=True), voters=5, observers=1)
+    reverted (zkpy/replication/leader_core.py), through the serving oracle. syncLimit is 2 s
+    here: the other voters' 3 s fsyncs must not take them out of service (a learner leaves when a
+    proposal stays unlogged for syncLimit plus two write times, a hung write counted as
+    syncLimit), or the leader has no quorum left to rejoin."""
+    scenario = restarted_learner_with_an_uncommitted_tail(observer=True)
+    simulate(seed, scenario, voters=5, observers=1, sync_limit=20)
 
 
 # -- after a SNAP, recovery must not fall back to a snapshot older than it ----------------------------
