@@ -563,8 +563,11 @@ def test_a_restarted_follower_never_serves_its_uncommitted_tail(seed: int) -> No
     leader's history) and at UPTODATE it served a transaction no quorum had committed (Apache
     truncates such a learner to maxCommittedLog). Three followers log slowly here, so the proposal
     stays uncommitted while the restarted follower rejoins the same leader. The simulator's
-    serving oracle fails on 7a18865 ("serves a tree at zxid ..., which no leader committed")."""
-    simulate(seed, restarted_learner_with_an_uncommitted_tail(), voters=5)
+    serving oracle fails on 7a18865 ("serves a tree at zxid ..., which no leader committed").
+    syncLimit is 2 s: the slow followers' 3 s fsyncs must stay within the learner's behind rule
+    (syncLimit plus two write times, a hung write counted as syncLimit), or they leave service
+    and the leader loses its quorum."""
+    simulate(seed, restarted_learner_with_an_uncommitted_tail(), voters=5, sync_limit=20)
 
 
 # -- ensemble safety item 7: a leader's host vanishes right after the election --------------------
