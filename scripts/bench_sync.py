@@ -237,22 +237,12 @@ def log_sizes(ensemble: Ensemble) -> list[int]:
     return [s.log_path.stat().st_size if s.log_path.exists() else 0 for s in ensemble.servers]
 
 
-def _log_after(server: ServerProcess, start: int) -> str:
-    """What the member logged after `start` bytes ("" if its log cannot be read)."""
-    try:
-        with open(server.log_path, "rb") as f:
-            f.seek(start)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def gc_pauses(ensemble: Ensemble, since: list[int]) -> dict[str, list[int]]:
     """Per zkpy member, the full GC pauses it logged (zkpy/server/gcpause.py) after `since` (log
     sizes), longest first: a stall that lines up with one is the collector's, not the sync's."""
     pauses: dict[str, list[int]] = {}
     for i, (server, start) in enumerate(zip(ensemble.servers, since, strict=True), 1):
-        text = _log_after(server, start)
+        text = server.log_since(start)
         found = sorted((int(ms) for gen, ms in GC_PAUSE.findall(text) if gen == "2"), reverse=True)
         if found:
             pauses[f"s{i}"] = found[:5]
@@ -267,7 +257,7 @@ def loop_stalls(ensemble: Ensemble, since: list[int]) -> dict[str, list[float]]:
     (zkpy/server/pausemon.py; the log has the stack of each)."""
     stalls: dict[str, list[float]] = {}
     for i, (server, start) in enumerate(zip(ensemble.servers, since, strict=True), 1):
-        text = _log_after(server, start)
+        text = server.log_since(start)
         found = sorted((float(x) for x in LOOP_STALL.findall(text)), reverse=True)
         if found:
             stalls[f"s{i}"] = found[:5]
