@@ -155,6 +155,7 @@ class ClientConnection:
         self._nursery: trio.Nursery | None = None
         self._handshake_done = trio.Event()
         self._ahead: _ReadAhead | None = None
+        self._only_pings = False  # the last read held pings only: the next wait may park
         self.established = time.time()
         self.reset_stats()
 
@@ -337,6 +338,8 @@ class ClientConnection:
         while True:
             try:
                 if sock is not None:
+                    if self._only_pings and self._may_park():
+                        return await self.server.idle.park(self, sock)
                     await trio.lowlevel.wait_readable(sock)
                     return sock.recv(65536)
                 return await self.stream.receive_some(65536)
@@ -344,6 +347,29 @@ class ClientConnection:
                 continue
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return b""
+
+    def _may_park(self) -> bool:
+        """Idle with nothing in flight either way: the shared reader may wait for this client
+        (idle.py), which answers its pings without waking this connection's task."""
+        return (
+            self.session_id != 0
+            and not self._pending
+            and not self._out
+            and not self._sending
+            and not self._held
+            and not self._closing
+            and self.protocol.between_frames()
+            and self.server.idle.available
+        )
+
+    def answer_idle_pings(self, count: int, received: int) -> None:
+        """The shared reader read `count` pings (`received` bytes) for this parked connection:
+        what the receive loop does with a read of pings."""
+        server = self.server
+        server.stats.bytes_received += received
+        server.sessions.touch(self.session_id)
+        for _ in range(count):
+            self._on_request(XID_PING, OpCode.PING, b"")
 
     async def _await_handshake(self) -> None:
         """Until the handshake is answered or the connection closes. Meanwhile one read goes on,
@@ -390,6 +416,10 @@ class ClientConnection:
                 return
             if self.session_id:
                 server.sessions.touch(self.session_id)  # once per read, not per request
+            # A read of pings alone (an idle client) lets the next wait park (idle.py).
+            self._only_pings = bool(events) and all(
+                type(event) is RequestReceived and event.op == OpCode.PING for event in events
+            )
             budget_start = time.perf_counter()
             for event in events:
                 if time.perf_counter() - budget_start >= STEP_BUDGET:  # a read of 2,000 small requests

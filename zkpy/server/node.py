@@ -27,6 +27,7 @@ from zkpy.jute.records import PERM_READ, ConnectRequest, ConnectResponse
 from zkpy.server import fourletter
 from zkpy.server.connection import ClientConnection, HeldAnswers
 from zkpy.server.fourletter import ServerStatus
+from zkpy.server.idle import IdleReader
 from zkpy.server.latency import BUCKETS_MS, OpLatencies, Summary
 from zkpy.server.limits import too_many_ops
 from zkpy.server.pipeline import CommitPipeline, Persist, persist_nothing
@@ -229,6 +230,7 @@ class ZooKeeperServer:
         self.pipeline = CommitPipeline(self.applier, self.watches, persist)
         self.pipeline.on_applied = self._on_applied
         self.held_answers = HeldAnswers()
+        self.idle = IdleReader()  # parked idle connections' pings (idle.py)
         self.pipeline.hold_answers = self.held_answers
         self.reads = Reads(self.tree, self.watches, config.multi_max_ops)
         self.sessions = SessionTracker(config.tick_time, config.server_id or 0, clock=trio.current_time)
@@ -267,6 +269,7 @@ class ZooKeeperServer:
             nursery.start_soon(self._expire_sessions)
             nursery.start_soon(self._watch_loop)
             nursery.start_soon(self._sweep_containers)
+            nursery.start_soon(self.idle.run)
             nursery.start_soon(trio.serve_listeners, self._handle_client, listeners)
             log.debug(
                 "serving clients on %s:%d", config.client_port_address, self.port

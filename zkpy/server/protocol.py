@@ -51,6 +51,10 @@ class ServerProtocol:
         self.connected = False
         self._sniffed = False
 
+    def between_frames(self) -> bool:
+        """Connected, with no part of a frame buffered: the next bytes start a request."""
+        return self.connected and self._frames.buffered() == 0
+
     def receive(self, data: bytes | bytearray) -> list[FourLetterWord | ConnectRequested | RequestReceived]:
         """Feed received bytes; returns the complete events they finish. Raises ProtocolError."""
         self._frames.feed(data)
