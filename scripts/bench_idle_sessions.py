@@ -27,6 +27,7 @@ import heapq
 import json
 import multiprocessing
 import os
+import re
 import resource
 import select
 import socket
@@ -43,6 +44,7 @@ from zkpy.jute.codec import encode
 from zkpy.jute.records import ConnectRequest
 from zkpy.testing.procs import running_server
 
+GC_PAUSE = re.compile(r"garbage collection of generation (\d) held this server for (\d+) ms")
 SESSION_TIMEOUT_MS = 10_000
 PING = (8).to_bytes(4, "big") + (-2).to_bytes(4, "big", signed=True) + (11).to_bytes(4, "big")
 _CONNECT_BODY = encode(ConnectRequest(0, 0, SESSION_TIMEOUT_MS, 0, b"\x00" * 16, False))
@@ -242,7 +244,14 @@ def run(
     extra = {"maxClientCnxns": "0", "maxSessionTimeout": "40000", "4lw.commands.whitelist": "*"}
     with running_server(kind, extra) as srv:
         assert srv.proc is not None
-        return measure(kind, srv.host, srv.port, srv.proc.pid, sessions, duration, interval, workers, settle)
+        result = measure(kind, srv.host, srv.port, srv.proc.pid, sessions, duration, interval, workers, settle)
+        if kind == "zkpy":  # the collections of 100 ms or more it logged (zkpy/server/gcpause.py), per generation
+            text = srv.log_since(0)
+            result["gc_pauses_ms"] = {
+                gen: sorted((int(ms) for g, ms in GC_PAUSE.findall(text) if g == gen), reverse=True)
+                for gen in ("0", "1", "2")
+            }
+        return result
 
 
 def measure(
@@ -364,6 +373,8 @@ def main() -> int:
             f"{r['server']:7} {r['opened']:>8} {r['lost']:>5} {r['pings_answered']:>7} {r['server_cpu_s']:>7} "
             f"{r['us_per_ping']!s:>8} {r['server_rss_mb']:>7} {r['worst_ping_ms']:>9} {r['generator_cpu_s']:>9}"
         )
+        if r.get("gc_pauses_ms"):
+            print(f"        collections >= 100 ms by generation: {r['gc_pauses_ms']}")
     for kind in args.servers.split(","):
         per_ping = [r["us_per_ping"] for r in all_results if r["server"] == kind and r["us_per_ping"]]
         if len(per_ping) > 1:

@@ -686,6 +686,8 @@ class Shared:
     ops: list[Operation] = field(default_factory=list)
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)  # definite failures by error
+    moved_seconds: set[int] = field(default_factory=set)  # seconds of the run with a SessionMoved
     acked_seq: dict[str, bytes] = field(default_factory=dict)  # acknowledged /seq names -> value
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -808,6 +810,10 @@ class Worker(threading.Thread):
             self.shared.counts[(label, outcome)] += 1
             if error and outcome == "unknown":
                 self.shared.errors[error] += 1
+            elif error:
+                self.shared.refusals[error] += 1
+                if error == "SessionMoved":
+                    self.shared.moved_seconds.add(int(invoked - self.t0))
         if error == "NotReadOnly":
             self.stop_event.wait(0.05)  # on a read-only server until the client finds a writable one
         return outcome, result, op
@@ -1047,6 +1053,19 @@ def wait_ephemerals_gone(cluster: Cluster, session_timeout: float) -> dict[int, 
     finally:
         for zk in clients:
             run_bounded(lambda zk=zk: (zk.stop(), zk.close()), 15)
+
+
+def longest_stretch(seconds: set[int]) -> int:
+    """The longest run of consecutive seconds in `seconds` (a client refused with SessionMoved
+    for every write through one server shows as a stretch, scattered refusals do not)."""
+    longest = 0
+    for second in seconds:
+        if second - 1 not in seconds:
+            end = second
+            while end + 1 in seconds:
+                end += 1
+            longest = max(longest, end - second + 1)
+    return longest
 
 
 def write_history(shared: Shared, path: Path) -> None:
@@ -1301,6 +1320,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {kind:12s} {c[0]:7d} {c[1]:7d} {c[2]:7d}")
         if shared.errors:
             print(f"unknown outcomes by error: {dict(shared.errors.most_common())}")
+        if shared.refusals:
+            print(f"definite failures by error: {dict(shared.refusals.most_common())}")
+        if shared.moved_seconds:
+            print(
+                f"SessionMoved in {len(shared.moved_seconds)} seconds of the run, "
+                f"longest stretch {longest_stretch(shared.moved_seconds)} s"
+            )
         print(f"faults: {dict(sorted(nemesis.faults.items()))}")
         with_zxid = sum(1 for op in shared.ops if op.zxid is not None)
         read_only_ops = sum(1 for op in shared.ops if op.server is not None and op.server.endswith(" ro"))
@@ -1329,6 +1355,9 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "operations": {f"{k}:{o}": c for (k, o), c in sorted(shared.counts.items())},
                 "unknown_errors": dict(shared.errors),
+                "definite_failures": dict(shared.refusals),
+                "session_moved_seconds": len(shared.moved_seconds),
+                "session_moved_longest_stretch_s": longest_stretch(shared.moved_seconds),
                 "faults": dict(nemesis.faults),
                 "fault_families": sorted(families),
                 "dropped_packets": dropped_packets,
