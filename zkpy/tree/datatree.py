@@ -7,6 +7,10 @@ container and TTL indexes, and the node count and data size that `mntr` reports.
 
 from __future__ import annotations
 
+import ctypes
+import sys
+from collections.abc import Callable
+
 from zkpy import paths
 from zkpy.jute.records import STAT_STRUCT, Stat
 
@@ -39,6 +43,30 @@ CHILD_TABLE_INITIAL = 8
 
 # Most znodes are leaves: sharing one empty frozenset saves an empty set (216 bytes) per node.
 NO_CHILDREN: frozenset[str] = frozenset()
+
+
+def _gc_untracker() -> Callable[[object], None] | None:
+    """CPython's PyObject_GC_UnTrack (None on other interpreters).
+
+    Why a znode made by a write is taken out of the cycle collector's lists: each full collection
+    walks every tracked object, and a tree grown by writes is millions of them (0.5 s of pause
+    per million znodes, measured; a tree loaded from a snapshot is frozen instead, run.py and
+    durable.py). Untracking is safe for ZNode alone: its fields hold bytes, ints, an interned
+    tuple of (int, str, str) and a set of names, none of which can refer to a ZNode, so a znode
+    is never part of a reference cycle and the collector could never free one; reference
+    counting frees it as before. Its children set stays tracked (it is its own object), and an
+    untracked referrer counts for the collector as a reference from outside, which keeps it."""
+    if sys.implementation.name != "cpython":
+        return None
+    untrack = getattr(ctypes.pythonapi, "PyObject_GC_UnTrack", None)
+    if untrack is None:
+        return None
+    untrack.argtypes = [ctypes.py_object]
+    untrack.restype = None
+    return untrack  # type: ignore[no-any-return]
+
+
+_untrack = _gc_untracker()
 
 
 class ZNode:
@@ -171,6 +199,8 @@ class DataTree:
         parent_path = paths.parent(path)
         parent = self.nodes[parent_path]
         node = ZNode(data, self.intern_acl(acl), zxid, time, ephemeral_owner)
+        if _untrack is not None:
+            _untrack(node)
         self.nodes[path] = node
         parent.add_child(paths.basename(path))
         parent.cversion = parent_cversion
