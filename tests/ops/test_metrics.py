@@ -157,6 +157,7 @@ def test_ensemble_replication_metrics(metered_ensemble: list[tuple[ServerProcess
     assert sample(lead, "quorum_ack_latency_count") >= 1
     assert sample(lead, "diff_count") + sample(lead, "snap_count") + sample(lead, "zkpy_trunc_count") == 2
     assert sample(lead, "election_time_count") >= 1
+    assert sample(lead, "zkpy_max_queued_to_learner_bytes") > 0  # the proposals it sent
     for follower, url in followers:
         sid = (follower.data_dir / "myid").read_text().strip()
         assert sample(lead, "zkpy_learner_ack_latency_count", key=sid) >= 1
@@ -171,6 +172,7 @@ def test_ensemble_replication_metrics(metered_ensemble: list[tuple[ServerProcess
             time.sleep(0.1)
             metrics = scrape(url)
         assert sample(metrics, "commit_propagation_latency_count") >= 1
+        assert sample(metrics, "zkpy_max_unlogged_proposal_bytes") > 0  # the proposals it logged
 
 
 class Electing(Source):

@@ -10,6 +10,8 @@ down, as Apache's ServerMetrics do). Names are Apache 3.8's where Apache measure
   until the learner applies it, wall clock, one sample per committed batch;
 - diff_count, snap_count: learners synced by DIFF or SNAP (TRUNC too here, Apache has no name).
 
+The max_* lines are zkpy's own: high-water marks of the bounded queues between peers.
+
 learner_ack_latency (zkpy's own) is per learner: a proposal sent until that learner acknowledged
 it, which shows which follower is slow.
 """
@@ -71,6 +73,11 @@ class ReplicationStats:
             "diff_count": self.syncs["diff"],
             "snap_count": self.syncs["snap"],
             "trunc_count": self.syncs["trunc"],
+            # The bounded queues' high-water marks since the member started: how close a slow
+            # follower's disk, or a slow link, brought them to their caps (issue 17).
+            "max_unlogged_proposal_bytes": self.most_unlogged_bytes,
+            "max_queued_to_learner_bytes": self.most_queued_to_learner,
+            "max_waiting_learner_messages": self.most_waiting_messages,
         }
         for sid in sorted(self.learner_ack_ms):
             lines.update(self.learner_ack_ms[sid].metrics(f"{sid}_learner_ack_latency"))
