@@ -156,6 +156,7 @@ class ClientConnection:
         self._handshake_done = trio.Event()
         self._ahead: _ReadAhead | None = None
         self._only_pings = False  # the last read held pings only: the next wait may park
+        self.last_read = trio.current_time()  # the client's last bytes (ZooKeeperServer closes silent ones)
         self.established = time.time()
         self.reset_stats()
 
@@ -367,6 +368,7 @@ class ClientConnection:
         what the receive loop does with a read of pings."""
         server = self.server
         server.stats.bytes_received += received
+        self.last_read = trio.current_time()
         server.sessions.touch(self.session_id)
         for _ in range(count):
             self._on_request(XID_PING, OpCode.PING, b"")
@@ -409,6 +411,7 @@ class ClientConnection:
             if not data:
                 return
             server.stats.bytes_received += len(data)
+            self.last_read = trio.current_time()
             try:
                 events = self.protocol.receive(data)
             except ProtocolError as e:

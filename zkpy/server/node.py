@@ -501,6 +501,29 @@ class ZooKeeperServer:
             if now - last > tick:
                 self._stall_grace_until = now + tick
             last = self._loop_beat = now
+            if now >= self._stall_grace_until:
+                self._close_silent_connections(now)
+
+    def _close_silent_connections(self, now: float) -> None:
+        """Close each connection whose client sent nothing for longer than its session's timeout.
+
+        A client pings every third of its timeout or so when it has nothing else to say, so such a
+        connection's client has gone: moved to another server while this end stayed half-open
+        (no FIN or RST ever came), or its host vanished. Had this been the session's only server,
+        the session would have expired by now. Closing it withdraws the claim a learner may hold
+        at the leader for it (replication/owners.py), which otherwise stood until the kernel gave
+        up on the socket, hours later: the client's writes through the server it moved to were
+        refused with SessionMoved meanwhile (issue 14's known limit). Apache keeps such a
+        connection open. Not judged right after this process was stalled (the pings may be
+        queued in the sockets): the caller skips a tick of grace."""
+        for conn in self.connections:
+            timeout = conn.timeout
+            if conn.session_id and timeout and now - conn.last_read > timeout / 1000 and not conn.closing:
+                log.info(
+                    "closing connection from %s:%d (session 0x%x): nothing received for more than "
+                    "the session timeout (%d ms)", *conn.remote, conn.session_id, timeout,
+                )  # fmt: skip
+                conn.close()
 
     async def _expire_sessions(self) -> None:
         tick = self.config.tick_time / 1000

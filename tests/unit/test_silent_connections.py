@@ -1,0 +1,69 @@
+"""A connection whose client sent nothing for longer than its session timeout is closed
+(ZooKeeperServer._close_silent_connections). On a virtual clock, in memory."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from zkpy.jute.codec import decode, encode
+from zkpy.jute.ops import XID_PING, OpCode
+from zkpy.jute.records import ConnectRequest, ConnectResponse, ReplyHeader, RequestHeader
+from zkpy.server.config import parse_config
+from zkpy.server.connection import ClientConnection
+from zkpy.server.node import ZooKeeperServer
+from zkpy.tree.datatree import DataTree
+
+
+def frame(*records: object) -> bytes:
+    body = b"".join(encode(r) for r in records)
+    return len(body).to_bytes(4, "big") + body
+
+
+async def read_frame(stream: trio.abc.Stream, buffer: bytearray) -> bytes:
+    while len(buffer) < 4 or len(buffer) < 4 + int.from_bytes(buffer[:4], "big"):
+        data = await stream.receive_some(65536)
+        assert data, "the server closed the connection"
+        buffer += data
+    size = int.from_bytes(buffer[:4], "big")
+    body = bytes(buffer[4 : 4 + size])
+    del buffer[: 4 + size]
+    return body
+
+
+async def test_a_connection_silent_past_its_session_timeout_is_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 14's known limit: a client that moved to another server while this end stayed
+    half-open kept its connection here, and with it the claim a learner holds at the leader for it
+    (owners.py), until the kernel gave up on the socket, hours later; its writes through the server
+    it moved to were refused with SessionMoved meanwhile. Now the connection closes once nothing
+    came for longer than the session timeout (which withdraws an unused claim). A client that pings
+    as clients do (every third of the timeout) is never closed. Fails before this change: still
+    open after 10 s of silence."""
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
+    server = ZooKeeperServer(config, tree=DataTree())
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+    server.connections[conn] = None  # as the listener's handler does
+    buffer = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pipeline.run)
+        nursery.start_soon(server._watch_loop)
+        nursery.start_soon(conn.serve)
+        await client.send_all(frame(ConnectRequest(0, 0, 4000, 0, b"\x00" * 16, False)))
+        response = decode(ConnectResponse, await read_frame(client, buffer))
+        assert response.timeout == 4000 and conn.session_id
+        for _ in range(15):  # 20 s of pings every 1.3 s
+            await trio.sleep(1.3)
+            await client.send_all(frame(RequestHeader(XID_PING, OpCode.PING)))
+            header, _ = ReplyHeader.read(await read_frame(client, buffer), 0)
+            assert header.xid == XID_PING
+        assert not conn.closing
+        silent_since = trio.current_time()
+        with trio.fail_after(10):
+            while not conn.closing:
+                await trio.sleep(0.1)
+        silent = trio.current_time() - silent_since
+        assert 4.0 < silent <= 4.0 + 1.1, silent  # checked every half tick
+        nursery.cancel_scope.cancel()
