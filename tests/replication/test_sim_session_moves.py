@@ -22,8 +22,11 @@ import trio
 from test_sim_regressions import Scenario, caught_up, finish
 
 from zkpy.errors import Code
+from zkpy.jute.codec import encode
 from zkpy.jute.ops import CreateRequest, OpCode, PathRequest, SetDataRequest
 from zkpy.jute.records import OPEN_ACL_UNSAFE as OPEN
+from zkpy.jute.records import ConnectRequest
+from zkpy.replication.owners import SessionOwners
 from zkpy.replication.serving import EnsembleServer
 from zkpy.server.connection import ClientConnection
 from zkpy.testing.cluster import CLIENT_PORT, SimCluster, simulate
@@ -63,7 +66,11 @@ def waiting(cluster: SimCluster, sid: int) -> set[ClientConnection]:
     """The connections whose ConnectRequest server `sid` has read and not answered yet."""
     peer = cluster.servers[sid].peer
     server = None if peer is None else peer.serving
-    return set() if server is None else {c for c in server.connections if c.packets_received and not c.session_id}
+    return (
+        set()
+        if server is None
+        else {c for c in server.connections if c.packets_received and not c.session_id}
+    )
 
 
 def handshakes_waiting(cluster: SimCluster, sid: int) -> int:
@@ -335,7 +342,10 @@ def test_the_connection_left_on_the_old_server_gets_session_moved_for_writes_onl
 
 
 def late_question_from_a_server_the_client_left(
-    revalidations: Revalidations, observer: bool = False, back_to_leader: bool = False, slow_answer: bool = False
+    revalidations: Revalidations,
+    observer: bool = False,
+    back_to_leader: bool = False,
+    slow_answer: bool = False,
 ) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
@@ -405,8 +415,7 @@ def test_a_late_question_from_an_observer_after_the_client_went_back_to_the_lead
 ) -> None:
     """The same with an observer as the server whose question is late, and the leader as the
     server the client goes back to: the leader's own connection claims the session at once (no
-    question, nothing to withdraw), and the observer's withdrawn claim gives it back to the
-    leader. Fails before this change (on 64955c5): -118."""
+    question), and the observer's withdrawn claim gives it back to the leader. Fails before this change (on 64955c5): -118."""
     scenario = late_question_from_a_server_the_client_left(revalidations, observer=True, back_to_leader=True)
     simulate(seed, scenario, voters=3, observers=1)
 
@@ -467,3 +476,68 @@ def test_a_withdrawn_claim_does_not_hand_the_session_to_a_server_holding_an_old_
     the first server to forward takes it): the simulator's check finds /k=1 committed after the
     client's later /k=2, "FIFO client order broken", on both seeds."""
     simulate(seed, withdrawn_claim_with_a_write_held_elsewhere(revalidations), voters=3, observers=1)
+
+
+# -- a handshake that reaches the leader itself late ---------------------------------------------
+
+
+def late_connect_at_the_leader(claims: list[tuple[float, int, Hashable]]) -> Scenario:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.wait_all_serving()
+        leader = cluster.leader()
+        assert leader is not None
+        home, _ = two_learners(cluster, False)
+        client = new_client(cluster, "late")
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
+        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "every server has /k")
+        # The client tries the leader: the connection opens, but what it sends there is slow on
+        # its way (0.8 s: retransmitted after a silent drop, say); it gives up on the handshake,
+        # closes, and resumes its session on F1, which asks the leader and is the owner.
+        started = trio.current_time()
+        stream = await client.network.connect(f"s{leader}", CLIENT_PORT)
+        cluster.network.delay_one_way("late", f"s{leader}", 0.8, 0.2)
+        hello = encode(
+            ConnectRequest(
+                0, client.last_zxid, client.session_timeout_ms, client.session_id, client.password, False
+            )
+        )
+        await stream.send_all(len(hello).to_bytes(4, "big") + hello)
+        await trio.sleep(0.05)
+        await stream.aclose()
+        client.servers = [(f"s{home}", CLIENT_PORT)]
+        await client.connect()
+        # The ConnectRequest reaches the leader now, the client's close right behind it.
+        await cluster.wait_until(
+            lambda: any(t > started and sid == leader for t, sid, _ in claims), 2.0, "the leader's late claim"
+        )
+        await trio.sleep(0.05)
+        write = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
+        assert write.outcome == "ok", f"the client's write through F1, where it is, was answered {write.err}"
+        await finish(cluster)
+
+    return scenario
+
+
+@pytest.mark.parametrize("seed", [99, 100])
+def test_a_late_handshake_at_the_leader_does_not_take_the_session(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader's own connection claimed a session at once and for good: no question, so
+    nothing a client could abandon halfway, it seemed. But the client's ConnectRequest can reach
+    the leader after the client gave up on it (its bytes held or retransmitted after a silent
+    drop) and resumed the session on F1: the leader's claim was then the newest, and every write
+    through F1 was refused with SessionMoved until the client reconnected for another reason
+    (the Jepsen run of 2026-12-08: 4,325 refusals, one stretch of 12 s; Apache's run had none).
+    Now the leader withdraws its own connection's claim when that connection closes without
+    ordering anything, as a learner's relinquish does. Fails before this change: -118."""
+    claims: list[tuple[float, int, Hashable]] = []
+    claim = SessionOwners.claim
+
+    def recording(self: SessionOwners, session_id: int, sid: int, key: Hashable = None) -> None:
+        claims.append((trio.current_time(), sid, key))
+        claim(self, session_id, sid, key)
+
+    monkeypatch.setattr(SessionOwners, "claim", recording)
+    simulate(seed, late_connect_at_the_leader(claims), voters=3)

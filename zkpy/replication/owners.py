@@ -55,8 +55,11 @@ Owners are per leader and in memory, as Apache's: a new leader starts with none 
 belongs to the first server to forward for it. Every learner closes its clients when its
 leader changes, so each of them resumes through a revalidation (a claim) before it forwards; a
 relinquish goes on the link its question went on, so it only ever reaches the leader that took
-the claim. The leader's own connections claim at once (no question, nothing a client can
-abandon halfway), and so do createSessions. There are no local sessions outside read-only mode,
+the claim. The leader's own connections claim at once (no question), keyed by the connection:
+a client's ConnectRequest can reach the leader after the client gave up on it (held, or
+retransmitted after a silent drop) and resumed its session elsewhere, so the leader withdraws
+its own claim when that connection closes having ordered nothing, as a learner's relinquish
+does (a Jepsen run before this had SessionMoved for 12 s). createSessions claim for good. There are no local sessions outside read-only mode,
 where nothing is forwarded.
 """
 

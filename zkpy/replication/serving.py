@@ -169,6 +169,10 @@ class EnsembleServer(ZooKeeperServer):
         self.owners = SessionOwners()
         # A learner's connections that asked the leader about their session: (session, question).
         self._claims: dict[ClientConnection, tuple[int, int]] = {}
+        # The leader's own connections that resumed a session: (session, claim key), an int key
+        # (a learner's keys are (link, question) tuples).
+        self._local_claims: dict[ClientConnection, tuple[int, int]] = {}
+        self._local_claim_count = 0
         self.my_sid = config.server_id or 0
         self.forwarder: Forwarder | None = None  # a learner's link to its leader
         self._catch_ups = 0  # the last cxid of a sync asked before resuming an unknown session
@@ -258,8 +262,13 @@ class EnsembleServer(ZooKeeperServer):
         if previous is not None and previous is not conn:
             previous.close()
         if self.state == LEADER:
-            # Its own connection answers at once: a claim no client can abandon halfway.
-            self.owners.claim(session_id, self.my_sid)
+            # Its own connection claims at once, but withdrawably, as a learner's question: the
+            # client's ConnectRequest may reach the leader after the client gave up on it (held,
+            # or retransmitted after a silent drop) and resumed elsewhere. Closing without having
+            # ordered anything gives the session back (connection_closed).
+            self._local_claim_count += 1
+            key = self._local_claims[conn] = (session_id, self._local_claim_count)
+            self.owners.claim(session_id, self.my_sid, key[1])
             super().resume_session(conn, session_id, timeout, password, read_only)
             return
         if self.forwarder is None:
@@ -282,6 +291,9 @@ class EnsembleServer(ZooKeeperServer):
 
     def connection_closed(self, conn: ClientConnection) -> None:
         super().connection_closed(conn)
+        local = self._local_claims.pop(conn, None)
+        if local is not None and self.state == LEADER:
+            self.owners.relinquish(local[0], self.my_sid, local[1])  # kept if it ordered a request
         claim = self._claims.pop(conn, None)
         if claim is not None and self.forwarder is not None:
             # A client that gave up on its handshake here (the leader's answer was slow), or
