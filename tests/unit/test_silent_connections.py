@@ -67,3 +67,22 @@ async def test_a_connection_silent_past_its_session_timeout_is_closed(
         silent = trio.current_time() - silent_since
         assert 4.0 < silent <= 4.0 + 1.1, silent  # checked every half tick
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_that_stopped_reading_is_not_judged_silent() -> None:
+    """A connection that stopped reading (its unsent output above the high-water mark, or the
+    server over its outstanding limit) leaves its client's pings queued in the socket: it is not
+    the client that is silent. Fails with the rule judging every connection by its last read."""
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
+    server = ZooKeeperServer(config, tree=DataTree())
+    _, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+    server.connections[conn] = None
+    conn.attach(0x1234, 4000)
+    now = conn.last_read + 60.0
+    conn.awaiting_client = False  # in _throttle, say
+    server._close_silent_connections(now)
+    assert not conn.closing
+    conn.awaiting_client = True
+    server._close_silent_connections(now)
+    assert conn.closing

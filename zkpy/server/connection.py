@@ -156,7 +156,10 @@ class ClientConnection:
         self._handshake_done = trio.Event()
         self._ahead: _ReadAhead | None = None
         self._only_pings = False  # the last read held pings only: the next wait may park
-        self.last_read = trio.current_time()  # the client's last bytes (ZooKeeperServer closes silent ones)
+        # The client's last bytes, and whether this connection waits for more: ZooKeeperServer
+        # closes one that waited longer than its session timeout (not one that stopped reading).
+        self.last_read = trio.current_time()
+        self.awaiting_client = False
         self.established = time.time()
         self.reset_stats()
 
@@ -390,7 +393,9 @@ class ClientConnection:
 
     async def _read_ahead(self, ahead: _ReadAhead) -> None:
         with ahead.scope:
+            self.awaiting_client = True
             ahead.data = bytes(await self._receive_bytes())
+            self.awaiting_client = False
             if not ahead.data:
                 self.close()
         ahead.done.set()
@@ -407,7 +412,9 @@ class ClientConnection:
                 self._ahead = None
                 data = ahead.data
             else:
+                self.awaiting_client = True
                 data = await self._receive_bytes()
+                self.awaiting_client = False
             if not data:
                 return
             server.stats.bytes_received += len(data)
@@ -437,6 +444,7 @@ class ClientConnection:
                         await self._throttle()
                         if self._closing:
                             return
+                        self.last_read = trio.current_time()  # what queued meanwhile is not silence
                     if event.op in _SET_WATCHES_OPS and self.session_id and not self._closing:
                         await self._set_watches(event.xid, event.op, event.body)
                         continue

@@ -514,11 +514,20 @@ class ZooKeeperServer:
         at the leader for it (replication/owners.py), which otherwise stood until the kernel gave
         up on the socket, hours later: the client's writes through the server it moved to were
         refused with SessionMoved meanwhile (issue 14's known limit). Apache keeps such a
-        connection open. Not judged right after this process was stalled (the pings may be
-        queued in the sockets): the caller skips a tick of grace."""
+        connection open. Only a connection waiting for its client's bytes is judged: one that
+        stopped reading (its output above the high-water mark, or the server over its
+        outstanding limit) leaves the client's pings queued in its socket, and its silence
+        counts from when it reads again. Not judged right after this process was stalled (the
+        pings may be queued in the sockets): the caller skips a tick of grace."""
         for conn in self.connections:
             timeout = conn.timeout
-            if conn.session_id and timeout and now - conn.last_read > timeout / 1000 and not conn.closing:
+            if (
+                conn.awaiting_client
+                and conn.session_id
+                and timeout
+                and now - conn.last_read > timeout / 1000
+                and not conn.closing
+            ):
                 log.info(
                     "closing connection from %s:%d (session 0x%x): nothing received for more than "
                     "the session timeout (%d ms)", *conn.remote, conn.session_id, timeout,
