@@ -1381,8 +1381,8 @@ def main(argv: list[str] | None = None) -> int:
                 "nemesis_events": nemesis.events,
             }
         )
-        if problems:
-            status = status or 1
+        if problems or args.keep_logs:  # kept on a problem, or always when --keep-logs names a place
+            status = status or (1 if problems else 0)
             dest = args.keep_logs or Path(
                 f"/tmp/jepsen-{args.server}-{args.servers}-seed{seed}-{int(time.time())}"
             )
