@@ -1113,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-zxids", action="store_true", help="check the history without reply zxids (no cross-znode session order)"
     )
-    ap.add_argument("--keep-logs", type=Path, default=None, help="where to copy logs on a problem")
+    ap.add_argument("--keep-logs", type=Path, default=None, help="copy logs, data and history here (kept anyway on a problem)")
     ap.add_argument("--json", type=Path, default=None, help="write the summary as JSON here")
     ap.add_argument("--history", type=Path, default=None, help="write the history (JSON lines) here")
     args = ap.parse_args(argv)
