@@ -1165,12 +1165,34 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     status = 0
     try:
-        for s in cluster.servers:
-            s.start(wait=None)
-        try:
-            cluster.ensemble.wait_serving(120)
-        except Exception as e:
-            log(f"ensemble did not start: {e}")
+        failure: Exception | None = None
+        for attempt in range(3):
+            for s in cluster.servers:
+                s.start(wait=None)
+            try:
+                cluster.ensemble.wait_serving(120)
+                break
+            except Exception as e:
+                if "already in use" not in str(e) or attempt == 2:
+                    failure = e
+                    break
+                # A port picked free was taken before its server bound it (an outgoing connection's
+                # ephemeral port, say): start again on other ports.
+                log(f"ensemble did not start ({e}); again on other ports")
+                cluster.shutdown()
+                shutil.rmtree(home, ignore_errors=True)
+                Path(home).mkdir(parents=True)
+                cluster = make_cluster(
+                    args.server,
+                    args.servers,
+                    home,
+                    partitions,
+                    client_proxies=bool(families & {"hold", "move", "silent"}),
+                    nft="silent" in families,
+                    read_only=args.read_only,
+                )
+        if failure is not None:
+            log(f"ensemble did not start: {failure}")
             dest = args.keep_logs or Path(
                 f"/tmp/jepsen-{args.server}-{args.servers}-seed{seed}-{int(time.time())}"
             )
