@@ -203,11 +203,9 @@ class EnsembleServer(ZooKeeperServer):
             self.sessions.add(sid, timeout)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.pipeline.run)
-            # Every role closes its clients' silent connections (node.py): a learner's half-open
-            # one would otherwise keep the claim its question made at the leader (owners.py).
-            nursery.start_soon(self._watch_loop)
             if self.state == LEADER:
                 nursery.start_soon(self._expire_sessions)
+                nursery.start_soon(self._watch_loop)
                 nursery.start_soon(self._sweep_containers)
             task_status.started()
 
