@@ -27,6 +27,14 @@ from zkpy.testing.workload import new_client
 revalidations = test_sim_session_moves.revalidations  # the fixture: each revalidation the leader took
 
 
+def owner(cluster: SimCluster, session_id: int) -> int | None:
+    """The session's owner at the leader (owners.py), None without a serving leader."""
+    leader = cluster.leader()
+    peer = None if leader is None else cluster.servers[leader].peer
+    server = None if peer is None else peer.serving
+    return None if server is None else server.owners.owner(session_id)
+
+
 async def keep_alive(client: SimClient, every: float, duration: float) -> None:
     """For `duration` seconds the client reads now and then, which keeps its session and its
     connection alive (the simulated client sends no pings of its own)."""
@@ -40,12 +48,16 @@ async def keep_alive(client: SimClient, every: float, duration: float) -> None:
 # -- the silence rule on a learner ---------------------------------------------------------------
 
 
-def late_question_on_a_half_open_connection(revalidations: Revalidations) -> Scenario:
+def late_question_on_a_half_open_connection(
+    revalidations: Revalidations, at_leader: bool = False
+) -> Scenario:
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()
         assert leader is not None
         slow, home = sorted(sid for sid in cluster.servers if sid != leader)[:2]
+        if at_leader:
+            slow = leader  # the leader claims at once: no question to hold
         client = new_client(cluster, "halfopen")
         client.servers = [(f"s{home}", CLIENT_PORT)]
         await client.connect()
@@ -55,22 +67,43 @@ def late_question_on_a_half_open_connection(revalidations: Revalidations) -> Sce
         # gives up, and its close never reaches F1 (its host's link to F1 went dark: the
         # connection is half-open at F1, as after a silent drop of the client's packets).
         started = trio.current_time()
-        cluster.network.cut(f"s{slow}", f"s{leader}")
+        if not at_leader:
+            cluster.network.cut(f"s{slow}", f"s{leader}")
         stream = await client.network.connect(f"s{slow}", CLIENT_PORT)
         hello = encode(
             ConnectRequest(
                 0, client.last_zxid, client.session_timeout_ms, client.session_id, client.password, False
             )
         )
-        await stream.send_all(len(hello).to_bytes(4, "big") + hello)
-        await cluster.wait_until(lambda: handshakes_waiting(cluster, slow) == 1, 1.0, "the handshake at F1")
-        cluster.network.cut("halfopen", f"s{slow}")
-        await stream.aclose()
-        client.servers = [(f"s{home}", CLIENT_PORT)]
-        await client.connect()
-        assert asked_by(revalidations, home, started)
-        cluster.network.uncut(f"s{slow}", f"s{leader}")  # F1's late question: F1 is the owner
-        await cluster.wait_until(lambda: asked_by(revalidations, slow, started), 1.0, "F1's late question")
+        if at_leader:
+            # Late at the leader: the client resumes on F2 first, then its ConnectRequest
+            # reaches the leader, which claims the session at once (aab0159's case), and the
+            # client's close never follows.
+            cluster.network.cut("halfopen", f"s{slow}")
+            client.servers = [(f"s{home}", CLIENT_PORT)]
+            await client.connect()
+            assert asked_by(revalidations, home, started)
+            cluster.network.uncut("halfopen", f"s{slow}")
+            await stream.send_all(len(hello).to_bytes(4, "big") + hello)
+            await cluster.wait_until(
+                lambda: owner(cluster, client.session_id) == leader, 1.0, "the leader's claim"
+            )
+            cluster.network.cut("halfopen", f"s{slow}")
+            await stream.aclose()
+        else:
+            await stream.send_all(len(hello).to_bytes(4, "big") + hello)
+            await cluster.wait_until(
+                lambda: handshakes_waiting(cluster, slow) == 1, 1.0, "the handshake at F1"
+            )
+            cluster.network.cut("halfopen", f"s{slow}")
+            await stream.aclose()
+            client.servers = [(f"s{home}", CLIENT_PORT)]
+            await client.connect()
+            assert asked_by(revalidations, home, started)
+            cluster.network.uncut(f"s{slow}", f"s{leader}")  # F1's late question: F1 is the owner
+            await cluster.wait_until(
+                lambda: asked_by(revalidations, slow, started), 1.0, "F1's late question"
+            )
         # The client stays on F2, reading now and then. F1's connection hears nothing from it:
         # once the session timeout has passed, F1 must close it, which withdraws F1's claim.
         await keep_alive(client, 1.0, client.session_timeout_ms / 1000 * 2)
@@ -95,6 +128,19 @@ def test_a_half_open_connection_on_a_learner_is_closed_after_the_session_timeout
     rule was written for, the connection stays open and the client's writes through the server
     it is on are refused with SessionMoved for good."""
     simulate(seed, late_question_on_a_half_open_connection(revalidations), voters=3)
+
+
+@pytest.mark.parametrize("seed", [603, 604])
+def test_a_late_handshake_at_the_leader_on_a_half_open_connection_gives_the_session_back(
+    seed: int, revalidations: Revalidations
+) -> None:
+    """aab0159's case (a ConnectRequest that reaches the leader after the client resumed on F2)
+    with the client's close lost: the leader's claim is withdrawn only when the connection
+    closes, which is the silence rule's doing (10974b7), a session timeout after the handshake.
+    Covers the two changes together in an ensemble (test_silent_connections is standalone). A
+    guard: fails with the silence rule removed (_close_silent_connections never called), and
+    with aab0159's serving.py reverted (the leader's claim keyless): -118 on both seeds."""
+    simulate(seed, late_question_on_a_half_open_connection(revalidations, at_leader=True), voters=3)
 
 
 # -- the leader's own claim, kept once a write was ordered under it --------------------------------
