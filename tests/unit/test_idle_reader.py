@@ -163,7 +163,9 @@ async def test_a_parked_client_that_pings_keeps_its_connection_and_its_session()
     0.2 s for 2.4 s, parked all along. A guard: fails with answer_idle_pings not setting last_read
     (the connection closed as silent after 1 s) or not touching the session (it expires).
     Nothing else caught either."""
-    config = parse_config("tickTime=200\ndataDir=/tmp\nclientPort=2181\nmaxClientCnxns=0\n", "/", source="t.cfg")
+    config = parse_config(
+        "tickTime=200\ndataDir=/tmp\nclientPort=2181\nmaxClientCnxns=0\n", "/", source="t.cfg"
+    )
     server = ZooKeeperServer(config, tree=DataTree())
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     async with trio.open_nursery() as nursery:
