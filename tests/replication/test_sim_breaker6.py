@@ -126,7 +126,9 @@ def test_a_half_open_connection_on_a_learner_is_closed_after_the_session_timeout
     known limit, docs/architecture.md). But the rule runs in _watch_loop, which an ensemble
     member starts only as leader (EnsembleServer.serve_role): on a learner, the server the
     rule was written for, the connection stays open and the client's writes through the server
-    it is on are refused with SessionMoved for good."""
+    it is on are refused with SessionMoved for good. Now a learner's tick judges its silent
+    connections too (learner.py, ZooKeeperServer.beat). Fails before that fix (on aab0159, and
+    with learner.py's call removed): -118 after twice the session timeout, on both seeds."""
     simulate(seed, late_question_on_a_half_open_connection(revalidations), voters=3)
 
 
