@@ -154,3 +154,32 @@ async def test_idle_pings_leave_no_objects_behind() -> None:
         assert made < 100, f"{made} objects alive after 100 idle pings"
         for client in clients:
             await client.stream.aclose()
+
+
+async def test_a_parked_client_that_pings_keeps_its_connection_and_its_session() -> None:
+    """The pings the reader answers count as the client's: they refresh the session (the
+    expirer) and the connection's last read (the silence rule, 10974b7, which closes a connection
+    whose client sent nothing for longer than its session timeout). A 1 s session pinging every
+    0.2 s for 2.4 s, parked all along. A guard: fails with answer_idle_pings not setting last_read
+    (the connection closed as silent after 1 s) or not touching the session (it expires).
+    Nothing else caught either."""
+    config = parse_config(
+        "tickTime=200\ndataDir=/tmp\nclientPort=2181\nmaxClientCnxns=0\n", "/", source="t.cfg"
+    )
+    server = ZooKeeperServer(config, tree=DataTree())
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, listeners)
+        client = Client(await trio.open_tcp_stream("127.0.0.1", server.port))
+        await client.stream.send_all(frame(ConnectRequest(0, 0, 1000, 0, b"\x00" * 16, False)))
+        response = decode(ConnectResponse, await client.read())
+        assert response.timeout == 1000
+        (conn,) = [c for c in server.connections if c.session_id]
+        for _ in range(12):
+            await client.ping()
+            await trio.sleep(0.2)
+        assert server.idle.pings_answered >= 10, server.idle.pings_answered
+        assert not conn.closing, "a parked client that pings was closed as silent"
+        assert server.sessions.is_alive(response.session_id), "a parked client's session expired"
+        await client.stream.aclose()
+        nursery.cancel_scope.cancel()

@@ -86,3 +86,40 @@ async def test_a_connection_that_stopped_reading_is_not_judged_silent() -> None:
     conn.awaiting_client = True
     server._close_silent_connections(now)
     assert conn.closing
+
+
+async def test_a_client_whose_handshake_was_slow_is_not_closed_before_its_first_ping(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client's ping schedule starts when its handshake is answered (kazoo: a third of the
+    timeout after the ConnectResponse, less 0.01-0.4 s of jitter), and the session's expiry is
+    pushed out then too (_attach touches it). The silence rule counted from the ConnectRequest's
+    read, so a handshake that took more than two thirds of the timeout (a new session's commit
+    on a slow disk; on a learner, the catch-up sync and the leader's answer) could have its
+    connection closed before the client's first ping was due, though nothing was wrong with it:
+    here a 3.8 s commit of a 4 s session, closed at the half-tick beat 1.2 s after the answer.
+    Fails before the fix (attach resets last_read): closed before the first ping."""
+    config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
+
+    async def slow_disk(txns: object) -> None:
+        await trio.sleep(3.8)
+
+    server = ZooKeeperServer(config, persist=slow_disk, tree=DataTree())
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+    server.connections[conn] = None
+    buffer = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pipeline.run)
+        nursery.start_soon(server._watch_loop)
+        nursery.start_soon(conn.serve)
+        await client.send_all(frame(ConnectRequest(0, 0, 4000, 0, b"\x00" * 16, False)))
+        response = decode(ConnectResponse, await read_frame(client, buffer))
+        assert response.timeout == 4000 and conn.session_id
+        for _ in range(4):  # pings as kazoo sends them: every 4000 * 2/3 / 2 ms, less 0.01 s of jitter
+            await trio.sleep(4.0 / 3 - 0.01)
+            assert not conn.closing, "a live client's connection was closed as silent"
+            await client.send_all(frame(RequestHeader(XID_PING, OpCode.PING)))
+            header, _ = ReplyHeader.read(await read_frame(client, buffer), 0)
+            assert header.xid == XID_PING
+        nursery.cancel_scope.cancel()

@@ -195,7 +195,13 @@ class Learner(Forwarder):
             elif kind == "logged":
                 effects = core.logged(value, trio.current_time())
             else:
-                effects = core.tick(trio.current_time())
+                now = trio.current_time()
+                if self.server is not None:
+                    # The silence rule (node.py): a half-open client connection here would keep
+                    # the claim its question made at the leader (owners.py). On the tick, not in
+                    # a task of its own: a learner's schedule stays as it was.
+                    self.server.beat(now, self.tick)
+                effects = core.tick(now)
                 if self._not_reading and core.state == BROADCAST and self.server is not None:
                     # The leader's pings wait unread behind the proposals: tell it of the
                     # sessions this server's clients keep alive anyway, or they expire there.

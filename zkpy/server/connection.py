@@ -293,6 +293,9 @@ class ClientConnection:
     def attach(self, session_id: int, timeout: int) -> None:
         self.session_id = session_id
         self.timeout = timeout
+        # The client's pings are timed from this answer, not from its ConnectRequest (a slow
+        # handshake must not count as its silence), as the session's expiry is (_attach).
+        self.last_read = trio.current_time()
         self._handshake_done.set()
 
     @property

@@ -494,15 +494,21 @@ class ZooKeeperServer:
         pause): the session expirer must not judge sessions by a silence that was ours. A beat
         every half tick; a gap of more than a tick opens a tick of grace."""
         tick = self.config.tick_time / 1000
-        last = self._loop_beat = trio.current_time()
+        self._loop_beat = trio.current_time()
         while True:
             await trio.sleep(tick / 2)
-            now = trio.current_time()
-            if now - last > tick:
-                self._stall_grace_until = now + tick
-            last = self._loop_beat = now
-            if now >= self._stall_grace_until:
-                self._close_silent_connections(now)
+            self.beat(trio.current_time(), tick / 2)
+
+    def beat(self, now: float, interval: float) -> None:
+        """One beat of a loop that runs every `interval` seconds (_watch_loop here; a learner's
+        tick, learner.py, which runs no _watch_loop): a gap of more than two intervals means this
+        process did not run, and opens a tick of grace; outside it, silent connections close."""
+        last = self._loop_beat
+        if last is not None and now - last > 2 * interval:
+            self._stall_grace_until = now + self.config.tick_time / 1000
+        self._loop_beat = now
+        if now >= self._stall_grace_until:
+            self._close_silent_connections(now)
 
     def _close_silent_connections(self, now: float) -> None:
         """Close each connection whose client sent nothing for longer than its session's timeout.
