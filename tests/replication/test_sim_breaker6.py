@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import test_sim_session_moves
 import trio
+from test_sim_claims_adversarial import forwarded_claim_withdrawn
 from test_sim_regressions import Scenario, caught_up, finish
 from test_sim_session_moves import Revalidations, asked_by, handshakes_waiting
 
@@ -148,56 +149,6 @@ def test_a_late_handshake_at_the_leader_on_a_half_open_connection_gives_the_sess
 # -- the leader's own claim, kept once a write was ordered under it --------------------------------
 
 
-def leader_claim_with_a_write_held_elsewhere(revalidations: Revalidations) -> Scenario:
-    async def scenario(cluster: SimCluster) -> None:
-        await cluster.wait_all_serving()
-        leader = cluster.leader()
-        assert leader is not None
-        first, last = sorted(sid for sid in cluster.servers if sid != leader)[:2]
-        client = new_client(cluster, "mover")
-        client.servers = [(f"s{first}", CLIENT_PORT)]
-        await client.connect()
-        await client.record("create", OpCode.CREATE, CreateRequest("/k", b"0", OPEN, 0), "/k")
-        await cluster.wait_until(lambda: caught_up(cluster), 1.0, "every server has /k")
-        # The client's /k=1 through F1 is slow on the client's own link: it reaches F1 0.8 s
-        # later, on the connection F1 still holds, and F1 forwards it. The client gives up on it.
-        cluster.network.delay_spike(0.8, 0.001, ["mover"])
-        client.request_timeout = 0.05
-        stale = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"1", -1), "/k", b"1")
-        assert stale.outcome == "unknown"
-        cluster.network.end_spikes()
-        held_until = stale.invoked + 0.8
-        client.request_timeout = 3.0
-        # It resumes the session on the leader and sets /k=2 there, acknowledged: the leader's
-        # own claim has a write ordered under it. Then it leaves the leader (the connection
-        # closes, and the leader relinquishes its claim: it must be kept) for F2, whose question
-        # is held until after the old /k=1 reached F1.
-        client.servers = [(f"s{leader}", CLIENT_PORT)]
-        await client.connect()
-        moved = await client.record("set", OpCode.SET_DATA, SetDataRequest("/k", b"2", -1), "/k", b"2")
-        assert moved.outcome == "ok"
-        await client._drop()
-        started = trio.current_time()
-        cluster.network.cut(f"s{last}", f"s{leader}")
-        client.servers = [(f"s{last}", CLIENT_PORT)]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client.connect)
-            assert trio.current_time() < held_until, "the schedule no longer reaches the case"
-            await trio.sleep_until(held_until + 0.05)  # the old /k=1 is at F1, and forwarded
-            assert not asked_by(revalidations, last, started), "the schedule no longer reaches the case"
-            cluster.network.heal()
-        after = await client.record("create", OpCode.CREATE, CreateRequest("/after", b"", OPEN, 0), "/after")
-        assert after.outcome == "ok", f"the client's write through F2 was answered {after.err}"
-        await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
-        for sid, server in cluster.servers.items():
-            assert server.peer is not None
-            data = server.peer.tree.nodes["/k"].data
-            assert data == b"2", f"s{sid} has /k={data!r} after the client's acknowledged /k=2"
-        await finish(cluster)
-
-    return scenario
-
-
 @pytest.mark.parametrize("seed", [611, 612])
 def test_the_leaders_own_claim_a_write_was_ordered_under_is_never_withdrawn(
     seed: int, revalidations: Revalidations
@@ -210,4 +161,4 @@ def test_the_leaders_own_claim_a_write_was_ordered_under_is_never_withdrawn(
     is the owner again and /k=1 is applied after /k=2. A guard, not a regression test: passes
     on aab0159; fails with the leader's relinquish not checking use (serving.py
     connection_closed deleting its claim outright): "FIFO client order broken" (the oracle)."""
-    simulate(seed, leader_claim_with_a_write_held_elsewhere(revalidations), voters=3)
+    simulate(seed, forwarded_claim_withdrawn(revalidations, through_leader=True), voters=3)

@@ -89,12 +89,19 @@ def test_a_catch_up_answered_after_the_client_left_does_not_claim_the_session(
     simulate(seed, abandoned_catch_up(revalidations), voters=3)
 
 
-def forwarded_claim_withdrawn(revalidations: Revalidations) -> Scenario:
+def forwarded_claim_withdrawn(revalidations: Revalidations, through_leader: bool = False) -> Scenario:
+    """The client writes /k=2 through F2 (or, `through_leader`, through the leader itself, whose
+    own claim is withdrawable too) and then leaves for the last server."""
+
     async def scenario(cluster: SimCluster) -> None:
         await cluster.wait_all_serving()
         leader = cluster.leader()
         assert leader is not None
-        first, second, last = sorted(sid for sid in cluster.servers if sid != leader)  # F1, F2, observer
+        if through_leader:
+            first, last = sorted(sid for sid in cluster.servers if sid != leader)[:2]  # F1, F2
+            second = leader
+        else:
+            first, second, last = sorted(sid for sid in cluster.servers if sid != leader)  # F1, F2, observer
         client = new_client(cluster, "mover")
         client.servers = [(f"s{first}", CLIENT_PORT)]
         await client.connect()
@@ -129,7 +136,7 @@ def forwarded_claim_withdrawn(revalidations: Revalidations) -> Scenario:
             assert not asked_by(revalidations, last, started), "the schedule no longer reaches the case"
             cluster.network.heal()
         after = await client.record("create", OpCode.CREATE, CreateRequest("/after", b"", OPEN, 0), "/after")
-        assert after.outcome == "ok", f"the client's write through the observer was answered {after.err}"
+        assert after.outcome == "ok", f"the client's write through s{last} was answered {after.err}"
         await cluster.wait_until(lambda: caught_up(cluster), 10.0, "every server caught up")
         for sid, server in cluster.servers.items():
             assert server.peer is not None
