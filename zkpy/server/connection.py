@@ -340,20 +340,25 @@ class ClientConnection:
             self.close()
 
     async def _receive_bytes(self) -> bytes | bytearray:
-        """The client's next bytes; b"" once it closed (or the connection broke)."""
+        """The client's next bytes; b"" once it closed (or the connection broke). Meanwhile the
+        connection is `awaiting_client` (the silence rule judges only such a connection)."""
+        self.awaiting_client = True
         sock = self._sock
-        while True:
-            try:
-                if sock is not None:
-                    if self._only_pings and self._may_park():
-                        return await self.server.idle.park(self, sock)
-                    await trio.lowlevel.wait_readable(sock)
-                    return sock.recv(65536)
-                return await self.stream.receive_some(65536)
-            except BlockingIOError:
-                continue
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return b""
+        try:
+            while True:
+                try:
+                    if sock is not None:
+                        if self._only_pings and self._may_park():
+                            return await self.server.idle.park(self, sock)
+                        await trio.lowlevel.wait_readable(sock)
+                        return sock.recv(65536)
+                    return await self.stream.receive_some(65536)
+                except BlockingIOError:
+                    continue
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return b""
+        finally:
+            self.awaiting_client = False
 
     def _may_park(self) -> bool:
         """Idle with nothing in flight either way: the shared reader may wait for this client
@@ -396,9 +401,7 @@ class ClientConnection:
 
     async def _read_ahead(self, ahead: _ReadAhead) -> None:
         with ahead.scope:
-            self.awaiting_client = True
             ahead.data = bytes(await self._receive_bytes())
-            self.awaiting_client = False
             if not ahead.data:
                 self.close()
         ahead.done.set()
@@ -415,9 +418,7 @@ class ClientConnection:
                 self._ahead = None
                 data = ahead.data
             else:
-                self.awaiting_client = True
                 data = await self._receive_bytes()
-                self.awaiting_client = False
             if not data:
                 return
             server.stats.bytes_received += len(data)
