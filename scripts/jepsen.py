@@ -1148,15 +1148,18 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["JAVA_TOOL_OPTIONS"] = (
             os.environ.get("JAVA_TOOL_OPTIONS", "") + " -Dreadonlymode.enabled=true"
         ).strip()
-    cluster = make_cluster(
-        args.server,
-        args.servers,
-        home,
-        partitions,
-        client_proxies=bool(families & {"hold", "move", "silent"}),
-        nft="silent" in families,
-        read_only=args.read_only,
-    )
+    def build() -> Cluster:
+        return make_cluster(
+            args.server,
+            args.servers,
+            home,
+            partitions,
+            client_proxies=bool(families & {"hold", "move", "silent"}),
+            nft="silent" in families,
+            read_only=args.read_only,
+        )
+
+    cluster = build()
     workers: list[Worker] = []
     nemesis: Nemesis | None = None
     shared = Shared([f"/registers/r{i}" for i in range(args.registers)])
@@ -1182,15 +1185,7 @@ def main(argv: list[str] | None = None) -> int:
                 cluster.shutdown()
                 shutil.rmtree(home, ignore_errors=True)
                 Path(home).mkdir(parents=True)
-                cluster = make_cluster(
-                    args.server,
-                    args.servers,
-                    home,
-                    partitions,
-                    client_proxies=bool(families & {"hold", "move", "silent"}),
-                    nft="silent" in families,
-                    read_only=args.read_only,
-                )
+                cluster = build()
         if failure is not None:
             log(f"ensemble did not start: {failure}")
             dest = args.keep_logs or Path(
