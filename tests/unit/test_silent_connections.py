@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import trio
 import trio.testing
+from test_handshake_wait import frame, read_frame
 
-from zkpy.jute.codec import decode, encode
+from zkpy.jute.codec import decode
 from zkpy.jute.ops import XID_PING, OpCode
 from zkpy.jute.records import ConnectRequest, ConnectResponse, ReplyHeader, RequestHeader
 from zkpy.server.config import parse_config
@@ -15,20 +19,24 @@ from zkpy.server.node import ZooKeeperServer
 from zkpy.tree.datatree import DataTree
 
 
-def frame(*records: object) -> bytes:
-    body = b"".join(encode(r) for r in records)
-    return len(body).to_bytes(4, "big") + body
-
-
-async def read_frame(stream: trio.abc.Stream, buffer: bytearray) -> bytes:
-    while len(buffer) < 4 or len(buffer) < 4 + int.from_bytes(buffer[:4], "big"):
-        data = await stream.receive_some(65536)
-        assert data, "the server closed the connection"
-        buffer += data
-    size = int.from_bytes(buffer[:4], "big")
-    body = bytes(buffer[4 : 4 + size])
-    del buffer[: 4 + size]
-    return body
+@asynccontextmanager
+async def connected(
+    server: ZooKeeperServer,
+) -> AsyncIterator[tuple[trio.abc.Stream, bytearray, ClientConnection]]:
+    """A client in memory with a 4 s session on `server`, whose pipeline and watch loop run."""
+    client, server_end = trio.testing.memory_stream_pair()
+    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
+    server.connections[conn] = None  # as the listener's handler does
+    buffer = bytearray()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pipeline.run)
+        nursery.start_soon(server._watch_loop)
+        nursery.start_soon(conn.serve)
+        await client.send_all(frame(ConnectRequest(0, 0, 4000, 0, b"\x00" * 16, False)))
+        response = decode(ConnectResponse, await read_frame(client, buffer))
+        assert response.timeout == 4000 and conn.session_id
+        yield client, buffer, conn
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_connection_silent_past_its_session_timeout_is_closed(
@@ -43,17 +51,7 @@ async def test_a_connection_silent_past_its_session_timeout_is_closed(
     open after 10 s of silence."""
     config = parse_config("tickTime=2000\ndataDir=/tmp\nclientPort=2181\n", "/", source="t.cfg")
     server = ZooKeeperServer(config, tree=DataTree())
-    client, server_end = trio.testing.memory_stream_pair()
-    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
-    server.connections[conn] = None  # as the listener's handler does
-    buffer = bytearray()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.pipeline.run)
-        nursery.start_soon(server._watch_loop)
-        nursery.start_soon(conn.serve)
-        await client.send_all(frame(ConnectRequest(0, 0, 4000, 0, b"\x00" * 16, False)))
-        response = decode(ConnectResponse, await read_frame(client, buffer))
-        assert response.timeout == 4000 and conn.session_id
+    async with connected(server) as (client, buffer, conn):
         for _ in range(15):  # 20 s of pings every 1.3 s
             await trio.sleep(1.3)
             await client.send_all(frame(RequestHeader(XID_PING, OpCode.PING)))
@@ -66,7 +64,6 @@ async def test_a_connection_silent_past_its_session_timeout_is_closed(
                 await trio.sleep(0.1)
         silent = trio.current_time() - silent_since
         assert 4.0 < silent <= 4.0 + 1.1, silent  # checked every half tick
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_connection_that_stopped_reading_is_not_judged_silent() -> None:
@@ -105,21 +102,10 @@ async def test_a_client_whose_handshake_was_slow_is_not_closed_before_its_first_
         await trio.sleep(3.8)
 
     server = ZooKeeperServer(config, persist=slow_disk, tree=DataTree())
-    client, server_end = trio.testing.memory_stream_pair()
-    conn = ClientConnection(server, server_end, ("127.0.0.1", 5555))
-    server.connections[conn] = None
-    buffer = bytearray()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.pipeline.run)
-        nursery.start_soon(server._watch_loop)
-        nursery.start_soon(conn.serve)
-        await client.send_all(frame(ConnectRequest(0, 0, 4000, 0, b"\x00" * 16, False)))
-        response = decode(ConnectResponse, await read_frame(client, buffer))
-        assert response.timeout == 4000 and conn.session_id
+    async with connected(server) as (client, buffer, conn):
         for _ in range(4):  # pings as kazoo sends them: every 4000 * 2/3 / 2 ms, less 0.01 s of jitter
             await trio.sleep(4.0 / 3 - 0.01)
             assert not conn.closing, "a live client's connection was closed as silent"
             await client.send_all(frame(RequestHeader(XID_PING, OpCode.PING)))
             header, _ = ReplyHeader.read(await read_frame(client, buffer), 0)
             assert header.xid == XID_PING
-        nursery.cancel_scope.cancel()
